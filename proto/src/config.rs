@@ -1,0 +1,232 @@
+//! Layered settings: command-line flag, then `PGFERRY_<FLAG>` environment
+//! variable, then `--config FILE.toml`, then the built-in default.
+//!
+//! clap already orders flag > env > default, so a file's entries become the
+//! defaults of the arguments they name. Keys are the long flag names
+//! (`source-db = "..."`); a key no command knows is an error naming it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Command, FromArgMatches};
+
+/// A setting that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The file names a setting no command has.
+    #[error("config file {path}: unknown setting `{key}`")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The unknown key.
+        key: String,
+    },
+    /// A value of a type settings cannot have (a table or array).
+    #[error("config file {path}: setting `{key}` must be a string, number or boolean")]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// The key with the bad value.
+        key: String,
+    },
+    /// A setting's value is not acceptable.
+    #[error("setting `{setting}`: {reason}")]
+    Invalid {
+        /// The flag name of the setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The command line itself is wrong; clap's message says how.
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+}
+
+impl ConfigError {
+    /// Prints the error and exits: clap's own output (help, version) and usage
+    /// errors as clap does, everything else as bad configuration (exit 64).
+    pub fn exit(self) -> ! {
+        match self {
+            ConfigError::Cli(err) => err.exit(),
+            other => {
+                eprintln!("error: {other}");
+                std::process::exit(64)
+            }
+        }
+    }
+}
+
+/// Parses the process's arguments into `T` with the file and environment
+/// layers applied.
+pub fn parse<T: clap::CommandFactory + FromArgMatches>() -> Result<T, ConfigError> {
+    parse_from::<T>(std::env::args_os().collect(), std::env::var_os("PGFERRY_CONFIG"))
+}
+
+/// [`parse`] over explicit arguments and `PGFERRY_CONFIG` value.
+pub fn parse_from<T: clap::CommandFactory + FromArgMatches>(
+    args: Vec<OsString>,
+    config_env: Option<OsString>,
+) -> Result<T, ConfigError> {
+    let mut command = T::command();
+    if let Some(path) = config_path(&args).or(config_env.map(PathBuf::from)) {
+        command = apply_file(command, &path)?;
+    }
+    let matches: ArgMatches = command.try_get_matches_from(args)?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+fn apply_file(mut command: Command, path: &PathBuf) -> Result<Command, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+        path: path.clone(),
+        source: Box::new(source),
+    })?;
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::BadValue {
+                    path: path.clone(),
+                    key,
+                });
+            }
+        };
+        let (next, known) = set_default(command, &key, &value);
+        command = next;
+        if !known || key == "config" {
+            return Err(ConfigError::UnknownKey {
+                path: path.clone(),
+                key,
+            });
+        }
+    }
+    Ok(command)
+}
+
+/// Makes `value` the default of every argument whose long flag is `key`, in
+/// the command and all its subcommands. Returns whether any had it.
+fn set_default(mut command: Command, key: &str, value: &str) -> (Command, bool) {
+    let ids: Vec<_> = command
+        .get_arguments()
+        .filter(|arg| arg.get_long() == Some(key))
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    let mut known = !ids.is_empty();
+    for id in ids {
+        let value = value.to_owned();
+        command = command.mut_arg(id, |arg| arg.required(false).default_value(value));
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in names {
+        let mut found = false;
+        command = command.mut_subcommand(name, |sub| {
+            let (sub, has) = set_default(sub, key, value);
+            found = has;
+            sub
+        });
+        known |= found;
+    }
+    (command, known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Sub {
+        Run {
+            #[arg(long, env = "PGFERRY_TEST_ONLY_DB")]
+            db: String,
+            #[arg(long, default_value_t = 5)]
+            window: u32,
+            #[arg(long)]
+            config: Option<PathBuf>,
+        },
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_file_fills_what_the_command_line_leaves_out() {
+        let f = file("db = \"host=a\"\nwindow = 9\n");
+        let path = f.path().to_str().unwrap();
+        let cli: Cli = parse_from(args(&["x", "run", "--config", path]), None).unwrap();
+        let Sub::Run { db, window, .. } = cli.command;
+        assert_eq!((db.as_str(), window), ("host=a", 9));
+    }
+
+    #[test]
+    fn a_flag_beats_the_file() {
+        let f = file("db = \"host=a\"\n");
+        let path = f.path().to_str().unwrap();
+        let cli: Cli =
+            parse_from(args(&["x", "run", "--db", "host=b", "--config", path]), None).unwrap();
+        let Sub::Run { db, .. } = cli.command;
+        assert_eq!(db, "host=b");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let f = file("dbb = \"host=a\"\n");
+        let path = f.path().to_str().unwrap();
+        let err = parse_from::<Cli>(args(&["x", "run", "--config", path]), None).unwrap_err();
+        assert!(err.to_string().contains("unknown setting `dbb`"), "{err}");
+    }
+}

@@ -1,0 +1,23 @@
+//! pgferry's wire contract (the gRPC service both agents speak) and the few
+//! pieces both agents share: layered configuration, database connections,
+//! shutdown signals, health reporting and log set-up.
+
+pub mod change;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod shutdown;
+pub mod telemetry;
+
+/// Types and service stubs generated from `proto/pgferry.proto`.
+#[allow(missing_docs)]
+pub mod wire {
+    tonic::include_proto!("pgferry.v1");
+}
+
+/// The protocol version this build speaks. A target refuses a source that
+/// speaks another one, before anything is applied.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The gRPC health service name both agents report under, besides "".
+pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
