@@ -6,7 +6,10 @@ pub mod change;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod install;
+pub mod metrics;
 pub mod shutdown;
+pub mod sql;
 pub mod telemetry;
 
 /// Types and service stubs generated from `proto/pgferry.proto`.

@@ -1,0 +1,230 @@
+//! Batches: cutting them by snapshots (design.md section 3) and reading one
+//! back, in seq order and in bounded chunks.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::wire;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{Client, Config};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// Cuts the next batch if committed changes wait. Returns its id.
+pub async fn cut(client: &Client) -> Result<Option<u64>> {
+    let row = client
+        .query_one("select pgferry.cut_batch()", &[])
+        .await
+        .map_err(Error::db("cutting a batch"))?;
+    Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
+}
+
+/// The newest and oldest batch ids the source still keeps.
+pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
+    let row = client
+        .query_one("select min(batch_id), max(batch_id) from pgferry.batch", &[])
+        .await
+        .map_err(Error::db("reading the batch list"))?;
+    let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+    Ok((min.unwrap_or(0) as u64, max.unwrap_or(0) as u64))
+}
+
+/// Keeps cutting batches every `tick` until `cancel`, publishing the newest
+/// batch id on `cut_tx`. Holds the database's source-agent lock so that two
+/// agents never cut (or ship) batches of one queue.
+pub async fn cut_loop(
+    config: Config,
+    tick: Duration,
+    cut_tx: watch::Sender<u64>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match cut_session(&config, tick, &cut_tx, &cancel).await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err, "batch cutter lost the source database; retrying");
+            }
+            Err(err) => return Err(err),
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How long a starting agent waits for a predecessor's lock to go (a killed
+/// agent's server session ends a moment after the process).
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+async fn cut_session(
+    config: &Config,
+    tick: Duration,
+    cut_tx: &watch::Sender<u64>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let client = pgferry_proto::db::connect(config)
+        .await
+        .map_err(Error::Connect)?;
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let locked: bool = client
+            .query_one("select pg_try_advisory_lock(hashtext('pgferry.source-agent'))", &[])
+            .await
+            .map_err(Error::db("taking the source-agent lock"))?
+            .get(0);
+        if locked {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::AlreadyRunning);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, newest) = kept_range(&client).await?;
+    cut_tx.send_replace(newest);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if let Some(batch_id) = cut(&client).await? {
+            tracing::debug!(batch_id, "cut batch");
+            cut_tx.send_replace(batch_id);
+        }
+    }
+}
+
+/// Changes of the batch `batch_id`: committed in its snapshot and not in the
+/// previous one, in seq order. A pure function of the two snapshots and the
+/// immutable queue rows, so a resend after any crash carries the same changes.
+const READ_BATCH: &str = "
+    with s as (select p.snapshot as prev, c.snapshot as cur
+               from pgferry.batch p, pgferry.batch c
+               where p.batch_id = $1 - 1 and c.batch_id = $1)
+    select q.seq, q.table_id, q.op::text, q.old_key::text, q.new_row::text
+    from pgferry.queue q, s
+    where q.txid >= pg_snapshot_xmin(s.prev) and q.txid < pg_snapshot_xmax(s.cur)
+      and pg_visible_in_snapshot(q.txid, s.cur)
+      and not pg_visible_in_snapshot(q.txid, s.prev)
+    order by q.seq";
+
+/// Reads batch `batch_id` in chunks of `chunk_rows` and sends them on `out`;
+/// the last chunk is marked. Memory stays at one chunk: the read is a
+/// portal, and `out` is bounded.
+pub async fn send(
+    client: &mut Client,
+    batch_id: u64,
+    chunk_rows: u32,
+    known_tables: &HashSet<u32>,
+    out: &mpsc::Sender<wire::SourceMessage>,
+) -> Result<SendOutcome> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(Error::db("reading a batch"))?;
+    let id = batch_id as i64;
+    let exists: bool = tx
+        .query_one(
+            "select count(*) = 2 from pgferry.batch where batch_id in ($1 - 1, $1)",
+            &[&id],
+        )
+        .await
+        .map_err(Error::db("reading a batch"))?
+        .get(0);
+    if !exists {
+        return Err(Error::Protocol(format!(
+            "batch {batch_id} or its predecessor is no longer kept on the source"
+        )));
+    }
+    let statement = tx.prepare(READ_BATCH).await.map_err(Error::db("reading a batch"))?;
+    let portal = tx
+        .bind(&statement, &[&id])
+        .await
+        .map_err(Error::db("reading a batch"))?;
+    let mut changes_sent = 0u64;
+    loop {
+        let rows = tx
+            .query_portal(&portal, chunk_rows as i32)
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        let last = rows.len() < chunk_rows as usize;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let change = to_change(&row)?;
+            if !known_tables.contains(&change.table_id) {
+                return Ok(SendOutcome::TablesChanged);
+            }
+            changes.push(wire::Change::from(change));
+        }
+        changes_sent += changes.len() as u64;
+        let chunk = wire::BatchChunk {
+            batch_id,
+            changes,
+            last,
+        };
+        let message = wire::SourceMessage {
+            kind: Some(wire::source_message::Kind::Chunk(chunk)),
+        };
+        if out.send(message).await.is_err() {
+            return Ok(SendOutcome::PeerGone);
+        }
+        if last {
+            tracing::debug!(batch_id, changes = changes_sent, "sent batch");
+            return Ok(SendOutcome::Sent {
+                changes: changes_sent,
+            });
+        }
+    }
+}
+
+/// How sending a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The whole batch is on its way.
+    Sent {
+        /// How many changes it held.
+        changes: u64,
+    },
+    /// A change belongs to a table the stream's hello did not announce: the
+    /// stream must start over with the current table list.
+    TablesChanged,
+    /// The stream closed under us.
+    PeerGone,
+}
+
+fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
+    let seq = row.get::<_, i64>(0) as u64;
+    let table_id = row.get::<_, i32>(1) as u32;
+    let op: &str = row.get(2);
+    let old_key: Option<String> = row.get(3);
+    let new_row: Option<String> = row.get(4);
+    let broken = || Error::Protocol(format!("queue row {seq} ({op}) lacks its data"));
+    let kind = match op {
+        "I" => ChangeKind::Insert {
+            new_row: new_row.ok_or_else(broken)?,
+        },
+        "U" => ChangeKind::Update {
+            old_key,
+            new_row: new_row.ok_or_else(broken)?,
+        },
+        "D" => ChangeKind::Delete {
+            old_key: old_key.ok_or_else(broken)?,
+        },
+        "T" => ChangeKind::Truncate,
+        _ => return Err(broken()),
+    };
+    Ok(Change {
+        seq,
+        table_id,
+        kind,
+    })
+}

@@ -1,0 +1,134 @@
+//! The command line: subcommands and their settings. Every flag can also come
+//! from `PGFERRY_<FLAG>` or from `--config FILE.toml` (see `pgferry_proto::config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pgferry source agent: captures changes of chosen tables and streams them,
+/// in commit order and exactly once, to a target agent.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// The action.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every subcommand shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Source database: libpq key=value string or postgres:// URL.
+    #[arg(long, env = "PGFERRY_SOURCE_DB")]
+    pub source_db: String,
+    /// TOML file with settings (keys are the flag names).
+    #[arg(long, env = "PGFERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// What the source agent can do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or upgrade pgferry's schema in the source database.
+    Install {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Start capturing a table's changes.
+    AddTable {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The source table, SCHEMA.TABLE.
+        table: String,
+        /// The target table, SCHEMA.TABLE (default: the same name).
+        #[arg(long = "as")]
+        target: Option<String>,
+    },
+    /// Stop capturing a table; what was captured still ships.
+    RemoveTable {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The source table, SCHEMA.TABLE.
+        table: String,
+    },
+    /// Show tables, pending changes, progress and the last error.
+    Status {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut batches and stream them to the target until SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+/// Settings of `run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Source database and config file.
+    #[command(flatten)]
+    pub common: Common,
+    /// The target agent's address, http://HOST:PORT.
+    #[arg(long, env = "PGFERRY_TARGET")]
+    pub target: String,
+    /// This source's name; the target keeps its progress under it.
+    #[arg(long, env = "PGFERRY_SOURCE_ID")]
+    pub source_id: String,
+    /// Serve grpc.health.v1 on this address (default: off).
+    #[arg(long, env = "PGFERRY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address (default: off).
+    #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often to look for committed changes to cut into a batch.
+    #[arg(long, env = "PGFERRY_TICK", default_value = "20ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// How many batches may be sent and not yet acknowledged.
+    #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
+    pub window: u64,
+    /// Changes per message on the wire.
+    #[arg(long, env = "PGFERRY_CHUNK_ROWS", default_value_t = 1000)]
+    pub chunk_rows: u32,
+    /// Longest wait between retries after an error.
+    #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 250ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{text}` is not a duration like 250ms, 5s or 2m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_dba_writes_them() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

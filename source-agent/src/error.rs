@@ -1,0 +1,112 @@
+//! The source agent's one error type. Each variant names what it is about
+//! (table, batch, setting) and knows whether trying again can help.
+
+/// Everything that can go wrong on the source side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] pgferry_proto::config::ConfigError),
+    /// The CONNINFO does not parse.
+    #[error(transparent)]
+    Conninfo(#[from] pgferry_proto::db::BadConninfo),
+    /// The source database did not accept the connection.
+    #[error("cannot connect to the source database: {}", pgferry_proto::db::describe(.0))]
+    Connect(#[source] tokio_postgres::Error),
+    /// A statement failed on the source database.
+    #[error("source database, {context}: {}", pgferry_proto::db::describe(.source))]
+    Db {
+        /// What the agent was doing.
+        context: &'static str,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// `install` has not been run on the source database.
+    #[error("pgferry is not installed in the source database: run `source-agent install` first")]
+    NotInstalled,
+    /// The source schema is newer than this binary.
+    #[error("the source database has pgferry schema version {found}; this source-agent knows up to {known}: upgrade the binary")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i32,
+        /// Newest version this binary installs.
+        known: i32,
+    },
+    /// A table name is not SCHEMA.TABLE.
+    #[error("`{0}` is not a table name: write SCHEMA.TABLE")]
+    BadTableName(String),
+    /// The table does not exist on the source.
+    #[error("table {0} does not exist in the source database")]
+    UnknownTable(String),
+    /// The table is not a plain table.
+    #[error("{0} is not a table (only ordinary tables can be replicated)")]
+    NotATable(String),
+    /// No primary key or unique index over NOT NULL columns.
+    #[error("table {0} has no primary key or unique index over NOT NULL columns: the target could not match rows; add a primary key")]
+    NoKey(String),
+    /// The table holds rows and initial copy is not there yet.
+    #[error("table {0} is not empty: adding a populated table needs the initial copy, which comes in a later release (issue 3); add it while empty")]
+    NotEmpty(String),
+    /// The table is already replicated.
+    #[error("table {0} is already replicated")]
+    AlreadyAdded(String),
+    /// The table is not replicated.
+    #[error("table {0} is not replicated")]
+    NotReplicated(String),
+    /// The target address is not a valid URI.
+    #[error("setting `target`: `{0}` is not an address like http://host:7300")]
+    BadTarget(String),
+    /// Could not reach the target agent.
+    #[error("cannot reach the target agent: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The target agent refused or failed the stream.
+    #[error("target agent: {}: {}", .0.code(), .0.message())]
+    Target(tonic::Status),
+    /// The target broke the protocol.
+    #[error("target agent broke the protocol: {0}")]
+    Protocol(String),
+    /// The target has applied a batch the source has not cut, or lost
+    /// batches the source has already cleaned up: the two databases do not
+    /// belong together any more.
+    #[error("target progress for this source is at batch {target}, but the source {reason}; refusing to send (was a database restored or reinstalled?)")]
+    Diverged {
+        /// The target's last applied batch.
+        target: u64,
+        /// What the source has instead.
+        reason: String,
+    },
+    /// Another `source-agent run` holds this database.
+    #[error("another source-agent is running against this source database")]
+    AlreadyRunning,
+    /// A local I/O failure (listening socket, signals).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the agent was doing.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a database error with what the agent was doing.
+    pub fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::Db { context, source }
+    }
+
+    /// Whether the run loop should try again (after a back-off) rather than
+    /// stop: everything that a returning database, agent or network can cure.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect(_) | Error::Transport(_) | Error::Target(_) | Error::Protocol(_) => true,
+            Error::Db { source, .. } => pgferry_proto::db::is_retryable(source),
+            Error::Diverged { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Result with the source agent's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,134 @@
+//! pgferry's source agent: capture triggers write every change of a
+//! replicated table into a queue in the same transaction; the agent cuts the
+//! committed changes into batches by snapshots and streams them, in commit
+//! order, to a target agent; acks delete them from the queue.
+
+pub mod ack;
+pub mod batch;
+pub mod capture;
+pub mod cli;
+pub mod error;
+pub mod metrics;
+pub mod status;
+pub mod stream;
+
+use pgferry_proto::{db, health};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{Command, Common, RunArgs};
+use crate::error::{Error, Result};
+
+/// Name the agent's database sessions carry.
+pub const APPLICATION_NAME: &str = "pgferry-source-agent";
+
+/// Runs one command to completion.
+pub async fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Install { common } => {
+            let mut client = connect(&common).await?;
+            let (before, after) = capture::install(&mut client).await?;
+            if before == after {
+                println!("pgferry source schema is current (version {after})");
+            } else {
+                println!("pgferry source schema installed: version {before} -> {after}");
+            }
+        }
+        Command::AddTable {
+            common,
+            table,
+            target,
+        } => {
+            let mut client = connect(&common).await?;
+            capture::add_table(&mut client, &table, target.as_deref()).await?;
+            println!("added {table}");
+        }
+        Command::RemoveTable { common, table } => {
+            let mut client = connect(&common).await?;
+            capture::remove_table(&mut client, &table).await?;
+            println!("removed {table}");
+        }
+        Command::Status { common, json } => {
+            let client = connect(&common).await?;
+            let status = status::read(&client).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serializes")
+                );
+            } else {
+                print!("{status}");
+            }
+        }
+        Command::Run(args) => run(args).await?,
+    }
+    Ok(())
+}
+
+async fn connect(common: &Common) -> Result<tokio_postgres::Client> {
+    let config = db::parse_conninfo("source-db", &common.source_db, APPLICATION_NAME)?;
+    db::connect(&config).await.map_err(Error::Connect)
+}
+
+/// `run`: cut batches and stream them until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let db_config = db::parse_conninfo("source-db", &args.common.source_db, APPLICATION_NAME)?;
+    // Fail fast on a source that cannot work at all; later outages are retried.
+    let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
+    capture::ensure_installed(&probe).await?;
+    drop(probe);
+
+    let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
+        context: "installing signal handlers",
+        source,
+    })?;
+    if let Some(addr) = args.metrics_listen {
+        pgferry_proto::metrics::serve(addr).map_err(|reason| {
+            Error::Config(pgferry_proto::config::ConfigError::Invalid {
+                setting: "metrics-listen",
+                reason,
+            })
+        })?;
+    }
+    let tasks = TaskTracker::new();
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: "binding health-listen",
+                source,
+            })?;
+        let (reporter, service) = tonic_health::server::health_reporter();
+        tasks.spawn(health::follow_database(reporter, db_config.clone(), cancel.child_token()));
+        let shutdown = cancel.child_token();
+        tasks.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await;
+            if let Err(error) = served {
+                tracing::error!(error = %error, "health server failed");
+            }
+        });
+    }
+
+    let (cut_tx, cut_rx) = watch::channel(0u64);
+    let cutter = tasks.spawn(batch::cut_loop(
+        db_config.clone(),
+        args.tick,
+        cut_tx,
+        cancel.child_token(),
+    ));
+    tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
+    let streamed = stream::run(args, db_config, cut_rx, cancel.child_token()).await;
+    // Whichever ends first, the other follows.
+    cancel.cancel();
+    tasks.close();
+    let cut = cutter.await.unwrap_or(Ok(()));
+    tasks.wait().await;
+    streamed.and(cut)
+}
+

@@ -1,0 +1,26 @@
+//! The source agent's metrics.
+
+/// Batches fully sent to the target.
+pub const BATCHES_SENT: &str = "pgferry_batches_sent_total";
+/// Changes sent to the target.
+pub const CHANGES_SENT: &str = "pgferry_changes_sent_total";
+/// Newest batch the target has acknowledged.
+pub const ACKED_BATCH: &str = "pgferry_acked_batch";
+/// Sessions with the target that ended in an error.
+pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
+
+/// A batch went out whole.
+pub fn batch_sent(changes: u64) {
+    metrics::counter!(BATCHES_SENT).increment(1);
+    metrics::counter!(CHANGES_SENT).increment(changes);
+}
+
+/// The target acknowledged `batch_id`.
+pub fn batch_acked(batch_id: u64) {
+    metrics::gauge!(ACKED_BATCH).set(batch_id as f64);
+}
+
+/// A session ended in an error.
+pub fn session_failed() {
+    metrics::counter!(SESSION_ERRORS).increment(1);
+}

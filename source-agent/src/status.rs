@@ -1,0 +1,125 @@
+//! `source-agent status`: what is replicated, how much waits, how far the
+//! target is, and the last error, read from the source database alone (so it
+//! works while the agent or the target is down).
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// Replication state as `status` prints it.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Every registered table.
+    pub tables: Vec<TableStatus>,
+    /// Captured changes not yet acknowledged by the target.
+    pub pending_changes: i64,
+    /// Age in seconds of the oldest pending change (0 when none).
+    pub oldest_pending_age_secs: f64,
+    /// Newest batch cut.
+    pub newest_batch: i64,
+    /// Newest batch the target acknowledged.
+    pub acked_batch: i64,
+    /// When it did.
+    pub acked_at: Option<String>,
+    /// The error that last stopped a session, cleared by the next ack.
+    pub last_error: Option<String>,
+    /// When that error happened.
+    pub last_error_at: Option<String>,
+}
+
+/// One registered table.
+#[derive(Debug, Serialize)]
+pub struct TableStatus {
+    /// schema.table on the source.
+    pub source: String,
+    /// schema.table on the target.
+    pub target: String,
+    /// Key columns the target matches rows on.
+    pub key: Vec<String>,
+    /// `replicating`, or `removed` while its captured changes still ship.
+    pub state: &'static str,
+    /// Its pending changes.
+    pub pending_changes: i64,
+}
+
+/// Reads the status.
+pub async fn read(client: &Client) -> Result<Status> {
+    crate::capture::ensure_installed(client).await?;
+    let row = client
+        .query_one(
+            "select (select count(*) from pgferry.queue),
+                    coalesce((select extract(epoch from now() - min(captured_at))::float8 from pgferry.queue), 0),
+                    (select max(batch_id) from pgferry.batch),
+                    t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text
+             from pgferry.target t",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading status"))?;
+    let tables = client
+        .query(
+            "select t.source_schema || '.' || t.source_name, t.target_schema || '.' || t.target_name,
+                    t.key_columns, t.removed,
+                    (select count(*) from pgferry.queue q where q.table_id = t.table_id)
+             from pgferry.tables t order by t.source_schema, t.source_name",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading status"))?
+        .into_iter()
+        .map(|r| TableStatus {
+            source: r.get(0),
+            target: r.get(1),
+            key: r.get(2),
+            state: if r.get(3) { "removed" } else { "replicating" },
+            pending_changes: r.get(4),
+        })
+        .collect();
+    Ok(Status {
+        tables,
+        pending_changes: row.get(0),
+        oldest_pending_age_secs: row.get(1),
+        newest_batch: row.get(2),
+        acked_batch: row.get(3),
+        acked_at: row.get(4),
+        last_error: row.get(5),
+        last_error_at: row.get(6),
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "pending changes:  {}", self.pending_changes)?;
+        writeln!(f, "oldest pending:   {:.1}s", self.oldest_pending_age_secs)?;
+        writeln!(
+            f,
+            "batches:          newest cut {}, acked {} ({})",
+            self.newest_batch,
+            self.acked_batch,
+            self.acked_at.as_deref().unwrap_or("never")
+        )?;
+        match &self.last_error {
+            Some(error) => writeln!(
+                f,
+                "last error:       {} ({})",
+                error,
+                self.last_error_at.as_deref().unwrap_or("")
+            )?,
+            None => writeln!(f, "last error:       none")?,
+        }
+        writeln!(f, "tables:")?;
+        for t in &self.tables {
+            writeln!(
+                f,
+                "  {} -> {}  key ({})  {}  pending {}",
+                t.source,
+                t.target,
+                t.key.join(", "),
+                t.state,
+                t.pending_changes
+            )?;
+        }
+        Ok(())
+    }
+}

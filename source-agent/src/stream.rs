@@ -1,0 +1,263 @@
+//! The gRPC side of the source agent: one stream to the target agent per
+//! session, several batches in flight, acks driving cleanup; sessions are
+//! retried with back-off until shutdown.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pgferry_proto::wire::{self, replication_client::ReplicationClient};
+use pgferry_proto::{PROTOCOL_VERSION, db};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{Client, Config};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use crate::batch::{self, SendOutcome};
+use crate::cli::RunArgs;
+use crate::error::{Error, Result};
+use crate::{ack, metrics};
+
+/// Largest message either way; a chunk of `chunk_rows` changes must fit.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long shutdown waits for the target to ack what was sent.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs sessions with the target until `cancel`, recording each failure where
+/// `status` shows it and backing off between attempts.
+pub async fn run(
+    args: RunArgs,
+    db_config: Config,
+    cut_rx: watch::Receiver<u64>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let endpoint = Endpoint::from_shared(args.target.clone())
+        .map_err(|_| Error::BadTarget(args.target.clone()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let min_backoff = Duration::from_millis(100);
+    let mut backoff = min_backoff;
+    loop {
+        let mut progressed = false;
+        let result = session(&args, &endpoint, &db_config, cut_rx.clone(), &cancel, &mut progressed).await;
+        if cancel.is_cancelled() {
+            return result;
+        }
+        if progressed {
+            backoff = min_backoff;
+        }
+        match result {
+            Ok(()) => tracing::info!("target closed the stream; reconnecting"),
+            Err(err) if err.is_retryable() => {
+                metrics::session_failed();
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "replication session failed");
+                record_error(&db_config, &err.to_string()).await;
+            }
+            Err(err) => return Err(err),
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(args.max_backoff);
+    }
+}
+
+async fn record_error(db_config: &Config, error: &str) {
+    let recorded = match db::connect(db_config).await {
+        Ok(client) => ack::record_error(&client, error).await,
+        Err(err) => Err(Error::Connect(err)),
+    };
+    if let Err(err) = recorded {
+        tracing::warn!(error = %err, "could not record the error in the source database");
+    }
+}
+
+/// One stream: hello, ready, then batches out and acks in until an error,
+/// the target closing, or shutdown.
+async fn session(
+    args: &RunArgs,
+    endpoint: &Endpoint,
+    db_config: &Config,
+    mut cut_rx: watch::Receiver<u64>,
+    cancel: &CancellationToken,
+    progressed: &mut bool,
+) -> Result<()> {
+    let mut reader = db::connect(db_config).await.map_err(Error::Connect)?;
+    let mut acker = db::connect(db_config).await.map_err(Error::Connect)?;
+    let tables = table_schemas(&reader).await?;
+    let known: HashSet<u32> = tables.iter().map(|t| t.table_id).collect();
+
+    let channel = endpoint.connect().await?;
+    let mut client = ReplicationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (out, out_rx) = mpsc::channel(4);
+    let hello = wire::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        source_id: args.source_id.clone(),
+        tables,
+    };
+    out.send(wire::SourceMessage {
+        kind: Some(wire::source_message::Kind::Hello(hello)),
+    })
+    .await
+    .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
+    let mut inbound = client
+        .replicate(ReceiverStream::new(out_rx))
+        .await
+        .map_err(Error::Target)?
+        .into_inner();
+    let last_applied = match inbound.message().await.map_err(Error::Target)? {
+        Some(wire::TargetMessage {
+            kind: Some(wire::target_message::Kind::Ready(ready)),
+        }) => ready.last_applied_batch,
+        other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
+    };
+    let (oldest, newest) = batch::kept_range(&reader).await?;
+    if last_applied > newest {
+        return Err(Error::Diverged {
+            target: last_applied,
+            reason: format!("has cut only up to batch {newest}"),
+        });
+    }
+    if last_applied < oldest {
+        return Err(Error::Diverged {
+            target: last_applied,
+            reason: format!("has already cleaned up every batch before {oldest}"),
+        });
+    }
+    ack::acknowledge(&mut acker, last_applied, false).await?;
+    tracing::info!(source_id = %args.source_id, last_applied, "stream ready");
+
+    let (acked_tx, acked_rx) = watch::channel(last_applied);
+    let receive = receive_acks(&mut inbound, &mut acker, acked_tx, last_applied, progressed);
+    tokio::pin!(receive);
+    let send = send_batches(args, &mut reader, &out, &mut cut_rx, acked_rx, last_applied + 1, &known, cancel);
+    tokio::select! {
+        biased;
+        received = &mut receive => received.and(Err(Error::Protocol("target closed the stream".into()))),
+        sent = send => {
+            sent?;
+            // Shutdown or a table list change: stop sending, let the target
+            // finish what it has, and collect its acks.
+            drop(out);
+            match tokio::time::timeout(DRAIN_GRACE, receive).await {
+                Ok(received) => received,
+                Err(_) => {
+                    tracing::warn!(grace_secs = DRAIN_GRACE.as_secs(), "target did not ack in time");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_batches(
+    args: &RunArgs,
+    reader: &mut Client,
+    out: &mpsc::Sender<wire::SourceMessage>,
+    cut_rx: &mut watch::Receiver<u64>,
+    mut acked_rx: watch::Receiver<u64>,
+    first: u64,
+    known: &HashSet<u32>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let window = args.window.max(1);
+    let mut next = first;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            cut = cut_rx.wait_for(|newest| *newest >= next) => {
+                cut.map_err(|_| Error::Protocol("batch cutter stopped".into()))?;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            acked = acked_rx.wait_for(|acked| next - *acked <= window) => {
+                if acked.is_err() { return Ok(()); }
+            }
+        }
+        match batch::send(reader, next, args.chunk_rows, known, out).await? {
+            SendOutcome::Sent { changes } => metrics::batch_sent(changes),
+            SendOutcome::TablesChanged => {
+                tracing::info!(batch_id = next, "table list changed; restarting the stream");
+                return Ok(());
+            }
+            SendOutcome::PeerGone => return Ok(()),
+        }
+        next += 1;
+    }
+}
+
+async fn receive_acks(
+    inbound: &mut tonic::Streaming<wire::TargetMessage>,
+    acker: &mut Client,
+    acked_tx: watch::Sender<u64>,
+    last_applied: u64,
+    progressed: &mut bool,
+) -> Result<()> {
+    let mut expected = last_applied + 1;
+    while let Some(message) = inbound.message().await.map_err(Error::Target)? {
+        match message.kind {
+            Some(wire::target_message::Kind::Ack(ack)) if ack.batch_id == expected => {
+                ack::acknowledge(acker, ack.batch_id, true).await?;
+                acked_tx.send_replace(ack.batch_id);
+                metrics::batch_acked(ack.batch_id);
+                *progressed = true;
+                expected += 1;
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected ack of batch {expected}, got {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The announced schema of every registered table (removed ones too, while
+/// their captured changes are still shipping).
+async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
+    let rows = client
+        .query(
+            "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
+                    t.target_name, t.key_columns,
+                    array(select a.attname::text from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' order by a.attnum),
+                    array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' order by a.attnum)
+             from pgferry.tables t order by t.table_id",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the table list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let names: Vec<String> = row.get(5);
+            let types: Vec<String> = row.get(6);
+            wire::TableSchema {
+                table_id: row.get::<_, i32>(0) as u32,
+                source_name: row.get(1),
+                target_schema: row.get(2),
+                target_table: row.get(3),
+                key_columns: row.get(4),
+                columns: names
+                    .into_iter()
+                    .zip(types)
+                    .map(|(name, sql_type)| wire::Column { name, sql_type })
+                    .collect(),
+            }
+        })
+        .collect())
+}

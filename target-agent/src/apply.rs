@@ -1,0 +1,343 @@
+//! Applying batches: each batch in one transaction that also moves the
+//! source's progress record, so a batch is applied exactly once whatever
+//! crashes when. Changes are applied set-based: a run of consecutive changes
+//! of one kind to one table becomes one statement, runs in source order.
+
+use std::collections::HashMap;
+
+use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::wire;
+use tokio_postgres::{Client, Statement};
+
+use crate::error::{Error, Result};
+use crate::schema::TablePlan;
+use crate::{guard, metrics, schema};
+
+/// What a run of changes does to its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunKind {
+    /// Insert or update rows by key.
+    Upsert,
+    /// Delete rows by key.
+    Delete,
+    /// Empty the table.
+    Truncate,
+}
+
+/// Consecutive changes of one kind to one table, applied as one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The source's table id.
+    pub table_id: u32,
+    /// What the run does.
+    pub kind: RunKind,
+    /// Rows (upsert) or keys (delete) as JSON objects, in source order.
+    pub rows: Vec<String>,
+}
+
+/// Groups changes into runs, keeping their order. An update that changed
+/// the key deletes the old key before it upserts the new row.
+pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| {
+        match runs.last_mut() {
+            Some(run) if run.table_id == table_id && run.kind == kind && kind != RunKind::Truncate => {
+                run.rows.extend(row);
+            }
+            _ => runs.push(Run {
+                table_id,
+                kind,
+                rows: row.into_iter().collect(),
+            }),
+        }
+    };
+    for change in changes {
+        let id = change.table_id;
+        match change.kind {
+            ChangeKind::Insert { new_row } => push(id, RunKind::Upsert, Some(new_row)),
+            ChangeKind::Update { old_key, new_row } => {
+                if let Some(old_key) = old_key {
+                    push(id, RunKind::Delete, Some(old_key));
+                }
+                push(id, RunKind::Upsert, Some(new_row));
+            }
+            ChangeKind::Delete { old_key } => push(id, RunKind::Delete, Some(old_key)),
+            ChangeKind::Truncate => push(id, RunKind::Truncate, None),
+        }
+    }
+    runs
+}
+
+/// The applier: the one session that writes a source's tables on the target.
+pub struct Applier {
+    /// The applier's own session; the guard lets only its role write.
+    client: Client,
+    /// The source whose progress this applier moves.
+    source_id: String,
+    /// Checked tables by the source's table id.
+    plans: HashMap<u32, TablePlan>,
+    /// Prepared apply statements, per table and run kind.
+    statements: HashMap<(u32, RunKind), Statement>,
+    /// The batch whose transaction is open, if any.
+    open_batch: Option<u64>,
+    /// The last batch committed for this source.
+    last_applied: u64,
+}
+
+impl Applier {
+    /// Checks every announced table, guards it, and reads the source's
+    /// progress. Nothing is written to a replicated table here.
+    pub async fn start(client: Client, hello: &wire::Hello) -> Result<Applier> {
+        if !pgferry_proto::install::is_installed(&client)
+            .await
+            .map_err(Error::db("checking the pgferry schema"))?
+        {
+            return Err(Error::NotInstalled);
+        }
+        let applier: String = client
+            .query_one("select session_user::text", &[])
+            .await
+            .map_err(Error::db("reading the applier role"))?
+            .get(0);
+        let mut plans = HashMap::new();
+        for table in &hello.tables {
+            let plan = schema::check(&client, table).await?;
+            guard::ensure(&client, &plan, &applier).await?;
+            plans.insert(table.table_id, plan);
+        }
+        client
+            .execute(
+                "insert into pgferry.progress (source_id) values ($1) on conflict do nothing",
+                &[&hello.source_id],
+            )
+            .await
+            .map_err(Error::db("registering the source"))?;
+        let last: i64 = client
+            .query_one(
+                "select last_batch from pgferry.progress where source_id = $1",
+                &[&hello.source_id],
+            )
+            .await
+            .map_err(Error::db("reading progress"))?
+            .get(0);
+        Ok(Applier {
+            client,
+            source_id: hello.source_id.clone(),
+            plans,
+            statements: HashMap::new(),
+            open_batch: None,
+            last_applied: last as u64,
+        })
+    }
+
+    /// The last batch committed for this source.
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// Applies one chunk; returns the batch id when the chunk closed its
+    /// batch and the batch is committed. On error the batch is rolled back.
+    pub async fn apply_chunk(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+        let result = self.apply_chunk_inner(chunk).await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    /// Rolls back the open batch, if any (the stream ended mid-batch).
+    pub async fn abort(&mut self) {
+        if let Some(batch_id) = self.open_batch.take() {
+            if let Err(error) = self.client.batch_execute("rollback").await {
+                tracing::debug!(batch_id, error = %error, "rollback failed; the session is gone anyway");
+            }
+        }
+    }
+
+    async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+        let batch_id = chunk.batch_id;
+        match self.open_batch {
+            Some(open) if open == batch_id => {}
+            Some(open) => {
+                return Err(Error::Protocol(format!(
+                    "batch {batch_id} started before batch {open} ended"
+                )));
+            }
+            None => self.begin(batch_id).await?,
+        }
+        let changes = chunk
+            .changes
+            .into_iter()
+            .map(Change::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Wire { batch_id, source })?;
+        let count = changes.len();
+        if let Some(change) = changes.iter().find(|c| !self.plans.contains_key(&c.table_id)) {
+            return Err(Error::UnknownTableId {
+                batch_id,
+                seq: change.seq,
+                table_id: change.table_id,
+            });
+        }
+        for run in runs(changes) {
+            self.apply_run(batch_id, run).await?;
+        }
+        metrics::changes_applied(count);
+        if !chunk.last {
+            return Ok(None);
+        }
+        self.client
+            .execute(
+                "update pgferry.progress set last_batch = $2, applied_at = now() where source_id = $1",
+                &[&self.source_id, &(batch_id as i64)],
+            )
+            .await
+            .map_err(Error::db("recording progress"))?;
+        self.client
+            .batch_execute("commit")
+            .await
+            .map_err(Error::db("committing a batch"))?;
+        self.open_batch = None;
+        self.last_applied = batch_id;
+        metrics::batch_applied(batch_id);
+        tracing::debug!(source_id = %self.source_id, batch_id, "applied batch");
+        Ok(Some(batch_id))
+    }
+
+    /// Opens the batch's transaction and checks, under the progress row's
+    /// lock, that it is the next one: the lock also keeps a second stream of
+    /// the same source from applying anything concurrently.
+    async fn begin(&mut self, batch_id: u64) -> Result<()> {
+        self.client
+            .batch_execute("begin")
+            .await
+            .map_err(Error::db("starting a batch"))?;
+        self.open_batch = Some(batch_id);
+        let last: i64 = self
+            .client
+            .query_one(
+                "select last_batch from pgferry.progress where source_id = $1 for update",
+                &[&self.source_id],
+            )
+            .await
+            .map_err(Error::db("locking progress"))?
+            .get(0);
+        let expected = last as u64 + 1;
+        if batch_id != expected {
+            return Err(Error::OutOfSequence {
+                source_id: self.source_id.clone(),
+                got: batch_id,
+                expected,
+            });
+        }
+        Ok(())
+    }
+
+    async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
+        let plan = &self.plans[&run.table_id];
+        let apply_error = |source| Error::Apply {
+            batch_id,
+            table: plan.name.clone(),
+            source,
+        };
+        let statement = match self.statements.get(&(run.table_id, run.kind)) {
+            Some(statement) => statement.clone(),
+            None => {
+                let sql = match run.kind {
+                    RunKind::Upsert => &plan.upsert,
+                    RunKind::Delete => &plan.delete,
+                    RunKind::Truncate => &plan.truncate,
+                };
+                let statement = self.client.prepare(sql).await.map_err(apply_error)?;
+                self.statements.insert((run.table_id, run.kind), statement.clone());
+                statement
+            }
+        };
+        if run.kind == RunKind::Truncate {
+            self.client.execute(&statement, &[]).await.map_err(apply_error)?;
+        } else {
+            let json = format!("[{}]", run.rows.join(","));
+            self.client
+                .execute(&statement, &[&json])
+                .await
+                .map_err(apply_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn change() -> impl Strategy<Value = Change> {
+        let kind = prop_oneof![
+            "[a-c]".prop_map(|new_row| ChangeKind::Insert { new_row }),
+            (proptest::option::of("[a-c]"), "[a-c]")
+                .prop_map(|(old_key, new_row)| ChangeKind::Update { old_key, new_row }),
+            "[a-c]".prop_map(|old_key| ChangeKind::Delete { old_key }),
+            Just(ChangeKind::Truncate),
+        ];
+        (any::<u64>(), 0u32..3, kind).prop_map(|(seq, table_id, kind)| Change { seq, table_id, kind })
+    }
+
+    /// The operations a change stands for, one per row, in order.
+    fn steps(changes: &[Change]) -> Vec<(u32, RunKind, Option<String>)> {
+        let mut out = Vec::new();
+        for c in changes {
+            match &c.kind {
+                ChangeKind::Insert { new_row } => out.push((c.table_id, RunKind::Upsert, Some(new_row.clone()))),
+                ChangeKind::Update { old_key, new_row } => {
+                    if let Some(k) = old_key {
+                        out.push((c.table_id, RunKind::Delete, Some(k.clone())));
+                    }
+                    out.push((c.table_id, RunKind::Upsert, Some(new_row.clone())));
+                }
+                ChangeKind::Delete { old_key } => out.push((c.table_id, RunKind::Delete, Some(old_key.clone()))),
+                ChangeKind::Truncate => out.push((c.table_id, RunKind::Truncate, None)),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn runs_keep_every_step_in_order(changes in proptest::collection::vec(change(), 0..40)) {
+            let expected = steps(&changes);
+            let grouped = runs(changes);
+            let flattened: Vec<_> = grouped
+                .iter()
+                .flat_map(|r| {
+                    if r.kind == RunKind::Truncate {
+                        vec![(r.table_id, r.kind, None)]
+                    } else {
+                        r.rows.iter().map(|row| (r.table_id, r.kind, Some(row.clone()))).collect()
+                    }
+                })
+                .collect();
+            prop_assert_eq!(flattened, expected);
+            for pair in grouped.windows(2) {
+                let merged = pair[0].table_id == pair[1].table_id && pair[0].kind == pair[1].kind;
+                prop_assert!(!merged || pair[0].kind == RunKind::Truncate);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_change_deletes_the_old_key_first() {
+        let update = Change {
+            seq: 1,
+            table_id: 7,
+            kind: ChangeKind::Update { old_key: Some("{\"id\":1}".into()), new_row: "{\"id\":2}".into() },
+        };
+        let insert = Change { seq: 2, table_id: 7, kind: ChangeKind::Insert { new_row: "{\"id\":3}".into() } };
+        assert_eq!(
+            runs([update, insert]),
+            vec![
+                Run { table_id: 7, kind: RunKind::Delete, rows: vec!["{\"id\":1}".into()] },
+                Run { table_id: 7, kind: RunKind::Upsert, rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()] },
+            ]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The command line. Every flag can also come from `PGFERRY_<FLAG>` or from
+//! `--config FILE.toml` (see `pgferry_proto::config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pgferry target agent: applies batches from source agents, each in one
+/// transaction with its progress record, as the only writer of the
+/// replicated tables.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// The action.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every subcommand shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Target database: libpq key=value string or postgres:// URL. Its role
+    /// is the applier, the only one allowed to write replicated tables.
+    #[arg(long, env = "PGFERRY_TARGET_DB")]
+    pub target_db: String,
+    /// TOML file with settings (keys are the flag names).
+    #[arg(long, env = "PGFERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// What the target agent can do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or upgrade pgferry's schema in the target database.
+    Install {
+        /// Target database and config file.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Serve source agents until SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+/// Settings of `run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Target database and config file.
+    #[command(flatten)]
+    pub common: Common,
+    /// Address to serve replication and grpc.health.v1 on.
+    #[arg(long, env = "PGFERRY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Serve Prometheus metrics on this address (default: off).
+    #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest message accepted from a source agent, in bytes.
+    #[arg(long, env = "PGFERRY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}

@@ -1,0 +1,163 @@
+//! The target agent's one error type, and the one place that turns it into a
+//! gRPC status for the source agent.
+
+use tonic::{Code, Status};
+
+/// Everything that can go wrong on the target side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] pgferry_proto::config::ConfigError),
+    /// The CONNINFO does not parse.
+    #[error(transparent)]
+    Conninfo(#[from] pgferry_proto::db::BadConninfo),
+    /// The target database did not accept the connection.
+    #[error("cannot connect to the target database: {}", pgferry_proto::db::describe(.0))]
+    Connect(#[source] tokio_postgres::Error),
+    /// A statement failed on the target database.
+    #[error("target database, {context}: {}", pgferry_proto::db::describe(.source))]
+    Db {
+        /// What the agent was doing.
+        context: &'static str,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// `install` has not been run on the target database.
+    #[error("pgferry is not installed in the target database: run `target-agent install` first")]
+    NotInstalled,
+    /// The target schema is newer than this binary.
+    #[error("the target database has pgferry schema version {found}; this target-agent knows up to {known}: upgrade the binary")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i32,
+        /// Newest version this binary installs.
+        known: i32,
+    },
+    /// The source speaks another protocol version.
+    #[error("source speaks protocol version {got}; this target-agent speaks {speaks}: run matching versions")]
+    ProtocolVersion {
+        /// The source's version.
+        got: u32,
+        /// Ours.
+        speaks: u32,
+    },
+    /// The source broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A table the source replicates is missing on the target.
+    #[error("target table {table} (replicating source table {source_table}) does not exist")]
+    UnknownTable {
+        /// The target table.
+        table: String,
+        /// The source table.
+        source_table: String,
+    },
+    /// The target table's columns do not match the source's.
+    #[error("target table {table} does not match source table {source_table}: {mismatch}")]
+    ColumnMismatch {
+        /// The target table.
+        table: String,
+        /// The source table.
+        source_table: String,
+        /// Which columns differ and how.
+        mismatch: String,
+    },
+    /// The target table has no unique index on the source's key.
+    #[error("target table {table} has no unique index on ({columns}), the key of source table {source_table}")]
+    NoUniqueKey {
+        /// The target table.
+        table: String,
+        /// The source table.
+        source_table: String,
+        /// The key columns.
+        columns: String,
+    },
+    /// A batch out of sequence.
+    #[error("source {source_id}: got batch {got}, expected batch {expected}")]
+    OutOfSequence {
+        /// The source.
+        source_id: String,
+        /// The batch received.
+        got: u64,
+        /// The batch expected.
+        expected: u64,
+    },
+    /// A change failed to apply; the whole batch is rolled back.
+    #[error("batch {batch_id}, table {table}: {}", pgferry_proto::db::describe(.source))]
+    Apply {
+        /// The batch.
+        batch_id: u64,
+        /// The target table.
+        table: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A change breaks the wire contract.
+    #[error("batch {batch_id}: {source}")]
+    Wire {
+        /// The batch.
+        batch_id: u64,
+        /// What is wrong with the change.
+        #[source]
+        source: pgferry_proto::change::WireError,
+    },
+    /// A change for a table the hello did not announce.
+    #[error("batch {batch_id}: change {seq} is for table id {table_id}, which the source did not announce")]
+    UnknownTableId {
+        /// The batch.
+        batch_id: u64,
+        /// The change.
+        seq: u64,
+        /// The unknown id.
+        table_id: u32,
+    },
+    /// A local I/O failure (listening socket, signals).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the agent was doing.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a database error with what the agent was doing.
+    pub fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::Db { context, source }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let code = match &err {
+            Error::Connect(_) => Code::Unavailable,
+            Error::Db { source, .. } | Error::Apply { source, .. } => {
+                if pgferry_proto::db::is_retryable(source) {
+                    Code::Unavailable
+                } else {
+                    Code::FailedPrecondition
+                }
+            }
+            Error::NotInstalled
+            | Error::SchemaTooNew { .. }
+            | Error::ProtocolVersion { .. }
+            | Error::UnknownTable { .. }
+            | Error::ColumnMismatch { .. }
+            | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
+            Error::OutOfSequence { .. } => Code::Aborted,
+            Error::Protocol(_) | Error::Wire { .. } | Error::UnknownTableId { .. } => {
+                Code::InvalidArgument
+            }
+            Error::Config(_) | Error::Conninfo(_) | Error::Io { .. } => Code::Internal,
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
+/// Result with the target agent's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

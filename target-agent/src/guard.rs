@@ -1,0 +1,81 @@
+//! The guard (design.md section 5): on every target table the agent applies
+//! to, a statement-level trigger enabled ALWAYS refuses INSERT, UPDATE,
+//! DELETE, TRUNCATE and COPY from every session not logged in as the applier
+//! role; write privileges granted to other roles are revoked as a second wall.
+
+use pgferry_proto::sql::{ident, literal};
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::schema::TablePlan;
+
+/// The guard trigger's name on every replicated target table.
+pub const TRIGGER: &str = "pgferry_guard";
+
+/// Makes sure `table` is guarded for `applier`; changes nothing when it
+/// already is, so that a reconnect does not take table locks.
+pub async fn ensure(client: &Client, table: &TablePlan, applier: &str) -> Result<()> {
+    let guarded: bool = client
+        .query_one(
+            "select exists (
+               select from pg_trigger
+               where tgrelid = $1::text::regclass and tgname = $2 and tgenabled = 'A'
+                 and tgargs = convert_to($3, 'UTF8') || '\\x00'::bytea)",
+            &[&table.quoted, &TRIGGER, &applier],
+        )
+        .await
+        .map_err(Error::db("checking the guard"))?
+        .get(0);
+    if !guarded {
+        let t = &table.quoted;
+        let trigger = ident(TRIGGER);
+        // One simple-query string runs as one transaction: all or nothing.
+        client
+            .batch_execute(&format!(
+                "drop trigger if exists {trigger} on {t};
+                 create trigger {trigger} before insert or update or delete or truncate on {t}
+                   for each statement execute function pgferry.guard({role});
+                 alter table {t} enable always trigger {trigger};",
+                role = literal(applier),
+            ))
+            .await
+            .map_err(Error::db(
+                "installing the guard (the applier must own the target table)",
+            ))?;
+        tracing::info!(table = %table.name, applier, "guard installed");
+    }
+    revoke_other_writers(client, table, applier).await
+}
+
+/// Revokes INSERT, UPDATE, DELETE and TRUNCATE from every role but the
+/// applier and PUBLIC's grants too. A grant the applier cannot revoke (made
+/// by another grantor) is logged, not fatal: the trigger still stands.
+async fn revoke_other_writers(client: &Client, table: &TablePlan, applier: &str) -> Result<()> {
+    let grantees: Vec<String> = client
+        .query(
+            "select distinct case when a.grantee = 0 then 'public' else quote_ident(r.rolname) end
+             from pg_class c, aclexplode(c.relacl) a
+             left join pg_roles r on r.oid = a.grantee
+             where c.oid = $1::text::regclass
+               and a.privilege_type in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+               and a.grantee <> c.relowner
+               and coalesce(r.rolname <> $2, true)",
+            &[&table.quoted, &applier],
+        )
+        .await
+        .map_err(Error::db("reading target table privileges"))?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    for grantee in grantees {
+        let revoke = format!(
+            "revoke insert, update, delete, truncate on {} from {grantee}",
+            table.quoted
+        );
+        match client.batch_execute(&revoke).await {
+            Ok(()) => tracing::info!(table = %table.name, grantee, "revoked write privileges"),
+            Err(error) => tracing::warn!(table = %table.name, grantee, error = %pgferry_proto::db::describe(&error), "could not revoke write privileges"),
+        }
+    }
+    Ok(())
+}

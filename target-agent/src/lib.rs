@@ -1,0 +1,108 @@
+//! pgferry's target agent: serves source agents over gRPC and applies each
+//! batch in one transaction together with the source's progress record, as
+//! the only session the guard lets write the replicated tables.
+
+pub mod apply;
+pub mod cli;
+pub mod error;
+pub mod guard;
+pub mod metrics;
+pub mod schema;
+pub mod server;
+
+use pgferry_proto::install::InstallError;
+use pgferry_proto::wire::replication_server::ReplicationServer;
+use pgferry_proto::{SERVICE_NAME, db, health};
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{Command, RunArgs};
+use crate::error::{Error, Result};
+
+/// Name the agent's database sessions carry.
+pub const APPLICATION_NAME: &str = "pgferry-target-agent";
+
+/// Schema scripts in order; `install` runs those newer than the database's.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_progress.sql"))];
+
+/// Runs one command to completion.
+pub async fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Install { common } => {
+            let config = db::parse_conninfo("target-db", &common.target_db, APPLICATION_NAME)?;
+            let mut client = db::connect(&config).await.map_err(Error::Connect)?;
+            let (before, after) = pgferry_proto::install::install(&mut client, MIGRATIONS)
+                .await
+                .map_err(|err| match err {
+                    InstallError::Db(source) => Error::Db {
+                        context: "install",
+                        source,
+                    },
+                    InstallError::TooNew { found, known } => Error::SchemaTooNew { found, known },
+                })?;
+            if before == after {
+                println!("pgferry target schema is current (version {after})");
+            } else {
+                println!("pgferry target schema installed: version {before} -> {after}");
+            }
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+/// `run`: serve source agents until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let db_config = db::parse_conninfo("target-db", &args.common.target_db, APPLICATION_NAME)?;
+    let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
+        context: "installing signal handlers",
+        source,
+    })?;
+    if let Some(addr) = args.metrics_listen {
+        pgferry_proto::metrics::serve(addr).map_err(|reason| {
+            Error::Config(pgferry_proto::config::ConfigError::Invalid {
+                setting: "metrics-listen",
+                reason,
+            })
+        })?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Io {
+            context: "binding listen",
+            source,
+        })?;
+    let tasks = TaskTracker::new();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tasks.spawn(health::follow_database(reporter, db_config.clone(), cancel.child_token()));
+    let service = server::ReplicationService {
+        db_config,
+        cancel: cancel.child_token(),
+    };
+    tracing::info!(listen = %args.listen, "target agent running");
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(
+            ReplicationServer::new(service)
+                .max_decoding_message_size(args.max_message_bytes)
+                .max_encoding_message_size(args.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            cancel.clone().cancelled_owned(),
+        )
+        .await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    served.map_err(|err| Error::Io {
+        context: "serving",
+        source: std::io::Error::other(err),
+    })
+}

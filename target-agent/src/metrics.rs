@@ -1,0 +1,26 @@
+//! The target agent's metrics.
+
+/// Batches committed.
+pub const BATCHES_APPLIED: &str = "pgferry_batches_applied_total";
+/// Changes applied.
+pub const CHANGES_APPLIED: &str = "pgferry_changes_applied_total";
+/// Newest batch committed.
+pub const APPLIED_BATCH: &str = "pgferry_applied_batch";
+/// Streams that ended in an error (the batch was rolled back).
+pub const APPLY_ERRORS: &str = "pgferry_apply_errors_total";
+
+/// A batch committed.
+pub fn batch_applied(batch_id: u64) {
+    metrics::counter!(BATCHES_APPLIED).increment(1);
+    metrics::gauge!(APPLIED_BATCH).set(batch_id as f64);
+}
+
+/// Changes went in (their batch may still roll back).
+pub fn changes_applied(count: usize) {
+    metrics::counter!(CHANGES_APPLIED).increment(count as u64);
+}
+
+/// A stream ended in an error.
+pub fn apply_failed() {
+    metrics::counter!(APPLY_ERRORS).increment(1);
+}

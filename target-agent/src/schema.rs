@@ -1,0 +1,220 @@
+//! Checks a source's announced tables against the target database and builds
+//! the statements that apply changes to them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgferry_proto::sql::{ident, qualified};
+use pgferry_proto::wire::TableSchema;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// A checked target table and its apply statements. Every statement takes
+/// one text parameter: a JSON array of rows (or keys) in source order.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    /// `schema.table` on the target, for messages.
+    pub name: String,
+    /// The quoted, qualified name.
+    pub quoted: String,
+    /// Insert-or-update of a run of rows, keeping the last row per key.
+    pub upsert: String,
+    /// Delete of a run of keys.
+    pub delete: String,
+    /// `TRUNCATE ONLY`, as the source did.
+    pub truncate: String,
+}
+
+/// Checks that the target table of `table` exists, has the source's columns
+/// with the same types (extra target columns must be nullable or have a
+/// default) and a unique index on the key, and builds its plan.
+pub async fn check(client: &Client, table: &TableSchema) -> Result<TablePlan> {
+    let name = format!("{}.{}", table.target_schema, table.target_table);
+    let relid: u32 = client
+        .query_opt(
+            "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
+            &[&table.target_schema, &table.target_table],
+        )
+        .await
+        .map_err(Error::db("looking up a target table"))?
+        .ok_or_else(|| Error::UnknownTable {
+            table: name.clone(),
+            source_table: table.source_name.clone(),
+        })?
+        .get(0);
+    let rows = client
+        .query(
+            "select a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    a.attnotnull and not a.atthasdef
+             from pg_attribute a
+             where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''",
+            &[&relid],
+        )
+        .await
+        .map_err(Error::db("reading target columns"))?;
+    let target: BTreeMap<String, (String, bool)> = rows
+        .into_iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let mismatch = column_mismatch(table, &target);
+    if !mismatch.is_empty() {
+        return Err(Error::ColumnMismatch {
+            table: name,
+            source_table: table.source_name.clone(),
+            mismatch: mismatch.join("; "),
+        });
+    }
+    let has_key: bool = client
+        .query_one(
+            "select exists (
+               select from pg_index i
+               where i.indrelid = $1 and i.indisunique and i.indisvalid and i.indpred is null
+                 and i.indexprs is null
+                 and array(select a.attname::text
+                           from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k(attnum)
+                           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                           order by 1) = array(select unnest($2::text[]) order by 1))",
+            &[&relid, &table.key_columns],
+        )
+        .await
+        .map_err(Error::db("reading target indexes"))?
+        .get(0);
+    if !has_key {
+        return Err(Error::NoUniqueKey {
+            table: name,
+            source_table: table.source_name.clone(),
+            columns: table.key_columns.join(", "),
+        });
+    }
+    Ok(plan(name, table))
+}
+
+/// What differs between the source's columns and the target's, one line per
+/// column; empty when they match.
+fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)>) -> Vec<String> {
+    let source: BTreeSet<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|c| !target.contains_key(&c.name))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!("columns missing on the target: {}", missing.join(", ")));
+    }
+    for column in &table.columns {
+        if let Some((sql_type, _)) = target.get(&column.name) {
+            if *sql_type != column.sql_type {
+                problems.push(format!(
+                    "column {} is {} on the source but {} on the target",
+                    column.name, column.sql_type, sql_type
+                ));
+            }
+        }
+    }
+    let required: Vec<&str> = target
+        .iter()
+        .filter(|(name, (_, required))| *required && !source.contains(name.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !required.is_empty() {
+        problems.push(format!(
+            "NOT NULL columns without default only on the target: {}",
+            required.join(", ")
+        ));
+    }
+    problems
+}
+
+/// Builds the set-based statements of one table (design.md section 4).
+fn plan(name: String, table: &TableSchema) -> TablePlan {
+    let quoted = qualified(&table.target_schema, &table.target_table);
+    let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+    let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
+    let list = columns.join(", ");
+    let from_rows = |alias: &str| columns.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ");
+    let key_order = keys.iter().map(|k| format!("r.{k}")).collect::<Vec<_>>().join(", ");
+    let set = columns
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let upsert = format!(
+        "insert into {quoted} as t ({list})
+         select distinct on ({key_order}) {rows}
+         from jsonb_array_elements($1::text::jsonb) with ordinality as e(pgferry_row, pgferry_ord)
+         cross join lateral jsonb_populate_record(null::{quoted}, e.pgferry_row) as r
+         order by {key_order}, e.pgferry_ord desc
+         on conflict ({key_list}) do update set {set}",
+        rows = from_rows("r"),
+        key_list = keys.join(", "),
+    );
+    let matches = keys
+        .iter()
+        .map(|k| format!("t.{k} = r.{k}"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let delete = format!(
+        "delete from {quoted} as t
+         using jsonb_populate_recordset(null::{quoted}, $1::text::jsonb) as r
+         where {matches}"
+    );
+    let truncate = format!("truncate only {quoted}");
+    TablePlan {
+        name,
+        quoted,
+        upsert,
+        delete,
+        truncate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgferry_proto::wire::Column;
+
+    fn table() -> TableSchema {
+        TableSchema {
+            table_id: 1,
+            source_name: "digoal.loc_test".into(),
+            target_schema: "digoal".into(),
+            target_table: "rmt_test".into(),
+            columns: vec![
+                Column { name: "id".into(), sql_type: "integer".into() },
+                Column { name: "info".into(), sql_type: "text".into() },
+            ],
+            key_columns: vec!["id".into()],
+        }
+    }
+
+    #[test]
+    fn mismatched_columns_are_named() {
+        let target: BTreeMap<String, (String, bool)> = [
+            ("id".to_string(), ("bigint".to_string(), true)),
+            ("extra".to_string(), ("text".to_string(), true)),
+            ("note".to_string(), ("text".to_string(), false)),
+        ]
+        .into();
+        assert_eq!(
+            column_mismatch(&table(), &target),
+            vec![
+                "columns missing on the target: info".to_string(),
+                "column id is integer on the source but bigint on the target".to_string(),
+                "NOT NULL columns without default only on the target: extra".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_quoted_in_every_statement() {
+        let mut t = table();
+        t.target_table = "\"; drop table x; --".into();
+        let plan = plan("x".into(), &t);
+        for sql in [&plan.upsert, &plan.delete, &plan.truncate] {
+            assert!(sql.contains("\"digoal\".\"\"\"; drop table x; --\""), "{sql}");
+        }
+    }
+}

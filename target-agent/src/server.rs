@@ -1,0 +1,119 @@
+//! The gRPC service: one `Replicate` stream per source. The hello is checked
+//! before the call is answered, so a bad source gets its error as the call's
+//! status; then chunks are applied in order and each committed batch acked.
+
+use pgferry_proto::wire::{self, replication_server::Replication};
+use pgferry_proto::{PROTOCOL_VERSION, db};
+use tokio::sync::mpsc;
+use tokio_postgres::Config;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apply::Applier;
+use crate::error::Error;
+use crate::metrics;
+
+/// The replication service.
+pub struct ReplicationService {
+    /// How the applier sessions connect.
+    pub db_config: Config,
+    /// Stops every stream at shutdown, between chunks.
+    pub cancel: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type ReplicateStream = ReceiverStream<Result<wire::TargetMessage, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<wire::SourceMessage>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(wire::SourceMessage {
+                kind: Some(wire::source_message::Kind::Hello(hello)),
+            }) => hello,
+            _ => return Err(Error::Protocol("the first message must be hello".into()).into()),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::ProtocolVersion {
+                got: hello.protocol_version,
+                speaks: PROTOCOL_VERSION,
+            }
+            .into());
+        }
+        let client = db::connect(&self.db_config).await.map_err(Error::Connect)?;
+        let applier = Applier::start(client, &hello).await.inspect_err(|err| {
+            tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
+        })?;
+        tracing::info!(
+            source_id = %hello.source_id,
+            peer = ?peer,
+            tables = hello.tables.len(),
+            last_applied = applier.last_applied(),
+            "source connected"
+        );
+        let (out, out_rx) = mpsc::channel(16);
+        let ready = wire::TargetMessage {
+            kind: Some(wire::target_message::Kind::Ready(wire::Ready {
+                last_applied_batch: applier.last_applied(),
+            })),
+        };
+        out.send(Ok(ready)).await.ok();
+        tokio::spawn(serve_stream(applier, inbound, out, self.cancel.clone(), hello.source_id));
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+/// Applies chunks until the source closes the stream, an error, or shutdown.
+async fn serve_stream(
+    mut applier: Applier,
+    mut inbound: Streaming<wire::SourceMessage>,
+    out: mpsc::Sender<Result<wire::TargetMessage, Status>>,
+    cancel: CancellationToken,
+    source_id: String,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            message = inbound.message() => message,
+        };
+        let chunk = match message {
+            Ok(Some(wire::SourceMessage {
+                kind: Some(wire::source_message::Kind::Chunk(chunk)),
+            })) => chunk,
+            Ok(Some(_)) => {
+                let err = Error::Protocol("expected a batch chunk".into());
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
+            Ok(None) => break,
+            Err(status) => {
+                tracing::info!(source_id = %source_id, code = ?status.code(), message = status.message(), "source stream ended");
+                break;
+            }
+        };
+        match applier.apply_chunk(chunk).await {
+            Ok(Some(batch_id)) => {
+                let ack = wire::TargetMessage {
+                    kind: Some(wire::target_message::Kind::Ack(wire::Ack { batch_id })),
+                };
+                if out.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                metrics::apply_failed();
+                tracing::warn!(source_id = %source_id, error = %err, "batch failed; rolled back");
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
+        }
+    }
+    applier.abort().await;
+}
