@@ -143,7 +143,11 @@ mod tests {
 
     #[test]
     fn a_delete_without_its_key_is_refused() {
-        let wire = wire::Change { seq: 7, op: wire::Op::Delete.into(), ..Default::default() };
+        let wire = wire::Change {
+            seq: 7,
+            op: wire::Op::Delete.into(),
+            ..Default::default()
+        };
         assert_eq!(
             Change::try_from(wire).unwrap_err().to_string(),
             "change 7: delete without old_key"

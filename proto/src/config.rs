@@ -77,7 +77,10 @@ impl ConfigError {
 /// Parses the process's arguments into `T` with the file and environment
 /// layers applied.
 pub fn parse<T: clap::CommandFactory + FromArgMatches>() -> Result<T, ConfigError> {
-    parse_from::<T>(std::env::args_os().collect(), std::env::var_os("PGFERRY_CONFIG"))
+    parse_from::<T>(
+        std::env::args_os().collect(),
+        std::env::var_os("PGFERRY_CONFIG"),
+    )
 }
 
 /// [`parse`] over explicit arguments and `PGFERRY_CONFIG` value.
@@ -216,8 +219,11 @@ mod tests {
     fn a_flag_beats_the_file() {
         let f = file("db = \"host=a\"\n");
         let path = f.path().to_str().unwrap();
-        let cli: Cli =
-            parse_from(args(&["x", "run", "--db", "host=b", "--config", path]), None).unwrap();
+        let cli: Cli = parse_from(
+            args(&["x", "run", "--db", "host=b", "--config", path]),
+            None,
+        )
+        .unwrap();
         let Sub::Run { db, .. } = cli.command;
         assert_eq!(db, "host=b");
     }

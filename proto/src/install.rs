@@ -35,7 +35,10 @@ pub async fn install(
     )
     .await?;
     let before: i32 = tx
-        .query_one("select coalesce(max(version), 0) from pgferry.schema_version", &[])
+        .query_one(
+            "select coalesce(max(version), 0) from pgferry.schema_version",
+            &[],
+        )
         .await?
         .get(0);
     let newest = migrations.last().map_or(0, |m| m.0);
@@ -49,7 +52,8 @@ pub async fn install(
         tx.batch_execute(script).await?;
         tracing::info!(version, "applied schema script");
     }
-    tx.execute("delete from pgferry.schema_version", &[]).await?;
+    tx.execute("delete from pgferry.schema_version", &[])
+        .await?;
     tx.execute("insert into pgferry.schema_version values ($1)", &[&newest])
         .await?;
     tx.commit().await?;
@@ -59,7 +63,10 @@ pub async fn install(
 /// Whether `install` has run in this database.
 pub async fn is_installed(client: &Client) -> Result<bool, tokio_postgres::Error> {
     Ok(client
-        .query_one("select to_regclass('pgferry.schema_version') is not null", &[])
+        .query_one(
+            "select to_regclass('pgferry.schema_version') is not null",
+            &[],
+        )
         .await?
         .get(0))
 }

@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 /// all of it or none, and doing it again is harmless. A fresh ack (not the
 /// progress a reconnecting target reports) also clears the last error.
 pub async fn acknowledge(client: &mut Client, batch_id: u64, fresh: bool) -> Result<u64> {
-    let tx = client.transaction().await.map_err(Error::db("cleaning up acked batches"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("cleaning up acked batches"))?;
     let id = batch_id as i64;
     let deleted = tx
         .execute(
@@ -37,7 +40,9 @@ pub async fn acknowledge(client: &mut Client, batch_id: u64, fresh: bool) -> Res
     ))
     .await
     .map_err(Error::db("cleaning up acked batches"))?;
-    tx.commit().await.map_err(Error::db("cleaning up acked batches"))?;
+    tx.commit()
+        .await
+        .map_err(Error::db("cleaning up acked batches"))?;
     Ok(deleted)
 }
 

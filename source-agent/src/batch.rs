@@ -24,7 +24,10 @@ pub async fn cut(client: &Client) -> Result<Option<u64>> {
 /// The newest and oldest batch ids the source still keeps.
 pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     let row = client
-        .query_one("select min(batch_id), max(batch_id) from pgferry.batch", &[])
+        .query_one(
+            "select min(batch_id), max(batch_id) from pgferry.batch",
+            &[],
+        )
         .await
         .map_err(Error::db("reading the batch list"))?;
     let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
@@ -74,7 +77,10 @@ async fn cut_session(
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     loop {
         let locked: bool = client
-            .query_one("select pg_try_advisory_lock(hashtext('pgferry.source-agent'))", &[])
+            .query_one(
+                "select pg_try_advisory_lock(hashtext('pgferry.source-agent'))",
+                &[],
+            )
             .await
             .map_err(Error::db("taking the source-agent lock"))?
             .get(0);
@@ -107,7 +113,7 @@ async fn cut_session(
 const READ_BATCH: &str = "
     with s as (select p.snapshot as prev, c.snapshot as cur
                from pgferry.batch p, pgferry.batch c
-               where p.batch_id = $1 - 1 and c.batch_id = $1)
+               where p.batch_id = $1::bigint - 1 and c.batch_id = $1::bigint)
     select q.seq, q.table_id, q.op::text, q.old_key::text, q.new_row::text
     from pgferry.queue q, s
     where q.txid >= pg_snapshot_xmin(s.prev) and q.txid < pg_snapshot_xmax(s.cur)
@@ -134,7 +140,7 @@ pub async fn send(
     let id = batch_id as i64;
     let exists: bool = tx
         .query_one(
-            "select count(*) = 2 from pgferry.batch where batch_id in ($1 - 1, $1)",
+            "select count(*) = 2 from pgferry.batch where batch_id in ($1::bigint - 1, $1::bigint)",
             &[&id],
         )
         .await
@@ -145,7 +151,10 @@ pub async fn send(
             "batch {batch_id} or its predecessor is no longer kept on the source"
         )));
     }
-    let statement = tx.prepare(READ_BATCH).await.map_err(Error::db("reading a batch"))?;
+    let statement = tx
+        .prepare(READ_BATCH)
+        .await
+        .map_err(Error::db("reading a batch"))?;
     let portal = tx
         .bind(&statement, &[&id])
         .await

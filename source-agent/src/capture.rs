@@ -122,7 +122,10 @@ pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -
         .map(|row| row.get(0))
         .ok_or_else(|| Error::NoKey(source.to_string()))?;
     let known: Option<bool> = tx
-        .query_opt("select removed from pgferry.tables where relid = $1", &[&relid])
+        .query_opt(
+            "select removed from pgferry.tables where relid = $1",
+            &[&relid],
+        )
         .await
         .map_err(Error::db("add-table"))?
         .map(|row| row.get(0));
@@ -131,11 +134,17 @@ pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -
     }
     // Hold off writers until the capture triggers exist, so no row slips in
     // between the emptiness check and the first captured change.
-    tx.batch_execute(&format!("lock table {} in share row exclusive mode", source.quoted()))
-        .await
-        .map_err(Error::db("add-table: locking the table"))?;
+    tx.batch_execute(&format!(
+        "lock table {} in share row exclusive mode",
+        source.quoted()
+    ))
+    .await
+    .map_err(Error::db("add-table: locking the table"))?;
     let populated: bool = tx
-        .query_one(&format!("select exists (select from {})", source.quoted()), &[])
+        .query_one(
+            &format!("select exists (select from {})", source.quoted()),
+            &[],
+        )
         .await
         .map_err(Error::db("add-table: checking for rows"))?
         .get(0);
@@ -180,7 +189,10 @@ pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -
 pub async fn remove_table(client: &mut Client, table: &str) -> Result<()> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, table).await?;
-    let tx = client.transaction().await.map_err(Error::db("remove-table"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("remove-table"))?;
     let found = tx
         .query_opt(
             "update pgferry.tables set removed = true

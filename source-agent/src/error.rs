@@ -26,7 +26,9 @@ pub enum Error {
     #[error("pgferry is not installed in the source database: run `source-agent install` first")]
     NotInstalled,
     /// The source schema is newer than this binary.
-    #[error("the source database has pgferry schema version {found}; this source-agent knows up to {known}: upgrade the binary")]
+    #[error(
+        "the source database has pgferry schema version {found}; this source-agent knows up to {known}: upgrade the binary"
+    )]
     SchemaTooNew {
         /// Version found in the database.
         found: i32,
@@ -43,10 +45,14 @@ pub enum Error {
     #[error("{0} is not a table (only ordinary tables can be replicated)")]
     NotATable(String),
     /// No primary key or unique index over NOT NULL columns.
-    #[error("table {0} has no primary key or unique index over NOT NULL columns: the target could not match rows; add a primary key")]
+    #[error(
+        "table {0} has no primary key or unique index over NOT NULL columns: the target could not match rows; add a primary key"
+    )]
     NoKey(String),
     /// The table holds rows and initial copy is not there yet.
-    #[error("table {0} is not empty: adding a populated table needs the initial copy, which comes in a later release (issue 3); add it while empty")]
+    #[error(
+        "table {0} is not empty: adding a populated table needs the initial copy, which comes in a later release (issue 3); add it while empty"
+    )]
     NotEmpty(String),
     /// The table is already replicated.
     #[error("table {0} is already replicated")]
@@ -69,7 +75,9 @@ pub enum Error {
     /// The target has applied a batch the source has not cut, or lost
     /// batches the source has already cleaned up: the two databases do not
     /// belong together any more.
-    #[error("target progress for this source is at batch {target}, but the source {reason}; refusing to send (was a database restored or reinstalled?)")]
+    #[error(
+        "target progress for this source is at batch {target}, but the source {reason}; refusing to send (was a database restored or reinstalled?)"
+    )]
     Diverged {
         /// The target's last applied batch.
         target: u64,

@@ -99,7 +99,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 source,
             })?;
         let (reporter, service) = tonic_health::server::health_reporter();
-        tasks.spawn(health::follow_database(reporter, db_config.clone(), cancel.child_token()));
+        tasks.spawn(health::follow_database(
+            reporter,
+            db_config.clone(),
+            cancel.child_token(),
+        ));
         let shutdown = cancel.child_token();
         tasks.spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -131,4 +135,3 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tasks.wait().await;
     streamed.and(cut)
 }
-

@@ -9,6 +9,17 @@ fn main() {
     if let Err(err) = runtime.block_on(source_agent::execute(cli.command)) {
         tracing::error!(error = %err, "source-agent failed");
         eprintln!("error: {err}");
-        std::process::exit(if matches!(err, source_agent::error::Error::Config(_) | source_agent::error::Error::Conninfo(_) | source_agent::error::Error::BadTarget(_)) { 64 } else { 1 });
+        std::process::exit(
+            if matches!(
+                err,
+                source_agent::error::Error::Config(_)
+                    | source_agent::error::Error::Conninfo(_)
+                    | source_agent::error::Error::BadTarget(_)
+            ) {
+                64
+            } else {
+                1
+            },
+        );
     }
 }

@@ -41,7 +41,15 @@ pub async fn run(
     let mut backoff = min_backoff;
     loop {
         let mut progressed = false;
-        let result = session(&args, &endpoint, &db_config, cut_rx.clone(), &cancel, &mut progressed).await;
+        let result = session(
+            &args,
+            &endpoint,
+            &db_config,
+            cut_rx.clone(),
+            &cancel,
+            &mut progressed,
+        )
+        .await;
         if cancel.is_cancelled() {
             return result;
         }
@@ -136,7 +144,16 @@ async fn session(
     let (acked_tx, acked_rx) = watch::channel(last_applied);
     let receive = receive_acks(&mut inbound, &mut acker, acked_tx, last_applied, progressed);
     tokio::pin!(receive);
-    let send = send_batches(args, &mut reader, &out, &mut cut_rx, acked_rx, last_applied + 1, &known, cancel);
+    let send = send_batches(
+        args,
+        &mut reader,
+        &out,
+        &mut cut_rx,
+        acked_rx,
+        last_applied + 1,
+        &known,
+        cancel,
+    );
     tokio::select! {
         biased;
         received = &mut receive => received.and(Err(Error::Protocol("target closed the stream".into()))),

@@ -39,17 +39,15 @@ pub struct Run {
 /// the key deletes the old key before it upserts the new row.
 pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
-    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| {
-        match runs.last_mut() {
-            Some(run) if run.table_id == table_id && run.kind == kind && kind != RunKind::Truncate => {
-                run.rows.extend(row);
-            }
-            _ => runs.push(Run {
-                table_id,
-                kind,
-                rows: row.into_iter().collect(),
-            }),
+    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| match runs.last_mut() {
+        Some(run) if run.table_id == table_id && run.kind == kind && kind != RunKind::Truncate => {
+            run.rows.extend(row);
         }
+        _ => runs.push(Run {
+            table_id,
+            kind,
+            rows: row.into_iter().collect(),
+        }),
     };
     for change in changes {
         let id = change.table_id;
@@ -172,7 +170,10 @@ impl Applier {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::Wire { batch_id, source })?;
         let count = changes.len();
-        if let Some(change) = changes.iter().find(|c| !self.plans.contains_key(&c.table_id)) {
+        if let Some(change) = changes
+            .iter()
+            .find(|c| !self.plans.contains_key(&c.table_id))
+        {
             return Err(Error::UnknownTableId {
                 batch_id,
                 seq: change.seq,
@@ -249,12 +250,16 @@ impl Applier {
                     RunKind::Truncate => &plan.truncate,
                 };
                 let statement = self.client.prepare(sql).await.map_err(apply_error)?;
-                self.statements.insert((run.table_id, run.kind), statement.clone());
+                self.statements
+                    .insert((run.table_id, run.kind), statement.clone());
                 statement
             }
         };
         if run.kind == RunKind::Truncate {
-            self.client.execute(&statement, &[]).await.map_err(apply_error)?;
+            self.client
+                .execute(&statement, &[])
+                .await
+                .map_err(apply_error)?;
         } else {
             let json = format!("[{}]", run.rows.join(","));
             self.client
@@ -279,7 +284,11 @@ mod tests {
             "[a-c]".prop_map(|old_key| ChangeKind::Delete { old_key }),
             Just(ChangeKind::Truncate),
         ];
-        (any::<u64>(), 0u32..3, kind).prop_map(|(seq, table_id, kind)| Change { seq, table_id, kind })
+        (any::<u64>(), 0u32..3, kind).prop_map(|(seq, table_id, kind)| Change {
+            seq,
+            table_id,
+            kind,
+        })
     }
 
     /// The operations a change stands for, one per row, in order.
@@ -287,14 +296,18 @@ mod tests {
         let mut out = Vec::new();
         for c in changes {
             match &c.kind {
-                ChangeKind::Insert { new_row } => out.push((c.table_id, RunKind::Upsert, Some(new_row.clone()))),
+                ChangeKind::Insert { new_row } => {
+                    out.push((c.table_id, RunKind::Upsert, Some(new_row.clone())))
+                }
                 ChangeKind::Update { old_key, new_row } => {
                     if let Some(k) = old_key {
                         out.push((c.table_id, RunKind::Delete, Some(k.clone())));
                     }
                     out.push((c.table_id, RunKind::Upsert, Some(new_row.clone())));
                 }
-                ChangeKind::Delete { old_key } => out.push((c.table_id, RunKind::Delete, Some(old_key.clone()))),
+                ChangeKind::Delete { old_key } => {
+                    out.push((c.table_id, RunKind::Delete, Some(old_key.clone())))
+                }
                 ChangeKind::Truncate => out.push((c.table_id, RunKind::Truncate, None)),
             }
         }
@@ -329,14 +342,31 @@ mod tests {
         let update = Change {
             seq: 1,
             table_id: 7,
-            kind: ChangeKind::Update { old_key: Some("{\"id\":1}".into()), new_row: "{\"id\":2}".into() },
+            kind: ChangeKind::Update {
+                old_key: Some("{\"id\":1}".into()),
+                new_row: "{\"id\":2}".into(),
+            },
         };
-        let insert = Change { seq: 2, table_id: 7, kind: ChangeKind::Insert { new_row: "{\"id\":3}".into() } };
+        let insert = Change {
+            seq: 2,
+            table_id: 7,
+            kind: ChangeKind::Insert {
+                new_row: "{\"id\":3}".into(),
+            },
+        };
         assert_eq!(
             runs([update, insert]),
             vec![
-                Run { table_id: 7, kind: RunKind::Delete, rows: vec!["{\"id\":1}".into()] },
-                Run { table_id: 7, kind: RunKind::Upsert, rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()] },
+                Run {
+                    table_id: 7,
+                    kind: RunKind::Delete,
+                    rows: vec!["{\"id\":1}".into()]
+                },
+                Run {
+                    table_id: 7,
+                    kind: RunKind::Upsert,
+                    rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()]
+                },
             ]
         );
     }

@@ -28,7 +28,9 @@ pub enum Error {
     #[error("pgferry is not installed in the target database: run `target-agent install` first")]
     NotInstalled,
     /// The target schema is newer than this binary.
-    #[error("the target database has pgferry schema version {found}; this target-agent knows up to {known}: upgrade the binary")]
+    #[error(
+        "the target database has pgferry schema version {found}; this target-agent knows up to {known}: upgrade the binary"
+    )]
     SchemaTooNew {
         /// Version found in the database.
         found: i32,
@@ -36,7 +38,9 @@ pub enum Error {
         known: i32,
     },
     /// The source speaks another protocol version.
-    #[error("source speaks protocol version {got}; this target-agent speaks {speaks}: run matching versions")]
+    #[error(
+        "source speaks protocol version {got}; this target-agent speaks {speaks}: run matching versions"
+    )]
     ProtocolVersion {
         /// The source's version.
         got: u32,
@@ -65,7 +69,9 @@ pub enum Error {
         mismatch: String,
     },
     /// The target table has no unique index on the source's key.
-    #[error("target table {table} has no unique index on ({columns}), the key of source table {source_table}")]
+    #[error(
+        "target table {table} has no unique index on ({columns}), the key of source table {source_table}"
+    )]
     NoUniqueKey {
         /// The target table.
         table: String,
@@ -105,7 +111,9 @@ pub enum Error {
         source: pgferry_proto::change::WireError,
     },
     /// A change for a table the hello did not announce.
-    #[error("batch {batch_id}: change {seq} is for table id {table_id}, which the source did not announce")]
+    #[error(
+        "batch {batch_id}: change {seq} is for table id {table_id}, which the source did not announce"
+    )]
     UnknownTableId {
         /// The batch.
         batch_id: u64,

@@ -74,7 +74,9 @@ async fn revoke_other_writers(client: &Client, table: &TablePlan, applier: &str)
         );
         match client.batch_execute(&revoke).await {
             Ok(()) => tracing::info!(table = %table.name, grantee, "revoked write privileges"),
-            Err(error) => tracing::warn!(table = %table.name, grantee, error = %pgferry_proto::db::describe(&error), "could not revoke write privileges"),
+            Err(error) => {
+                tracing::warn!(table = %table.name, grantee, error = %pgferry_proto::db::describe(&error), "could not revoke write privileges")
+            }
         }
     }
     Ok(())

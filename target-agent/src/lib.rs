@@ -79,7 +79,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    tasks.spawn(health::follow_database(reporter, db_config.clone(), cancel.child_token()));
+    tasks.spawn(health::follow_database(
+        reporter,
+        db_config.clone(),
+        cancel.child_token(),
+    ));
     let service = server::ReplicationService {
         db_config,
         cancel: cancel.child_token(),

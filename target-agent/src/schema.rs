@@ -102,7 +102,10 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
         .map(|c| c.name.as_str())
         .collect();
     if !missing.is_empty() {
-        problems.push(format!("columns missing on the target: {}", missing.join(", ")));
+        problems.push(format!(
+            "columns missing on the target: {}",
+            missing.join(", ")
+        ));
     }
     for column in &table.columns {
         if let Some((sql_type, _)) = target.get(&column.name) {
@@ -134,8 +137,18 @@ fn plan(name: String, table: &TableSchema) -> TablePlan {
     let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
     let list = columns.join(", ");
-    let from_rows = |alias: &str| columns.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ");
-    let key_order = keys.iter().map(|k| format!("r.{k}")).collect::<Vec<_>>().join(", ");
+    let from_rows = |alias: &str| {
+        columns
+            .iter()
+            .map(|c| format!("{alias}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let key_order = keys
+        .iter()
+        .map(|k| format!("r.{k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let set = columns
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
@@ -183,8 +196,14 @@ mod tests {
             target_schema: "digoal".into(),
             target_table: "rmt_test".into(),
             columns: vec![
-                Column { name: "id".into(), sql_type: "integer".into() },
-                Column { name: "info".into(), sql_type: "text".into() },
+                Column {
+                    name: "id".into(),
+                    sql_type: "integer".into(),
+                },
+                Column {
+                    name: "info".into(),
+                    sql_type: "text".into(),
+                },
             ],
             key_columns: vec!["id".into()],
         }
@@ -214,7 +233,10 @@ mod tests {
         t.target_table = "\"; drop table x; --".into();
         let plan = plan("x".into(), &t);
         for sql in [&plan.upsert, &plan.delete, &plan.truncate] {
-            assert!(sql.contains("\"digoal\".\"\"\"; drop table x; --\""), "{sql}");
+            assert!(
+                sql.contains("\"digoal\".\"\"\"; drop table x; --\""),
+                "{sql}"
+            );
         }
     }
 }

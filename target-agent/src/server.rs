@@ -63,7 +63,13 @@ impl Replication for ReplicationService {
             })),
         };
         out.send(Ok(ready)).await.ok();
-        tokio::spawn(serve_stream(applier, inbound, out, self.cancel.clone(), hello.source_id));
+        tokio::spawn(serve_stream(
+            applier,
+            inbound,
+            out,
+            self.cancel.clone(),
+            hello.source_id,
+        ));
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }

@@ -1,0 +1,4 @@
+//! End-to-end tests: real PostgreSQL clusters, the real agent binaries, real
+//! gRPC over TCP. Build the binaries first: `cargo build --workspace --bins`.
+
+mod seed;

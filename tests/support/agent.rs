@@ -1,0 +1,127 @@
+//! The real agent binaries: found next to the test executable (or in
+//! `PGFERRY_BIN_DIR`), run with their output in a log file, killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The path of an agent binary built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PGFERRY_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{path:?} is missing: run `cargo build --workspace --bins` first"
+    );
+    path
+}
+
+/// Runs an agent command to completion (install, add-table, status, ...).
+pub async fn run_command(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env_remove("PGFERRY_CONFIG")
+        .output()
+        .await
+        .expect("agent command runs")
+}
+
+/// A running agent process.
+pub struct Agent {
+    /// The process; killed if still running on drop.
+    child: Child,
+    /// Which binary, for messages.
+    name: String,
+    /// Its arguments, to restart it the same way.
+    args: Vec<String>,
+    /// Where its stderr goes.
+    log: PathBuf,
+    /// Keeps the log's directory alive.
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `name` with `args`.
+    pub fn spawn(name: &str, args: &[String]) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{name}.log"));
+        let child = Self::start(name, args, &log);
+        Agent {
+            child,
+            name: name.to_owned(),
+            args: args.to_vec(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn start(name: &str, args: &[String], log: &PathBuf) -> Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        Command::new(bin(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("agent starts")
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}:\n{}", self.name, self.log());
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Sends `signal` (e.g. "-STOP", "-CONT", "-TERM").
+    pub fn signal(&self, signal: &str) {
+        std::process::Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// Starts the same command again (after a kill).
+    pub fn restart(&mut self) {
+        self.child = Self::start(&self.name, &self.args, &self.log);
+    }
+
+    /// SIGTERM, then waits up to `grace` for a clean exit; returns whether it
+    /// exited successfully.
+    pub async fn terminate(&mut self, grace: Duration) -> bool {
+        self.signal("-TERM");
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => false,
+        }
+    }
+}

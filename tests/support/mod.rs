@@ -1,0 +1,32 @@
+//! Real parts for the end-to-end tests and the demo: PostgreSQL clusters on
+//! temp dirs and free ports, the real agent binaries, and a two-cluster
+//! replication set-up with the seed's tables.
+
+pub mod agent;
+pub mod cluster;
+pub mod setup;
+
+pub use agent::{Agent, bin, run_command};
+pub use cluster::PgCluster;
+pub use setup::Replication;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

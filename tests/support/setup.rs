@@ -1,0 +1,336 @@
+//! The seed's set-up on real parts: a source cluster with `digoal.loc_test`,
+//! a target cluster with `digoal.rmt_test` owned by an ordinary applier
+//! role, pgferry installed on both sides, and the two agents.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{Agent, PgCluster, run_command, wait_until};
+
+/// The applier's role and password on the target.
+pub const APPLIER: &str = "applier";
+/// The applier's password.
+pub const APPLIER_PASSWORD: &str = "applier-pw";
+/// The seed's table definition, used for both sides.
+pub const SEED_TABLE: &str =
+    "(id int primary key, info text, create_time timestamp, modify_time timestamp)";
+
+/// Two clusters replicating `digoal.loc_test` into `digoal.rmt_test`.
+pub struct Replication {
+    /// The source cluster.
+    pub source: PgCluster,
+    /// The target cluster.
+    pub target: PgCluster,
+    /// A superuser session on the source database.
+    pub src: Client,
+    /// A superuser session on the target database.
+    pub dst: Client,
+    /// The source agent's CONNINFO.
+    pub source_db: String,
+    /// The target agent's CONNINFO (the applier role).
+    pub target_db: String,
+    /// Where the target agent listens.
+    pub target_port: u16,
+    /// Where the source agent serves health.
+    pub source_health_port: u16,
+    /// The target agent, once started.
+    pub target_agent: Option<Agent>,
+    /// The source agent, once started.
+    pub source_agent: Option<Agent>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Asserts an agent command succeeded and returns its stdout.
+pub fn expect_success(what: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Replication {
+    /// Clusters, roles, tables and both installs; the seed table registered.
+    pub async fn new() -> Replication {
+        let (source, target) =
+            tokio::task::spawn_blocking(|| (PgCluster::start(), PgCluster::start()))
+                .await
+                .expect("clusters start");
+        for cluster in [&source, &target] {
+            cluster
+                .connect("postgres")
+                .await
+                .batch_execute("create database digoal")
+                .await
+                .expect("create database");
+        }
+        let src = source.connect("digoal").await;
+        src.batch_execute(&format!(
+            "create schema digoal; create table digoal.loc_test {SEED_TABLE};"
+        ))
+        .await
+        .expect("source table");
+        let dst = target.connect("digoal").await;
+        dst.batch_execute(&format!(
+            "create role {APPLIER} login password '{APPLIER_PASSWORD}';
+             grant create on database digoal to {APPLIER};
+             create schema digoal authorization {APPLIER};
+             create table digoal.rmt_test {SEED_TABLE};
+             alter table digoal.rmt_test owner to {APPLIER};
+             create role other_writer login password 'other';
+             grant usage on schema digoal to other_writer;
+             grant all on digoal.rmt_test to other_writer;"
+        ))
+        .await
+        .expect("target table");
+        let source_db = source.conninfo("digoal", "postgres", "");
+        let target_db = target.conninfo("digoal", APPLIER, APPLIER_PASSWORD);
+        expect_success(
+            "source install",
+            &run_command("source-agent", &["install", "--source-db", &source_db]).await,
+        );
+        expect_success(
+            "target install",
+            &run_command("target-agent", &["install", "--target-db", &target_db]).await,
+        );
+        expect_success(
+            "add-table",
+            &run_command(
+                "source-agent",
+                &[
+                    "add-table",
+                    "--source-db",
+                    &source_db,
+                    "digoal.loc_test",
+                    "--as",
+                    "digoal.rmt_test",
+                ],
+            )
+            .await,
+        );
+        Replication {
+            source,
+            target,
+            src,
+            dst,
+            source_db,
+            target_db,
+            target_port: free_port(),
+            source_health_port: free_port(),
+            target_agent: None,
+            source_agent: None,
+        }
+    }
+
+    /// Starts both agents and waits until they serve.
+    pub async fn start_agents(&mut self) {
+        self.start_target_agent().await;
+        self.start_source_agent().await;
+    }
+
+    /// Starts the target agent and waits until its health says SERVING.
+    pub async fn start_target_agent(&mut self) {
+        let args = vec![
+            "run".into(),
+            "--target-db".into(),
+            self.target_db.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.target_port),
+        ];
+        let mut agent = Agent::spawn("target-agent", &args);
+        wait_serving(&mut agent, self.target_port).await;
+        self.target_agent = Some(agent);
+    }
+
+    /// Starts the source agent and waits until its health says SERVING.
+    pub async fn start_source_agent(&mut self) {
+        let args = vec![
+            "run".into(),
+            "--source-db".into(),
+            self.source_db.clone(),
+            "--target".into(),
+            format!("http://127.0.0.1:{}", self.target_port),
+            "--source-id".into(),
+            "dc1".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", self.source_health_port),
+            "--max-backoff".into(),
+            "1s".into(),
+        ];
+        let mut agent = Agent::spawn("source-agent", &args);
+        wait_serving(&mut agent, self.source_health_port).await;
+        self.source_agent = Some(agent);
+    }
+
+    /// The target agent (started).
+    pub fn target_agent(&mut self) -> &mut Agent {
+        self.target_agent.as_mut().expect("target agent started")
+    }
+
+    /// The source agent (started).
+    pub fn source_agent(&mut self) -> &mut Agent {
+        self.source_agent.as_mut().expect("source agent started")
+    }
+
+    /// The seed's check, `count(*), sum(hashtext(t::text))`, on both sides.
+    pub async fn checksums(&self) -> ((i64, i64), (i64, i64)) {
+        (
+            checksum(&self.src, "digoal.loc_test").await,
+            checksum(&self.dst, "digoal.rmt_test").await,
+        )
+    }
+
+    /// Waits until the target matches the source and the source queue is
+    /// empty; returns the checksum.
+    pub async fn wait_in_sync(&mut self, timeout: Duration) -> (i64, i64) {
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                let (source, target) = self.checksums().await;
+                let pending: i64 = self
+                    .src
+                    .query_one("select count(*) from pgferry.queue", &[])
+                    .await
+                    .expect("queue count")
+                    .get(0);
+                if source == target && pending == 0 {
+                    return source;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match result {
+            Ok(sum) => sum,
+            Err(_) => {
+                let (s, t) = self.checksums().await;
+                let logs = format!(
+                    "source agent:\n{}\ntarget agent:\n{}",
+                    self.source_agent
+                        .as_ref()
+                        .map(|a| a.log())
+                        .unwrap_or_default(),
+                    self.target_agent
+                        .as_ref()
+                        .map(|a| a.log())
+                        .unwrap_or_default()
+                );
+                panic!("not in sync after {timeout:?}: source {s:?}, target {t:?}\n{logs}");
+            }
+        }
+    }
+
+    /// `source-agent status --json`.
+    pub async fn status(&self) -> serde_json::Value {
+        let out = run_command(
+            "source-agent",
+            &["status", "--json", "--source-db", &self.source_db],
+        )
+        .await;
+        serde_json::from_str(&expect_success("status", &out)).expect("status is JSON")
+    }
+
+    /// Logs every change of the target's progress record, so a test can
+    /// check that it moved one batch at a time.
+    pub async fn record_progress_history(&self) {
+        self.dst
+            .batch_execute(&format!(
+                "create table public.progress_history (old_batch bigint, new_batch bigint);
+                 grant insert on public.progress_history to {APPLIER};
+                 create function public.log_progress() returns trigger language plpgsql as $$
+                 begin
+                   insert into public.progress_history values (old.last_batch, new.last_batch);
+                   return new;
+                 end $$;
+                 create trigger log_progress after update on pgferry.progress
+                   for each row execute function public.log_progress();"
+            ))
+            .await
+            .expect("progress history");
+    }
+
+    /// Asserts that every recorded progress move was to the next batch, and
+    /// returns how many batches were applied.
+    pub async fn assert_progress_moved_one_batch_at_a_time(&self) -> i64 {
+        let rows = self
+            .dst
+            .query(
+                "select old_batch, new_batch from public.progress_history",
+                &[],
+            )
+            .await
+            .expect("progress history");
+        for row in &rows {
+            let (old, new): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(new, old + 1, "progress jumped from batch {old} to {new}");
+        }
+        rows.len() as i64
+    }
+}
+
+/// `count(*), sum(hashtext(t::text))` of `table`.
+pub async fn checksum(client: &Client, table: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            &format!("select count(*), coalesce(sum(hashtext(t::text)), 0)::bigint from {table} t"),
+            &[],
+        )
+        .await
+        .expect("checksum");
+    (row.get(0), row.get(1))
+}
+
+/// Waits until the agent's grpc.health.v1 says SERVING, failing at once if
+/// the process exits.
+pub async fn wait_serving(agent: &mut Agent, port: u16) {
+    let address = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        agent.assert_running();
+        if health(&address).await == Some(ServingStatus::Serving) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent not serving:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The health status an agent reports for "" (None when unreachable).
+pub async fn health(address: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// Waits until `sql` on `client` returns true.
+pub async fn wait_for_sql(client: &Client, sql: &str, timeout: Duration) {
+    wait_until(sql, timeout, || async {
+        let ok: bool = client.query_one(sql, &[]).await.ok()?.get(0);
+        ok.then_some(())
+    })
+    .await
+}
