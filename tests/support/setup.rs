@@ -334,3 +334,94 @@ pub async fn wait_for_sql(client: &Client, sql: &str, timeout: Duration) {
     })
     .await
 }
+
+impl Replication {
+    /// A fresh superuser session on the source (after the source restarted).
+    pub async fn reconnect_source(&mut self) {
+        self.src = self.source.connect("digoal").await;
+    }
+
+    /// A fresh superuser session on the target (after the target restarted).
+    pub async fn reconnect_target(&mut self) {
+        self.dst = self.target.connect("digoal").await;
+    }
+
+    /// The target's last applied batch for source `dc1` (0 before any).
+    pub async fn target_progress(&self) -> i64 {
+        self.dst
+            .query_opt(
+                "select last_batch from pgferry.progress where source_id = 'dc1'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |row| row.get(0))
+    }
+
+    /// The newest batch the source has seen acked.
+    pub async fn source_acked(&self) -> i64 {
+        self.src
+            .query_one("select acked_batch from pgferry.target", &[])
+            .await
+            .expect("acked batch")
+            .get(0)
+    }
+}
+
+/// A background writer on the source: transactions of inserts, updates of
+/// the same rows again and again, and deletes, until stopped. It reconnects
+/// when the source goes away, so it can run through a database crash.
+pub struct Writer {
+    /// Set to stop the writer.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The writer task; yields how many transactions committed.
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Writer {
+    /// Starts writing to `digoal.loc_test` through `conninfo`.
+    pub fn start(conninfo: String) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut committed = 0u64;
+            let mut round = 0i64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                tokio::spawn(connection);
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    round += 1;
+                    let base = round * 10;
+                    let sql = format!(
+                        "begin;
+                         insert into digoal.loc_test select g, 'round {round}', now(), now()
+                           from generate_series({base}, {base} + 9) g on conflict (id) do nothing;
+                         update digoal.loc_test set info = info || '+', modify_time = now()
+                           where id in (select id from digoal.loc_test order by id desc limit 5);
+                         update digoal.loc_test set id = id + 1000000 where id = {base} - 7;
+                         delete from digoal.loc_test where id = {base} - 13;
+                         commit;"
+                    );
+                    if client.batch_execute(&sql).await.is_err() {
+                        break;
+                    }
+                    committed += 1;
+                }
+            }
+            committed
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops the writer and returns how many transactions it committed.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("writer task")
+    }
+}
