@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use support::setup::{Writer, wait_serving};
-use support::{Replication, wait_until};
+use support::Replication;
 
 const SYNC: Duration = Duration::from_secs(90);
 

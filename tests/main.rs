@@ -1,6 +1,9 @@
 //! End-to-end tests: real PostgreSQL clusters, the real agent binaries, real
 //! gRPC over TCP. Build the binaries first: `cargo build --workspace --bins`.
 
+mod bad_input;
+mod guard;
 mod kill;
 mod order;
+mod outage;
 mod seed;

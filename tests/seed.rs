@@ -10,6 +10,9 @@ const SYNC: Duration = Duration::from_secs(30);
 async fn seed_scenario_replicates_every_statement_kind() {
     let mut r = Replication::new().await;
     r.record_progress_history().await;
+    // Small chunks, so the bulk steps' batches span many messages and still
+    // commit whole.
+    r.source_args = vec!["--chunk-rows".into(), "16".into()];
     r.start_agents().await;
     let steps = [
         "insert into digoal.loc_test values (1, 'digoal', now(), now())",

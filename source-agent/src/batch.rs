@@ -121,13 +121,13 @@ const READ_BATCH: &str = "
       and not pg_visible_in_snapshot(q.txid, s.prev)
     order by q.seq";
 
-/// Reads batch `batch_id` in chunks of `chunk_rows` and sends them on `out`;
+/// Reads batch `batch_id` in chunks within `limits` and sends them on `out`;
 /// the last chunk is marked. Memory stays at one chunk: the read is a
 /// portal, and `out` is bounded.
 pub async fn send(
     client: &mut Client,
     batch_id: u64,
-    chunk_rows: u32,
+    limits: ChunkLimits,
     known_tables: &HashSet<u32>,
     out: &mpsc::Sender<wire::SourceMessage>,
 ) -> Result<SendOutcome> {
@@ -162,28 +162,34 @@ pub async fn send(
     let mut changes_sent = 0u64;
     loop {
         let rows = tx
-            .query_portal(&portal, chunk_rows as i32)
+            .query_portal(&portal, limits.rows as i32)
             .await
             .map_err(Error::db("reading a batch"))?;
-        let last = rows.len() < chunk_rows as usize;
+        let last = rows.len() < limits.rows as usize;
         let mut changes = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
         for row in rows {
             let change = to_change(&row)?;
             if !known_tables.contains(&change.table_id) {
                 return Ok(SendOutcome::TablesChanged);
             }
-            changes.push(wire::Change::from(change));
+            let change = wire::Change::from(change);
+            let size = change.old_key.as_ref().map_or(0, String::len)
+                + change.new_row.as_ref().map_or(0, String::len);
+            // Keep messages under the byte budget too: wide rows would
+            // otherwise make a chunk of `rows` changes too large to send.
+            if bytes + size > limits.bytes && !changes.is_empty() {
+                changes_sent += changes.len() as u64;
+                if !send_chunk(out, batch_id, std::mem::take(&mut changes), false).await {
+                    return Ok(SendOutcome::PeerGone);
+                }
+                bytes = 0;
+            }
+            bytes += size;
+            changes.push(change);
         }
         changes_sent += changes.len() as u64;
-        let chunk = wire::BatchChunk {
-            batch_id,
-            changes,
-            last,
-        };
-        let message = wire::SourceMessage {
-            kind: Some(wire::source_message::Kind::Chunk(chunk)),
-        };
-        if out.send(message).await.is_err() {
+        if !send_chunk(out, batch_id, changes, last).await {
             return Ok(SendOutcome::PeerGone);
         }
         if last {
@@ -193,6 +199,33 @@ pub async fn send(
             });
         }
     }
+}
+
+/// How much one message on the wire may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Changes per message.
+    pub rows: u32,
+    /// Bytes of row data per message (a single larger row still goes alone).
+    pub bytes: usize,
+}
+
+/// Sends one chunk; false when the stream is gone.
+async fn send_chunk(
+    out: &mpsc::Sender<wire::SourceMessage>,
+    batch_id: u64,
+    changes: Vec<wire::Change>,
+    last: bool,
+) -> bool {
+    let chunk = wire::BatchChunk {
+        batch_id,
+        changes,
+        last,
+    };
+    let message = wire::SourceMessage {
+        kind: Some(wire::source_message::Kind::Chunk(chunk)),
+    };
+    out.send(message).await.is_ok()
 }
 
 /// How sending a batch ended.

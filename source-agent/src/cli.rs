@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Changes per message on the wire.
     #[arg(long, env = "PGFERRY_CHUNK_ROWS", default_value_t = 1000)]
     pub chunk_rows: u32,
+    /// Bytes of row data per message on the wire (keep well under the
+    /// target's --max-message-bytes).
+    #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub chunk_bytes: usize,
     /// Longest wait between retries after an error.
     #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
     pub max_backoff: Duration,

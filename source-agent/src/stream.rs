@@ -185,6 +185,10 @@ async fn send_batches(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let window = args.window.max(1);
+    let limits = batch::ChunkLimits {
+        rows: args.chunk_rows.max(1),
+        bytes: args.chunk_bytes.max(1),
+    };
     let mut next = first;
     loop {
         tokio::select! {
@@ -201,7 +205,7 @@ async fn send_batches(
                 if acked.is_err() { return Ok(()); }
             }
         }
-        match batch::send(reader, next, args.chunk_rows, known, out).await? {
+        match batch::send(reader, next, limits, known, out).await? {
             SendOutcome::Sent { changes } => metrics::batch_sent(changes),
             SendOutcome::TablesChanged => {
                 tracing::info!(batch_id = next, "table list changed; restarting the stream");

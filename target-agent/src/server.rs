@@ -99,7 +99,11 @@ async fn serve_stream(
             }
             Ok(None) => break,
             Err(status) => {
-                tracing::info!(source_id = %source_id, code = ?status.code(), message = status.message(), "source stream ended");
+                // Oversized or undecodable messages land here too: tell the
+                // source why (if it is still there) rather than just hang up.
+                tracing::warn!(source_id = %source_id, code = ?status.code(), message = status.message(), "source stream failed");
+                metrics::apply_failed();
+                out.send(Err(status)).await.ok();
                 break;
             }
         };

@@ -40,6 +40,10 @@ pub struct Replication {
     pub target_agent: Option<Agent>,
     /// The source agent, once started.
     pub source_agent: Option<Agent>,
+    /// Extra flags for `target-agent run`.
+    pub target_args: Vec<String>,
+    /// Extra flags for `source-agent run`.
+    pub source_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -131,6 +135,8 @@ impl Replication {
             source_health_port: free_port(),
             target_agent: None,
             source_agent: None,
+            target_args: Vec::new(),
+            source_args: Vec::new(),
         }
     }
 
@@ -149,6 +155,7 @@ impl Replication {
             "--listen".into(),
             format!("127.0.0.1:{}", self.target_port),
         ];
+        let args = [args, self.target_args.clone()].concat();
         let mut agent = Agent::spawn("target-agent", &args);
         wait_serving(&mut agent, self.target_port).await;
         self.target_agent = Some(agent);
@@ -169,6 +176,7 @@ impl Replication {
             "--max-backoff".into(),
             "1s".into(),
         ];
+        let args = [args, self.source_args.clone()].concat();
         let mut agent = Agent::spawn("source-agent", &args);
         wait_serving(&mut agent, self.source_health_port).await;
         self.source_agent = Some(agent);
