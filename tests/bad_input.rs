@@ -13,11 +13,18 @@ const SYNC: Duration = Duration::from_secs(30);
 async fn fails(name: &str, args: &[&str]) -> (i32, String) {
     let out = run_command(name, args).await;
     assert!(!out.status.success(), "{name} {args:?} should fail");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn registered_tables(r: &Replication) -> i64 {
-    r.src.query_one("select count(*) from pgferry.tables", &[]).await.unwrap().get(0)
+    r.src
+        .query_one("select count(*) from pgferry.tables", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,12 +56,22 @@ async fn add_table_refuses_keyless_missing_populated_and_duplicate_tables() {
             assert!(stderr.contains(table), "the error names {table}: {stderr}");
         }
     }
-    let (_, stderr) = fails("source-agent", &["add-table", "--source-db", db, "digoal.full"]).await;
-    assert!(stderr.contains("initial copy"), "says initial copy comes later: {stderr}");
+    let (_, stderr) = fails(
+        "source-agent",
+        &["add-table", "--source-db", db, "digoal.full"],
+    )
+    .await;
+    assert!(
+        stderr.contains("initial copy"),
+        "says initial copy comes later: {stderr}"
+    );
     assert_eq!(registered_tables(&r).await, 1, "nothing registered");
     let triggers: i64 = r
         .src
-        .query_one("select count(*) from pg_trigger where tgname like 'pgferry%'", &[])
+        .query_one(
+            "select count(*) from pg_trigger where tgname like 'pgferry%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -64,25 +81,36 @@ async fn add_table_refuses_keyless_missing_populated_and_duplicate_tables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_twice_is_harmless_and_keeps_the_queue() {
     let r = Replication::new().await;
-    r.src.batch_execute("insert into digoal.loc_test values (1, 'kept', now(), now())").await.unwrap();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'kept', now(), now())")
+        .await
+        .unwrap();
     let out = run_command("source-agent", &["install", "--source-db", &r.source_db]).await;
     assert!(expect_success("second install", &out).contains("current"));
     let out = run_command("target-agent", &["install", "--target-db", &r.target_db]).await;
     assert!(expect_success("second install", &out).contains("current"));
-    let queued: i64 = r.src.query_one("select count(*) from pgferry.queue", &[]).await.unwrap().get(0);
+    let queued: i64 = r
+        .src
+        .query_one("select count(*) from pgferry.queue", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(queued, 1);
 }
 
 /// Waits until `status` shows an error containing every part, with nothing
 /// applied on the target.
 async fn wait_for_refusal(r: &Replication, parts: &[&str]) -> String {
-    let error = wait_until(&format!("status shows an error naming {parts:?}"), SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str()?.to_owned();
-        parts.iter().all(|p| error.contains(p)).then_some(error)
-    })
-    .await;
-    error
+    wait_until(
+        &format!("status shows an error naming {parts:?}"),
+        SYNC,
+        || async {
+            let status = r.status().await;
+            let error = status["last_error"].as_str()?.to_owned();
+            parts.iter().all(|p| error.contains(p)).then_some(error)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,10 +121,17 @@ async fn a_target_table_with_other_columns_is_refused_by_name_and_nothing_applie
         .await
         .unwrap();
     r.start_agents().await;
-    r.src.batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())").await.unwrap();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+        .await
+        .unwrap();
     let error = wait_for_refusal(&r, &["digoal.rmt_test", "info", "modify_time"]).await;
     println!("status error: {error}");
-    assert_eq!(checksum(&r.dst, "digoal.rmt_test").await.0, 0, "nothing applied");
+    assert_eq!(
+        checksum(&r.dst, "digoal.rmt_test").await.0,
+        0,
+        "nothing applied"
+    );
     // The DBA fixes the table; the queued change arrives.
     r.dst
         .batch_execute(&format!(
@@ -111,9 +146,15 @@ async fn a_target_table_with_other_columns_is_refused_by_name_and_nothing_applie
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_target_table_is_reported_by_name() {
     let mut r = Replication::new().await;
-    r.dst.batch_execute("drop table digoal.rmt_test").await.unwrap();
+    r.dst
+        .batch_execute("drop table digoal.rmt_test")
+        .await
+        .unwrap();
     r.start_agents().await;
-    r.src.batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())").await.unwrap();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+        .await
+        .unwrap();
     wait_for_refusal(&r, &["digoal.rmt_test", "does not exist"]).await;
 }
 
@@ -128,8 +169,16 @@ async fn an_oversized_message_is_refused_and_retried_not_skipped() {
         .unwrap();
     let error = wait_for_refusal(&r, &["message length too large"]).await;
     println!("status error: {error}");
-    assert_eq!(checksum(&r.dst, "digoal.rmt_test").await.0, 0, "nothing applied");
-    assert_eq!(r.status().await["pending_changes"], 1, "the change stays queued");
+    assert_eq!(
+        checksum(&r.dst, "digoal.rmt_test").await.0,
+        0,
+        "nothing applied"
+    );
+    assert_eq!(
+        r.status().await["pending_changes"],
+        1,
+        "the change stays queued"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,22 +200,45 @@ async fn a_source_speaking_another_protocol_version_is_refused() {
         .await
         .expect_err("version 99 is refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(status.message().contains("protocol version 99"), "{}", status.message());
-    let registered: i64 = r.dst.query_one("select count(*) from pgferry.progress", &[]).await.unwrap().get(0);
+    assert!(
+        status.message().contains("protocol version 99"),
+        "{}",
+        status.message()
+    );
+    let registered: i64 = r
+        .dst
+        .query_one("select count(*) from pgferry.progress", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(registered, 0, "the refused source left no trace");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conninfo_that_does_not_connect_or_parse_is_named() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let unreachable = format!("host=127.0.0.1 port={closed} dbname=x user=x connect_timeout=2");
     let (code, stderr) = fails("source-agent", &["install", "--source-db", &unreachable]).await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("cannot connect to the source database"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the source database"),
+        "{stderr}"
+    );
     let (code, stderr) = fails("target-agent", &["install", "--target-db", &unreachable]).await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("cannot connect to the target database"), "{stderr}");
-    let (code, stderr) = fails("source-agent", &["status", "--source-db", "host=x port=notaport"]).await;
+    assert!(
+        stderr.contains("cannot connect to the target database"),
+        "{stderr}"
+    );
+    let (code, stderr) = fails(
+        "source-agent",
+        &["status", "--source-db", "host=x port=notaport"],
+    )
+    .await;
     assert_eq!(code, 64, "bad configuration exits 64");
     assert!(stderr.contains("setting `source-db`"), "{stderr}");
 }
@@ -177,7 +249,11 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "sourcedb = \"x\"\n").unwrap();
-    let (code, stderr) = fails("source-agent", &["status", "--config", bad.to_str().unwrap()]).await;
+    let (code, stderr) = fails(
+        "source-agent",
+        &["status", "--config", bad.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(code, 64);
     assert!(stderr.contains("unknown setting `sourcedb`"), "{stderr}");
 
@@ -197,6 +273,12 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
     };
     let broken = "host=127.0.0.1 port=1 connect_timeout=1";
     assert!(status(None, None).await, "the file alone works");
-    assert!(!status(Some(broken), None).await, "the environment beats the file");
-    assert!(status(Some(broken), Some(&r.source_db)).await, "the flag beats the environment");
+    assert!(
+        !status(Some(broken), None).await,
+        "the environment beats the file"
+    );
+    assert!(
+        status(Some(broken), Some(&r.source_db)).await,
+        "the flag beats the environment"
+    );
 }

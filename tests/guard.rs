@@ -26,7 +26,10 @@ async fn guard_refuses_every_other_writer_and_names_the_table() {
     .await;
     let applier_is_superuser: bool = r
         .dst
-        .query_one("select rolsuper from pg_roles where rolname = 'applier'", &[])
+        .query_one(
+            "select rolsuper from pg_roles where rolname = 'applier'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -52,7 +55,10 @@ async fn guard_refuses_every_other_writer_and_names_the_table() {
         }
         for write in writes {
             let err = superuser.batch_execute(write).await.expect_err(write);
-            let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+            let message = err
+                .as_db_error()
+                .map(|e| e.message().to_owned())
+                .unwrap_or_default();
             assert!(
                 message.contains("digoal.rmt_test") && message.contains("applier"),
                 "`{write}` after `{setting}`: {message}"
@@ -63,7 +69,9 @@ async fn guard_refuses_every_other_writer_and_names_the_table() {
             .await
             .unwrap();
         futures_util::pin_mut!(copy);
-        copy.send(bytes::Bytes::from_static(b"3\tcopied\t\\N\t\\N\n")).await.unwrap();
+        copy.send(bytes::Bytes::from_static(b"3\tcopied\t\\N\t\\N\n"))
+            .await
+            .unwrap();
         let err = copy.finish().await.expect_err("copy is refused");
         assert!(format!("{err:?}").contains("rmt_test"), "copy: {err:?}");
     }
@@ -72,12 +80,25 @@ async fn guard_refuses_every_other_writer_and_names_the_table() {
     let conninfo = r.target.conninfo("digoal", "other_writer", "other");
     let (other, connection) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
     tokio::spawn(connection);
-    other.batch_execute("set application_name = 'pgferry-target-agent'").await.unwrap();
-    let err = other.batch_execute(writes[0]).await.expect_err("other role refused");
-    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    other
+        .batch_execute("set application_name = 'pgferry-target-agent'")
+        .await
+        .unwrap();
+    let err = other
+        .batch_execute(writes[0])
+        .await
+        .expect_err("other role refused");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
     assert!(message.contains("rmt_test"), "{message}");
 
-    assert_eq!(checksum(&r.dst, "digoal.rmt_test").await, before, "nothing changed");
+    assert_eq!(
+        checksum(&r.dst, "digoal.rmt_test").await,
+        before,
+        "nothing changed"
+    );
     // And the applier itself still writes: replication goes on.
     r.src
         .batch_execute("insert into digoal.loc_test values (4, 'after', now(), now())")

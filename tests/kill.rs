@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use support::setup::{Writer, wait_serving};
 use support::Replication;
+use support::setup::{Writer, wait_serving};
 
 const SYNC: Duration = Duration::from_secs(90);
 

@@ -33,13 +33,17 @@ async fn write_during_outage(r: &Replication) -> Duration {
 /// Waits until `status` reports pending changes, their age and an error
 /// containing `error_part`.
 async fn wait_for_status_error(r: &Replication, error_part: &str) -> serde_json::Value {
-    wait_until(&format!("status shows an error with `{error_part}`"), SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-        let pending = status["pending_changes"].as_i64().unwrap_or(0);
-        let age = status["oldest_pending_age_secs"].as_f64().unwrap_or(0.0);
-        (error.contains(error_part) && pending > 0 && age > 0.0).then_some(status)
-    })
+    wait_until(
+        &format!("status shows an error with `{error_part}`"),
+        SYNC,
+        || async {
+            let status = r.status().await;
+            let error = status["last_error"].as_str().unwrap_or_default().to_owned();
+            let pending = status["pending_changes"].as_i64().unwrap_or(0);
+            let age = status["oldest_pending_age_secs"].as_f64().unwrap_or(0.0);
+            (error.contains(error_part) && pending > 0 && age > 0.0).then_some(status)
+        },
+    )
     .await
 }
 
@@ -78,14 +82,19 @@ async fn applier_password_change_queues_changes_until_it_is_fixed() {
     wait_for_not_serving(&r).await;
 
     r.dst
-        .batch_execute(&format!("alter role {APPLIER} password '{APPLIER_PASSWORD}'"))
+        .batch_execute(&format!(
+            "alter role {APPLIER} password '{APPLIER_PASSWORD}'"
+        ))
         .await
         .unwrap();
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 51);
     let status = r.status().await;
     assert_eq!(status["pending_changes"], 0);
-    assert!(status["last_error"].is_null(), "the error clears once batches flow: {status}");
+    assert!(
+        status["last_error"].is_null(),
+        "the error clears once batches flow: {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

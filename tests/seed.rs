@@ -6,13 +6,47 @@ use support::Replication;
 
 const SYNC: Duration = Duration::from_secs(30);
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET /metrics from an agent's Prometheus listener.
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario_replicates_every_statement_kind() {
     let mut r = Replication::new().await;
     r.record_progress_history().await;
     // Small chunks, so the bulk steps' batches span many messages and still
     // commit whole.
-    r.source_args = vec!["--chunk-rows".into(), "16".into()];
+    let source_metrics = free_port();
+    let target_metrics = free_port();
+    r.source_args = vec![
+        "--chunk-rows".into(),
+        "16".into(),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{source_metrics}"),
+    ];
+    r.target_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{target_metrics}"),
+    ];
     r.start_agents().await;
     let steps = [
         "insert into digoal.loc_test values (1, 'digoal', now(), now())",
@@ -29,6 +63,12 @@ async fn seed_scenario_replicates_every_statement_kind() {
         assert_eq!(count, rows, "after `{sql}`");
     }
     assert!(r.assert_progress_moved_one_batch_at_a_time().await >= steps.len() as i64);
+    let source = metrics(source_metrics).await;
+    assert!(source.contains("pgferry_batches_sent_total"), "{source}");
+    assert!(source.contains("pgferry_acked_batch"), "{source}");
+    let target = metrics(target_metrics).await;
+    assert!(target.contains("pgferry_batches_applied_total"), "{target}");
+    assert!(target.contains("pgferry_changes_applied_total"), "{target}");
     assert!(
         r.source_agent().terminate(Duration::from_secs(15)).await,
         "source agent shuts down cleanly on SIGTERM"
@@ -43,14 +83,30 @@ async fn seed_scenario_replicates_every_statement_kind() {
 /// returns the set-up with agents running.
 async fn replicate_extra_table(source: &str, target: &str, definition: &str) -> Replication {
     let mut r = Replication::new().await;
-    r.src.batch_execute(&format!("create table {source} {definition}")).await.unwrap();
+    r.src
+        .batch_execute(&format!("create table {source} {definition}"))
+        .await
+        .unwrap();
     r.dst
-        .batch_execute(&format!("create table {target} {definition}; alter table {target} owner to applier"))
+        .batch_execute(&format!(
+            "create table {target} {definition}; alter table {target} owner to applier"
+        ))
         .await
         .unwrap();
     support::setup::expect_success(
         "add-table",
-        &support::run_command("source-agent", &["add-table", "--source-db", &r.source_db, source, "--as", target]).await,
+        &support::run_command(
+            "source-agent",
+            &[
+                "add-table",
+                "--source-db",
+                &r.source_db,
+                source,
+                "--as",
+                target,
+            ],
+        )
+        .await,
     );
     r.start_agents().await;
     r
@@ -60,7 +116,12 @@ async fn replicate_extra_table(source: &str, target: &str, definition: &str) -> 
 async fn hostile_names_replicate_without_injection() {
     let source = r#"digoal."Order Items""#;
     let target = r#"digoal."""; drop table digoal.loc_test; --""#;
-    let mut r = replicate_extra_table(source, target, r#"("Key Col" int primary key, "we""ird" text, "select" int)"#).await;
+    let mut r = replicate_extra_table(
+        source,
+        target,
+        r#"("Key Col" int primary key, "we""ird" text, "select" int)"#,
+    )
+    .await;
     r.src
         .batch_execute(&format!(
             r#"insert into {source} values (1, 'a', 1), (2, 'b', 2);
@@ -104,4 +165,65 @@ async fn every_common_type_survives_the_trip() {
         (s == t && s.0 == 3).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_added_and_removed_while_running_need_no_restart() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'a', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    r.src
+        .batch_execute("create table digoal.later (id int primary key, v text)")
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute("create table digoal.later (id int primary key, v text); alter table digoal.later owner to applier")
+        .await
+        .unwrap();
+    support::setup::expect_success(
+        "add-table",
+        &support::run_command(
+            "source-agent",
+            &["add-table", "--source-db", &r.source_db, "digoal.later"],
+        )
+        .await,
+    );
+    r.src
+        .batch_execute("insert into digoal.later values (1, 'x'), (2, 'y')")
+        .await
+        .unwrap();
+    support::setup::wait_for_sql(&r.dst, "select count(*) = 2 from digoal.later", SYNC).await;
+    support::setup::expect_success(
+        "remove-table",
+        &support::run_command(
+            "source-agent",
+            &["remove-table", "--source-db", &r.source_db, "digoal.later"],
+        )
+        .await,
+    );
+    r.src
+        .batch_execute("insert into digoal.later values (3, 'not replicated')")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'b', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    let later: i64 = r
+        .dst
+        .query_one("select count(*) from digoal.later", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(later, 2, "changes after remove-table are not captured");
+    let tables = r.status().await["tables"].as_array().unwrap().len();
+    assert_eq!(
+        tables, 1,
+        "the removed table is gone once its changes shipped"
+    );
 }

@@ -145,10 +145,10 @@ impl Applier {
 
     /// Rolls back the open batch, if any (the stream ended mid-batch).
     pub async fn abort(&mut self) {
-        if let Some(batch_id) = self.open_batch.take() {
-            if let Err(error) = self.client.batch_execute("rollback").await {
-                tracing::debug!(batch_id, error = %error, "rollback failed; the session is gone anyway");
-            }
+        if let Some(batch_id) = self.open_batch.take()
+            && let Err(error) = self.client.batch_execute("rollback").await
+        {
+            tracing::debug!(batch_id, error = %error, "rollback failed; the session is gone anyway");
         }
     }
 

@@ -108,13 +108,13 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
         ));
     }
     for column in &table.columns {
-        if let Some((sql_type, _)) = target.get(&column.name) {
-            if *sql_type != column.sql_type {
-                problems.push(format!(
-                    "column {} is {} on the source but {} on the target",
-                    column.name, column.sql_type, sql_type
-                ));
-            }
+        if let Some((sql_type, _)) = target.get(&column.name)
+            && *sql_type != column.sql_type
+        {
+            problems.push(format!(
+                "column {} is {} on the source but {} on the target",
+                column.name, column.sql_type, sql_type
+            ));
         }
     }
     let required: Vec<&str> = target
