@@ -112,6 +112,16 @@ async fn replicate_extra_table(source: &str, target: &str, definition: &str) -> 
     r
 }
 
+/// Waits until `source` and `target` hold the same `rows` rows.
+async fn wait_tables_equal(r: &Replication, source: &str, target: &str, rows: i64) {
+    support::wait_until(&format!("{target} equals {source}"), SYNC, || async {
+        let s = support::setup::checksum(&r.src, source).await;
+        let t = support::setup::checksum(&r.dst, target).await;
+        (s == t && s.0 == rows).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_replicate_without_injection() {
     let source = r#"digoal."Order Items""#;
@@ -130,12 +140,7 @@ async fn hostile_names_replicate_without_injection() {
         ))
         .await
         .unwrap();
-    support::wait_until("the odd table arrives", SYNC, || async {
-        let s = support::setup::checksum(&r.src, source).await;
-        let t = support::setup::checksum(&r.dst, target).await;
-        (s == t && s.0 == 1).then_some(())
-    })
-    .await;
+    wait_tables_equal(&r, source, target, 1).await;
     // The seed table is still there: the name was a name.
     r.wait_in_sync(SYNC).await;
 }
@@ -159,12 +164,7 @@ async fn every_common_type_survives_the_trip() {
         )
         .await
         .unwrap();
-    support::wait_until("every row arrives identical", SYNC, || async {
-        let s = support::setup::checksum(&r.src, "digoal.types").await;
-        let t = support::setup::checksum(&r.dst, "digoal.types").await;
-        (s == t && s.0 == 3).then_some(())
-    })
-    .await;
+    wait_tables_equal(&r, "digoal.types", "digoal.types", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

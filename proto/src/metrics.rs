@@ -5,10 +5,16 @@ use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-/// Serves `/metrics` on `addr` from a background task.
-pub fn serve(addr: SocketAddr) -> Result<(), String> {
+use crate::config::ConfigError;
+
+/// Serves `/metrics` on `addr` (the `metrics-listen` setting) from a
+/// background task.
+pub fn serve(addr: SocketAddr) -> Result<(), ConfigError> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|err| format!("setting `metrics-listen`: {err}"))
+        .map_err(|err| ConfigError::Invalid {
+            setting: "metrics-listen",
+            reason: err.to_string(),
+        })
 }

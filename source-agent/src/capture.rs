@@ -1,7 +1,6 @@
 //! The capture side in the source database: installing and upgrading
 //! pgferry's schema, and adding and removing the capture triggers of a table.
 
-use pgferry_proto::install::InstallError;
 use pgferry_proto::sql::{ident, literal, qualified};
 use tokio_postgres::Client;
 
@@ -18,15 +17,7 @@ const TRUNCATE_TRIGGER: &str = "pgferry_capture_truncate";
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.
 pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
-    pgferry_proto::install::install(client, MIGRATIONS)
-        .await
-        .map_err(|err| match err {
-            InstallError::Db(source) => Error::Db {
-                context: "install",
-                source,
-            },
-            InstallError::TooNew { found, known } => Error::SchemaTooNew { found, known },
-        })
+    Ok(pgferry_proto::install::install(client, MIGRATIONS).await?)
 }
 
 /// Fails with [`Error::NotInstalled`] unless `install` has run.

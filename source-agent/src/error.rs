@@ -25,16 +25,9 @@ pub enum Error {
     /// `install` has not been run on the source database.
     #[error("pgferry is not installed in the source database: run `source-agent install` first")]
     NotInstalled,
-    /// The source schema is newer than this binary.
-    #[error(
-        "the source database has pgferry schema version {found}; this source-agent knows up to {known}: upgrade the binary"
-    )]
-    SchemaTooNew {
-        /// Version found in the database.
-        found: i32,
-        /// Newest version this binary installs.
-        known: i32,
-    },
+    /// `install` failed; nothing was changed.
+    #[error("install: {0}")]
+    Install(#[from] pgferry_proto::install::InstallError),
     /// A table name is not SCHEMA.TABLE.
     #[error("`{0}` is not a table name: write SCHEMA.TABLE")]
     BadTableName(String),

@@ -83,12 +83,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         source,
     })?;
     if let Some(addr) = args.metrics_listen {
-        pgferry_proto::metrics::serve(addr).map_err(|reason| {
-            Error::Config(pgferry_proto::config::ConfigError::Invalid {
-                setting: "metrics-listen",
-                reason,
-            })
-        })?;
+        pgferry_proto::metrics::serve(addr)?;
     }
     let tasks = TaskTracker::new();
     if let Some(addr) = args.health_listen {

@@ -1,6 +1,7 @@
 //! `source-agent`: parses settings and hands over to the library.
 
 use source_agent::cli::Cli;
+use source_agent::error::Error;
 
 fn main() {
     let cli: Cli = pgferry_proto::config::parse().unwrap_or_else(|err| err.exit());
@@ -9,17 +10,10 @@ fn main() {
     if let Err(err) = runtime.block_on(source_agent::execute(cli.command)) {
         tracing::error!(error = %err, "source-agent failed");
         eprintln!("error: {err}");
-        std::process::exit(
-            if matches!(
-                err,
-                source_agent::error::Error::Config(_)
-                    | source_agent::error::Error::Conninfo(_)
-                    | source_agent::error::Error::BadTarget(_)
-            ) {
-                64
-            } else {
-                1
-            },
+        let bad_config = matches!(
+            err,
+            Error::Config(_) | Error::Conninfo(_) | Error::BadTarget(_)
         );
+        std::process::exit(if bad_config { 64 } else { 1 });
     }
 }

@@ -27,16 +27,9 @@ pub enum Error {
     /// `install` has not been run on the target database.
     #[error("pgferry is not installed in the target database: run `target-agent install` first")]
     NotInstalled,
-    /// The target schema is newer than this binary.
-    #[error(
-        "the target database has pgferry schema version {found}; this target-agent knows up to {known}: upgrade the binary"
-    )]
-    SchemaTooNew {
-        /// Version found in the database.
-        found: i32,
-        /// Newest version this binary installs.
-        known: i32,
-    },
+    /// `install` failed; nothing was changed.
+    #[error("install: {0}")]
+    Install(#[from] pgferry_proto::install::InstallError),
     /// The source speaks another protocol version.
     #[error(
         "source speaks protocol version {got}; this target-agent speaks {speaks}: run matching versions"
@@ -152,7 +145,7 @@ impl From<Error> for Status {
                 }
             }
             Error::NotInstalled
-            | Error::SchemaTooNew { .. }
+            | Error::Install(_)
             | Error::ProtocolVersion { .. }
             | Error::UnknownTable { .. }
             | Error::ColumnMismatch { .. }

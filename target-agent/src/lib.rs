@@ -10,7 +10,6 @@ pub mod metrics;
 pub mod schema;
 pub mod server;
 
-use pgferry_proto::install::InstallError;
 use pgferry_proto::wire::replication_server::ReplicationServer;
 use pgferry_proto::{SERVICE_NAME, db, health};
 use tokio_util::task::TaskTracker;
@@ -30,15 +29,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Install { common } => {
             let config = db::parse_conninfo("target-db", &common.target_db, APPLICATION_NAME)?;
             let mut client = db::connect(&config).await.map_err(Error::Connect)?;
-            let (before, after) = pgferry_proto::install::install(&mut client, MIGRATIONS)
-                .await
-                .map_err(|err| match err {
-                    InstallError::Db(source) => Error::Db {
-                        context: "install",
-                        source,
-                    },
-                    InstallError::TooNew { found, known } => Error::SchemaTooNew { found, known },
-                })?;
+            let (before, after) = pgferry_proto::install::install(&mut client, MIGRATIONS).await?;
             if before == after {
                 println!("pgferry target schema is current (version {after})");
             } else {
@@ -58,12 +49,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         source,
     })?;
     if let Some(addr) = args.metrics_listen {
-        pgferry_proto::metrics::serve(addr).map_err(|reason| {
-            Error::Config(pgferry_proto::config::ConfigError::Invalid {
-                setting: "metrics-listen",
-                reason,
-            })
-        })?;
+        pgferry_proto::metrics::serve(addr)?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
