@@ -2,7 +2,9 @@
 //! gRPC over TCP. Build the binaries first: `cargo build --workspace --bins`.
 
 mod bad_input;
+mod batch_cut;
 mod guard;
+mod install;
 mod kill;
 mod order;
 mod outage;

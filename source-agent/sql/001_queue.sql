@@ -105,3 +105,22 @@ begin
     return v_id;
 end
 $$;
+
+-- The changes of batch p_batch: those of the transactions visible in its
+-- snapshot and not in the previous one, in seq order. A pure function of the
+-- two snapshots and the immutable queue rows, so a resend after any crash
+-- carries the same changes. Plain SQL and STABLE, so the planner inlines it
+-- and a portal over it streams.
+create function pgferry.batch_changes(p_batch bigint)
+returns table (seq bigint, table_id int, op "char", old_key jsonb, new_row jsonb, txid xid8)
+language sql stable as $$
+    select q.seq, q.table_id, q.op, q.old_key, q.new_row, q.txid
+    from pgferry.queue q,
+         pgferry.batch p,
+         pgferry.batch c
+    where p.batch_id = p_batch - 1 and c.batch_id = p_batch
+      and q.txid >= pg_snapshot_xmin(p.snapshot) and q.txid < pg_snapshot_xmax(c.snapshot)
+      and pg_visible_in_snapshot(q.txid, c.snapshot)
+      and not pg_visible_in_snapshot(q.txid, p.snapshot)
+    order by q.seq
+$$;

@@ -107,19 +107,10 @@ async fn cut_session(
     }
 }
 
-/// Changes of the batch `batch_id`: committed in its snapshot and not in the
-/// previous one, in seq order. A pure function of the two snapshots and the
-/// immutable queue rows, so a resend after any crash carries the same changes.
+/// Changes of a batch, by `pgferry.batch_changes` (see its comment).
 const READ_BATCH: &str = "
-    with s as (select p.snapshot as prev, c.snapshot as cur
-               from pgferry.batch p, pgferry.batch c
-               where p.batch_id = $1::bigint - 1 and c.batch_id = $1::bigint)
-    select q.seq, q.table_id, q.op::text, q.old_key::text, q.new_row::text
-    from pgferry.queue q, s
-    where q.txid >= pg_snapshot_xmin(s.prev) and q.txid < pg_snapshot_xmax(s.cur)
-      and pg_visible_in_snapshot(q.txid, s.cur)
-      and not pg_visible_in_snapshot(q.txid, s.prev)
-    order by q.seq";
+    select seq, table_id, op::text, old_key::text, new_row::text
+    from pgferry.batch_changes($1::bigint)";
 
 /// Reads batch `batch_id` in chunks within `limits` and sends them on `out`;
 /// the last chunk is marked. Memory stays at one chunk: the read is a
