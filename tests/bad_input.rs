@@ -28,13 +28,13 @@ async fn registered_tables(r: &Replication) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_table_refuses_keyless_missing_populated_and_duplicate_tables() {
+async fn add_table_refuses_keyless_missing_and_duplicate_tables() {
     let r = Replication::new().await;
     r.src
         .batch_execute(
             "create table digoal.nokey (a int, b text);
              create table digoal.nullable_unique (a int unique, b text);
-             create table digoal.full (id int primary key);
+             create table digoal.full (id int primary key, info text);
              insert into digoal.full values (1);",
         )
         .await
@@ -44,7 +44,6 @@ async fn add_table_refuses_keyless_missing_populated_and_duplicate_tables() {
         ("digoal.nokey", "no primary key"),
         ("digoal.nullable_unique", "no primary key"),
         ("digoal.nope", "does not exist"),
-        ("digoal.full", "not empty"),
         ("digoal.loc_test", "already replicated"),
         ("a.b.c", "not a table name"),
     ];
@@ -56,15 +55,25 @@ async fn add_table_refuses_keyless_missing_populated_and_duplicate_tables() {
             assert!(stderr.contains(table), "the error names {table}: {stderr}");
         }
     }
-    let (_, stderr) = fails(
-        "source-agent",
-        &["add-table", "--source-db", db, "digoal.full"],
-    )
-    .await;
-    assert!(
-        stderr.contains("initial copy"),
-        "says initial copy comes later: {stderr}"
-    );
+    let bad_options = [
+        ("--columns", "info", "must include the key column(s) id"),
+        ("--columns", "id,nope", "no such columns: nope"),
+        (
+            "--where",
+            "id > 0; drop table digoal.loc_test",
+            "cannot contain `;`",
+        ),
+        ("--where", "nope > 1", "column \"nope\" does not exist"),
+    ];
+    for (flag, value, expected) in bad_options {
+        let args = ["add-table", "--source-db", db, "digoal.full", flag, value];
+        let (code, stderr) = fails("source-agent", &args).await;
+        assert_eq!(code, 1, "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains("digoal.full") && stderr.contains(expected),
+            "{flag} {value}: {stderr}"
+        );
+    }
     assert_eq!(registered_tables(&r).await, 1, "nothing registered");
     let triggers: i64 = r
         .src
@@ -190,7 +199,7 @@ async fn a_source_speaking_another_protocol_version_is_refused() {
         kind: Some(wire::source_message::Kind::Hello(wire::Hello {
             protocol_version: 99,
             source_id: "future".into(),
-            tables: vec![],
+            ..Default::default()
         })),
     };
     let status = client

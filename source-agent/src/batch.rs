@@ -1,13 +1,15 @@
 //! Batches: cutting them by snapshots (design.md section 3) and reading one
 //! back, in seq order and in bounded chunks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use futures::TryStreamExt;
 
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::{Client, Config, GenericClient, IsolationLevel};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -112,86 +114,6 @@ const READ_BATCH: &str = "
     select seq, table_id, op::text, old_key::text, new_row::text
     from pgferry.batch_changes($1::bigint)";
 
-/// Reads batch `batch_id` in chunks within `limits` and sends them on `out`;
-/// the last chunk is marked. Memory stays at one chunk: the read is a
-/// portal, and `out` is bounded.
-pub async fn send(
-    client: &mut Client,
-    batch_id: u64,
-    limits: ChunkLimits,
-    known_tables: &HashSet<u32>,
-    out: &mpsc::Sender<wire::SourceMessage>,
-) -> Result<SendOutcome> {
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(Error::db("reading a batch"))?;
-    let id = batch_id as i64;
-    let exists: bool = tx
-        .query_one(
-            "select count(*) = 2 from pgferry.batch where batch_id in ($1::bigint - 1, $1::bigint)",
-            &[&id],
-        )
-        .await
-        .map_err(Error::db("reading a batch"))?
-        .get(0);
-    if !exists {
-        return Err(Error::Protocol(format!(
-            "batch {batch_id} or its predecessor is no longer kept on the source"
-        )));
-    }
-    let statement = tx
-        .prepare(READ_BATCH)
-        .await
-        .map_err(Error::db("reading a batch"))?;
-    let portal = tx
-        .bind(&statement, &[&id])
-        .await
-        .map_err(Error::db("reading a batch"))?;
-    let mut changes_sent = 0u64;
-    loop {
-        let rows = tx
-            .query_portal(&portal, limits.rows as i32)
-            .await
-            .map_err(Error::db("reading a batch"))?;
-        let last = rows.len() < limits.rows as usize;
-        let mut changes = Vec::with_capacity(rows.len());
-        let mut bytes = 0usize;
-        for row in rows {
-            let change = to_change(&row)?;
-            if !known_tables.contains(&change.table_id) {
-                return Ok(SendOutcome::TablesChanged);
-            }
-            let change = wire::Change::from(change);
-            let size = change.old_key.as_ref().map_or(0, String::len)
-                + change.new_row.as_ref().map_or(0, String::len);
-            // Keep messages under the byte budget too: wide rows would
-            // otherwise make a chunk of `rows` changes too large to send.
-            if bytes + size > limits.bytes && !changes.is_empty() {
-                changes_sent += changes.len() as u64;
-                if !send_chunk(out, batch_id, std::mem::take(&mut changes), false).await {
-                    return Ok(SendOutcome::PeerGone);
-                }
-                bytes = 0;
-            }
-            bytes += size;
-            changes.push(change);
-        }
-        changes_sent += changes.len() as u64;
-        if !send_chunk(out, batch_id, changes, last).await {
-            return Ok(SendOutcome::PeerGone);
-        }
-        if last {
-            tracing::debug!(batch_id, changes = changes_sent, "sent batch");
-            return Ok(SendOutcome::Sent {
-                changes: changes_sent,
-            });
-        }
-    }
-}
-
 /// How much one message on the wire may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLimits {
@@ -201,22 +123,323 @@ pub struct ChunkLimits {
     pub bytes: usize,
 }
 
-/// Sends one chunk; false when the stream is gone.
-async fn send_chunk(
+/// Everything a session needs to ship batches: its own database sessions,
+/// the tables the target was told about, and the outbound stream.
+pub struct Shipper {
+    /// Reads batches (through a portal) and records copy progress.
+    pub reader: Client,
+    /// Reads initial copies, each in its own REPEATABLE READ transaction.
+    pub copier: Client,
+    /// Message size limits.
+    pub limits: ChunkLimits,
+    /// Table ids announced in this stream's hello.
+    pub known_tables: HashSet<u32>,
+    /// Sequence values sent on this stream, so unchanged ones are not resent.
+    pub sequences_sent: HashMap<u32, i64>,
+    /// The stream to the target.
+    pub out: mpsc::Sender<wire::SourceMessage>,
+}
+
+/// A table whose initial copy goes with a batch.
+struct CopyJob {
+    table_id: i32,
+    /// schema.table, for logs and errors.
+    name: String,
+    /// The COPY ... TO STDOUT statement.
+    statement: String,
+}
+
+/// How often copy progress is logged and recorded for `status`.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+impl Shipper {
+    /// Sends batch `batch_id`: the initial copies it carries, then its
+    /// changes in chunks, then the sequence values; the last chunk is
+    /// marked. Memory stays at about one chunk: reads go through a portal
+    /// or COPY, and the outbound channel is bounded.
+    pub async fn send(&mut self, batch_id: u64) -> Result<SendOutcome> {
+        let id = batch_id as i64;
+        let kept: bool = self
+            .reader
+            .query_one(
+                "select count(*) = 2 from pgferry.batch where batch_id in ($1::bigint - 1, $1::bigint)",
+                &[&id],
+            )
+            .await
+            .map_err(Error::db("reading a batch"))?
+            .get(0);
+        if !kept {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id} or its predecessor is no longer kept on the source"
+            )));
+        }
+        for job in self.copy_jobs(batch_id).await? {
+            if !self.known_tables.contains(&(job.table_id as u32)) {
+                return Ok(SendOutcome::TablesChanged);
+            }
+            if !self.copy(batch_id, &job).await? {
+                return Ok(SendOutcome::PeerGone);
+            }
+        }
+        self.send_changes(batch_id).await
+    }
+
+    async fn copy_jobs(&self, batch_id: u64) -> Result<Vec<CopyJob>> {
+        let rows = self
+            .reader
+            .query(
+                "select t.table_id, t.source_schema || '.' || t.source_name,
+                        format('copy (select %s from %s where coalesce((%s), false)) to stdout',
+                               coalesce((select string_agg(quote_ident(c), ', ' order by n)
+                                         from unnest(t.columns) with ordinality u(c, n)),
+                                        (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)
+                                         from pg_attribute a
+                                         where a.attrelid = t.relid and a.attnum > 0
+                                           and not a.attisdropped and a.attgenerated = '')),
+                               t.relid::regclass, coalesce(t.row_filter, 'true'))
+                 from pgferry.tables t
+                 where t.copy_batch = $1 and t.state = 'copying' and not t.removed
+                 order by t.table_id",
+                &[&(batch_id as i64)],
+            )
+            .await
+            .map_err(Error::db("listing initial copies"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| CopyJob {
+                table_id: row.get(0),
+                name: row.get(1),
+                statement: row.get(2),
+            })
+            .collect())
+    }
+
+    /// Streams one table's initial copy. Its snapshot is taken now, after
+    /// the batch was cut, and recorded before anything is sent: changes of
+    /// transactions it sees are in the copy and are not shipped again. A
+    /// resend (the target never committed the batch) takes a new one.
+    async fn copy(&mut self, batch_id: u64, job: &CopyJob) -> Result<bool> {
+        let out = self.out.clone();
+        let tx = self
+            .copier
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(Error::db("starting a copy"))?;
+        // Unambiguous text forms, whatever the server's defaults.
+        tx.batch_execute(
+            "set local datestyle = 'ISO, MDY'; set local intervalstyle = 'postgres';
+             set local extra_float_digits = 1; set local bytea_output = 'hex';",
+        )
+        .await
+        .map_err(Error::db("starting a copy"))?;
+        let snapshot: String = tx
+            .query_one("select pg_current_snapshot()::text", &[])
+            .await
+            .map_err(Error::db("starting a copy"))?
+            .get(0);
+        let estimate = self
+            .reader
+            .query_one(
+                "update pgferry.tables t
+                    set copy_snapshot = $2::text::pg_snapshot, copy_rows = 0, copy_bytes = 0,
+                        copy_rows_estimate = greatest(c.reltuples, 0)::bigint,
+                        copy_bytes_estimate = pg_table_size(c.oid), copy_started_at = now()
+                   from pg_class c
+                  where t.table_id = $1 and c.oid = t.relid
+                 returning t.copy_rows_estimate, t.copy_bytes_estimate",
+                &[&job.table_id, &snapshot],
+            )
+            .await
+            .map_err(Error::db("recording the copy snapshot"))?;
+        let (rows_estimate, bytes_estimate): (i64, i64) = (estimate.get(0), estimate.get(1));
+        tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
+        let table_id = job.table_id as u32;
+        if !send_copy(&out, batch_id, table_id, true, Vec::new(), false).await {
+            return Ok(false);
+        }
+        let stream = tx
+            .copy_out(job.statement.as_str())
+            .await
+            .map_err(Error::db("reading the initial copy"))?;
+        futures::pin_mut!(stream);
+        let (mut rows, mut bytes) = (0i64, 0i64);
+        let mut buffer: Vec<u8> = Vec::with_capacity(self.limits.bytes);
+        let mut reported = tokio::time::Instant::now();
+        loop {
+            let data = stream
+                .try_next()
+                .await
+                .map_err(Error::db("reading the initial copy"))?;
+            let done = data.is_none();
+            if let Some(data) = data {
+                // The server sends one COPY message per row.
+                rows += 1;
+                bytes += data.len() as i64;
+                buffer.extend_from_slice(&data);
+            }
+            if buffer.len() >= self.limits.bytes || (done && !buffer.is_empty()) {
+                let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(self.limits.bytes));
+                if !send_copy(&out, batch_id, table_id, false, chunk, false).await {
+                    return Ok(false);
+                }
+            }
+            if done || reported.elapsed() >= PROGRESS_EVERY {
+                reported = tokio::time::Instant::now();
+                self.reader
+                    .execute(
+                        "update pgferry.tables set copy_rows = $2, copy_bytes = $3 where table_id = $1",
+                        &[&job.table_id, &rows, &bytes],
+                    )
+                    .await
+                    .map_err(Error::db("recording copy progress"))?;
+                tracing::info!(table = %job.name, batch_id, rows, bytes, rows_estimate, bytes_estimate, "initial copy progress");
+            }
+            if done {
+                break;
+            }
+        }
+        tx.commit().await.map_err(Error::db("finishing a copy"))?;
+        Ok(send_copy(&out, batch_id, table_id, false, Vec::new(), true).await)
+    }
+}
+
+/// Sends one piece of a table's initial copy; false when the stream is gone.
+async fn send_copy(
     out: &mpsc::Sender<wire::SourceMessage>,
     batch_id: u64,
-    changes: Vec<wire::Change>,
-    last: bool,
+    table_id: u32,
+    begin: bool,
+    data: Vec<u8>,
+    end: bool,
 ) -> bool {
     let chunk = wire::BatchChunk {
         batch_id,
-        changes,
-        last,
+        copy: Some(wire::CopyData {
+            table_id,
+            begin,
+            data,
+            end,
+        }),
+        ..Default::default()
     };
+    send_chunk(out, chunk).await
+}
+
+impl Shipper {
+    async fn send_changes(&mut self, batch_id: u64) -> Result<SendOutcome> {
+        let limits = self.limits;
+        let out = self.out.clone();
+        let tx = self
+            .reader
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        let statement = tx
+            .prepare(READ_BATCH)
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        let portal = tx
+            .bind(&statement, &[&(batch_id as i64)])
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        let mut changes_sent = 0u64;
+        loop {
+            let rows = tx
+                .query_portal(&portal, limits.rows as i32)
+                .await
+                .map_err(Error::db("reading a batch"))?;
+            let last = rows.len() < limits.rows as usize;
+            let mut changes = Vec::with_capacity(rows.len());
+            let mut bytes = 0usize;
+            for row in rows {
+                let change = to_change(&row)?;
+                if !self.known_tables.contains(&change.table_id) {
+                    return Ok(SendOutcome::TablesChanged);
+                }
+                let change = wire::Change::from(change);
+                let size = change.old_key.as_ref().map_or(0, String::len)
+                    + change.new_row.as_ref().map_or(0, String::len);
+                // Keep messages under the byte budget too: wide rows would
+                // otherwise make a chunk of `rows` changes too large to send.
+                if bytes + size > limits.bytes && !changes.is_empty() {
+                    changes_sent += changes.len() as u64;
+                    let chunk = wire::BatchChunk {
+                        batch_id,
+                        changes: std::mem::take(&mut changes),
+                        ..Default::default()
+                    };
+                    if !send_chunk(&out, chunk).await {
+                        return Ok(SendOutcome::PeerGone);
+                    }
+                    bytes = 0;
+                }
+                bytes += size;
+                changes.push(change);
+            }
+            changes_sent += changes.len() as u64;
+            let sequences = if last {
+                sequence_values(&tx, &mut self.sequences_sent).await?
+            } else {
+                Vec::new()
+            };
+            let chunk = wire::BatchChunk {
+                batch_id,
+                changes,
+                last,
+                sequences,
+                ..Default::default()
+            };
+            if !send_chunk(&out, chunk).await {
+                return Ok(SendOutcome::PeerGone);
+            }
+            if last {
+                tracing::debug!(batch_id, changes = changes_sent, "sent batch");
+                return Ok(SendOutcome::Sent {
+                    changes: changes_sent,
+                });
+            }
+        }
+    }
+}
+
+/// Sends one chunk; false when the stream is gone.
+async fn send_chunk(out: &mpsc::Sender<wire::SourceMessage>, chunk: wire::BatchChunk) -> bool {
     let message = wire::SourceMessage {
         kind: Some(wire::source_message::Kind::Chunk(chunk)),
     };
     out.send(message).await.is_ok()
+}
+
+/// Current values of the replicated sequences that changed since last sent.
+/// Read at send time, so each is at least its value when the batch was cut.
+async fn sequence_values(
+    client: &impl GenericClient,
+    sent: &mut HashMap<u32, i64>,
+) -> Result<Vec<wire::SequenceValue>> {
+    let rows = client
+        .query(
+            "select s.seq_id, pg_sequence_last_value(c.oid)
+             from pgferry.sequences s join pg_class c on c.oid = s.relid",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading sequences"))?;
+    let mut values = Vec::new();
+    for row in rows {
+        let seq_id = row.get::<_, i32>(0) as u32;
+        let Some(last_value) = row.get::<_, Option<i64>>(1) else {
+            continue;
+        };
+        if sent.insert(seq_id, last_value) != Some(last_value) {
+            values.push(wire::SequenceValue { seq_id, last_value });
+        }
+    }
+    Ok(values)
 }
 
 /// How sending a batch ended.

@@ -1,18 +1,16 @@
 //! The capture side in the source database: installing and upgrading
 //! pgferry's schema, and adding and removing the capture triggers of a table.
 
-use pgferry_proto::sql::{ident, literal, qualified};
-use tokio_postgres::Client;
+use pgferry_proto::sql::qualified;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_queue.sql"))];
-
-/// Name of the row-level capture trigger on every replicated table.
-const ROW_TRIGGER: &str = "pgferry_capture";
-/// Name of the statement-level TRUNCATE capture trigger.
-const TRUNCATE_TRIGGER: &str = "pgferry_capture_truncate";
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../sql/001_queue.sql")),
+    (2, include_str!("../sql/002_copy.sql")),
+];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.
@@ -67,28 +65,35 @@ impl std::fmt::Display for TableName {
     }
 }
 
-/// Starts capturing `table` into the queue, to be applied to `target`.
-/// Refuses, changing nothing, a table that is missing, keyless, already
-/// replicated or not empty. Returns the new table id.
-pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -> Result<i32> {
+/// What `add-table` registers.
+#[derive(Debug, Clone, Default)]
+pub struct TableSpec {
+    /// The source table, as the user wrote it.
+    pub table: String,
+    /// The target table, when not the same name.
+    pub target: Option<String>,
+    /// Replicated columns (empty: all).
+    pub columns: Vec<String>,
+    /// Row filter predicate.
+    pub row_filter: Option<String>,
+    /// Ask the target agent to create the table if missing.
+    pub create_target: bool,
+}
+
+/// Starts replicating a table: registers it for its initial copy (the next
+/// batch cut carries it) and creates its capture triggers, in one
+/// transaction. Refuses, changing nothing, a table that is missing, keyless
+/// or already replicated, a column list without the key, or a bad filter.
+/// Returns the new table id.
+pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     ensure_installed(client).await?;
-    let source = TableName::parse(client, table).await?;
-    let target = match target {
+    let source = TableName::parse(client, &spec.table).await?;
+    let target = match &spec.target {
         Some(t) => TableName::parse(client, t).await?,
         None => source.clone(),
     };
     let tx = client.transaction().await.map_err(Error::db("add-table"))?;
-    let row = tx
-        .query_opt(
-            "select c.oid, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
-             where n.nspname = $1 and c.relname = $2",
-            &[&source.schema, &source.name],
-        )
-        .await
-        .map_err(Error::db("add-table: looking up the table"))?
-        .ok_or_else(|| Error::UnknownTable(source.to_string()))?;
-    let relid: u32 = row.get(0);
-    let relkind: String = row.get(1);
+    let (relid, relkind) = lookup(&tx, &source).await?;
     if relkind != "r" && relkind != "p" {
         return Err(Error::NotATable(source.to_string()));
     }
@@ -112,6 +117,15 @@ pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -
         .map_err(Error::db("add-table: finding the key"))?
         .map(|row| row.get(0))
         .ok_or_else(|| Error::NoKey(source.to_string()))?;
+    let columns = check_columns(&tx, relid, &source, &key, &spec.columns).await?;
+    if let Some(filter) = &spec.row_filter
+        && filter.contains(';')
+    {
+        return Err(Error::BadFilter {
+            table: source.to_string(),
+            reason: "a row filter is one SQL expression and cannot contain `;`".into(),
+        });
+    }
     let known: Option<bool> = tx
         .query_opt(
             "select removed from pgferry.tables where relid = $1",
@@ -123,60 +137,237 @@ pub async fn add_table(client: &mut Client, table: &str, target: Option<&str>) -
     if known == Some(false) {
         return Err(Error::AlreadyAdded(source.to_string()));
     }
-    // Hold off writers until the capture triggers exist, so no row slips in
-    // between the emptiness check and the first captured change.
-    tx.batch_execute(&format!(
-        "lock table {} in share row exclusive mode",
-        source.quoted()
-    ))
-    .await
-    .map_err(Error::db("add-table: locking the table"))?;
-    let populated: bool = tx
-        .query_one(
-            &format!("select exists (select from {})", source.quoted()),
-            &[],
-        )
-        .await
-        .map_err(Error::db("add-table: checking for rows"))?
-        .get(0);
-    if populated {
-        return Err(Error::NotEmpty(source.to_string()));
-    }
     let table_id: i32 = tx
         .query_one(
-            "insert into pgferry.tables (relid, source_schema, source_name, target_schema, target_name, key_columns)
-             values ($1, $2, $3, $4, $5, $6)
+            "insert into pgferry.tables (relid, source_schema, source_name, target_schema, target_name,
+                                         key_columns, columns, row_filter, create_target, state)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending')
              on conflict (relid) do update
-               set removed = false, target_schema = excluded.target_schema,
-                   target_name = excluded.target_name, key_columns = excluded.key_columns
+               set removed = false, removed_batch = null, target_schema = excluded.target_schema,
+                   target_name = excluded.target_name, key_columns = excluded.key_columns,
+                   columns = excluded.columns, row_filter = excluded.row_filter,
+                   create_target = excluded.create_target, state = 'copy_pending',
+                   copy_batch = null, copy_snapshot = null, copied_at = null
              returning table_id",
-            &[&relid, &source.schema, &source.name, &target.schema, &target.name, &key],
+            &[
+                &relid,
+                &source.schema,
+                &source.name,
+                &target.schema,
+                &target.name,
+                &key,
+                &columns,
+                &spec.row_filter,
+                &spec.create_target,
+            ],
         )
         .await
         .map_err(Error::db("add-table: registering the table"))?
         .get(0);
-    let id = literal(&table_id.to_string());
-    let key_args: String = key.iter().map(|k| format!(", {}", literal(k))).collect();
-    let t = source.quoted();
-    tx.batch_execute(&format!(
-        "create trigger {row} after insert or update or delete on {t}
-           for each row execute function pgferry.capture({id}{key_args});
-         create trigger {trunc} after truncate on {t}
-           for each statement execute function pgferry.capture({id});
-         alter table {t} enable always trigger {row};
-         alter table {t} enable always trigger {trunc};",
-        row = ident(ROW_TRIGGER),
-        trunc = ident(TRUNCATE_TRIGGER),
-    ))
-    .await
-    .map_err(Error::db("add-table: creating the capture triggers"))?;
+    // Creating the triggers waits for the table's writers to finish: a
+    // transaction that wrote before capture began commits before the copy's
+    // snapshot is taken, so its rows are in the copy.
+    tx.execute("select pgferry.attach($1)", &[&table_id])
+        .await
+        .map_err(
+            |source_err| match (&spec.row_filter, source_err.as_db_error()) {
+                (Some(_), Some(db)) => Error::BadFilter {
+                    table: source.to_string(),
+                    reason: db.message().to_owned(),
+                },
+                _ => Error::Db {
+                    context: "add-table: creating the capture triggers",
+                    source: source_err,
+                },
+            },
+        )?;
+    bump_version(&tx).await?;
     tx.commit().await.map_err(Error::db("add-table"))?;
-    tracing::info!(table = %source, target = %target, table_id, key = ?key, "table added");
+    tracing::info!(table = %source, target = %target, table_id, key = ?key, "table added; its copy goes with the next batch");
     Ok(table_id)
 }
 
-/// Stops capturing `table`. Changes already captured still ship; the table's
-/// registration goes once they are acknowledged.
+/// The table's oid and relkind, or [`Error::UnknownTable`].
+async fn lookup(client: &impl GenericClient, name: &TableName) -> Result<(u32, String)> {
+    let row = client
+        .query_opt(
+            "select c.oid, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relname = $2",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .map_err(Error::db("looking up a relation"))?
+        .ok_or_else(|| Error::UnknownTable(name.to_string()))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Checks a `--columns` list: every column exists and the key is in it.
+/// Returns the list in table order, or None for all columns.
+async fn check_columns(
+    client: &impl GenericClient,
+    relid: u32,
+    table: &TableName,
+    key: &[String],
+    wanted: &[String],
+) -> Result<Option<Vec<String>>> {
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let all: Vec<String> = client
+        .query_one(
+            "select array(select attname::text from pg_attribute
+                          where attrelid = $1 and attnum > 0 and not attisdropped order by attnum)",
+            &[&relid],
+        )
+        .await
+        .map_err(Error::db("add-table: reading columns"))?
+        .get(0);
+    let wanted: Vec<String> = wanted.iter().map(|c| c.trim().to_owned()).collect();
+    let unknown: Vec<&str> = wanted
+        .iter()
+        .filter(|c| !all.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::BadColumns {
+            table: table.to_string(),
+            reason: format!("no such columns: {}", unknown.join(", ")),
+        });
+    }
+    let missing_key: Vec<&str> = key
+        .iter()
+        .filter(|k| !wanted.contains(k))
+        .map(String::as_str)
+        .collect();
+    if !missing_key.is_empty() {
+        return Err(Error::BadColumns {
+            table: table.to_string(),
+            reason: format!(
+                "--columns must include the key column(s) {}",
+                missing_key.join(", ")
+            ),
+        });
+    }
+    Ok(Some(
+        all.into_iter().filter(|c| wanted.contains(c)).collect(),
+    ))
+}
+
+/// Tells running agents that the table or sequence list changed.
+async fn bump_version(client: &impl GenericClient) -> Result<()> {
+    client
+        .execute(
+            "update pgferry.target set tables_version = tables_version + 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("bumping the table list version"))?;
+    Ok(())
+}
+
+/// Outcome of adding a whole schema.
+#[derive(Debug, Default)]
+pub struct SchemaReport {
+    /// Tables and sequences added.
+    pub added: Vec<String>,
+    /// Tables and sequences skipped, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Adds every table of `schema` that has a key, and every sequence, except
+/// names matching an `exclude` LIKE pattern; reports what it skipped and why.
+pub async fn add_schema(
+    client: &mut Client,
+    schema: &str,
+    exclude: &[String],
+    create_target: bool,
+) -> Result<SchemaReport> {
+    ensure_installed(client).await?;
+    let rows = client
+        .query(
+            "select quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind::text,
+                    exists (select from unnest($2::text[]) p where c.relname like p)
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relkind in ('r', 'p', 'S') and not c.relispartition
+             order by c.relkind, c.relname",
+            &[&schema, &exclude],
+        )
+        .await
+        .map_err(Error::db("add-table --schema: listing relations"))?;
+    if rows.is_empty() {
+        return Err(Error::EmptySchema(schema.to_owned()));
+    }
+    let mut report = SchemaReport::default();
+    for row in rows {
+        let name: String = row.get(0);
+        let kind: String = row.get(1);
+        if row.get(2) {
+            report.skipped.push((name, "matches --exclude".into()));
+            continue;
+        }
+        let added = if kind == "S" {
+            add_sequence(client, &name, None).await.map(|_| ())
+        } else {
+            let spec = TableSpec {
+                table: name.clone(),
+                create_target,
+                ..TableSpec::default()
+            };
+            add_table(client, &spec).await.map(|_| ())
+        };
+        match added {
+            Ok(()) => report.added.push(name),
+            Err(
+                err @ (Error::NoKey(_)
+                | Error::AlreadyAdded(_)
+                | Error::NotATable(_)
+                | Error::SequenceAlreadyAdded(_)),
+            ) => report.skipped.push((name, err.to_string())),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(report)
+}
+
+/// Starts keeping the target's copy of `sequence` at or above the source's.
+pub async fn add_sequence(
+    client: &mut Client,
+    sequence: &str,
+    target: Option<&str>,
+) -> Result<i32> {
+    ensure_installed(client).await?;
+    let source = TableName::parse(client, sequence).await?;
+    let target = match target {
+        Some(t) => TableName::parse(client, t).await?,
+        None => source.clone(),
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("add-sequence"))?;
+    let (relid, relkind) = lookup(&tx, &source).await?;
+    if relkind != "S" {
+        return Err(Error::NotASequence(source.to_string()));
+    }
+    let seq_id: i32 = tx
+        .query_opt(
+            "insert into pgferry.sequences (relid, source_schema, source_name, target_schema, target_name)
+             values ($1, $2, $3, $4, $5) on conflict (relid) do nothing returning seq_id",
+            &[&relid, &source.schema, &source.name, &target.schema, &target.name],
+        )
+        .await
+        .map_err(Error::db("add-sequence"))?
+        .ok_or_else(|| Error::SequenceAlreadyAdded(source.to_string()))?
+        .get(0);
+    bump_version(&tx).await?;
+    tx.commit().await.map_err(Error::db("add-sequence"))?;
+    tracing::info!(sequence = %source, target = %target, seq_id, "sequence added");
+    Ok(seq_id)
+}
+
+/// Stops replicating `table`: capture stops now; changes already cut into
+/// batches still ship, later ones are dropped; once the target has acked the
+/// last of them the registration goes and the target agent lifts its guard.
 pub async fn remove_table(client: &mut Client, table: &str) -> Result<()> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, table).await?;
@@ -184,26 +375,31 @@ pub async fn remove_table(client: &mut Client, table: &str) -> Result<()> {
         .transaction()
         .await
         .map_err(Error::db("remove-table"))?;
-    let found = tx
+    let table_id: i32 = tx
         .query_opt(
-            "update pgferry.tables set removed = true
-             where source_schema = $1 and source_name = $2 and not removed
-             returning table_id",
+            "select table_id from pgferry.tables
+             where source_schema = $1 and source_name = $2 and not removed",
             &[&source.schema, &source.name],
         )
         .await
-        .map_err(Error::db("remove-table"))?;
-    if found.is_none() {
-        return Err(Error::NotReplicated(source.to_string()));
-    }
-    let t = source.quoted();
+        .map_err(Error::db("remove-table"))?
+        .ok_or_else(|| Error::NotReplicated(source.to_string()))?
+        .get(0);
+    tx.execute("select pgferry.detach($1)", &[&table_id])
+        .await
+        .map_err(Error::db("remove-table: dropping the capture triggers"))?;
+    // The batch lock orders this against the cutter: batches cut before now
+    // ship the table's changes, later ones do not.
     tx.batch_execute(&format!(
-        "drop trigger if exists {} on {t}; drop trigger if exists {} on {t};",
-        ident(ROW_TRIGGER),
-        ident(TRUNCATE_TRIGGER)
+        "lock table pgferry.batch in share row exclusive mode;
+         update pgferry.tables
+            set removed = true, removed_batch = (select max(batch_id) from pgferry.batch)
+          where table_id = {table_id};
+         select pgferry.forget_removed();"
     ))
     .await
-    .map_err(Error::db("remove-table: dropping the capture triggers"))?;
+    .map_err(Error::db("remove-table"))?;
+    bump_version(&tx).await?;
     tx.commit().await.map_err(Error::db("remove-table"))?;
     tracing::info!(table = %source, "table removed");
     Ok(())

@@ -37,18 +37,48 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Start capturing a table's changes.
+    /// Start replicating a table (or every table of a schema): its rows are
+    /// copied to the target, then its changes stream.
     AddTable {
         /// Source database and config file.
         #[command(flatten)]
         common: Common,
         /// The source table, SCHEMA.TABLE.
-        table: String,
+        #[arg(required_unless_present = "schema", conflicts_with = "schema")]
+        table: Option<String>,
         /// The target table, SCHEMA.TABLE (default: the same name).
+        #[arg(long = "as", conflicts_with = "schema")]
+        target: Option<String>,
+        /// Replicate only these columns (they must include the key).
+        #[arg(long, value_delimiter = ',', conflicts_with = "schema")]
+        columns: Vec<String>,
+        /// Replicate only rows matching this SQL predicate.
+        #[arg(long = "where", conflicts_with = "schema")]
+        row_filter: Option<String>,
+        /// Have the target agent create the target table if it is missing.
+        #[arg(long)]
+        create_target: bool,
+        /// Add every table with a key (and every sequence) of this schema.
+        #[arg(long)]
+        schema: Option<String>,
+        /// With --schema: skip tables and sequences whose name matches this
+        /// SQL LIKE pattern (repeatable).
+        #[arg(long, requires = "schema")]
+        exclude: Vec<String>,
+    },
+    /// Keep a target sequence at or above a source sequence.
+    AddSequence {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The source sequence, SCHEMA.SEQUENCE.
+        sequence: String,
+        /// The target sequence, SCHEMA.SEQUENCE (default: the same name).
         #[arg(long = "as")]
         target: Option<String>,
     },
-    /// Stop capturing a table; what was captured still ships.
+    /// Stop replicating a table: changes already cut into batches still
+    /// ship, later ones are dropped, and the target agent lifts its guard.
     RemoveTable {
         /// Source database and config file.
         #[command(flatten)]

@@ -42,11 +42,31 @@ pub enum Error {
         "table {0} has no primary key or unique index over NOT NULL columns: the target could not match rows; add a primary key"
     )]
     NoKey(String),
-    /// The table holds rows and initial copy is not there yet.
-    #[error(
-        "table {0} is not empty: adding a populated table needs the initial copy, which comes in a later release (issue 3); add it while empty"
-    )]
-    NotEmpty(String),
+    /// A `--columns` list that cannot work.
+    #[error("table {table}: {reason}")]
+    BadColumns {
+        /// The table.
+        table: String,
+        /// What is wrong with the list.
+        reason: String,
+    },
+    /// A `--where` predicate that cannot work.
+    #[error("table {table}: bad row filter: {reason}")]
+    BadFilter {
+        /// The table.
+        table: String,
+        /// What is wrong with the predicate.
+        reason: String,
+    },
+    /// `--schema` names a schema without tables or sequences.
+    #[error("schema {0} has no tables or sequences")]
+    EmptySchema(String),
+    /// Not a sequence.
+    #[error("{0} is not a sequence")]
+    NotASequence(String),
+    /// The sequence is already replicated.
+    #[error("sequence {0} is already replicated")]
+    SequenceAlreadyAdded(String),
     /// The table is already replicated.
     #[error("table {0} is already replicated")]
     AlreadyAdded(String),

@@ -38,10 +38,46 @@ pub async fn execute(command: Command) -> Result<()> {
             common,
             table,
             target,
+            columns,
+            row_filter,
+            create_target,
+            schema,
+            exclude,
         } => {
             let mut client = connect(&common).await?;
-            capture::add_table(&mut client, &table, target.as_deref()).await?;
-            println!("added {table}");
+            match (schema, table) {
+                (Some(schema), _) => {
+                    let report =
+                        capture::add_schema(&mut client, &schema, &exclude, create_target).await?;
+                    for name in &report.added {
+                        println!("added {name}");
+                    }
+                    for (name, why) in &report.skipped {
+                        println!("skipped {name}: {why}");
+                    }
+                }
+                (None, Some(table)) => {
+                    let spec = capture::TableSpec {
+                        table: table.clone(),
+                        target,
+                        columns,
+                        row_filter,
+                        create_target,
+                    };
+                    capture::add_table(&mut client, &spec).await?;
+                    println!("added {table}: its rows are copied with the next batch");
+                }
+                (None, None) => unreachable!("clap requires a table or --schema"),
+            }
+        }
+        Command::AddSequence {
+            common,
+            sequence,
+            target,
+        } => {
+            let mut client = connect(&common).await?;
+            capture::add_sequence(&mut client, &sequence, target.as_deref()).await?;
+            println!("added sequence {sequence}");
         }
         Command::RemoveTable { common, table } => {
             let mut client = connect(&common).await?;

@@ -8,7 +8,6 @@ fn main() {
     pgferry_proto::telemetry::init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     if let Err(err) = runtime.block_on(source_agent::execute(cli.command)) {
-        tracing::error!(error = %err, "source-agent failed");
         eprintln!("error: {err}");
         let bad_config = matches!(
             err,

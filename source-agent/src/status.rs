@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 pub struct Status {
     /// Every registered table.
     pub tables: Vec<TableStatus>,
+    /// Every replicated sequence.
+    pub sequences: Vec<SequenceStatus>,
     /// Captured changes not yet acknowledged by the target.
     pub pending_changes: i64,
     /// Age in seconds of the oldest pending change (0 when none).
@@ -37,10 +39,44 @@ pub struct TableStatus {
     pub target: String,
     /// Key columns the target matches rows on.
     pub key: Vec<String>,
-    /// `replicating`, or `removed` while its captured changes still ship.
-    pub state: &'static str,
+    /// `copy_pending` (waits for its copy batch), `copying` (the copy is
+    /// on its way), `replicating`, or `removed` (changes cut before removal
+    /// still ship).
+    pub state: String,
     /// Its pending changes.
     pub pending_changes: i64,
+    /// Replicated columns (absent: all).
+    pub columns: Option<Vec<String>>,
+    /// Row filter (absent: all rows).
+    pub row_filter: Option<String>,
+    /// Initial copy progress, while and after it runs.
+    pub copy: Option<CopyProgress>,
+}
+
+/// How far a table's initial copy got.
+#[derive(Debug, Serialize)]
+pub struct CopyProgress {
+    /// Rows read and sent so far.
+    pub rows: i64,
+    /// Estimated rows in all (the planner's estimate).
+    pub rows_estimate: i64,
+    /// Bytes of COPY data sent so far.
+    pub bytes: i64,
+    /// Estimated bytes in all (the table's size on disk).
+    pub bytes_estimate: i64,
+    /// The batch that carries the copy.
+    pub batch: Option<i64>,
+    /// When the target committed it.
+    pub copied_at: Option<String>,
+}
+
+/// One replicated sequence.
+#[derive(Debug, Serialize)]
+pub struct SequenceStatus {
+    /// schema.sequence on the source.
+    pub source: String,
+    /// schema.sequence on the target.
+    pub target: String,
 }
 
 /// Reads the status.
@@ -60,8 +96,10 @@ pub async fn read(client: &Client) -> Result<Status> {
     let tables = client
         .query(
             "select t.source_schema || '.' || t.source_name, t.target_schema || '.' || t.target_name,
-                    t.key_columns, t.removed,
-                    (select count(*) from pgferry.queue q where q.table_id = t.table_id)
+                    t.key_columns, case when t.removed then 'removed' else t.state end,
+                    (select count(*) from pgferry.queue q where q.table_id = t.table_id),
+                    t.columns, t.row_filter, t.copy_rows, t.copy_rows_estimate, t.copy_bytes,
+                    t.copy_bytes_estimate, t.copy_batch, t.copied_at::text
              from pgferry.tables t order by t.source_schema, t.source_name",
             &[],
         )
@@ -72,12 +110,37 @@ pub async fn read(client: &Client) -> Result<Status> {
             source: r.get(0),
             target: r.get(1),
             key: r.get(2),
-            state: if r.get(3) { "removed" } else { "replicating" },
+            state: r.get(3),
             pending_changes: r.get(4),
+            columns: r.get(5),
+            row_filter: r.get(6),
+            copy: r.get::<_, Option<i64>>(7).map(|rows| CopyProgress {
+                rows,
+                rows_estimate: r.get::<_, Option<i64>>(8).unwrap_or(0),
+                bytes: r.get::<_, Option<i64>>(9).unwrap_or(0),
+                bytes_estimate: r.get::<_, Option<i64>>(10).unwrap_or(0),
+                batch: r.get(11),
+                copied_at: r.get(12),
+            }),
+        })
+        .collect();
+    let sequences = client
+        .query(
+            "select source_schema || '.' || source_name, target_schema || '.' || target_name
+             from pgferry.sequences order by 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading status"))?
+        .into_iter()
+        .map(|r| SequenceStatus {
+            source: r.get(0),
+            target: r.get(1),
         })
         .collect();
     Ok(Status {
         tables,
+        sequences,
         pending_changes: row.get(0),
         oldest_pending_age_secs: row.get(1),
         newest_batch: row.get(2),
@@ -110,7 +173,7 @@ impl std::fmt::Display for Status {
         }
         writeln!(f, "tables:")?;
         for t in &self.tables {
-            writeln!(
+            write!(
                 f,
                 "  {} -> {}  key ({})  {}  pending {}",
                 t.source,
@@ -119,6 +182,20 @@ impl std::fmt::Display for Status {
                 t.state,
                 t.pending_changes
             )?;
+            if let Some(c) = &t.copy {
+                write!(
+                    f,
+                    "  copy {}/{} rows, {}/{} MB",
+                    c.rows,
+                    c.rows_estimate,
+                    c.bytes / 1_000_000,
+                    c.bytes_estimate / 1_000_000
+                )?;
+            }
+            writeln!(f)?;
+        }
+        for s in &self.sequences {
+            writeln!(f, "  sequence {} -> {}", s.source, s.target)?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! session, several batches in flight, acks driving cleanup; sessions are
 //! retried with back-off until shutdown.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::batch::{self, SendOutcome};
+use crate::batch::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
 use crate::{ack, metrics};
@@ -85,7 +85,8 @@ async fn record_error(db_config: &Config, error: &str) {
 }
 
 /// One stream: hello, ready, then batches out and acks in until an error,
-/// the target closing, or shutdown.
+/// the target closing, a change of the table list, or shutdown.
+#[tracing::instrument(skip_all, fields(source_id = %args.source_id))]
 async fn session(
     args: &RunArgs,
     endpoint: &Endpoint,
@@ -94,26 +95,42 @@ async fn session(
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<()> {
-    let mut reader = db::connect(db_config).await.map_err(Error::Connect)?;
-    let mut acker = db::connect(db_config).await.map_err(Error::Connect)?;
+    let reader = db::connect(db_config).await.map_err(Error::Connect)?;
+    let copier = db::connect(db_config).await.map_err(Error::Connect)?;
+    let acker = db::connect(db_config).await.map_err(Error::Connect)?;
+    let version = tables_version(&reader).await?;
     let tables = table_schemas(&reader).await?;
-    let known: HashSet<u32> = tables.iter().map(|t| t.table_id).collect();
+    let sequences = sequence_schemas(&reader).await?;
 
     let channel = endpoint.connect().await?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (out, out_rx) = mpsc::channel(4);
+    let mut shipper = Shipper {
+        reader,
+        copier,
+        limits: ChunkLimits {
+            rows: args.chunk_rows.max(1),
+            bytes: args.chunk_bytes.max(1),
+        },
+        known_tables: tables.iter().map(|t| t.table_id).collect(),
+        sequences_sent: HashMap::new(),
+        out,
+    };
     let hello = wire::Hello {
         protocol_version: PROTOCOL_VERSION,
         source_id: args.source_id.clone(),
         tables,
+        sequences,
     };
-    out.send(wire::SourceMessage {
-        kind: Some(wire::source_message::Kind::Hello(hello)),
-    })
-    .await
-    .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
+    shipper
+        .out
+        .send(wire::SourceMessage {
+            kind: Some(wire::source_message::Kind::Hello(hello)),
+        })
+        .await
+        .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
     let mut inbound = client
         .replicate(ReceiverStream::new(out_rx))
         .await
@@ -125,7 +142,7 @@ async fn session(
         }) => ready.last_applied_batch,
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
-    let (oldest, newest) = batch::kept_range(&reader).await?;
+    let (oldest, newest) = batch::kept_range(&shipper.reader).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
             target: last_applied,
@@ -138,20 +155,19 @@ async fn session(
             reason: format!("has already cleaned up every batch before {oldest}"),
         });
     }
-    ack::acknowledge(&mut acker, last_applied, false).await?;
-    tracing::info!(source_id = %args.source_id, last_applied, "stream ready");
+    ack::acknowledge(&acker, last_applied, false).await?;
+    tracing::info!(last_applied, "stream ready");
 
     let (acked_tx, acked_rx) = watch::channel(last_applied);
-    let receive = receive_acks(&mut inbound, &mut acker, acked_tx, last_applied, progressed);
+    let receive = receive_acks(&mut inbound, &acker, acked_tx, last_applied, progressed);
     tokio::pin!(receive);
     let send = send_batches(
         args,
-        &mut reader,
-        &out,
+        &mut shipper,
         &mut cut_rx,
         acked_rx,
         last_applied + 1,
-        &known,
+        version,
         cancel,
     );
     tokio::select! {
@@ -161,7 +177,7 @@ async fn session(
             sent?;
             // Shutdown or a table list change: stop sending, let the target
             // finish what it has, and collect its acks.
-            drop(out);
+            drop(shipper);
             match tokio::time::timeout(DRAIN_GRACE, receive).await {
                 Ok(received) => received,
                 Err(_) => {
@@ -173,29 +189,39 @@ async fn session(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How often an idle session looks for a changed table list.
+const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends batches from `first` on, in order, at most `window` unacked, until
+/// shutdown or a change of the table list (returns Ok to end the session).
 async fn send_batches(
     args: &RunArgs,
-    reader: &mut Client,
-    out: &mpsc::Sender<wire::SourceMessage>,
+    shipper: &mut Shipper,
     cut_rx: &mut watch::Receiver<u64>,
     mut acked_rx: watch::Receiver<u64>,
     first: u64,
-    known: &HashSet<u32>,
+    version: i64,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let window = args.window.max(1);
-    let limits = batch::ChunkLimits {
-        rows: args.chunk_rows.max(1),
-        bytes: args.chunk_bytes.max(1),
-    };
     let mut next = first;
     loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            cut = cut_rx.wait_for(|newest| *newest >= next) => {
-                cut.map_err(|_| Error::Protocol("batch cutter stopped".into()))?;
+        loop {
+            if tables_version(&shipper.reader).await? != version {
+                tracing::info!(
+                    batch_id = next,
+                    "table list changed; announcing it on a new stream"
+                );
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                cut = cut_rx.wait_for(|newest| *newest >= next) => {
+                    cut.map_err(|_| Error::Protocol("batch cutter stopped".into()))?;
+                    break;
+                }
+                _ = tokio::time::sleep(TABLES_CHECK_EVERY) => {}
             }
         }
         tokio::select! {
@@ -205,7 +231,7 @@ async fn send_batches(
                 if acked.is_err() { return Ok(()); }
             }
         }
-        match batch::send(reader, next, limits, known, out).await? {
+        match shipper.send(next).await? {
             SendOutcome::Sent { changes } => metrics::batch_sent(changes),
             SendOutcome::TablesChanged => {
                 tracing::info!(batch_id = next, "table list changed; restarting the stream");
@@ -219,7 +245,7 @@ async fn send_batches(
 
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
-    acker: &mut Client,
+    acker: &Client,
     acked_tx: watch::Sender<u64>,
     last_applied: u64,
     progressed: &mut bool,
@@ -244,19 +270,33 @@ async fn receive_acks(
     Ok(())
 }
 
+async fn tables_version(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one("select tables_version from pgferry.target", &[])
+        .await
+        .map_err(Error::db("reading the table list version"))?
+        .get(0))
+}
+
 /// The announced schema of every registered table (removed ones too, while
-/// their captured changes are still shipping).
+/// changes cut before their removal are still shipping).
 async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
     let rows = client
         .query(
             "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
-                    t.target_name, t.key_columns,
+                    t.target_name, t.key_columns, t.create_target,
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' order by a.attnum),
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum),
                     array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' order by a.attnum)
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum),
+                    array(select a.attnotnull from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum)
              from pgferry.tables t order by t.table_id",
             &[],
         )
@@ -265,20 +305,48 @@ async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
     Ok(rows
         .into_iter()
         .map(|row| {
-            let names: Vec<String> = row.get(5);
-            let types: Vec<String> = row.get(6);
+            let names: Vec<String> = row.get(6);
+            let types: Vec<String> = row.get(7);
+            let not_null: Vec<bool> = row.get(8);
             wire::TableSchema {
                 table_id: row.get::<_, i32>(0) as u32,
                 source_name: row.get(1),
                 target_schema: row.get(2),
                 target_table: row.get(3),
                 key_columns: row.get(4),
+                create_if_missing: row.get(5),
                 columns: names
                     .into_iter()
                     .zip(types)
-                    .map(|(name, sql_type)| wire::Column { name, sql_type })
+                    .zip(not_null)
+                    .map(|((name, sql_type), not_null)| wire::Column {
+                        name,
+                        sql_type,
+                        not_null,
+                    })
                     .collect(),
             }
+        })
+        .collect())
+}
+
+/// The announced sequences.
+async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> {
+    let rows = client
+        .query(
+            "select seq_id, source_schema || '.' || source_name, target_schema, target_name
+             from pgferry.sequences order by seq_id",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the sequence list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| wire::SequenceSchema {
+            seq_id: row.get::<_, i32>(0) as u32,
+            source_name: row.get(1),
+            target_schema: row.get(2),
+            target_name: row.get(3),
         })
         .collect())
 }

@@ -4,10 +4,14 @@
 //! of one kind to one table becomes one statement, runs in source order.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
 
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, CopyInSink, Statement};
 
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
@@ -76,6 +80,10 @@ pub struct Applier {
     plans: HashMap<u32, TablePlan>,
     /// Prepared apply statements, per table and run kind.
     statements: HashMap<(u32, RunKind), Statement>,
+    /// Target sequences (regclass oids) by the source's sequence id.
+    sequences: HashMap<u32, u32>,
+    /// The initial copy in progress: table id and the COPY sink.
+    copying: Option<(u32, Pin<Box<CopyInSink<Bytes>>>)>,
     /// The batch whose transaction is open, if any.
     open_batch: Option<u64>,
     /// The last batch committed for this source.
@@ -97,11 +105,39 @@ impl Applier {
             .await
             .map_err(Error::db("reading the applier role"))?
             .get(0);
+        // COPY data arrives in these text forms (see the source's copy).
+        client
+            .batch_execute("set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres'")
+            .await
+            .map_err(Error::db("setting up the applier session"))?;
         let mut plans = HashMap::new();
         for table in &hello.tables {
             let plan = schema::check(&client, table).await?;
             guard::ensure(&client, &plan, &applier).await?;
             plans.insert(table.table_id, plan);
+        }
+        guard::track(
+            &client,
+            &hello.source_id,
+            &plans.values().collect::<Vec<_>>(),
+        )
+        .await?;
+        let mut sequences = HashMap::new();
+        for sequence in &hello.sequences {
+            let oid: Option<u32> = client
+                .query_one(
+                    "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                     where n.nspname = $1 and c.relname = $2 and c.relkind = 'S'",
+                    &[&sequence.target_schema, &sequence.target_name],
+                )
+                .await
+                .ok()
+                .map(|row| row.get(0));
+            let oid = oid.ok_or_else(|| Error::UnknownSequence {
+                sequence: format!("{}.{}", sequence.target_schema, sequence.target_name),
+                source_sequence: sequence.source_name.clone(),
+            })?;
+            sequences.insert(sequence.seq_id, oid);
         }
         client
             .execute(
@@ -123,6 +159,8 @@ impl Applier {
             source_id: hello.source_id.clone(),
             plans,
             statements: HashMap::new(),
+            sequences,
+            copying: None,
             open_batch: None,
             last_applied: last as u64,
         })
@@ -145,6 +183,8 @@ impl Applier {
 
     /// Rolls back the open batch, if any (the stream ended mid-batch).
     pub async fn abort(&mut self) {
+        // Dropping the sink aborts the COPY.
+        self.copying = None;
         if let Some(batch_id) = self.open_batch.take()
             && let Err(error) = self.client.batch_execute("rollback").await
         {
@@ -162,6 +202,9 @@ impl Applier {
                 )));
             }
             None => self.begin(batch_id).await?,
+        }
+        if let Some(copy) = chunk.copy {
+            self.apply_copy(batch_id, copy).await?;
         }
         let changes = chunk
             .changes
@@ -186,6 +229,14 @@ impl Applier {
         metrics::changes_applied(count);
         if !chunk.last {
             return Ok(None);
+        }
+        if let Some((table_id, _)) = &self.copying {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id} ended inside the initial copy of table id {table_id}"
+            )));
+        }
+        for value in chunk.sequences {
+            self.raise_sequence(batch_id, value).await?;
         }
         self.client
             .execute(
@@ -231,6 +282,82 @@ impl Applier {
                 expected,
             });
         }
+        Ok(())
+    }
+
+    /// A piece of a table's initial copy: `begin` empties the table and
+    /// starts COPY, data goes straight to the server, `end` finishes it.
+    async fn apply_copy(&mut self, batch_id: u64, copy: wire::CopyData) -> Result<()> {
+        let plan = self
+            .plans
+            .get(&copy.table_id)
+            .ok_or(Error::UnknownTableId {
+                batch_id,
+                seq: 0,
+                table_id: copy.table_id,
+            })?;
+        let copy_error = |source| Error::Apply {
+            batch_id,
+            table: plan.name.clone(),
+            source,
+        };
+        if copy.begin {
+            if self.copying.is_some() {
+                return Err(Error::Protocol(format!(
+                    "batch {batch_id}: a copy began inside another"
+                )));
+            }
+            self.client
+                .batch_execute(&plan.truncate)
+                .await
+                .map_err(copy_error)?;
+            let sink = self
+                .client
+                .copy_in::<_, Bytes>(plan.copy_in.as_str())
+                .await
+                .map_err(copy_error)?;
+            tracing::info!(table = %plan.name, batch_id, "initial copy started");
+            self.copying = Some((copy.table_id, Box::pin(sink)));
+        }
+        let Some((table_id, sink)) = self.copying.as_mut() else {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id}: copy data without a copy"
+            )));
+        };
+        if *table_id != copy.table_id {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id}: copy data for another table"
+            )));
+        }
+        if !copy.data.is_empty() {
+            sink.send(Bytes::from(copy.data))
+                .await
+                .map_err(copy_error)?;
+        }
+        if copy.end {
+            let (_, mut sink) = self.copying.take().expect("copy in progress");
+            let rows = sink.as_mut().finish().await.map_err(copy_error)?;
+            tracing::info!(table = %plan.name, batch_id, rows, "initial copy loaded");
+        }
+        Ok(())
+    }
+
+    /// Raises a target sequence to at least the source's value, never lowers it.
+    async fn raise_sequence(&mut self, batch_id: u64, value: wire::SequenceValue) -> Result<()> {
+        let oid = *self.sequences.get(&value.seq_id).ok_or_else(|| {
+            Error::Protocol(format!(
+                "batch {batch_id}: unknown sequence id {}",
+                value.seq_id
+            ))
+        })?;
+        self.client
+            .execute(
+                "select setval(c, $2) from (select $1::oid::regclass as c) s
+                 where coalesce(pg_sequence_last_value(c) < $2, true)",
+                &[&oid, &value.last_value],
+            )
+            .await
+            .map_err(Error::db("raising a sequence"))?;
         Ok(())
     }
 

@@ -51,6 +51,25 @@ pub enum Error {
         /// The source table.
         source_table: String,
     },
+    /// `--create-target` could not create the table.
+    #[error("could not create target table {table}: {}", pgferry_proto::db::describe(.source))]
+    Create {
+        /// The target table.
+        table: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A sequence the source replicates is missing on the target.
+    #[error(
+        "target sequence {sequence} (replicating source sequence {source_sequence}) does not exist"
+    )]
+    UnknownSequence {
+        /// The target sequence.
+        sequence: String,
+        /// The source sequence.
+        source_sequence: String,
+    },
     /// The target table's columns do not match the source's.
     #[error("target table {table} does not match source table {source_table}: {mismatch}")]
     ColumnMismatch {
@@ -137,7 +156,9 @@ impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let code = match &err {
             Error::Connect(_) => Code::Unavailable,
-            Error::Db { source, .. } | Error::Apply { source, .. } => {
+            Error::Db { source, .. }
+            | Error::Apply { source, .. }
+            | Error::Create { source, .. } => {
                 if pgferry_proto::db::is_retryable(source) {
                     Code::Unavailable
                 } else {
@@ -148,6 +169,7 @@ impl From<Error> for Status {
             | Error::Install(_)
             | Error::ProtocolVersion { .. }
             | Error::UnknownTable { .. }
+            | Error::UnknownSequence { .. }
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } => Code::Aborted,

@@ -81,3 +81,49 @@ async fn revoke_other_writers(client: &Client, table: &TablePlan, applier: &str)
     }
     Ok(())
 }
+
+/// Records which tables `source_id` now replicates (`plans`) and lifts the
+/// guard from the ones it no longer does, unless another source still
+/// replicates them. Privileges revoked earlier are not granted back.
+pub async fn track(client: &Client, source_id: &str, plans: &[&TablePlan]) -> Result<()> {
+    let schemas: Vec<&str> = plans.iter().map(|p| p.schema.as_str()).collect();
+    let names: Vec<&str> = plans.iter().map(|p| p.table.as_str()).collect();
+    let released = client
+        .query(
+            "with gone as (
+               delete from pgferry.guarded g
+               where g.source_id = $1
+                 and (g.table_schema, g.table_name) not in
+                     (select * from unnest($2::text[], $3::text[]))
+               returning g.table_schema, g.table_name
+             ), kept as (
+               insert into pgferry.guarded select $1, s, t from unnest($2::text[], $3::text[]) u(s, t)
+               on conflict do nothing
+             )
+             select quote_ident(g.table_schema) || '.' || quote_ident(g.table_name)
+             from gone g
+             where to_regclass(quote_ident(g.table_schema) || '.' || quote_ident(g.table_name)) is not null
+               and not exists (select from pgferry.guarded o
+                               where o.source_id <> $1 and o.table_schema = g.table_schema
+                                 and o.table_name = g.table_name)",
+            &[&source_id, &schemas, &names],
+        )
+        .await
+        .map_err(Error::db("tracking guarded tables"))?;
+    for row in released {
+        let table: String = row.get(0);
+        client
+            .batch_execute(&format!(
+                "drop trigger if exists {} on {table}",
+                ident(TRIGGER)
+            ))
+            .await
+            .map_err(Error::db("lifting the guard"))?;
+        tracing::info!(
+            table,
+            source_id,
+            "guard lifted: the source no longer replicates it"
+        );
+    }
+    Ok(())
+}

@@ -8,7 +8,6 @@ fn main() {
     pgferry_proto::telemetry::init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     if let Err(err) = runtime.block_on(target_agent::execute(cli.command)) {
-        tracing::error!(error = %err, "target-agent failed");
         eprintln!("error: {err}");
         let bad_config = matches!(err, Error::Config(_) | Error::Conninfo(_));
         std::process::exit(if bad_config { 64 } else { 1 });

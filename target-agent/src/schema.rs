@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 pub struct TablePlan {
     /// `schema.table` on the target, for messages.
     pub name: String,
+    /// The target schema.
+    pub schema: String,
+    /// The target table.
+    pub table: String,
     /// The quoted, qualified name.
     pub quoted: String,
     /// Insert-or-update of a run of rows, keeping the last row per key.
@@ -23,26 +27,26 @@ pub struct TablePlan {
     pub delete: String,
     /// `TRUNCATE ONLY`, as the source did.
     pub truncate: String,
+    /// `COPY ... FROM STDIN` of the replicated columns, for the initial copy.
+    pub copy_in: String,
 }
 
-/// Checks that the target table of `table` exists, has the source's columns
-/// with the same types (extra target columns must be nullable or have a
-/// default) and a unique index on the key, and builds its plan.
+/// Checks that the target table of `table` exists (creating it when the
+/// source asks and it is missing), has the source's columns with the same
+/// types (extra target columns must be nullable or have a default) and a
+/// unique index on the key, and builds its plan.
 pub async fn check(client: &Client, table: &TableSchema) -> Result<TablePlan> {
     let name = format!("{}.{}", table.target_schema, table.target_table);
-    let relid: u32 = client
-        .query_opt(
-            "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
-             where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
-            &[&table.target_schema, &table.target_table],
-        )
-        .await
-        .map_err(Error::db("looking up a target table"))?
-        .ok_or_else(|| Error::UnknownTable {
-            table: name.clone(),
-            source_table: table.source_name.clone(),
-        })?
-        .get(0);
+    let mut relid = table_oid(client, table).await?;
+    if relid.is_none() && table.create_if_missing {
+        create(client, table).await?;
+        tracing::info!(table = %name, source_table = %table.source_name, "created target table");
+        relid = table_oid(client, table).await?;
+    }
+    let relid = relid.ok_or_else(|| Error::UnknownTable {
+        table: name.clone(),
+        source_table: table.source_name.clone(),
+    })?;
     let rows = client
         .query(
             "select a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -88,6 +92,47 @@ pub async fn check(client: &Client, table: &TableSchema) -> Result<TablePlan> {
         });
     }
     Ok(plan(name, table))
+}
+
+async fn table_oid(client: &Client, table: &TableSchema) -> Result<Option<u32>> {
+    Ok(client
+        .query_opt(
+            "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
+            &[&table.target_schema, &table.target_table],
+        )
+        .await
+        .map_err(Error::db("looking up a target table"))?
+        .map(|row| row.get(0)))
+}
+
+/// Creates the target table from the source's definition: columns, types,
+/// NOT NULL and the key (no foreign keys, defaults or other constraints).
+async fn create(client: &Client, table: &TableSchema) -> Result<()> {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let not_null = if c.not_null { " not null" } else { "" };
+            format!("{} {}{not_null}", ident(&c.name), c.sql_type)
+        })
+        .collect();
+    let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
+    let sql = format!(
+        "create schema if not exists {schema};
+         create table {table} ({columns}, primary key ({keys}))",
+        schema = ident(&table.target_schema),
+        table = qualified(&table.target_schema, &table.target_table),
+        columns = columns.join(", "),
+        keys = keys.join(", "),
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|source| Error::Create {
+            table: format!("{}.{}", table.target_schema, table.target_table),
+            source,
+        })
 }
 
 /// What differs between the source's columns and the target's, one line per
@@ -175,12 +220,16 @@ fn plan(name: String, table: &TableSchema) -> TablePlan {
          where {matches}"
     );
     let truncate = format!("truncate only {quoted}");
+    let copy_in = format!("copy {quoted} ({list}) from stdin");
     TablePlan {
         name,
+        schema: table.target_schema.clone(),
+        table: table.target_table.clone(),
         quoted,
         upsert,
         delete,
         truncate,
+        copy_in,
     }
 }
 
@@ -199,13 +248,16 @@ mod tests {
                 Column {
                     name: "id".into(),
                     sql_type: "integer".into(),
+                    not_null: true,
                 },
                 Column {
                     name: "info".into(),
                     sql_type: "text".into(),
+                    not_null: false,
                 },
             ],
             key_columns: vec!["id".into()],
+            create_if_missing: false,
         }
     }
 
@@ -232,7 +284,7 @@ mod tests {
         let mut t = table();
         t.target_table = "\"; drop table x; --".into();
         let plan = plan("x".into(), &t);
-        for sql in [&plan.upsert, &plan.delete, &plan.truncate] {
+        for sql in [&plan.upsert, &plan.delete, &plan.truncate, &plan.copy_in] {
             assert!(
                 sql.contains("\"digoal\".\"\"\"; drop table x; --\""),
                 "{sql}"
