@@ -3,9 +3,11 @@
 
 mod bad_input;
 mod batch_cut;
+mod copy;
 mod guard;
 mod install;
 mod kill;
+mod manage;
 mod order;
 mod outage;
 mod seed;

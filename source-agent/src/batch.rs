@@ -267,7 +267,8 @@ impl Shipper {
         futures::pin_mut!(stream);
         let (mut rows, mut bytes) = (0i64, 0i64);
         let mut buffer: Vec<u8> = Vec::with_capacity(self.limits.bytes);
-        let mut reported = tokio::time::Instant::now();
+        // Report after the first row too, so `status` shows the copy at once.
+        let mut reported = tokio::time::Instant::now() - PROGRESS_EVERY;
         loop {
             let data = stream
                 .try_next()

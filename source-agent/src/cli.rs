@@ -128,7 +128,7 @@ pub struct RunArgs {
     pub chunk_rows: u32,
     /// Bytes of row data per message on the wire (keep well under the
     /// target's --max-message-bytes).
-    #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 1024 * 1024)]
     pub chunk_bytes: usize,
     /// Longest wait between retries after an error.
     #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]

@@ -388,8 +388,29 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts writing to `digoal.loc_test` through `conninfo`.
+    /// Starts writing to `digoal.loc_test` through `conninfo`: inserts,
+    /// updates of the newest rows, key changes and deletes.
     pub fn start(conninfo: String) -> Writer {
+        Writer::start_with(conninfo, |round| {
+            let base = round * 10;
+            format!(
+                "begin;
+                 insert into digoal.loc_test select g, 'round {round}', now(), now()
+                   from generate_series({base}, {base} + 9) g on conflict (id) do nothing;
+                 update digoal.loc_test set info = info || '+', modify_time = now()
+                   where id in (select id from digoal.loc_test order by id desc limit 5);
+                 update digoal.loc_test set id = id + 1000000 where id = {base} - 7;
+                 delete from digoal.loc_test where id = {base} - 13;
+                 commit;"
+            )
+        })
+    }
+
+    /// Starts running the transaction `transaction(round)` for round 1, 2, ...
+    pub fn start_with(
+        conninfo: String,
+        transaction: impl Fn(i64) -> String + Send + 'static,
+    ) -> Writer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
@@ -405,18 +426,8 @@ impl Writer {
                 tokio::spawn(connection);
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     round += 1;
-                    let base = round * 10;
-                    let sql = format!(
-                        "begin;
-                         insert into digoal.loc_test select g, 'round {round}', now(), now()
-                           from generate_series({base}, {base} + 9) g on conflict (id) do nothing;
-                         update digoal.loc_test set info = info || '+', modify_time = now()
-                           where id in (select id from digoal.loc_test order by id desc limit 5);
-                         update digoal.loc_test set id = id + 1000000 where id = {base} - 7;
-                         delete from digoal.loc_test where id = {base} - 13;
-                         commit;"
-                    );
-                    if client.batch_execute(&sql).await.is_err() {
+                    if client.batch_execute(&transaction(round)).await.is_err() {
+                        // A lost connection or a deadlock: start a new session.
                         break;
                     }
                     committed += 1;

@@ -1,0 +1,200 @@
+//! Adding populated tables: the initial copy takes its place in the batch
+//! sequence, so no row is missed or doubled while the table is written
+//! during the copy, through kill -9 of either agent, with bounded memory.
+
+use std::time::Duration;
+
+use support::setup::{Writer, checksum, expect_success, wait_serving};
+use support::{Replication, run_command, wait_until};
+
+const COPY_SYNC: Duration = Duration::from_secs(300);
+const BIG_ROWS: i64 = 1_000_000;
+
+/// Creates `digoal.big` with `rows` rows of about `width` bytes on the
+/// source and an empty twin on the target.
+async fn big_table(r: &Replication, rows: i64, width: i64) {
+    let definition = "(id bigint primary key, v int not null, info text, ts timestamptz)";
+    r.src
+        .batch_execute(&format!(
+            "create table digoal.big {definition};
+             insert into digoal.big
+               select g, g % 1000, repeat(md5(g::text), {width} / 32 + 1), now() from generate_series(1, {rows}) g;
+             analyze digoal.big;"
+        ))
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute(&format!(
+            "create table digoal.big {definition}; alter table digoal.big owner to applier;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// pgbench-style writers on `digoal.big`: each transaction updates two
+/// random rows, inserts one and deletes one. Writer `w` of `n` only touches
+/// ids that are `w` modulo `n`, so writers never deadlock each other.
+fn big_writers(r: &Replication, n: i64) -> Vec<Writer> {
+    (0..n)
+        .map(|w| {
+            Writer::start_with(r.source_db.clone(), move |round| {
+                let pick = |salt: i64| ((round * 7919 + salt * 104_729) % (BIG_ROWS / n)) * n + w + 1;
+                format!(
+                    "begin;
+                     update digoal.big set v = v + 1, ts = now() where id = {};
+                     update digoal.big set info = 'changed' where id = {};
+                     insert into digoal.big values ({}, {round}, 'new', now()) on conflict (id) do nothing;
+                     delete from digoal.big where id = {};
+                     commit;",
+                    pick(1),
+                    pick(2),
+                    BIG_ROWS * 10 + round * n + w,
+                    pick(3)
+                )
+            })
+        })
+        .collect()
+}
+
+async fn add_big(r: &Replication) {
+    let out = run_command(
+        "source-agent",
+        &["add-table", "--source-db", &r.source_db, "digoal.big"],
+    )
+    .await;
+    expect_success("add-table digoal.big", &out);
+}
+
+/// Waits until `status` shows the copy of digoal.big under way.
+async fn wait_for_copy_progress(r: &Replication) {
+    wait_until("the copy of digoal.big is under way", COPY_SYNC, || async {
+        let status = r.status().await;
+        let table = status["tables"]
+            .as_array()?
+            .iter()
+            .find(|t| t["source"] == "digoal.big")?
+            .clone();
+        (table["state"] == "copying" && table["copy"]["rows"].as_i64().unwrap_or(0) > 0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Stops the writers, waits until the big table and the seed table match,
+/// and returns the big table's row count.
+async fn finish(r: &mut Replication, writers: Vec<Writer>) -> i64 {
+    for writer in writers {
+        assert!(writer.stop().await > 0, "a writer committed nothing");
+    }
+    let sum = wait_until(
+        "digoal.big is the same on both sides",
+        COPY_SYNC,
+        || async {
+            let source = checksum(&r.src, "digoal.big").await;
+            let target = checksum(&r.dst, "digoal.big").await;
+            (source == target).then_some(source)
+        },
+    )
+    .await;
+    r.wait_in_sync(COPY_SYNC).await;
+    let status = r.status().await;
+    let big = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == "digoal.big")
+        .unwrap()
+        .clone();
+    assert_eq!(big["state"], "replicating", "{status}");
+    println!("digoal.big: {} rows, copy {}", sum.0, big["copy"]);
+    sum.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_populated_table_while_written_copies_every_row_once() {
+    let mut r = Replication::new().await;
+    big_table(&r, BIG_ROWS, 40).await;
+    r.record_progress_history().await;
+    r.start_agents().await;
+    let writers = big_writers(&r, 2);
+    add_big(&r).await;
+    wait_for_copy_progress(&r).await;
+    let rows = finish(&mut r, writers).await;
+    assert!(rows >= BIG_ROWS - 100_000, "{rows} rows");
+    r.assert_progress_moved_one_batch_at_a_time().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_source_agent_during_copy_still_ends_exact() {
+    let mut r = Replication::new().await;
+    big_table(&r, BIG_ROWS, 40).await;
+    r.record_progress_history().await;
+    r.start_agents().await;
+    let writers = big_writers(&r, 2);
+    add_big(&r).await;
+    wait_for_copy_progress(&r).await;
+    r.source_agent().kill9().await;
+    r.source_agent().restart();
+    let port = r.source_health_port;
+    wait_serving(r.source_agent(), port).await;
+    finish(&mut r, writers).await;
+    r.assert_progress_moved_one_batch_at_a_time().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_target_agent_during_copy_still_ends_exact() {
+    let mut r = Replication::new().await;
+    big_table(&r, BIG_ROWS, 40).await;
+    r.record_progress_history().await;
+    r.start_agents().await;
+    let writers = big_writers(&r, 2);
+    add_big(&r).await;
+    wait_for_copy_progress(&r).await;
+    r.target_agent().kill9().await;
+    r.target_agent().restart();
+    let port = r.target_port;
+    wait_serving(r.target_agent(), port).await;
+    finish(&mut r, writers).await;
+    r.assert_progress_moved_one_batch_at_a_time().await;
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024
+}
+
+/// The bound the README states for either agent's peak RSS while copying.
+const RSS_BOUND_MIB: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_a_large_table_keeps_agents_memory_bounded() {
+    let mut r = Replication::new().await;
+    // About 400 MB of table: 1.2M rows of about 330 bytes.
+    big_table(&r, 1_200_000, 300).await;
+    let size_mb: i64 = r
+        .src
+        .query_one("select pg_table_size('digoal.big') / 1000000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    r.start_agents().await;
+    add_big(&r).await;
+    finish(&mut r, Vec::new()).await;
+    let source = peak_rss_mib(r.source_agent().pid());
+    let target = peak_rss_mib(r.target_agent().pid());
+    println!(
+        "copied a {size_mb} MB table; peak RSS: source agent {source} MiB, target agent {target} MiB"
+    );
+    assert!(
+        size_mb > 300,
+        "the table is several hundred MB ({size_mb} MB)"
+    );
+    assert!(source < RSS_BOUND_MIB, "source agent peak RSS {source} MiB");
+    assert!(target < RSS_BOUND_MIB, "target agent peak RSS {target} MiB");
+}

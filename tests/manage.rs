@@ -1,0 +1,281 @@
+//! Table management: column subsets, row filters with rows moving into and
+//! out of the filter, create-target, whole schemas, remove-table, sequences.
+
+use std::time::Duration;
+
+use support::setup::{checksum, expect_success, wait_for_sql};
+use support::{Replication, run_command, wait_until};
+
+const SYNC: Duration = Duration::from_secs(60);
+
+async fn source_agent(args: &[&str]) -> String {
+    expect_success(
+        &format!("source-agent {args:?}"),
+        &run_command("source-agent", args).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_subset_and_row_filter_follow_rows_into_and_out_of_the_filter() {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create table digoal.orders (id int primary key, region text, amount int, secret text);
+             insert into digoal.orders values (1, 'eu', 10, 's1'), (2, 'us', 20, 's2'), (3, 'eu', 30, 's3');",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &r.source_db,
+        "digoal.orders",
+        "--columns",
+        "id,region,amount",
+        "--where",
+        "region = 'eu'",
+        "--create-target",
+    ])
+    .await;
+    // The copy brings only the eu rows, without `secret`.
+    wait_for_sql(&r.dst, "select to_regclass('digoal.orders') is not null and (select count(*) = 2 from digoal.orders)", SYNC).await;
+    let columns: Vec<String> = r
+        .dst
+        .query_one("select array_agg(attname::text order by attnum) from pg_attribute where attrelid = 'digoal.orders'::regclass and attnum > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        columns,
+        ["id", "region", "amount"],
+        "create-target made the table from the replicated columns"
+    );
+
+    // With the source agent stopped, look at what gets captured.
+    r.source_agent().kill9().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.orders values (4, 'eu', 40, 's4');           -- in: insert
+             insert into digoal.orders values (5, 'us', 50, 's5');           -- out: nothing
+             update digoal.orders set region = 'eu' where id = 2;            -- moves in: insert
+             update digoal.orders set region = 'us' where id = 1;            -- moves out: delete
+             update digoal.orders set amount = 31, secret = 'x' where id = 3; -- stays in: update
+             update digoal.orders set amount = 51 where id = 5;              -- stays out: nothing
+             update digoal.orders set region = null where id = 4;            -- NULL is no match: delete
+             insert into digoal.orders values (6, 'eu', 60, 's6');
+             delete from digoal.orders where id = 6;                         -- in: delete
+             delete from digoal.orders where id = 1;                         -- out: nothing",
+        )
+        .await
+        .unwrap();
+    let captured: Vec<String> = r
+        .src
+        .query(
+            "select op::text || coalesce(new_row->>'id', old_key->>'id') from pgferry.queue q
+             join pgferry.tables t using (table_id) where t.source_name = 'orders' order by seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(captured, ["I4", "I2", "D1", "U3", "D4", "I6", "D6"]);
+    let leaked: i64 = r
+        .src
+        .query_one(
+            "select count(*) from pgferry.queue where new_row ? 'secret'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "the excluded column is never captured");
+    r.source_agent().restart();
+    let expected = "select id, region, amount from digoal.orders where region = 'eu'";
+    wait_until(
+        "the target holds exactly the filtered rows",
+        SYNC,
+        || async {
+            let source = checksum(&r.src, &format!("({expected}) as")).await;
+            let target = checksum(&r.dst, "digoal.orders").await;
+            (source == target && source.0 == 2).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_add_takes_keyed_tables_and_sequences_and_reports_the_rest() {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create schema shop;
+             create table shop.items (id bigserial primary key, name text not null);
+             create table shop.log (line text);
+             create table shop.tmp_scratch (id int primary key);
+             insert into shop.items (name) select 'item ' || g from generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute("create schema shop authorization applier; create sequence shop.items_id_seq; alter sequence shop.items_id_seq owner to applier;")
+        .await
+        .unwrap();
+    r.start_agents().await;
+    let report = source_agent(&[
+        "add-table",
+        "--source-db",
+        &r.source_db,
+        "--schema",
+        "shop",
+        "--exclude",
+        "tmp%",
+        "--create-target",
+    ])
+    .await;
+    println!("{report}");
+    assert!(report.contains("added shop.items"), "{report}");
+    assert!(report.contains("added shop.items_id_seq"), "{report}");
+    assert!(
+        report.contains("skipped shop.log: table shop.log has no primary key"),
+        "{report}"
+    );
+    assert!(
+        report.contains("skipped shop.tmp_scratch: matches --exclude"),
+        "{report}"
+    );
+    r.src
+        .batch_execute(
+            "insert into shop.items (name) select 'more ' || g from generate_series(1, 25) g",
+        )
+        .await
+        .unwrap();
+    wait_until("shop.items and its sequence arrive", SYNC, || async {
+        let source = checksum(&r.src, "shop.items").await;
+        let target = r
+            .dst
+            .query_one("select to_regclass('shop.items') is not null", &[])
+            .await
+            .ok()?
+            .get::<_, bool>(0);
+        if !target {
+            return None;
+        }
+        let target = checksum(&r.dst, "shop.items").await;
+        let seq: Option<i64> = r
+            .dst
+            .query_one("select pg_sequence_last_value('shop.items_id_seq')", &[])
+            .await
+            .ok()?
+            .get(0);
+        (source == target && seq >= Some(75)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_stay_at_or_above_the_source_in_batch_order() {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute("create sequence digoal.ticket start 1000")
+        .await
+        .unwrap();
+    r.dst.batch_execute("create sequence digoal.ticket; alter sequence digoal.ticket owner to applier; select setval('digoal.ticket', 5000);").await.unwrap();
+    source_agent(&["add-sequence", "--source-db", &r.source_db, "digoal.ticket"]).await;
+    r.start_agents().await;
+    r.src
+        .batch_execute(
+            "select nextval('digoal.ticket') from generate_series(1, 2000);
+             insert into digoal.loc_test values (1, 'moves the sequence along', now(), now());",
+        )
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    let source: i64 = r
+        .src
+        .query_one("select last_value from digoal.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_for_sql(
+        &r.dst,
+        &format!("select last_value >= {source} from digoal.ticket"),
+        SYNC,
+    )
+    .await;
+    // A target ahead of the source is never moved back.
+    r.dst
+        .batch_execute("select setval('digoal.ticket', 100000)")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute("select nextval('digoal.ticket'); insert into digoal.loc_test values (2, 'x', now(), now());")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    let target: i64 = r
+        .dst
+        .query_one("select last_value from digoal.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(target, 100000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'kept', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    wait_for_sql(
+        &r.dst,
+        "select exists (select from pg_trigger where tgname = 'pgferry_guard')",
+        SYNC,
+    )
+    .await;
+    // Changes captured but never cut (the agent is down) are dropped.
+    r.source_agent().kill9().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'dropped', now(), now())")
+        .await
+        .unwrap();
+    source_agent(&[
+        "remove-table",
+        "--source-db",
+        &r.source_db,
+        "digoal.loc_test",
+    ])
+    .await;
+    r.source_agent().restart();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (3, 'not captured', now(), now())")
+        .await
+        .unwrap();
+    wait_for_sql(
+        &r.dst,
+        "select not exists (select from pg_trigger where tgname = 'pgferry_guard')",
+        SYNC,
+    )
+    .await;
+    let status = r.status().await;
+    assert_eq!(status["tables"].as_array().unwrap().len(), 0, "{status}");
+    assert_eq!(status["pending_changes"], 0, "{status}");
+    let on_target: i64 = r
+        .dst
+        .query_one("select count(*) from digoal.rmt_test", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_target, 1);
+    // The table is the DBA's again: anyone may write it.
+    r.dst
+        .batch_execute("insert into digoal.rmt_test values (9, 'local', now(), now())")
+        .await
+        .unwrap();
+}
