@@ -120,7 +120,7 @@ async fn schema_add_takes_keyed_tables_and_sequences_and_reports_the_rest() {
         .await
         .unwrap();
     r.dst
-        .batch_execute("create schema shop authorization applier; create sequence shop.items_id_seq; alter sequence shop.items_id_seq owner to applier;")
+        .batch_execute("create schema shop authorization applier")
         .await
         .unwrap();
     r.start_agents().await;

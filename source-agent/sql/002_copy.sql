@@ -37,6 +37,8 @@ create table pgferry.sequences (
     source_name   text not null,
     target_schema text not null,
     target_name   text not null,
+    -- Ask the target agent to create the sequence when it is missing.
+    create_target boolean not null default false,
     added_at      timestamptz not null default now()
 );
 

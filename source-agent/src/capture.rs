@@ -306,7 +306,9 @@ pub async fn add_schema(
             continue;
         }
         let added = if kind == "S" {
-            add_sequence(client, &name, None).await.map(|_| ())
+            add_sequence(client, &name, None, create_target)
+                .await
+                .map(|_| ())
         } else {
             let spec = TableSpec {
                 table: name.clone(),
@@ -334,6 +336,7 @@ pub async fn add_sequence(
     client: &mut Client,
     sequence: &str,
     target: Option<&str>,
+    create_target: bool,
 ) -> Result<i32> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, sequence).await?;
@@ -351,9 +354,17 @@ pub async fn add_sequence(
     }
     let seq_id: i32 = tx
         .query_opt(
-            "insert into pgferry.sequences (relid, source_schema, source_name, target_schema, target_name)
-             values ($1, $2, $3, $4, $5) on conflict (relid) do nothing returning seq_id",
-            &[&relid, &source.schema, &source.name, &target.schema, &target.name],
+            "insert into pgferry.sequences (relid, source_schema, source_name, target_schema,
+                                            target_name, create_target)
+             values ($1, $2, $3, $4, $5, $6) on conflict (relid) do nothing returning seq_id",
+            &[
+                &relid,
+                &source.schema,
+                &source.name,
+                &target.schema,
+                &target.name,
+                &create_target,
+            ],
         )
         .await
         .map_err(Error::db("add-sequence"))?

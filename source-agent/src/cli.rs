@@ -76,6 +76,9 @@ pub enum Command {
         /// The target sequence, SCHEMA.SEQUENCE (default: the same name).
         #[arg(long = "as")]
         target: Option<String>,
+        /// Have the target agent create the sequence if it is missing.
+        #[arg(long)]
+        create_target: bool,
     },
     /// Stop replicating a table: changes already cut into batches still
     /// ship, later ones are dropped, and the target agent lifts its guard.

@@ -74,9 +74,10 @@ pub async fn execute(command: Command) -> Result<()> {
             common,
             sequence,
             target,
+            create_target,
         } => {
             let mut client = connect(&common).await?;
-            capture::add_sequence(&mut client, &sequence, target.as_deref()).await?;
+            capture::add_sequence(&mut client, &sequence, target.as_deref(), create_target).await?;
             println!("added sequence {sequence}");
         }
         Command::RemoveTable { common, table } => {

@@ -334,7 +334,8 @@ async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
 async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> {
     let rows = client
         .query(
-            "select seq_id, source_schema || '.' || source_name, target_schema, target_name
+            "select seq_id, source_schema || '.' || source_name, target_schema, target_name,
+                    create_target
              from pgferry.sequences order by seq_id",
             &[],
         )
@@ -347,6 +348,7 @@ async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> 
             source_name: row.get(1),
             target_schema: row.get(2),
             target_name: row.get(3),
+            create_if_missing: row.get(4),
         })
         .collect())
 }

@@ -124,20 +124,10 @@ impl Applier {
         .await?;
         let mut sequences = HashMap::new();
         for sequence in &hello.sequences {
-            let oid: Option<u32> = client
-                .query_one(
-                    "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                     where n.nspname = $1 and c.relname = $2 and c.relkind = 'S'",
-                    &[&sequence.target_schema, &sequence.target_name],
-                )
-                .await
-                .ok()
-                .map(|row| row.get(0));
-            let oid = oid.ok_or_else(|| Error::UnknownSequence {
-                sequence: format!("{}.{}", sequence.target_schema, sequence.target_name),
-                source_sequence: sequence.source_name.clone(),
-            })?;
-            sequences.insert(sequence.seq_id, oid);
+            sequences.insert(
+                sequence.seq_id,
+                schema::check_sequence(&client, sequence).await?,
+            );
         }
         client
             .execute(

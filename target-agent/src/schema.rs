@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgferry_proto::sql::{ident, qualified};
-use pgferry_proto::wire::TableSchema;
+use pgferry_proto::wire::{SequenceSchema, TableSchema};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -133,6 +133,41 @@ async fn create(client: &Client, table: &TableSchema) -> Result<()> {
             table: format!("{}.{}", table.target_schema, table.target_table),
             source,
         })
+}
+
+/// The oid of a replicated sequence's target, created when the source asks
+/// and it is missing.
+pub async fn check_sequence(client: &Client, sequence: &SequenceSchema) -> Result<u32> {
+    let name = qualified(&sequence.target_schema, &sequence.target_name);
+    let find = || async {
+        client
+            .query_opt(
+                "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = $1 and c.relname = $2 and c.relkind = 'S'",
+                &[&sequence.target_schema, &sequence.target_name],
+            )
+            .await
+            .map_err(Error::db("looking up a target sequence"))
+            .map(|row| row.map(|r| r.get::<_, u32>(0)))
+    };
+    let mut oid = find().await?;
+    if oid.is_none() && sequence.create_if_missing {
+        client
+            .batch_execute(&format!(
+                "create schema if not exists {}; create sequence if not exists {name}",
+                ident(&sequence.target_schema)
+            ))
+            .await
+            .map_err(|source| Error::Create {
+                table: format!("{}.{}", sequence.target_schema, sequence.target_name),
+                source,
+            })?;
+        oid = find().await?;
+    }
+    oid.ok_or_else(|| Error::UnknownSequence {
+        sequence: format!("{}.{}", sequence.target_schema, sequence.target_name),
+        source_sequence: sequence.source_name.clone(),
+    })
 }
 
 /// What differs between the source's columns and the target's, one line per
