@@ -121,6 +121,8 @@ async fn add_populated_table_while_written_copies_every_row_once() {
     wait_for_copy_progress(&r).await;
     let rows = finish(&mut r, writers).await;
     assert!(rows >= BIG_ROWS - 100_000, "{rows} rows");
+    let log = r.source_agent().log();
+    assert!(log.contains("initial copy progress"), "the source agent logs copy progress");
     r.assert_progress_moved_one_batch_at_a_time().await;
 }
 
