@@ -44,8 +44,8 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs a server program, as `postgres` when we are root.
-fn pg_command(program: &str) -> Command {
+/// Runs a server program (initdb, pg_ctl, pgbench...), as `postgres` when we are root.
+pub fn pg_command(program: &str) -> Command {
     let path = bindir().join(program);
     if running_as_root() {
         let mut cmd = Command::new("runuser");
@@ -143,6 +143,11 @@ fn free_port() -> u16 {
 impl PgCluster {
     /// Starts a new cluster.
     pub fn start() -> PgCluster {
+        PgCluster::start_with("")
+    }
+
+    /// Starts a new cluster with extra `postgresql.conf` lines.
+    pub fn start_with(extra_conf: &str) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("pgferry-pg-")
             .tempdir()
@@ -160,7 +165,7 @@ impl PgCluster {
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nfull_page_writes = off\nshared_buffers = 32MB\nmax_connections = 60\n\
-             max_wal_size = 256MB\n",
+             max_wal_size = 256MB\n{extra_conf}\n",
             dir.path().display()
         );
         let mut auto = std::fs::OpenOptions::new()

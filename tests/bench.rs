@@ -1,0 +1,589 @@
+//! The benchmark: pgferry and PostgreSQL's native logical replication, one
+//! after the other between the same two throwaway clusters, measuring
+//! capture overhead, catch-up throughput, lag, bulk statements, the agents'
+//! memory with a backlog, and catch-up across a 50 ms link. Prints a table
+//! and writes JSON (`bench.json`, or the path given as the first argument).
+//!
+//! Run it with `tests/bench.sh` (release build of the agents).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::cluster::bindir;
+use support::setup::{checksum, expect_success, wait_serving};
+use support::{Agent, PgCluster, run_command};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::Client;
+
+/// Rows preloaded in the tables pgbench updates.
+const PGBENCH_ROWS: i64 = 100_000;
+/// Row changes of the catch-up test.
+const CATCH_UP_CHANGES: i64 = 200_000;
+/// Rows per transaction in the catch-up test.
+const TX_ROWS: i64 = 100;
+
+const TABLES: &str = "
+    create table t_rep (id int primary key, v int not null, info text);
+    create table t_plain (id int primary key, v int not null, info text);
+    create table hb (id int primary key, sent timestamptz);
+    create table bulk (id int primary key, v int);
+    create table drain (id int primary key, v int, info text);";
+
+const PRELOAD: &str = "
+    insert into t_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
+    insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;";
+
+/// Which replication system a measurement is of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum System {
+    Pgferry,
+    Native,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Pgferry => "pgferry",
+            System::Native => "native",
+        }
+    }
+
+    fn db(self) -> &'static str {
+        match self {
+            System::Pgferry => "ferry",
+            System::Native => "native",
+        }
+    }
+}
+
+/// Both clusters, sessions on both sides for each system, and pgferry's agents.
+struct Bench {
+    source: PgCluster,
+    target: PgCluster,
+    ferry_src: Client,
+    ferry_dst: Client,
+    native_src: Client,
+    native_dst: Client,
+    target_port: u16,
+    source_agent: Option<Agent>,
+    target_agent: Option<Agent>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let (source, target) = tokio::task::spawn_blocking(|| {
+            let logical = "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n\
+                           shared_buffers = 256MB\nmax_wal_size = 2GB\nsynchronous_commit = on\n";
+            (
+                PgCluster::start_with(logical),
+                PgCluster::start_with("shared_buffers = 256MB\nmax_wal_size = 2GB\n"),
+            )
+        })
+        .await
+        .expect("clusters start");
+        for cluster in [&source, &target] {
+            let admin = cluster.connect("postgres").await;
+            admin
+                .batch_execute(
+                    "create database ferry; create database native;
+                     create role applier login password 'applier-pw';
+                     grant create on database ferry to applier;",
+                )
+                .await
+                .expect("databases");
+        }
+        let ferry_src = source.connect("ferry").await;
+        let ferry_dst = target.connect("ferry").await;
+        let native_src = source.connect("native").await;
+        let native_dst = target.connect("native").await;
+        for client in [&ferry_src, &native_src] {
+            client.batch_execute(TABLES).await.expect("tables");
+            client.batch_execute(PRELOAD).await.expect("preload");
+        }
+        native_dst.batch_execute(TABLES).await.expect("tables");
+        ferry_dst.batch_execute(TABLES).await.expect("tables");
+        ferry_dst
+            .batch_execute(
+                "alter table t_rep owner to applier; alter table hb owner to applier;
+                 alter table bulk owner to applier; alter table drain owner to applier;",
+            )
+            .await
+            .expect("owners");
+        let mut bench = Bench {
+            source,
+            target,
+            ferry_src,
+            ferry_dst,
+            native_src,
+            native_dst,
+            target_port: free_port(),
+            source_agent: None,
+            target_agent: None,
+        };
+        bench.set_up_pgferry().await;
+        bench.set_up_native().await;
+        bench
+    }
+
+    fn source_db(&self) -> String {
+        self.source.conninfo("ferry", "postgres", "")
+    }
+
+    fn target_db(&self) -> String {
+        self.target.conninfo("ferry", "applier", "applier-pw")
+    }
+
+    async fn set_up_pgferry(&mut self) {
+        let source_db = self.source_db();
+        let target_db = self.target_db();
+        expect_success("install", &run_command("source-agent", &["install", "--source-db", &source_db]).await);
+        expect_success("install", &run_command("target-agent", &["install", "--target-db", &target_db]).await);
+        for table in ["public.t_rep", "public.hb", "public.bulk", "public.drain"] {
+            let out = run_command("source-agent", &["add-table", "--source-db", &source_db, table]).await;
+            expect_success("add-table", &out);
+        }
+        self.start_pgferry(None).await;
+        self.wait_equal(System::Pgferry, "t_rep", Duration::from_secs(120)).await;
+    }
+
+    async fn set_up_native(&mut self) {
+        self.native_src
+            .batch_execute("create publication p for table t_rep, hb, bulk, drain")
+            .await
+            .expect("publication");
+        let conninfo = self.source.conninfo("native", "postgres", "");
+        self.native_dst
+            .batch_execute(&format!("create subscription s connection '{conninfo}' publication p"))
+            .await
+            .expect("subscription");
+        self.wait_equal(System::Native, "t_rep", Duration::from_secs(120)).await;
+    }
+
+    /// Starts both agents; the source agent reaches the target through
+    /// `via` (a relay port) when given.
+    async fn start_pgferry(&mut self, via: Option<u16>) {
+        let target_args = vec![
+            "run".to_string(),
+            "--target-db".into(),
+            self.target_db(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.target_port),
+        ];
+        let mut target = Agent::spawn("target-agent", &target_args);
+        wait_serving(&mut target, self.target_port).await;
+        let health = free_port();
+        let source_args = vec![
+            "run".to_string(),
+            "--source-db".into(),
+            self.source_db(),
+            "--target".into(),
+            format!("http://127.0.0.1:{}", via.unwrap_or(self.target_port)),
+            "--source-id".into(),
+            "bench".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{health}"),
+        ];
+        let mut source = Agent::spawn("source-agent", &source_args);
+        wait_serving(&mut source, health).await;
+        self.source_agent = Some(source);
+        self.target_agent = Some(target);
+    }
+
+    /// Stops both agents; returns their peak RSS in MiB (source, target).
+    async fn stop_pgferry(&mut self) -> (u64, u64) {
+        let mut peaks = (0, 0);
+        if let Some(mut agent) = self.source_agent.take() {
+            peaks.0 = peak_rss_mib(agent.pid());
+            agent.terminate(Duration::from_secs(30)).await;
+        }
+        if let Some(mut agent) = self.target_agent.take() {
+            peaks.1 = peak_rss_mib(agent.pid());
+            agent.terminate(Duration::from_secs(30)).await;
+        }
+        peaks
+    }
+
+    async fn stop_consumer(&mut self, system: System) {
+        match system {
+            System::Pgferry => {
+                self.stop_pgferry().await;
+            }
+            System::Native => self
+                .native_dst
+                .batch_execute("alter subscription s disable")
+                .await
+                .expect("disable"),
+        }
+    }
+
+    async fn start_consumer(&mut self, system: System) {
+        match system {
+            System::Pgferry => self.start_pgferry(None).await,
+            System::Native => self
+                .native_dst
+                .batch_execute("alter subscription s enable")
+                .await
+                .expect("enable"),
+        }
+    }
+
+    fn sessions(&self, system: System) -> (&Client, &Client) {
+        match system {
+            System::Pgferry => (&self.ferry_src, &self.ferry_dst),
+            System::Native => (&self.native_src, &self.native_dst),
+        }
+    }
+
+    /// Waits until `table` has the same checksum on both sides.
+    async fn wait_equal(&self, system: System, table: &str, timeout: Duration) {
+        let (src, dst) = self.sessions(system);
+        let deadline = Instant::now() + timeout;
+        let source = checksum(src, table).await;
+        loop {
+            if checksum(dst, table).await == source {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} {table}: not equal after {timeout:?}", system.name());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn pgbench(&self, system: System, script: &str, args: &[&str]) -> f64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("script.sql");
+        std::fs::write(&file, script).expect("script");
+        let out = std::process::Command::new(bindir().join("pgbench"))
+            .args(["-n", "-h", "127.0.0.1", "-p", &self.source.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("-f")
+            .arg(&file)
+            .arg(system.db())
+            .output()
+            .expect("pgbench runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pgbench: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("pgbench prints tps")
+    }
+
+    /// 1. Capture overhead: pgbench single-row updates, 4 clients,
+    /// uncapped, alternating 5 s slices on the replicated and the plain
+    /// table, 3 rounds. Returns (tps replicated, tps plain, overhead %).
+    fn overhead(&self, system: System) -> (f64, f64, f64) {
+        let script = |table: &str| {
+            format!("\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n")
+        };
+        let (mut rep, mut plain) = (0.0, 0.0);
+        for _ in 0..3 {
+            rep += self.pgbench(system, &script("t_rep"), &["-c", "4", "-j", "2", "-T", "5"]);
+            plain += self.pgbench(system, &script("t_plain"), &["-c", "4", "-j", "2", "-T", "5"]);
+        }
+        (rep / 3.0, plain / 3.0, (1.0 - rep / plain) * 100.0)
+    }
+
+    /// Writes the catch-up workload to `drain`: inserts, updates and
+    /// deletes, `TX_ROWS` rows per transaction, `changes` row changes in all.
+    async fn write_changes(&self, system: System, changes: i64, tx_rows: i64) {
+        let (src, _) = self.sessions(system);
+        let start: i64 = src
+            .query_one("select coalesce(max(id), 0) from drain", &[])
+            .await
+            .expect("max id")
+            .get(0);
+        let inserts = changes / 2;
+        let updates = changes * 3 / 10;
+        let deletes = changes - inserts - updates;
+        let mut id = start;
+        while id < start + inserts {
+            src.batch_execute(&format!(
+                "insert into drain select g, 0, md5(g::text) from generate_series({}, {}) g",
+                id + 1,
+                id + tx_rows
+            ))
+            .await
+            .expect("insert");
+            id += tx_rows;
+        }
+        let mut done = 0;
+        while done < updates {
+            let from = start + (done % inserts) + 1;
+            src.batch_execute(&format!(
+                "update drain set v = v + 1 where id between {from} and {}",
+                from + tx_rows - 1
+            ))
+            .await
+            .expect("update");
+            done += tx_rows;
+        }
+        done = 0;
+        while done < deletes {
+            let from = start + done + 1;
+            src.batch_execute(&format!("delete from drain where id between {from} and {}", from + tx_rows - 1))
+                .await
+                .expect("delete");
+            done += tx_rows;
+        }
+    }
+
+    /// 2. Catch-up: consumer stopped, 200k changes written, then timed
+    /// until the target's checksum equals the source's. Returns rows/s.
+    async fn catch_up(&mut self, system: System) -> f64 {
+        self.stop_consumer(system).await;
+        self.write_changes(system, CATCH_UP_CHANGES, TX_ROWS).await;
+        let started = Instant::now();
+        self.start_consumer(system).await;
+        self.wait_equal(system, "drain", Duration::from_secs(600)).await;
+        CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// 3. Lag: pgbench at 500 TPS for 30 s while a heartbeat row is written
+    /// every 200 ms and looked for on the target. Returns (p50, p99, max) ms.
+    async fn lag(&self, system: System) -> (f64, f64, f64) {
+        let (src, dst) = self.sessions(system);
+        let script = format!("\\set id random(1, {PGBENCH_ROWS})\nupdate t_rep set v = v + 1 where id = :id;\n");
+        let bench_script = script.clone();
+        let port = self.source.port;
+        let load = std::thread::spawn(move || {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = dir.path().join("script.sql");
+            std::fs::write(&file, bench_script).expect("script");
+            std::process::Command::new(bindir().join("pgbench"))
+                .args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+                .args(["-c", "4", "-j", "2", "-R", "500", "-T", "30", "-f"])
+                .arg(&file)
+                .arg(system.db())
+                .output()
+                .expect("pgbench runs")
+        });
+        let base: i32 = src
+            .query_one("select coalesce(max(id), 0) from hb", &[])
+            .await
+            .expect("hb")
+            .get(0);
+        let mut lags = Vec::new();
+        let started = Instant::now();
+        let mut n = base;
+        while started.elapsed() < Duration::from_secs(29) {
+            n += 1;
+            let tick = Instant::now();
+            src.execute("insert into hb values ($1, clock_timestamp())", &[&n])
+                .await
+                .expect("heartbeat");
+            loop {
+                let seen: bool = dst
+                    .query_one("select exists (select from hb where id = $1)", &[&n])
+                    .await
+                    .expect("look")
+                    .get(0);
+                if seen {
+                    break;
+                }
+                if tick.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            lags.push(tick.elapsed().as_secs_f64() * 1000.0);
+            let next = tick + Duration::from_millis(200);
+            tokio::time::sleep_until(next.into()).await;
+        }
+        load.join().expect("pgbench thread");
+        lags.sort_by(f64::total_cmp);
+        let pick = |q: f64| lags[((lags.len() as f64 - 1.0) * q).round() as usize];
+        (pick(0.5), pick(0.99), *lags.last().expect("samples"))
+    }
+
+    /// 4. Bulk: INSERT ... SELECT of 1M rows, then an UPDATE of all of
+    /// them, each timed until the target matches. Returns seconds each.
+    async fn bulk(&self, system: System) -> (f64, f64) {
+        let (src, _) = self.sessions(system);
+        let started = Instant::now();
+        src.batch_execute("insert into bulk select generate_series(1, 1000000), 0")
+            .await
+            .expect("bulk insert");
+        self.wait_equal(system, "bulk", Duration::from_secs(900)).await;
+        let insert = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        src.batch_execute("update bulk set v = v + 1").await.expect("bulk update");
+        self.wait_equal(system, "bulk", Duration::from_secs(900)).await;
+        (insert, started.elapsed().as_secs_f64())
+    }
+
+    /// 5. Backlog memory: `changes` queued with the agents stopped, drained
+    /// by fresh agents. Returns (source, target) peak RSS in MiB and rows/s.
+    async fn backlog(&mut self, changes: i64) -> (u64, u64, f64) {
+        self.stop_pgferry().await;
+        self.write_changes(System::Pgferry, changes, 10_000).await;
+        let started = Instant::now();
+        self.start_pgferry(None).await;
+        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(1800)).await;
+        let rate = changes as f64 / started.elapsed().as_secs_f64();
+        let (source, target) = self.stop_pgferry().await;
+        self.start_pgferry(None).await;
+        (source, target, rate)
+    }
+
+    /// 6. Distance: the catch-up again, with the agents talking through a
+    /// relay that delays each direction by 50 ms. Returns rows/s.
+    async fn distance(&mut self) -> f64 {
+        let relay = relay(self.target_port, Duration::from_millis(50)).await;
+        self.stop_pgferry().await;
+        self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS).await;
+        let started = Instant::now();
+        self.start_pgferry(Some(relay)).await;
+        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(600)).await;
+        let rate = CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64();
+        self.stop_pgferry().await;
+        self.start_pgferry(None).await;
+        rate
+    }
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A loopback TCP relay to `port` that holds every byte `delay` in each
+/// direction, as a link between datacenters would. Returns its port.
+async fn relay(port: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay listens");
+    let relay_port = listener.local_addr().expect("relay addr").port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            tokio::spawn(delayed_copy(in_read, out_write, delay));
+            tokio::spawn(delayed_copy(out_read, in_write, delay));
+        }
+    });
+    relay_port
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, data)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 || tx.send((tokio::time::Instant::now() + delay, buffer[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+#[tokio::main]
+async fn main() {
+    let json_path = std::env::args().nth(1).unwrap_or_else(|| "bench.json".into());
+    eprintln!("setting up two clusters, pgferry and a native subscription...");
+    let mut bench = Bench::new().await;
+    let mut results = serde_json::Map::new();
+    for system in [System::Pgferry, System::Native] {
+        let name = system.name();
+        eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
+        let (rep, plain, overhead) = bench.overhead(system);
+        eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
+        let catch_up = bench.catch_up(system).await;
+        eprintln!("{name}: lag at 500 TPS for 30 s...");
+        let (p50, p99, max) = bench.lag(system).await;
+        eprintln!("{name}: bulk 1M-row insert and update...");
+        let (insert, update) = bench.bulk(system).await;
+        results.insert(
+            name.into(),
+            json!({
+                "overhead_pct": overhead, "tps_replicated": rep, "tps_plain": plain,
+                "catch_up_rows_per_s": catch_up,
+                "lag_ms": {"p50": p50, "p99": p99, "max": max},
+                "bulk_insert_s": insert, "bulk_update_s": update,
+            }),
+        );
+    }
+    eprintln!("pgferry: backlog memory (200k, then 2M changes)...");
+    let small = bench.backlog(200_000).await;
+    let large = bench.backlog(2_000_000).await;
+    eprintln!("pgferry: catch-up through a 50 ms relay...");
+    let far = bench.distance().await;
+    results.insert(
+        "pgferry_backlog".into(),
+        json!({
+            "200k": {"source_rss_mib": small.0, "target_rss_mib": small.1, "rows_per_s": small.2},
+            "2M": {"source_rss_mib": large.0, "target_rss_mib": large.1, "rows_per_s": large.2},
+        }),
+    );
+    results.insert("pgferry_distance_50ms_rows_per_s".into(), json!(far));
+    let results = Value::Object(results);
+    print_table(&results);
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results).expect("json")).expect("write json");
+    eprintln!("wrote {json_path}");
+    bench.stop_pgferry().await;
+    drop(bench.source);
+    drop(bench.target);
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let (p, n) = (&r["pgferry"], &r["native"]);
+    println!("| measure | pgferry | native | pgferry / native |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, a: f64, b: f64, digits: usize| {
+        println!("| {name} | {a:.digits$} | {b:.digits$} | {:.2} |", a / b);
+    };
+    row("capture overhead, % (paired 5 s slices)", f(&p["overhead_pct"]), f(&n["overhead_pct"]), 1);
+    row("catch-up of 200k changes, rows/s", f(&p["catch_up_rows_per_s"]), f(&n["catch_up_rows_per_s"]), 0);
+    row("lag p50 at 500 TPS, ms", f(&p["lag_ms"]["p50"]), f(&n["lag_ms"]["p50"]), 1);
+    row("lag p99 at 500 TPS, ms", f(&p["lag_ms"]["p99"]), f(&n["lag_ms"]["p99"]), 1);
+    row("lag max at 500 TPS, ms", f(&p["lag_ms"]["max"]), f(&n["lag_ms"]["max"]), 1);
+    row("bulk INSERT of 1M rows, s", f(&p["bulk_insert_s"]), f(&n["bulk_insert_s"]), 1);
+    row("bulk UPDATE of 1M rows, s", f(&p["bulk_update_s"]), f(&n["bulk_update_s"]), 1);
+    let b = &r["pgferry_backlog"];
+    println!();
+    println!("| pgferry backlog | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |");
+    println!("|---|---|---|---|");
+    for size in ["200k", "2M"] {
+        println!(
+            "| {size} | {} | {} | {:.0} |",
+            b[size]["source_rss_mib"], b[size]["target_rss_mib"], f(&b[size]["rows_per_s"])
+        );
+    }
+    let far = f(&r["pgferry_distance_50ms_rows_per_s"]);
+    let near = f(&p["catch_up_rows_per_s"]);
+    println!();
+    println!("pgferry catch-up through a 50 ms relay: {far:.0} rows/s ({:.2}x loopback)", far / near);
+}
