@@ -90,14 +90,14 @@ impl Bench {
         .expect("clusters start");
         for cluster in [&source, &target] {
             let admin = cluster.connect("postgres").await;
-            admin
-                .batch_execute(
-                    "create database ferry; create database native;
-                     create role applier login password 'applier-pw';
-                     grant create on database ferry to applier;",
-                )
-                .await
-                .expect("databases");
+            for sql in [
+                "create database ferry",
+                "create database native",
+                "create role applier login password 'applier-pw'",
+                "grant create on database ferry to applier",
+            ] {
+                admin.batch_execute(sql).await.expect(sql);
+            }
         }
         let ferry_src = source.connect("ferry").await;
         let ferry_dst = target.connect("ferry").await;
@@ -143,14 +143,25 @@ impl Bench {
     async fn set_up_pgferry(&mut self) {
         let source_db = self.source_db();
         let target_db = self.target_db();
-        expect_success("install", &run_command("source-agent", &["install", "--source-db", &source_db]).await);
-        expect_success("install", &run_command("target-agent", &["install", "--target-db", &target_db]).await);
+        expect_success(
+            "install",
+            &run_command("source-agent", &["install", "--source-db", &source_db]).await,
+        );
+        expect_success(
+            "install",
+            &run_command("target-agent", &["install", "--target-db", &target_db]).await,
+        );
         for table in ["public.t_rep", "public.hb", "public.bulk", "public.drain"] {
-            let out = run_command("source-agent", &["add-table", "--source-db", &source_db, table]).await;
+            let out = run_command(
+                "source-agent",
+                &["add-table", "--source-db", &source_db, table],
+            )
+            .await;
             expect_success("add-table", &out);
         }
         self.start_pgferry(None).await;
-        self.wait_equal(System::Pgferry, "t_rep", Duration::from_secs(120)).await;
+        self.wait_equal(System::Pgferry, "t_rep", Duration::from_secs(120))
+            .await;
     }
 
     async fn set_up_native(&mut self) {
@@ -160,10 +171,13 @@ impl Bench {
             .expect("publication");
         let conninfo = self.source.conninfo("native", "postgres", "");
         self.native_dst
-            .batch_execute(&format!("create subscription s connection '{conninfo}' publication p"))
+            .batch_execute(&format!(
+                "create subscription s connection '{conninfo}' publication p"
+            ))
             .await
             .expect("subscription");
-        self.wait_equal(System::Native, "t_rep", Duration::from_secs(120)).await;
+        self.wait_equal(System::Native, "t_rep", Duration::from_secs(120))
+            .await;
     }
 
     /// Starts both agents; the source agent reaches the target through
@@ -250,7 +264,11 @@ impl Bench {
             if checksum(dst, table).await == source {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} {table}: not equal after {timeout:?}", system.name());
+            assert!(
+                Instant::now() < deadline,
+                "{} {table}: not equal after {timeout:?}",
+                system.name()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -260,7 +278,15 @@ impl Bench {
         let file = dir.path().join("script.sql");
         std::fs::write(&file, script).expect("script");
         let out = std::process::Command::new(bindir().join("pgbench"))
-            .args(["-n", "-h", "127.0.0.1", "-p", &self.source.port.to_string(), "-U", "postgres"])
+            .args([
+                "-n",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.source.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(args)
             .arg("-f")
             .arg(&file)
@@ -268,7 +294,11 @@ impl Bench {
             .output()
             .expect("pgbench runs");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "pgbench: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pgbench: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         text.lines()
             .find_map(|l| l.strip_prefix("tps = "))
             .and_then(|l| l.split_whitespace().next())
@@ -281,12 +311,18 @@ impl Bench {
     /// table, 3 rounds. Returns (tps replicated, tps plain, overhead %).
     fn overhead(&self, system: System) -> (f64, f64, f64) {
         let script = |table: &str| {
-            format!("\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n")
+            format!(
+                "\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n"
+            )
         };
         let (mut rep, mut plain) = (0.0, 0.0);
         for _ in 0..3 {
             rep += self.pgbench(system, &script("t_rep"), &["-c", "4", "-j", "2", "-T", "5"]);
-            plain += self.pgbench(system, &script("t_plain"), &["-c", "4", "-j", "2", "-T", "5"]);
+            plain += self.pgbench(
+                system,
+                &script("t_plain"),
+                &["-c", "4", "-j", "2", "-T", "5"],
+            );
         }
         (rep / 3.0, plain / 3.0, (1.0 - rep / plain) * 100.0)
     }
@@ -296,7 +332,7 @@ impl Bench {
     async fn write_changes(&self, system: System, changes: i64, tx_rows: i64) {
         let (src, _) = self.sessions(system);
         let start: i64 = src
-            .query_one("select coalesce(max(id), 0) from drain", &[])
+            .query_one("select coalesce(max(id), 0)::bigint from drain", &[])
             .await
             .expect("max id")
             .get(0);
@@ -328,9 +364,12 @@ impl Bench {
         done = 0;
         while done < deletes {
             let from = start + done + 1;
-            src.batch_execute(&format!("delete from drain where id between {from} and {}", from + tx_rows - 1))
-                .await
-                .expect("delete");
+            src.batch_execute(&format!(
+                "delete from drain where id between {from} and {}",
+                from + tx_rows - 1
+            ))
+            .await
+            .expect("delete");
             done += tx_rows;
         }
     }
@@ -342,7 +381,8 @@ impl Bench {
         self.write_changes(system, CATCH_UP_CHANGES, TX_ROWS).await;
         let started = Instant::now();
         self.start_consumer(system).await;
-        self.wait_equal(system, "drain", Duration::from_secs(600)).await;
+        self.wait_equal(system, "drain", Duration::from_secs(600))
+            .await;
         CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64()
     }
 
@@ -350,7 +390,9 @@ impl Bench {
     /// every 200 ms and looked for on the target. Returns (p50, p99, max) ms.
     async fn lag(&self, system: System) -> (f64, f64, f64) {
         let (src, dst) = self.sessions(system);
-        let script = format!("\\set id random(1, {PGBENCH_ROWS})\nupdate t_rep set v = v + 1 where id = :id;\n");
+        let script = format!(
+            "\\set id random(1, {PGBENCH_ROWS})\nupdate t_rep set v = v + 1 where id = :id;\n"
+        );
         let bench_script = script.clone();
         let port = self.source.port;
         let load = std::thread::spawn(move || {
@@ -358,7 +400,15 @@ impl Bench {
             let file = dir.path().join("script.sql");
             std::fs::write(&file, bench_script).expect("script");
             std::process::Command::new(bindir().join("pgbench"))
-                .args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+                .args([
+                    "-n",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .args(["-c", "4", "-j", "2", "-R", "500", "-T", "30", "-f"])
                 .arg(&file)
                 .arg(system.db())
@@ -411,11 +461,15 @@ impl Bench {
         src.batch_execute("insert into bulk select generate_series(1, 1000000), 0")
             .await
             .expect("bulk insert");
-        self.wait_equal(system, "bulk", Duration::from_secs(900)).await;
+        self.wait_equal(system, "bulk", Duration::from_secs(900))
+            .await;
         let insert = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        src.batch_execute("update bulk set v = v + 1").await.expect("bulk update");
-        self.wait_equal(system, "bulk", Duration::from_secs(900)).await;
+        src.batch_execute("update bulk set v = v + 1")
+            .await
+            .expect("bulk update");
+        self.wait_equal(system, "bulk", Duration::from_secs(900))
+            .await;
         (insert, started.elapsed().as_secs_f64())
     }
 
@@ -426,7 +480,8 @@ impl Bench {
         self.write_changes(System::Pgferry, changes, 10_000).await;
         let started = Instant::now();
         self.start_pgferry(None).await;
-        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(1800)).await;
+        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(1800))
+            .await;
         let rate = changes as f64 / started.elapsed().as_secs_f64();
         let (source, target) = self.stop_pgferry().await;
         self.start_pgferry(None).await;
@@ -438,10 +493,12 @@ impl Bench {
     async fn distance(&mut self) -> f64 {
         let relay = relay(self.target_port, Duration::from_millis(50)).await;
         self.stop_pgferry().await;
-        self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS).await;
+        self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS)
+            .await;
         let started = Instant::now();
         self.start_pgferry(Some(relay)).await;
-        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(600)).await;
+        self.wait_equal(System::Pgferry, "drain", Duration::from_secs(600))
+            .await;
         let rate = CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64();
         self.stop_pgferry().await;
         self.start_pgferry(None).await;
@@ -465,7 +522,9 @@ fn peak_rss_mib(pid: u32) -> u64 {
 /// A loopback TCP relay to `port` that holds every byte `delay` in each
 /// direction, as a link between datacenters would. Returns its port.
 async fn relay(port: u16, delay: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay listens");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("relay listens");
     let relay_port = listener.local_addr().expect("relay addr").port();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
@@ -501,7 +560,11 @@ async fn delayed_copy(
     });
     let mut buffer = vec![0u8; 64 * 1024];
     while let Ok(n) = from.read(&mut buffer).await {
-        if n == 0 || tx.send((tokio::time::Instant::now() + delay, buffer[..n].to_vec())).is_err() {
+        if n == 0
+            || tx
+                .send((tokio::time::Instant::now() + delay, buffer[..n].to_vec()))
+                .is_err()
+        {
             break;
         }
     }
@@ -509,22 +572,43 @@ async fn delayed_copy(
     let _ = writer.await;
 }
 
+/// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
+/// lists some (overhead, catch_up, lag, bulk, backlog, distance).
+fn selected(name: &str) -> bool {
+    std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
+}
+
 #[tokio::main]
 async fn main() {
-    let json_path = std::env::args().nth(1).unwrap_or_else(|| "bench.json".into());
+    let json_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bench.json".into());
     eprintln!("setting up two clusters, pgferry and a native subscription...");
     let mut bench = Bench::new().await;
     let mut results = serde_json::Map::new();
     for system in [System::Pgferry, System::Native] {
         let name = system.name();
-        eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
-        let (rep, plain, overhead) = bench.overhead(system);
-        eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
-        let catch_up = bench.catch_up(system).await;
-        eprintln!("{name}: lag at 500 TPS for 30 s...");
-        let (p50, p99, max) = bench.lag(system).await;
-        eprintln!("{name}: bulk 1M-row insert and update...");
-        let (insert, update) = bench.bulk(system).await;
+        let nan = f64::NAN;
+        let (mut rep, mut plain, mut overhead) = (nan, nan, nan);
+        if selected("overhead") {
+            eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
+            (rep, plain, overhead) = bench.overhead(system);
+        }
+        let mut catch_up = nan;
+        if selected("catch_up") {
+            eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
+            catch_up = bench.catch_up(system).await;
+        }
+        let (mut p50, mut p99, mut max) = (nan, nan, nan);
+        if selected("lag") {
+            eprintln!("{name}: lag at 500 TPS for 30 s...");
+            (p50, p99, max) = bench.lag(system).await;
+        }
+        let (mut insert, mut update) = (nan, nan);
+        if selected("bulk") {
+            eprintln!("{name}: bulk 1M-row insert and update...");
+            (insert, update) = bench.bulk(system).await;
+        }
         results.insert(
             name.into(),
             json!({
@@ -535,11 +619,18 @@ async fn main() {
             }),
         );
     }
-    eprintln!("pgferry: backlog memory (200k, then 2M changes)...");
-    let small = bench.backlog(200_000).await;
-    let large = bench.backlog(2_000_000).await;
-    eprintln!("pgferry: catch-up through a 50 ms relay...");
-    let far = bench.distance().await;
+    let mut small = (0, 0, f64::NAN);
+    let mut large = small;
+    if selected("backlog") {
+        eprintln!("pgferry: backlog memory (200k, then 2M changes)...");
+        small = bench.backlog(200_000).await;
+        large = bench.backlog(2_000_000).await;
+    }
+    let mut far = f64::NAN;
+    if selected("distance") {
+        eprintln!("pgferry: catch-up through a 50 ms relay...");
+        far = bench.distance().await;
+    }
     results.insert(
         "pgferry_backlog".into(),
         json!({
@@ -550,7 +641,11 @@ async fn main() {
     results.insert("pgferry_distance_50ms_rows_per_s".into(), json!(far));
     let results = Value::Object(results);
     print_table(&results);
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results).expect("json")).expect("write json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .expect("write json");
     eprintln!("wrote {json_path}");
     bench.stop_pgferry().await;
     drop(bench.source);
@@ -565,25 +660,67 @@ fn print_table(r: &Value) {
     let row = |name: &str, a: f64, b: f64, digits: usize| {
         println!("| {name} | {a:.digits$} | {b:.digits$} | {:.2} |", a / b);
     };
-    row("capture overhead, % (paired 5 s slices)", f(&p["overhead_pct"]), f(&n["overhead_pct"]), 1);
-    row("catch-up of 200k changes, rows/s", f(&p["catch_up_rows_per_s"]), f(&n["catch_up_rows_per_s"]), 0);
-    row("lag p50 at 500 TPS, ms", f(&p["lag_ms"]["p50"]), f(&n["lag_ms"]["p50"]), 1);
-    row("lag p99 at 500 TPS, ms", f(&p["lag_ms"]["p99"]), f(&n["lag_ms"]["p99"]), 1);
-    row("lag max at 500 TPS, ms", f(&p["lag_ms"]["max"]), f(&n["lag_ms"]["max"]), 1);
-    row("bulk INSERT of 1M rows, s", f(&p["bulk_insert_s"]), f(&n["bulk_insert_s"]), 1);
-    row("bulk UPDATE of 1M rows, s", f(&p["bulk_update_s"]), f(&n["bulk_update_s"]), 1);
+    row(
+        "capture overhead, % (paired 5 s slices)",
+        f(&p["overhead_pct"]),
+        f(&n["overhead_pct"]),
+        1,
+    );
+    row(
+        "catch-up of 200k changes, rows/s",
+        f(&p["catch_up_rows_per_s"]),
+        f(&n["catch_up_rows_per_s"]),
+        0,
+    );
+    row(
+        "lag p50 at 500 TPS, ms",
+        f(&p["lag_ms"]["p50"]),
+        f(&n["lag_ms"]["p50"]),
+        1,
+    );
+    row(
+        "lag p99 at 500 TPS, ms",
+        f(&p["lag_ms"]["p99"]),
+        f(&n["lag_ms"]["p99"]),
+        1,
+    );
+    row(
+        "lag max at 500 TPS, ms",
+        f(&p["lag_ms"]["max"]),
+        f(&n["lag_ms"]["max"]),
+        1,
+    );
+    row(
+        "bulk INSERT of 1M rows, s",
+        f(&p["bulk_insert_s"]),
+        f(&n["bulk_insert_s"]),
+        1,
+    );
+    row(
+        "bulk UPDATE of 1M rows, s",
+        f(&p["bulk_update_s"]),
+        f(&n["bulk_update_s"]),
+        1,
+    );
     let b = &r["pgferry_backlog"];
     println!();
-    println!("| pgferry backlog | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |");
+    println!(
+        "| pgferry backlog | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |"
+    );
     println!("|---|---|---|---|");
     for size in ["200k", "2M"] {
         println!(
             "| {size} | {} | {} | {:.0} |",
-            b[size]["source_rss_mib"], b[size]["target_rss_mib"], f(&b[size]["rows_per_s"])
+            b[size]["source_rss_mib"],
+            b[size]["target_rss_mib"],
+            f(&b[size]["rows_per_s"])
         );
     }
     let far = f(&r["pgferry_distance_50ms_rows_per_s"]);
     let near = f(&p["catch_up_rows_per_s"]);
     println!();
-    println!("pgferry catch-up through a 50 ms relay: {far:.0} rows/s ({:.2}x loopback)", far / near);
+    println!(
+        "pgferry catch-up through a 50 ms relay: {far:.0} rows/s ({:.2}x loopback)",
+        far / near
+    );
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use support::setup::{Writer, checksum, expect_success, wait_serving};
-use support::{Replication, run_command, wait_until};
+use support::setup::{Writer, checksum, source_agent};
+use support::{Replication, wait_until};
 
 const COPY_SYNC: Duration = Duration::from_secs(300);
 const BIG_ROWS: i64 = 1_000_000;
@@ -57,12 +57,7 @@ fn big_writers(r: &Replication, n: i64) -> Vec<Writer> {
 }
 
 async fn add_big(r: &Replication) {
-    let out = run_command(
-        "source-agent",
-        &["add-table", "--source-db", &r.source_db, "digoal.big"],
-    )
-    .await;
-    expect_success("add-table digoal.big", &out);
+    source_agent(&["add-table", "--source-db", &r.source_db, "digoal.big"]).await;
 }
 
 /// Waits until `status` shows the copy of digoal.big under way.
@@ -122,42 +117,43 @@ async fn add_populated_table_while_written_copies_every_row_once() {
     let rows = finish(&mut r, writers).await;
     assert!(rows >= BIG_ROWS - 100_000, "{rows} rows");
     let log = r.source_agent().log();
-    assert!(log.contains("initial copy progress"), "the source agent logs copy progress");
+    assert!(
+        log.contains("initial copy progress"),
+        "the source agent logs copy progress"
+    );
+    r.assert_progress_moved_one_batch_at_a_time().await;
+}
+
+/// Which agent a kill test kills.
+enum Victim {
+    SourceAgent,
+    TargetAgent,
+}
+
+async fn kill_during_copy_still_ends_exact(victim: Victim) {
+    let mut r = Replication::new().await;
+    big_table(&r, BIG_ROWS, 40).await;
+    r.record_progress_history().await;
+    r.start_agents().await;
+    let writers = big_writers(&r, 2);
+    add_big(&r).await;
+    wait_for_copy_progress(&r).await;
+    match victim {
+        Victim::SourceAgent => r.kill9_and_restart_source_agent().await,
+        Victim::TargetAgent => r.kill9_and_restart_target_agent().await,
+    }
+    finish(&mut r, writers).await;
     r.assert_progress_moved_one_batch_at_a_time().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_source_agent_during_copy_still_ends_exact() {
-    let mut r = Replication::new().await;
-    big_table(&r, BIG_ROWS, 40).await;
-    r.record_progress_history().await;
-    r.start_agents().await;
-    let writers = big_writers(&r, 2);
-    add_big(&r).await;
-    wait_for_copy_progress(&r).await;
-    r.source_agent().kill9().await;
-    r.source_agent().restart();
-    let port = r.source_health_port;
-    wait_serving(r.source_agent(), port).await;
-    finish(&mut r, writers).await;
-    r.assert_progress_moved_one_batch_at_a_time().await;
+    kill_during_copy_still_ends_exact(Victim::SourceAgent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_target_agent_during_copy_still_ends_exact() {
-    let mut r = Replication::new().await;
-    big_table(&r, BIG_ROWS, 40).await;
-    r.record_progress_history().await;
-    r.start_agents().await;
-    let writers = big_writers(&r, 2);
-    add_big(&r).await;
-    wait_for_copy_progress(&r).await;
-    r.target_agent().kill9().await;
-    r.target_agent().restart();
-    let port = r.target_port;
-    wait_serving(r.target_agent(), port).await;
-    finish(&mut r, writers).await;
-    r.assert_progress_moved_one_batch_at_a_time().await;
+    kill_during_copy_still_ends_exact(Victim::TargetAgent).await;
 }
 
 /// Peak resident memory of a process, from /proc (VmHWM), in MiB.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use support::Replication;
-use support::setup::{Writer, wait_serving};
+use support::setup::Writer;
 
 const SYNC: Duration = Duration::from_secs(90);
 
@@ -39,10 +39,7 @@ async fn kill_source_agent_mid_stream_loses_nothing() {
     let (mut r, writer) = replicating_under_load().await;
     for i in 0..5 {
         tokio::time::sleep(pause(i)).await;
-        r.source_agent().kill9().await;
-        r.source_agent().restart();
-        let port = r.source_health_port;
-        wait_serving(r.source_agent(), port).await;
+        r.kill9_and_restart_source_agent().await;
     }
     finish(r, writer).await;
 }
@@ -52,10 +49,7 @@ async fn kill_target_agent_mid_batch_loses_nothing() {
     let (mut r, writer) = replicating_under_load().await;
     for i in 0..5 {
         tokio::time::sleep(pause(i)).await;
-        r.target_agent().kill9().await;
-        r.target_agent().restart();
-        let port = r.target_port;
-        wait_serving(r.target_agent(), port).await;
+        r.kill9_and_restart_target_agent().await;
     }
     finish(r, writer).await;
 }
@@ -83,10 +77,7 @@ async fn kill_source_agent_after_target_commit_before_ack_applies_once() {
             tokio::time::sleep(pause(attempt) / 10).await;
             continue;
         }
-        r.source_agent().kill9().await;
-        r.source_agent().restart();
-        let port = r.source_health_port;
-        wait_serving(r.source_agent(), port).await;
+        r.kill9_and_restart_source_agent().await;
         hits += 1;
         if hits == 3 {
             break;

@@ -3,17 +3,10 @@
 
 use std::time::Duration;
 
-use support::setup::{checksum, expect_success, wait_for_sql};
-use support::{Replication, run_command, wait_until};
+use support::setup::{checksum, source_agent, wait_for_sql};
+use support::{Replication, wait_until};
 
 const SYNC: Duration = Duration::from_secs(60);
-
-async fn source_agent(args: &[&str]) -> String {
-    expect_success(
-        &format!("source-agent {args:?}"),
-        &run_command("source-agent", args).await,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn column_subset_and_row_filter_follow_rows_into_and_out_of_the_filter() {

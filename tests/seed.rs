@@ -93,21 +93,15 @@ async fn replicate_extra_table(source: &str, target: &str, definition: &str) -> 
         ))
         .await
         .unwrap();
-    support::setup::expect_success(
+    support::setup::source_agent(&[
         "add-table",
-        &support::run_command(
-            "source-agent",
-            &[
-                "add-table",
-                "--source-db",
-                &r.source_db,
-                source,
-                "--as",
-                target,
-            ],
-        )
-        .await,
-    );
+        "--source-db",
+        &r.source_db,
+        source,
+        "--as",
+        target,
+    ])
+    .await;
     r.start_agents().await;
     r
 }
@@ -184,27 +178,14 @@ async fn tables_added_and_removed_while_running_need_no_restart() {
         .batch_execute("create table digoal.later (id int primary key, v text); alter table digoal.later owner to applier")
         .await
         .unwrap();
-    support::setup::expect_success(
-        "add-table",
-        &support::run_command(
-            "source-agent",
-            &["add-table", "--source-db", &r.source_db, "digoal.later"],
-        )
-        .await,
-    );
+    support::setup::source_agent(&["add-table", "--source-db", &r.source_db, "digoal.later"]).await;
     r.src
         .batch_execute("insert into digoal.later values (1, 'x'), (2, 'y')")
         .await
         .unwrap();
     support::setup::wait_for_sql(&r.dst, "select count(*) = 2 from digoal.later", SYNC).await;
-    support::setup::expect_success(
-        "remove-table",
-        &support::run_command(
-            "source-agent",
-            &["remove-table", "--source-db", &r.source_db, "digoal.later"],
-        )
-        .await,
-    );
+    support::setup::source_agent(&["remove-table", "--source-db", &r.source_db, "digoal.later"])
+        .await;
     r.src
         .batch_execute("insert into digoal.later values (3, 'not replicated')")
         .await

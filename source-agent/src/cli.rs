@@ -121,7 +121,7 @@ pub struct RunArgs {
     #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// How often to look for committed changes to cut into a batch.
-    #[arg(long, env = "PGFERRY_TICK", default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_TICK", default_value = "5ms", value_parser = parse_duration)]
     pub tick: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]

@@ -53,6 +53,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Runs `source-agent ARGS`, which must succeed; returns its stdout.
+pub async fn source_agent(args: &[&str]) -> String {
+    expect_success(
+        &format!("source-agent {args:?}"),
+        &run_command("source-agent", args).await,
+    )
+}
+
 /// Asserts an agent command succeeded and returns its stdout.
 pub fn expect_success(what: &str, out: &std::process::Output) -> String {
     assert!(
@@ -180,6 +188,24 @@ impl Replication {
         let mut agent = Agent::spawn("source-agent", &args);
         wait_serving(&mut agent, self.source_health_port).await;
         self.source_agent = Some(agent);
+    }
+
+    /// kill -9 of the source agent, then a restart, serving again.
+    pub async fn kill9_and_restart_source_agent(&mut self) {
+        let port = self.source_health_port;
+        let agent = self.source_agent();
+        agent.kill9().await;
+        agent.restart();
+        wait_serving(agent, port).await;
+    }
+
+    /// kill -9 of the target agent, then a restart, serving again.
+    pub async fn kill9_and_restart_target_agent(&mut self) {
+        let port = self.target_port;
+        let agent = self.target_agent();
+        agent.kill9().await;
+        agent.restart();
+        wait_serving(agent, port).await;
     }
 
     /// The target agent (started).
