@@ -73,3 +73,40 @@ begin
     end loop;
 end
 $$;
+
+-- Cut on demand: with p_max_unacked set, no new batch while that many cut
+-- batches wait for their ack. An idle pipeline cuts at once (low lag); a
+-- busy one lets the next batch grow instead of paying a target transaction
+-- and an ack for every tick.
+drop function pgferry.cut_batch();
+create function pgferry.cut_batch(p_max_unacked bigint default null) returns bigint
+language plpgsql as $$
+declare
+    v_prev pgferry.batch;
+    v_id bigint;
+begin
+    -- One cutter at a time, so snapshots grow with batch ids.
+    lock table pgferry.batch in share row exclusive mode;
+    select * into v_prev from pgferry.batch order by batch_id desc limit 1;
+    if v_prev.batch_id - (select acked_batch from pgferry.target) >= p_max_unacked then
+        return null;
+    end if;
+    with cut as (
+        insert into pgferry.batch (batch_id, snapshot)
+        select v_prev.batch_id + 1, s.snap
+        from (select pg_current_snapshot() as snap) s
+        where exists (
+                select from pgferry.queue q
+                where q.txid >= pg_snapshot_xmin(v_prev.snapshot)
+                  and pg_visible_in_snapshot(q.txid, s.snap)
+                  and not pg_visible_in_snapshot(q.txid, v_prev.snapshot))
+           or exists (select from pgferry.tables where state = 'copy_pending')
+        returning batch_id
+    ), copying as (
+        update pgferry.tables t set state = 'copying', copy_batch = cut.batch_id
+        from cut where t.state = 'copy_pending'
+    )
+    select batch_id into v_id from cut;
+    return v_id;
+end
+$$;

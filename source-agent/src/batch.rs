@@ -14,10 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// Cuts the next batch if committed changes wait. Returns its id.
+/// Cut batches that may wait for their ack before the cutter holds off and
+/// lets the next batch grow: one being applied, one on its way.
+const MAX_UNACKED_CUTS: i64 = 2;
+
+/// Cuts the next batch if committed changes wait and fewer than
+/// [`MAX_UNACKED_CUTS`] cut batches wait for their ack. Returns its id.
 pub async fn cut(client: &Client) -> Result<Option<u64>> {
     let row = client
-        .query_one("select pgferry.cut_batch()", &[])
+        .query_one("select pgferry.cut_batch($1)", &[&MAX_UNACKED_CUTS])
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
