@@ -306,7 +306,7 @@ impl Bench {
             .expect("pgbench prints tps")
     }
 
-    /// 1. Capture overhead: pgbench single-row updates, 4 clients,
+    /// Measure 1: Capture overhead: pgbench single-row updates, 4 clients,
     /// uncapped, alternating 5 s slices on the replicated and the plain
     /// table, 3 rounds. Returns (tps replicated, tps plain, overhead %).
     fn overhead(&self, system: System) -> (f64, f64, f64) {
@@ -374,7 +374,7 @@ impl Bench {
         }
     }
 
-    /// 2. Catch-up: consumer stopped, 200k changes written, then timed
+    /// Measure 2: Catch-up: consumer stopped, 200k changes written, then timed
     /// until the target's checksum equals the source's. Returns rows/s.
     async fn catch_up(&mut self, system: System) -> f64 {
         self.stop_consumer(system).await;
@@ -386,7 +386,7 @@ impl Bench {
         CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64()
     }
 
-    /// 3. Lag: pgbench at 500 TPS for 30 s while a heartbeat row is written
+    /// Measure 3: Lag: pgbench at 500 TPS for 30 s while a heartbeat row is written
     /// every 200 ms and looked for on the target. Returns (p50, p99, max) ms.
     async fn lag(&self, system: System) -> (f64, f64, f64) {
         let (src, dst) = self.sessions(system);
@@ -453,7 +453,7 @@ impl Bench {
         (pick(0.5), pick(0.99), *lags.last().expect("samples"))
     }
 
-    /// 4. Bulk: INSERT ... SELECT of 1M rows, then an UPDATE of all of
+    /// Measure 4: Bulk: INSERT ... SELECT of 1M rows, then an UPDATE of all of
     /// them, each timed until the target matches. Returns seconds each.
     async fn bulk(&self, system: System) -> (f64, f64) {
         let (src, _) = self.sessions(system);
@@ -473,7 +473,7 @@ impl Bench {
         (insert, started.elapsed().as_secs_f64())
     }
 
-    /// 5. Backlog memory: `changes` queued with the agents stopped, drained
+    /// Measure 5: Backlog memory: `changes` queued with the agents stopped, drained
     /// by fresh agents. Returns (source, target) peak RSS in MiB and rows/s.
     async fn backlog(&mut self, changes: i64) -> (u64, u64, f64) {
         self.stop_pgferry().await;
@@ -488,7 +488,7 @@ impl Bench {
         (source, target, rate)
     }
 
-    /// 6. Distance: the catch-up again, with the agents talking through a
+    /// Measure 6: Distance: the catch-up again, with the agents talking through a
     /// relay that delays each direction by 50 ms. Returns rows/s.
     async fn distance(&mut self) -> f64 {
         let relay = relay(self.target_port, Duration::from_millis(50)).await;

@@ -33,3 +33,59 @@ pub async fn record_error(client: &Client, error: &str) -> Result<()> {
         .map_err(Error::db("recording the last error"))?;
     Ok(())
 }
+
+/// How often the queue's dead rows are looked at.
+const VACUUM_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Dead queue rows that make a vacuum worth it (and at least as many as live).
+const VACUUM_DEAD_ROWS: i64 = 20_000;
+
+/// Keeps the queue lean: acks delete whole batches, and until autovacuum
+/// comes round the dead rows slow every cut and read (they sit in the txid
+/// index the cutter scans). Vacuums the queue on its own session, so cuts
+/// and acks never wait for it.
+pub async fn vacuum_loop(
+    config: tokio_postgres::Config,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut client = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(VACUUM_CHECK_EVERY) => {}
+        }
+        if client.is_none() {
+            client = pgferry_proto::db::connect(&config).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        match vacuum_if_needed(c).await {
+            Ok(Some(dead)) => tracing::debug!(dead, "vacuumed the queue"),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "queue vacuum check failed");
+                client = None;
+            }
+        }
+    }
+}
+
+async fn vacuum_if_needed(client: &Client) -> Result<Option<i64>> {
+    let dead: i64 = client
+        .query_one(
+            "select coalesce((select n_dead_tup from pg_stat_user_tables
+                              where relid = 'pgferry.queue'::regclass
+                                and n_dead_tup >= $1 and n_dead_tup >= n_live_tup), 0)",
+            &[&VACUUM_DEAD_ROWS],
+        )
+        .await
+        .map_err(Error::db("reading queue statistics"))?
+        .get(0);
+    if dead == 0 {
+        return Ok(None);
+    }
+    client
+        .batch_execute("vacuum pgferry.queue")
+        .await
+        .map_err(Error::db("vacuuming the queue"))?;
+    Ok(Some(dead))
+}

@@ -151,6 +151,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
 
+    tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let cutter = tasks.spawn(batch::cut_loop(
         db_config.clone(),
