@@ -289,3 +289,34 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
         "the flag beats the environment"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_source_agent_on_the_same_database_exits_and_says_why() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    let target = format!("http://127.0.0.1:{}", r.target_port);
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_command(
+            "source-agent",
+            &[
+                "run",
+                "--source-db",
+                &r.source_db,
+                "--target",
+                &target,
+                "--source-id",
+                "dc1",
+            ],
+        ),
+    )
+    .await
+    .expect("the second agent gives up instead of running on");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another source-agent is running"),
+        "{stderr}"
+    );
+    r.source_agent().assert_running();
+}

@@ -82,6 +82,9 @@ pub enum Error {
     /// The target agent refused or failed the stream.
     #[error("target agent: {}: {}", .0.code(), .0.message())]
     Target(tonic::Status),
+    /// The target ended the stream (it is shutting down or restarting).
+    #[error("target agent closed the stream")]
+    TargetClosed,
     /// The target broke the protocol.
     #[error("target agent broke the protocol: {0}")]
     Protocol(String),
@@ -121,7 +124,11 @@ impl Error {
     /// stop: everything that a returning database, agent or network can cure.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connect(_) | Error::Transport(_) | Error::Target(_) | Error::Protocol(_) => true,
+            Error::Connect(_)
+            | Error::Transport(_)
+            | Error::Target(_)
+            | Error::TargetClosed
+            | Error::Protocol(_) => true,
             Error::Db { source, .. } => pgferry_proto::db::is_retryable(source),
             Error::Diverged { .. } => true,
             _ => false,

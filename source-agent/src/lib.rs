@@ -153,18 +153,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
     let (cut_tx, cut_rx) = watch::channel(0u64);
-    let cutter = tasks.spawn(batch::cut_loop(
+    let mut cutter = tasks.spawn(batch::cut_loop(
         db_config.clone(),
         args.tick,
         cut_tx,
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
-    let streamed = stream::run(args, db_config, cut_rx, cancel.child_token()).await;
-    // Whichever ends first, the other follows.
-    cancel.cancel();
+    let streamer = stream::run(args, db_config, cut_rx, cancel.child_token());
+    tokio::pin!(streamer);
+    // Whichever ends first (shutdown, or an error neither can retry), the
+    // other follows; the first error is the one reported.
+    let result = tokio::select! {
+        streamed = &mut streamer => {
+            cancel.cancel();
+            streamed.and(cutter.await.unwrap_or(Ok(())))
+        }
+        cut = &mut cutter => {
+            cancel.cancel();
+            cut.unwrap_or(Ok(())).and(streamer.await)
+        }
+    };
     tasks.close();
-    let cut = cutter.await.unwrap_or(Ok(()));
     tasks.wait().await;
-    streamed.and(cut)
+    result
 }

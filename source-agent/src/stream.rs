@@ -177,7 +177,7 @@ async fn session(
     );
     tokio::select! {
         biased;
-        received = &mut receive => received.and(Err(Error::Protocol("target closed the stream".into()))),
+        received = &mut receive => received.and(Err(Error::TargetClosed)),
         sent = send => {
             sent?;
             // Shutdown or a table list change: stop sending, let the target
