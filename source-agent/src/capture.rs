@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_queue.sql")),
     (2, include_str!("../sql/002_copy.sql")),
     (3, include_str!("../sql/003_capture_speed.sql")),
+    (4, include_str!("../sql/004_statement_capture.sql")),
 ];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
