@@ -2,29 +2,41 @@
 -- filter are captured per statement, from its transition table, in one
 -- INSERT ... SELECT: a 1M-row INSERT ... SELECT costs a fraction of a million
 -- trigger calls, and a single-row INSERT no more than a row trigger. UPDATE
--- stays a row trigger (pairing old and new rows of a statement needs them).
+-- stays a row trigger (pairing a statement's old and new rows needs them).
 
--- Statement-level capture. Arguments as pgferry.capture(): table id, mode
--- (unused), key count, keys..., replicated columns...
-create function pgferry.capture_rows() returns trigger
+-- Still the one capture function: called per statement for INSERT and
+-- DELETE (reading the transition table) and TRUNCATE, per row otherwise.
+-- Arguments: table id, mode, key count, keys..., replicated columns...
+create or replace function pgferry.capture() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    v_nkeys int := tg_argv[2]::int;
-    v_keys text[] := tg_argv[3:2 + v_nkeys];
-    v_cols text[] := tg_argv[3 + v_nkeys:];
+    v_nkeys int;
+    v_keys text[];
+    v_cols text[];
+    v_all jsonb;
+    v_new jsonb;
+    v_old jsonb;
+    v_old_key jsonb;
+    v_key_changed boolean := false;
+    i int;
 begin
-    if tg_op = 'INSERT' then
-        if cardinality(v_cols) = 0 then
+    if tg_op = 'TRUNCATE' then
+        insert into pgferry.queue (table_id, op) values (tg_argv[0]::int, 'T');
+        return null;
+    end if;
+    v_nkeys := tg_argv[2]::int;
+    if tg_level = 'STATEMENT' then
+        v_keys := tg_argv[3:2 + v_nkeys];
+        v_cols := tg_argv[3 + v_nkeys:];
+        if tg_op = 'INSERT' and cardinality(v_cols) = 0 then
             insert into pgferry.queue (table_id, op, new_row)
             select tg_argv[0]::int, 'I', to_jsonb(n) from pgferry_new n;
-        else
+        elsif tg_op = 'INSERT' then
             insert into pgferry.queue (table_id, op, new_row)
             select tg_argv[0]::int, 'I',
                    (select jsonb_object_agg(c, to_jsonb(n) -> c) from unnest(v_cols) c)
             from pgferry_new n;
-        end if;
-    else
-        if v_nkeys = 1 then
+        elsif v_nkeys = 1 then
             insert into pgferry.queue (table_id, op, old_key)
             select tg_argv[0]::int, 'D', jsonb_build_object(v_keys[1], to_jsonb(o) -> v_keys[1])
             from pgferry_old o;
@@ -34,6 +46,36 @@ begin
                    (select jsonb_object_agg(k, to_jsonb(o) -> k) from unnest(v_keys) k)
             from pgferry_old o;
         end if;
+        return null;
+    end if;
+    if tg_op <> 'DELETE' and tg_argv[1] <> 'D' then
+        v_new := to_jsonb(new);
+        if tg_nargs > 3 + v_nkeys then
+            -- Only the replicated columns leave the source.
+            v_all := v_new;
+            v_new := '{}';
+            for i in 3 + v_nkeys .. tg_nargs - 1 loop
+                v_new := v_new || jsonb_build_object(tg_argv[i], v_all -> tg_argv[i]);
+            end loop;
+        end if;
+        if tg_op = 'INSERT' or tg_argv[1] = 'I' then
+            insert into pgferry.queue (table_id, op, new_row) values (tg_argv[0]::int, 'I', v_new);
+            return null;
+        end if;
+    end if;
+    v_old := to_jsonb(old);
+    v_old_key := '{}';
+    for i in 3 .. 2 + v_nkeys loop
+        v_old_key := v_old_key || jsonb_build_object(tg_argv[i], v_old -> tg_argv[i]);
+        v_key_changed := v_key_changed or (v_new -> tg_argv[i]) is distinct from (v_old -> tg_argv[i]);
+    end loop;
+    if tg_op = 'DELETE' or tg_argv[1] = 'D' then
+        insert into pgferry.queue (table_id, op, old_key) values (tg_argv[0]::int, 'D', v_old_key);
+    elsif v_key_changed then
+        -- The target drops the row under the old key first.
+        insert into pgferry.queue (table_id, op, old_key, new_row) values (tg_argv[0]::int, 'U', v_old_key, v_new);
+    else
+        insert into pgferry.queue (table_id, op, new_row) values (tg_argv[0]::int, 'U', v_new);
     end if;
     return null;
 end
@@ -60,11 +102,11 @@ begin
     if t.row_filter is null then
         execute format('create trigger pgferry_capture_insert after insert on %s
                         referencing new table as pgferry_new for each statement
-                        execute function pgferry.capture_rows(%s)',
+                        execute function pgferry.capture(%s)',
                        v_rel, format('%L, %L, %s', t.table_id, '', v_args));
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
-                        execute function pgferry.capture_rows(%s)',
+                        execute function pgferry.capture(%s)',
                        v_rel, format('%L, %L, %s', t.table_id, '', v_args));
         execute format('create trigger pgferry_capture_update after update on %s
                         for each row execute function pgferry.capture(%s)',

@@ -226,19 +226,24 @@ impl Replication {
         )
     }
 
-    /// Waits until the target matches the source and the source queue is
-    /// empty; returns the checksum.
+    /// Waits until the target matches the source, the source queue is empty
+    /// and every table's initial copy is acked; returns the checksum.
     pub async fn wait_in_sync(&mut self, timeout: Duration) -> (i64, i64) {
         let result = tokio::time::timeout(timeout, async {
             loop {
                 let (source, target) = self.checksums().await;
-                let pending: i64 = self
+                let settled: bool = self
                     .src
-                    .query_one("select count(*) from pgferry.queue", &[])
+                    .query_one(
+                        "select not exists (select from pgferry.queue)
+                            and not exists (select from pgferry.tables
+                                            where state <> 'replicating' and not removed)",
+                        &[],
+                    )
                     .await
-                    .expect("queue count")
+                    .expect("queue and table states")
                     .get(0);
-                if source == target && pending == 0 {
+                if source == target && settled {
                     return source;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
