@@ -7,12 +7,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../sql/001_queue.sql")),
-    (2, include_str!("../sql/002_copy.sql")),
-    (3, include_str!("../sql/003_capture_speed.sql")),
-    (4, include_str!("../sql/004_statement_capture.sql")),
-];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_schema.sql"))];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.

@@ -21,10 +21,7 @@ use crate::error::{Error, Result};
 pub const APPLICATION_NAME: &str = "pgferry-target-agent";
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../sql/001_progress.sql")),
-    (2, include_str!("../sql/002_guarded.sql")),
-];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_schema.sql"))];
 
 /// Runs one command to completion.
 pub async fn execute(command: Command) -> Result<()> {

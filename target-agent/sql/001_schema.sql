@@ -1,4 +1,4 @@
--- pgferry target schema, version 1: per-source progress and the guard.
+-- pgferry target schema: per-source progress, guarded tables and the guard.
 
 -- The last batch applied from each source, written in the same transaction
 -- as the batch's changes: the exactly-once record.
@@ -24,3 +24,12 @@ begin
               hint = 'Write to the source database; pgferry applies the change here.';
 end
 $$;
+
+-- Which tables each source has guarded, so the guard comes off a table its
+-- source no longer replicates.
+create table pgferry.guarded (
+    source_id    text not null,
+    table_schema text not null,
+    table_name   text not null,
+    primary key (source_id, table_schema, table_name)
+);
