@@ -95,7 +95,9 @@ async fn install_twice_is_harmless_and_keeps_the_queue() {
         .batch_execute("insert into digoal.loc_test values (1, 'kept', now(), now())")
         .await
         .unwrap();
-    let out = run_command("source-agent", &["install", "--source-db", &r.source_db]).await;
+    // The second time with the CONNINFO as a URL.
+    let url = format!("postgres://postgres@127.0.0.1:{}/digoal", r.source.port);
+    let out = run_command("source-agent", &["install", "--source-db", &url]).await;
     assert!(expect_success("second install", &out).contains("current"));
     let out = run_command("target-agent", &["install", "--target-db", &r.target_db]).await;
     assert!(expect_success("second install", &out).contains("current"));
@@ -267,6 +269,20 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
     .await;
     assert_eq!(code, 64);
     assert!(stderr.contains("unknown setting `sourcedb`"), "{stderr}");
+    let args = [
+        "run",
+        "--source-db",
+        "x",
+        "--target",
+        "http://x",
+        "--source-id",
+        "a",
+        "--window",
+        "many",
+    ];
+    let (code, stderr) = fails("source-agent", &args).await;
+    assert_eq!(code, 64, "a malformed value is bad configuration");
+    assert!(stderr.contains("--window"), "{stderr}");
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, format!("source-db = \"{}\"\n", r.source_db)).unwrap();

@@ -61,11 +61,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Prints the error and exits: clap's own output (help, version) and usage
-    /// errors as clap does, everything else as bad configuration (exit 64).
+    /// Prints the error and exits: help and version as clap does (exit 0),
+    /// everything else as bad configuration (exit 64, EX_USAGE).
     pub fn exit(self) -> ! {
         match self {
-            ConfigError::Cli(err) => err.exit(),
+            ConfigError::Cli(err) if !err.use_stderr() => err.exit(),
+            ConfigError::Cli(err) => {
+                let _ = err.print();
+                std::process::exit(64)
+            }
             other => {
                 eprintln!("error: {other}");
                 std::process::exit(64)
