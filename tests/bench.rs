@@ -552,7 +552,11 @@ async fn delayed_copy(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((due, data)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            // The timer ticks in whole milliseconds: sleeping for what is due
+            // within one would add a tick per chunk, which no real link does.
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(due).await;
+            }
             if to.write_all(&data).await.is_err() {
                 break;
             }
