@@ -340,3 +340,27 @@ async fn a_second_source_agent_on_the_same_database_exits_and_says_why() {
     );
     r.source_agent().assert_running();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_the_target_token_is_refused_and_one_with_it_replicates() {
+    let mut r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    r.target_args = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
+    r.source_args = vec!["--auth-token-file".into(), wrong.to_str().unwrap().into()];
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+        .await
+        .unwrap();
+    let error = wait_for_refusal(&r, &["missing or wrong token"]).await;
+    println!("status error: {error}");
+    assert_eq!(r.target_progress().await, 0, "nothing applied");
+    r.source_agent().kill9().await;
+    r.source_args = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
+    r.start_source_agent().await;
+    r.wait_in_sync(SYNC).await;
+}

@@ -146,15 +146,16 @@ async fn every_common_type_survives_the_trip() {
     let r = replicate_extra_table("digoal.types", "digoal.types", definition).await;
     r.src
         .batch_execute(
-            r#"set timezone = 'Asia/Shanghai';
+            r#"begin; set local timezone = 'Asia/Shanghai';
                insert into digoal.types values
                (1, 12345678901234.123456, 0.1, 'NaN', '\x00ff10', '{1,NULL,3}', '{"a b","c,d","é\"q"}',
                 '{"k": [1, 2.50, null], "s": "x\ny"}', '2012-08-31 14:33:17.123456+08', '2012-08-31',
                 '1 day 02:03:04', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, '10.0.0.1/8', '(1.5,2)',
                 E'tab\there, quote '' and backslash \\'),
-               (2, null, '-Infinity', 1e-30, '', '{}', '{}', 'null', null, 'infinity', null, null, null, null, null, ''),
+               (2, null, '-Infinity', 1e-30, '', '{}', '{}', '""', null, 'infinity', null, null, null, null, null, ''),
                (3, -0.000001, 1.7976931348623157e308, 3.4e38, null, null, null, '[]', 'epoch', '4713-01-01 BC', '-1 mon', null, false, '::1', null, null);
-               update digoal.types set tx = tx || ' updated' where id = 1;"#,
+               update digoal.types set tx = tx || ' updated' where id = 1;
+               commit;"#,
         )
         .await
         .unwrap();

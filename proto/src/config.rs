@@ -78,6 +78,23 @@ impl ConfigError {
     }
 }
 
+/// Reads a shared secret from `path` (the `setting` flag): the file's text
+/// without surrounding white space, which must not be empty.
+pub fn read_secret(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
+        setting,
+        reason: format!("cannot read {}: {err}", path.display()),
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid {
+            setting,
+            reason: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(secret.to_owned())
+}
+
 /// Parses the process's arguments into `T` with the file and environment
 /// layers applied.
 pub fn parse<T: clap::CommandFactory + FromArgMatches>() -> Result<T, ConfigError> {

@@ -110,24 +110,25 @@ begin
     end if;
     v_nkeys := tg_argv[2]::int;
     if tg_level = 'STATEMENT' then
+        -- n.* and o.* are whole rows even when the table has a column n or o.
         v_keys := tg_argv[3:2 + v_nkeys];
         v_cols := tg_argv[3 + v_nkeys:];
         if tg_op = 'INSERT' and cardinality(v_cols) = 0 then
             insert into pgferry.queue (table_id, op, new_row)
-            select tg_argv[0]::int, 'I', to_jsonb(n) from pgferry_new n;
+            select tg_argv[0]::int, 'I', to_jsonb(n.*) from pgferry_new n;
         elsif tg_op = 'INSERT' then
             insert into pgferry.queue (table_id, op, new_row)
             select tg_argv[0]::int, 'I',
-                   (select jsonb_object_agg(c, to_jsonb(n) -> c) from unnest(v_cols) c)
+                   (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)
             from pgferry_new n;
         elsif v_nkeys = 1 then
             insert into pgferry.queue (table_id, op, old_key)
-            select tg_argv[0]::int, 'D', jsonb_build_object(v_keys[1], to_jsonb(o) -> v_keys[1])
+            select tg_argv[0]::int, 'D', jsonb_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
             from pgferry_old o;
         else
             insert into pgferry.queue (table_id, op, old_key)
             select tg_argv[0]::int, 'D',
-                   (select jsonb_object_agg(k, to_jsonb(o) -> k) from unnest(v_keys) k)
+                   (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)
             from pgferry_old o;
         end if;
         return null;

@@ -136,6 +136,9 @@ pub struct RunArgs {
     /// Longest wait between retries after an error.
     #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
     pub max_backoff: Duration,
+    /// File with the token the target agent expects (its --auth-token-file).
+    #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.

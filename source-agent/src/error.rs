@@ -76,6 +76,9 @@ pub enum Error {
     /// The target address is not a valid URI.
     #[error("setting `target`: `{0}` is not an address like http://host:7300")]
     BadTarget(String),
+    /// The token file holds characters a gRPC header cannot carry.
+    #[error("setting `auth-token-file`: the token must be printable ASCII")]
+    BadToken,
     /// Could not reach the target agent.
     #[error("cannot reach the target agent: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -110,6 +110,16 @@ async fn connect(common: &Common) -> Result<tokio_postgres::Client> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = db::parse_conninfo("source-db", &args.common.source_db, APPLICATION_NAME)?;
+    let token = args
+        .auth_token_file
+        .as_deref()
+        .map(|path| pgferry_proto::config::read_secret("auth-token-file", path))
+        .transpose()?;
+    if let Some(token) = &token
+        && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
+    {
+        return Err(Error::BadToken);
+    }
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
@@ -160,7 +170,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
-    let streamer = stream::run(args, db_config, cut_rx, cancel.child_token());
+    let streamer = stream::run(args, db_config, token, cut_rx, cancel.child_token());
     tokio::pin!(streamer);
     // Whichever ends first (shutdown, or an error neither can retry), the
     // other follows; the first error is the one reported.

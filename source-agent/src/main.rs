@@ -11,7 +11,7 @@ fn main() {
         eprintln!("error: {err}");
         let bad_config = matches!(
             err,
-            Error::Config(_) | Error::Conninfo(_) | Error::BadTarget(_)
+            Error::Config(_) | Error::Conninfo(_) | Error::BadTarget(_) | Error::BadToken
         );
         std::process::exit(if bad_config { 64 } else { 1 });
     }

@@ -31,6 +31,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(
     args: RunArgs,
     db_config: Config,
+    token: Option<String>,
     cut_rx: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -51,6 +52,7 @@ pub async fn run(
             &args,
             &endpoint,
             &db_config,
+            token.as_deref(),
             cut_rx.clone(),
             &cancel,
             &mut progressed,
@@ -97,6 +99,7 @@ async fn session(
     args: &RunArgs,
     endpoint: &Endpoint,
     db_config: &Config,
+    token: Option<&str>,
     mut cut_rx: watch::Receiver<u64>,
     cancel: &CancellationToken,
     progressed: &mut bool,
@@ -137,8 +140,15 @@ async fn session(
         })
         .await
         .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::BadToken)?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut inbound = client
-        .replicate(ReceiverStream::new(out_rx))
+        .replicate(request)
         .await
         .map_err(Error::Target)?
         .into_inner();

@@ -57,4 +57,8 @@ pub struct RunArgs {
     /// Largest message accepted from a source agent, in bytes.
     #[arg(long, env = "PGFERRY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// File with a token every source agent must present; without it any
+    /// peer that reaches --listen may replicate.
+    #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }

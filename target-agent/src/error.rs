@@ -40,6 +40,9 @@ pub enum Error {
         /// Ours.
         speaks: u32,
     },
+    /// The peer did not present the token set by --auth-token-file.
+    #[error("missing or wrong token: give the source agent the target's --auth-token-file")]
+    Unauthenticated,
     /// The source broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -173,6 +176,7 @@ impl From<Error> for Status {
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } => Code::Aborted,
+            Error::Unauthenticated => Code::Unauthenticated,
             Error::Protocol(_) | Error::Wire { .. } | Error::UnknownTableId { .. } => {
                 Code::InvalidArgument
             }

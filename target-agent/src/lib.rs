@@ -44,6 +44,11 @@ pub async fn execute(command: Command) -> Result<()> {
 /// `run`: serve source agents until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = db::parse_conninfo("target-db", &args.common.target_db, APPLICATION_NAME)?;
+    let token = args
+        .auth_token_file
+        .as_deref()
+        .map(|path| pgferry_proto::config::read_secret("auth-token-file", path))
+        .transpose()?;
     let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
@@ -73,6 +78,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let service = server::ReplicationService {
         db_config,
         cancel: cancel.child_token(),
+        token,
     };
     tracing::info!(listen = %args.listen, "target agent running");
     // Data flows to us: our receive window bounds throughput over long

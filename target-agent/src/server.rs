@@ -20,7 +20,12 @@ pub struct ReplicationService {
     pub db_config: Config,
     /// Stops every stream at shutdown, between chunks.
     pub cancel: CancellationToken,
+    /// The bearer token sources must present, if one is set.
+    pub token: Option<String>,
 }
+
+/// The metadata key that carries the token.
+pub const AUTHORIZATION: &str = "authorization";
 
 #[tonic::async_trait]
 impl Replication for ReplicationService {
@@ -31,6 +36,17 @@ impl Replication for ReplicationService {
         request: Request<Streaming<wire::SourceMessage>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
         let peer = request.remote_addr();
+        if let Some(token) = &self.token {
+            let presented = request
+                .metadata()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if presented != Some(token.as_str()) {
+                tracing::warn!(peer = ?peer, "refused a source without the right token");
+                return Err(Error::Unauthenticated.into());
+            }
+        }
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(wire::SourceMessage {
