@@ -78,6 +78,15 @@ impl ConfigError {
     }
 }
 
+/// Reads the shared secret named by an optional file setting (see
+/// [`read_secret`]).
+pub fn read_optional_secret(
+    setting: &'static str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<String>, ConfigError> {
+    path.map(|path| read_secret(setting, path)).transpose()
+}
+
 /// Reads a shared secret from `path` (the `setting` flag): the file's text
 /// without surrounding white space, which must not be empty.
 pub fn read_secret(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {

@@ -110,11 +110,10 @@ async fn connect(common: &Common) -> Result<tokio_postgres::Client> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = db::parse_conninfo("source-db", &args.common.source_db, APPLICATION_NAME)?;
-    let token = args
-        .auth_token_file
-        .as_deref()
-        .map(|path| pgferry_proto::config::read_secret("auth-token-file", path))
-        .transpose()?;
+    let token = pgferry_proto::config::read_optional_secret(
+        "auth-token-file",
+        args.auth_token_file.as_deref(),
+    )?;
     if let Some(token) = &token
         && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
     {

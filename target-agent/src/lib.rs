@@ -44,11 +44,10 @@ pub async fn execute(command: Command) -> Result<()> {
 /// `run`: serve source agents until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = db::parse_conninfo("target-db", &args.common.target_db, APPLICATION_NAME)?;
-    let token = args
-        .auth_token_file
-        .as_deref()
-        .map(|path| pgferry_proto::config::read_secret("auth-token-file", path))
-        .transpose()?;
+    let token = pgferry_proto::config::read_optional_secret(
+        "auth-token-file",
+        args.auth_token_file.as_deref(),
+    )?;
     let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
