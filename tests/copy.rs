@@ -105,8 +105,9 @@ async fn finish(r: &mut Replication, writers: Vec<Writer>) -> i64 {
     sum.0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_populated_table_while_written_copies_every_row_once() {
+/// Both agents running, two writers busy on a populated `digoal.big`, its
+/// add-table done and the copy under way.
+async fn copy_under_writers() -> (Replication, Vec<Writer>) {
     let mut r = Replication::new().await;
     big_table(&r, BIG_ROWS, 40).await;
     r.record_progress_history().await;
@@ -114,6 +115,12 @@ async fn add_populated_table_while_written_copies_every_row_once() {
     let writers = big_writers(&r, 2);
     add_big(&r).await;
     wait_for_copy_progress(&r).await;
+    (r, writers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_populated_table_while_written_copies_every_row_once() {
+    let (mut r, writers) = copy_under_writers().await;
     let rows = finish(&mut r, writers).await;
     assert!(rows >= BIG_ROWS - 100_000, "{rows} rows");
     let log = r.source_agent().log();
@@ -131,13 +138,7 @@ enum Victim {
 }
 
 async fn kill_during_copy_still_ends_exact(victim: Victim) {
-    let mut r = Replication::new().await;
-    big_table(&r, BIG_ROWS, 40).await;
-    r.record_progress_history().await;
-    r.start_agents().await;
-    let writers = big_writers(&r, 2);
-    add_big(&r).await;
-    wait_for_copy_progress(&r).await;
+    let (mut r, writers) = copy_under_writers().await;
     match victim {
         Victim::SourceAgent => r.kill9_and_restart_source_agent().await,
         Victim::TargetAgent => r.kill9_and_restart_target_agent().await,

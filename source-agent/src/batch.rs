@@ -163,22 +163,13 @@ impl Shipper {
     /// marked. Memory stays at about one chunk: reads go through a portal
     /// or COPY, and the outbound channel is bounded.
     pub async fn send(&mut self, batch_id: u64) -> Result<SendOutcome> {
-        let id = batch_id as i64;
-        let kept: bool = self
-            .reader
-            .query_one(
-                "select count(*) = 2 from pgferry.batch where batch_id in ($1::bigint - 1, $1::bigint)",
-                &[&id],
-            )
-            .await
-            .map_err(Error::db("reading a batch"))?
-            .get(0);
+        let (kept, jobs) = self.copy_jobs(batch_id).await?;
         if !kept {
             return Err(Error::Protocol(format!(
                 "batch {batch_id} or its predecessor is no longer kept on the source"
             )));
         }
-        for job in self.copy_jobs(batch_id).await? {
+        for job in jobs {
             if !self.known_tables.contains(&(job.table_id as u32)) {
                 return Ok(SendOutcome::TablesChanged);
             }
@@ -189,11 +180,16 @@ impl Shipper {
         self.send_changes(batch_id).await
     }
 
-    async fn copy_jobs(&self, batch_id: u64) -> Result<Vec<CopyJob>> {
+    /// Whether batch `batch_id` and its predecessor are still kept (a batch
+    /// without its cuts would read as empty), and the initial copies it
+    /// carries: one round trip, since it runs before every batch.
+    async fn copy_jobs(&self, batch_id: u64) -> Result<(bool, Vec<CopyJob>)> {
         let rows = self
             .reader
             .query(
-                "select t.table_id, t.source_schema || '.' || t.source_name,
+                "with kept as (select count(*) = 2 as ok from pgferry.batch
+                               where batch_id in ($1::bigint - 1, $1::bigint))
+                 select kept.ok, t.table_id, t.source_schema || '.' || t.source_name,
                         format('copy (select %s from %s where coalesce((%s), false)) to stdout',
                                coalesce((select string_agg(quote_ident(c), ', ' order by n)
                                          from unnest(t.columns) with ordinality u(c, n)),
@@ -202,21 +198,26 @@ impl Shipper {
                                          where a.attrelid = t.relid and a.attnum > 0
                                            and not a.attisdropped and a.attgenerated = '')),
                                t.relid::regclass, coalesce(t.row_filter, 'true'))
-                 from pgferry.tables t
-                 where t.copy_batch = $1 and t.state = 'copying' and not t.removed
+                 from kept
+                 left join pgferry.tables t
+                   on t.copy_batch = $1 and t.state = 'copying' and not t.removed
                  order by t.table_id",
                 &[&(batch_id as i64)],
             )
             .await
             .map_err(Error::db("listing initial copies"))?;
-        Ok(rows
+        let kept = rows.first().is_some_and(|row| row.get(0));
+        let jobs = rows
             .into_iter()
-            .map(|row| CopyJob {
-                table_id: row.get(0),
-                name: row.get(1),
-                statement: row.get(2),
+            .filter_map(|row| {
+                Some(CopyJob {
+                    table_id: row.get::<_, Option<i32>>(1)?,
+                    name: row.get(2),
+                    statement: row.get(3),
+                })
             })
-            .collect())
+            .collect();
+        Ok((kept, jobs))
     }
 
     /// Streams one table's initial copy. Its snapshot is taken now, after

@@ -1,7 +1,6 @@
 //! The capture side in the source database: installing and upgrading
 //! pgferry's schema, and adding and removing the capture triggers of a table.
 
-use pgferry_proto::sql::qualified;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
@@ -48,11 +47,6 @@ impl TableName {
             Ok([schema, name]) => Ok(TableName { schema, name }),
             Err(_) => Err(Error::BadTableName(text.to_owned())),
         }
-    }
-
-    /// The quoted, qualified name for SQL text.
-    pub fn quoted(&self) -> String {
-        qualified(&self.schema, &self.name)
     }
 }
 

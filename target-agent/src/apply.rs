@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 
 use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::sql::literal;
 use pgferry_proto::wire;
-use tokio_postgres::{Client, CopyInSink, Statement};
+use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
 
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
@@ -228,17 +229,16 @@ impl Applier {
         for value in chunk.sequences {
             self.raise_sequence(batch_id, value).await?;
         }
+        // Progress and commit in one round trip: this runs for every batch.
         self.client
-            .execute(
-                "update pgferry.progress set last_batch = $2, applied_at = now() where source_id = $1",
-                &[&self.source_id, &(batch_id as i64)],
-            )
+            .batch_execute(&format!(
+                "update pgferry.progress set last_batch = {batch_id}, applied_at = now()
+                 where source_id = {};
+                 commit",
+                literal(&self.source_id)
+            ))
             .await
-            .map_err(Error::db("recording progress"))?;
-        self.client
-            .batch_execute("commit")
-            .await
-            .map_err(Error::db("committing a batch"))?;
+            .map_err(Error::db("recording progress and committing a batch"))?;
         self.open_batch = None;
         self.last_applied = batch_id;
         metrics::batch_applied(batch_id);
@@ -250,21 +250,27 @@ impl Applier {
     /// lock, that it is the next one: the lock also keeps a second stream of
     /// the same source from applying anything concurrently.
     async fn begin(&mut self, batch_id: u64) -> Result<()> {
-        self.client
-            .batch_execute("begin")
+        // Set first: whatever fails below, abort() rolls back.
+        self.open_batch = Some(batch_id);
+        // Begin and lock in one round trip: this runs for every batch.
+        let messages = self
+            .client
+            .simple_query(&format!(
+                "begin; select last_batch from pgferry.progress where source_id = {} for update",
+                literal(&self.source_id)
+            ))
             .await
             .map_err(Error::db("starting a batch"))?;
-        self.open_batch = Some(batch_id);
-        let last: i64 = self
-            .client
-            .query_one(
-                "select last_batch from pgferry.progress where source_id = $1 for update",
-                &[&self.source_id],
-            )
-            .await
-            .map_err(Error::db("locking progress"))?
-            .get(0);
-        let expected = last as u64 + 1;
+        let last: u64 = messages
+            .iter()
+            .find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::Protocol(format!("no progress row for source {}", self.source_id))
+            })?;
+        let expected = last + 1;
         if batch_id != expected {
             return Err(Error::OutOfSequence {
                 source_id: self.source_id.clone(),
