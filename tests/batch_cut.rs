@@ -71,7 +71,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         let which = rng.below(sessions.len() as u64 + 1) as usize;
         if which == sessions.len() {
             cutter
-                .query_one("select pgferry.cut_batch()", &[])
+                .query_one("select pgferry.cut_batch(null, null)", &[])
                 .await
                 .unwrap();
             continue;
@@ -121,7 +121,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         }
     }
     cutter
-        .query_one("select pgferry.cut_batch()", &[])
+        .query_one("select pgferry.cut_batch(null, null)", &[])
         .await
         .unwrap();
 

@@ -2,8 +2,9 @@
 //! data; running it again changes nothing; an older binary refuses a newer
 //! schema.
 
-use pgferry_proto::install::{InstallError, install};
-use support::PgCluster;
+use pgferry_proto::install::{InstallError, install, is_current};
+use support::setup::expect_success;
+use support::{PgCluster, run_command};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
@@ -24,11 +25,16 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         (1, 1),
         "a second install is a no-op"
     );
+    assert!(matches!(
+        is_current(&client, v2).await,
+        Err(InstallError::Outdated { found: 1, known: 2 })
+    ));
     assert_eq!(
         install(&mut client, v2).await.unwrap(),
         (1, 2),
         "v2 runs only its new script"
     );
+    assert!(is_current(&client, v2).await.unwrap());
     let row = client
         .query_one("select x, y from pgferry.kept", &[])
         .await
@@ -42,4 +48,46 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         install(&mut client, v1).await,
         Err(InstallError::TooNew { found: 2, known: 1 })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_refuse_a_schema_older_than_theirs_until_install_upgrades_it() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let mut client = cluster.connect("postgres").await;
+    let source_v1: &[(i32, &str)] = &[(1, include_str!("../source-agent/sql/001_schema.sql"))];
+    install(&mut client, source_v1).await.unwrap();
+    client
+        .batch_execute("create table t (id int primary key); insert into t values (1);")
+        .await
+        .unwrap();
+    let db = cluster.conninfo("postgres", "postgres", "");
+
+    let refused = run_command(
+        "source-agent",
+        &["add-table", "--source-db", &db, "public.t"],
+    )
+    .await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("schema version 1 is older") && stderr.contains("install"),
+        "{stderr}"
+    );
+
+    let upgraded = run_command("source-agent", &["install", "--source-db", &db]).await;
+    expect_success("install", &upgraded);
+    expect_success(
+        "add-table",
+        &run_command(
+            "source-agent",
+            &["add-table", "--source-db", &db, "public.t"],
+        )
+        .await,
+    );
+    let version: i32 = client
+        .query_one("select version from pgferry.schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
 }

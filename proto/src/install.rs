@@ -19,6 +19,16 @@ pub enum InstallError {
         /// Newest version this binary has.
         known: i32,
     },
+    /// The database's schema predates this binary: `install` upgrades it.
+    #[error(
+        "schema version {found} is older than this binary's {known}: run `install` to upgrade it"
+    )]
+    Outdated {
+        /// Version found in the database.
+        found: i32,
+        /// Newest version this binary has.
+        known: i32,
+    },
 }
 
 /// Runs the scripts of `migrations` (version, SQL) newer than the database's
@@ -60,13 +70,29 @@ pub async fn install(
     Ok((before, newest))
 }
 
-/// Whether `install` has run in this database.
-pub async fn is_installed(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
+/// Whether `install` has run in this database: false when it never has; an
+/// error when it ran with older or newer scripts than `migrations`.
+pub async fn is_current(client: &Client, migrations: &[(i32, &str)]) -> Result<bool, InstallError> {
+    let installed: bool = client
         .query_one(
             "select to_regclass('pgferry.schema_version') is not null",
             &[],
         )
         .await?
-        .get(0))
+        .get(0);
+    let found: Option<i32> = if installed {
+        client
+            .query_one("select max(version) from pgferry.schema_version", &[])
+            .await?
+            .get(0)
+    } else {
+        None
+    };
+    let known = migrations.last().map_or(0, |m| m.0);
+    match found {
+        None => Ok(false),
+        Some(found) if found < known => Err(InstallError::Outdated { found, known }),
+        Some(found) if found > known => Err(InstallError::TooNew { found, known }),
+        Some(_) => Ok(true),
+    }
 }

@@ -9,20 +9,24 @@ use futures::TryStreamExt;
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, Config, GenericClient, IsolationLevel};
+use tokio_postgres::{Client, Config, IsolationLevel, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// Cut batches that may wait for their ack before the cutter holds off and
+/// Cut batches that may wait to be applied before the cutter holds off and
 /// lets the next batch grow: one being applied, one on its way.
-const MAX_UNACKED_CUTS: i64 = 2;
+const MAX_UNAPPLIED_CUTS: i64 = 2;
 
 /// Cuts the next batch if committed changes wait and fewer than
-/// [`MAX_UNACKED_CUTS`] cut batches wait for their ack. Returns its id.
-pub async fn cut(client: &Client) -> Result<Option<u64>> {
+/// [`MAX_UNAPPLIED_CUTS`] cut batches are beyond `applied`, the last batch
+/// the target reported applied. Returns its id.
+pub async fn cut(client: &Client, applied: u64) -> Result<Option<u64>> {
     let row = client
-        .query_one("select pgferry.cut_batch($1)", &[&MAX_UNACKED_CUTS])
+        .query_one(
+            "select pgferry.cut_batch($1, $2)",
+            &[&MAX_UNAPPLIED_CUTS, &(applied as i64)],
+        )
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
@@ -41,18 +45,20 @@ pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     Ok((min.unwrap_or(0) as u64, max.unwrap_or(0) as u64))
 }
 
-/// Keeps cutting batches every `tick` until `cancel`, publishing the newest
-/// batch id on `cut_tx`. Holds the database's source-agent lock so that two
-/// agents never cut (or ship) batches of one queue.
+/// Keeps cutting batches every `tick`, and whenever the target applied one,
+/// until `cancel`, publishing the newest batch id on `cut_tx`. Holds the
+/// database's source-agent lock so that two agents never cut (or ship)
+/// batches of one queue.
 pub async fn cut_loop(
     config: Config,
     tick: Duration,
     cut_tx: watch::Sender<u64>,
+    mut applied_rx: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match cut_session(&config, tick, &cut_tx, &cancel).await {
+        match cut_session(&config, tick, &cut_tx, &mut applied_rx, &cancel).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "batch cutter lost the source database; retrying");
@@ -76,6 +82,7 @@ async fn cut_session(
     config: &Config,
     tick: Duration,
     cut_tx: &watch::Sender<u64>,
+    applied_rx: &mut watch::Receiver<u64>,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let client = pgferry_proto::db::connect(config)
@@ -102,12 +109,16 @@ async fn cut_session(
     let (_, newest) = kept_range(&client).await?;
     cut_tx.send_replace(newest);
     loop {
+        // An applied batch may have been what held the next cut back: cut
+        // at once rather than at the next tick.
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
+            Ok(()) = applied_rx.changed() => {}
             _ = tokio::time::sleep(tick) => {}
         }
-        if let Some(batch_id) = cut(&client).await? {
+        let applied = *applied_rx.borrow_and_update();
+        if let Some(batch_id) = cut(&client, applied).await? {
             tracing::debug!(batch_id, "cut batch");
             cut_tx.send_replace(batch_id);
         }
@@ -115,7 +126,7 @@ async fn cut_session(
 }
 
 /// Changes of a batch, by `pgferry.batch_changes` (see its comment).
-const READ_BATCH: &str = "
+pub const READ_BATCH: &str = "
     select seq, table_id, op::text, old_key::text, new_row::text
     from pgferry.batch_changes($1::bigint)";
 
@@ -131,8 +142,12 @@ pub struct ChunkLimits {
 /// Everything a session needs to ship batches: its own database sessions,
 /// the tables the target was told about, and the outbound stream.
 pub struct Shipper {
-    /// Reads batches (through a portal) and records copy progress.
+    /// Reads batches and records copy progress.
     pub reader: Client,
+    /// [`READ_BATCH`], prepared on `reader`.
+    pub read_batch: Statement,
+    /// Whether any sequence is replicated (their values go with each batch).
+    pub has_sequences: bool,
     /// Reads initial copies, each in its own REPEATABLE READ transaction.
     pub copier: Client,
     /// Message size limits.
@@ -336,81 +351,72 @@ async fn send_copy(
 }
 
 impl Shipper {
+    /// Streams the batch's changes as one statement: rows arrive only as
+    /// fast as chunks leave (the connection stops reading while we do not
+    /// poll), so memory stays at about a chunk, and a small batch costs one
+    /// round trip. A single statement reads one snapshot; no transaction.
     async fn send_changes(&mut self, batch_id: u64) -> Result<SendOutcome> {
         let limits = self.limits;
         let out = self.out.clone();
-        let tx = self
+        let rows = self
             .reader
-            .build_transaction()
-            .read_only(true)
-            .start()
+            .query_raw(&self.read_batch, [batch_id as i64])
             .await
             .map_err(Error::db("reading a batch"))?;
-        let statement = tx
-            .prepare(READ_BATCH)
-            .await
-            .map_err(Error::db("reading a batch"))?;
-        let portal = tx
-            .bind(&statement, &[&(batch_id as i64)])
-            .await
-            .map_err(Error::db("reading a batch"))?;
+        futures::pin_mut!(rows);
+        let mut changes = Vec::new();
+        let mut bytes = 0usize;
         let mut changes_sent = 0u64;
-        loop {
-            let rows = tx
-                .query_portal(&portal, limits.rows as i32)
-                .await
-                .map_err(Error::db("reading a batch"))?;
-            let last = rows.len() < limits.rows as usize;
-            let mut changes = Vec::with_capacity(rows.len());
-            let mut bytes = 0usize;
-            for row in rows {
-                let change = to_change(&row)?;
-                if !self.known_tables.contains(&change.table_id) {
-                    return Ok(SendOutcome::TablesChanged);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(Error::db("reading a batch"))?
+        {
+            let change = to_change(&row)?;
+            if !self.known_tables.contains(&change.table_id) {
+                return Ok(SendOutcome::TablesChanged);
+            }
+            let change = wire::Change::from(change);
+            let size = change.old_key.as_ref().map_or(0, String::len)
+                + change.new_row.as_ref().map_or(0, String::len);
+            // Keep messages under the byte budget too: wide rows would
+            // otherwise make a chunk of `rows` changes too large to send.
+            let full = changes.len() >= limits.rows as usize || bytes + size > limits.bytes;
+            if full && !changes.is_empty() {
+                changes_sent += changes.len() as u64;
+                let chunk = wire::BatchChunk {
+                    batch_id,
+                    changes: std::mem::take(&mut changes),
+                    ..Default::default()
+                };
+                if !send_chunk(&out, chunk).await {
+                    return Ok(SendOutcome::PeerGone);
                 }
-                let change = wire::Change::from(change);
-                let size = change.old_key.as_ref().map_or(0, String::len)
-                    + change.new_row.as_ref().map_or(0, String::len);
-                // Keep messages under the byte budget too: wide rows would
-                // otherwise make a chunk of `rows` changes too large to send.
-                if bytes + size > limits.bytes && !changes.is_empty() {
-                    changes_sent += changes.len() as u64;
-                    let chunk = wire::BatchChunk {
-                        batch_id,
-                        changes: std::mem::take(&mut changes),
-                        ..Default::default()
-                    };
-                    if !send_chunk(&out, chunk).await {
-                        return Ok(SendOutcome::PeerGone);
-                    }
-                    bytes = 0;
-                }
-                bytes += size;
-                changes.push(change);
+                bytes = 0;
             }
-            changes_sent += changes.len() as u64;
-            let sequences = if last {
-                sequence_values(&tx, &mut self.sequences_sent).await?
-            } else {
-                Vec::new()
-            };
-            let chunk = wire::BatchChunk {
-                batch_id,
-                changes,
-                last,
-                sequences,
-                ..Default::default()
-            };
-            if !send_chunk(&out, chunk).await {
-                return Ok(SendOutcome::PeerGone);
-            }
-            if last {
-                tracing::debug!(batch_id, changes = changes_sent, "sent batch");
-                return Ok(SendOutcome::Sent {
-                    changes: changes_sent,
-                });
-            }
+            bytes += size;
+            changes.push(change);
         }
+        changes_sent += changes.len() as u64;
+        let sequences = if self.has_sequences {
+            sequence_values(&self.reader, &mut self.sequences_sent).await?
+        } else {
+            Vec::new()
+        };
+        let chunk = wire::BatchChunk {
+            batch_id,
+            changes,
+            last: true,
+            sequences,
+            ..Default::default()
+        };
+        if !send_chunk(&out, chunk).await {
+            return Ok(SendOutcome::PeerGone);
+        }
+        tracing::debug!(batch_id, changes = changes_sent, "sent batch");
+        Ok(SendOutcome::Sent {
+            changes: changes_sent,
+        })
     }
 }
 
@@ -425,7 +431,7 @@ async fn send_chunk(out: &mpsc::Sender<wire::SourceMessage>, chunk: wire::BatchC
 /// Current values of the replicated sequences that changed since last sent.
 /// Read at send time, so each is at least its value when the batch was cut.
 async fn sequence_values(
-    client: &impl GenericClient,
+    client: &Client,
     sent: &mut HashMap<u32, i64>,
 ) -> Result<Vec<wire::SequenceValue>> {
     let rows = client

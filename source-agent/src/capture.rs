@@ -6,7 +6,10 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_schema.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../sql/001_schema.sql")),
+    (2, include_str!("../sql/002_cut_on_applied.sql")),
+];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.
@@ -14,15 +17,13 @@ pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
     Ok(pgferry_proto::install::install(client, MIGRATIONS).await?)
 }
 
-/// Fails with [`Error::NotInstalled`] unless `install` has run.
+/// Fails with [`Error::NotInstalled`] unless `install` has run, and with
+/// an install error unless it ran this binary's scripts.
 pub async fn ensure_installed(client: &Client) -> Result<()> {
-    match pgferry_proto::install::is_installed(client).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::NotInstalled),
-        Err(source) => Err(Error::Db {
-            context: "checking the pgferry schema",
-            source,
-        }),
+    if pgferry_proto::install::is_current(client, MIGRATIONS).await? {
+        Ok(())
+    } else {
+        Err(Error::NotInstalled)
     }
 }
 

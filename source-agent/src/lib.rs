@@ -162,14 +162,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
     let (cut_tx, cut_rx) = watch::channel(0u64);
+    let (applied_tx, applied_rx) = watch::channel(0u64);
     let mut cutter = tasks.spawn(batch::cut_loop(
         db_config.clone(),
         args.tick,
         cut_tx,
+        applied_rx,
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
-    let streamer = stream::run(args, db_config, token, cut_rx, cancel.child_token());
+    let streamer = stream::run(
+        args,
+        db_config,
+        token,
+        cut_rx,
+        applied_tx,
+        cancel.child_token(),
+    );
     tokio::pin!(streamer);
     // Whichever ends first (shutdown, or an error neither can retry), the
     // other follows; the first error is the one reported.

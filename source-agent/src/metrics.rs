@@ -4,7 +4,9 @@
 pub const BATCHES_SENT: &str = "pgferry_batches_sent_total";
 /// Changes sent to the target.
 pub const CHANGES_SENT: &str = "pgferry_changes_sent_total";
-/// Newest batch the target has acknowledged.
+/// Newest batch the target has reported applied (visible there).
+pub const APPLIED_BATCH: &str = "pgferry_applied_batch";
+/// Newest batch the target has reported durable (acknowledged: deleted here).
 pub const ACKED_BATCH: &str = "pgferry_acked_batch";
 /// Sessions with the target that ended in an error.
 pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
@@ -15,7 +17,12 @@ pub fn batch_sent(changes: u64) {
     metrics::counter!(CHANGES_SENT).increment(changes);
 }
 
-/// The target acknowledged `batch_id`.
+/// The target applied `batch_id`.
+pub fn batch_applied(batch_id: u64) {
+    metrics::gauge!(APPLIED_BATCH).set(batch_id as f64);
+}
+
+/// The target has `batch_id` and every batch before it on disk.
 pub fn batch_acked(batch_id: u64) {
     metrics::gauge!(ACKED_BATCH).set(batch_id as f64);
 }

@@ -33,6 +33,7 @@ pub async fn run(
     db_config: Config,
     token: Option<String>,
     cut_rx: watch::Receiver<u64>,
+    applied_tx: watch::Sender<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let endpoint = Endpoint::from_shared(args.target.clone())
@@ -50,10 +51,10 @@ pub async fn run(
         let mut progressed = false;
         let result = session(
             &args,
-            &endpoint,
+            (&endpoint, token.as_deref()),
             &db_config,
-            token.as_deref(),
             cut_rx.clone(),
+            &applied_tx,
             &cancel,
             &mut progressed,
         )
@@ -93,14 +94,15 @@ async fn record_error(db_config: &Config, error: &str) {
 }
 
 /// One stream: hello, ready, then batches out and acks in until an error,
-/// the target closing, a change of the table list, or shutdown.
+/// the target closing, a change of the table list, or shutdown. The target
+/// is reached at `endpoint`, presenting `token` when one is set.
 #[tracing::instrument(skip_all, fields(source_id = %args.source_id))]
 async fn session(
     args: &RunArgs,
-    endpoint: &Endpoint,
+    (endpoint, token): (&Endpoint, Option<&str>),
     db_config: &Config,
-    token: Option<&str>,
     mut cut_rx: watch::Receiver<u64>,
+    applied_tx: &watch::Sender<u64>,
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<()> {
@@ -110,6 +112,10 @@ async fn session(
     let version = tables_version(&reader).await?;
     let tables = table_schemas(&reader).await?;
     let sequences = sequence_schemas(&reader).await?;
+    let read_batch = reader
+        .prepare(batch::READ_BATCH)
+        .await
+        .map_err(Error::db("preparing the batch read"))?;
 
     let channel = endpoint.connect().await?;
     let mut client = ReplicationClient::new(channel)
@@ -118,6 +124,8 @@ async fn session(
     let (out, out_rx) = mpsc::channel(4);
     let mut shipper = Shipper {
         reader,
+        read_batch,
+        has_sequences: !sequences.is_empty(),
         copier,
         limits: ChunkLimits {
             rows: args.chunk_rows.max(1),
@@ -174,14 +182,14 @@ async fn session(
     ack::acknowledge(&acker, last_applied, false).await?;
     tracing::info!(last_applied, "stream ready");
 
-    let (acked_tx, acked_rx) = watch::channel(last_applied);
-    let receive = receive_acks(&mut inbound, &acker, acked_tx, last_applied, progressed);
+    applied_tx.send_replace(last_applied);
+    let receive = receive_acks(&mut inbound, &acker, applied_tx, last_applied, progressed);
     tokio::pin!(receive);
     let send = send_batches(
         args,
         &mut shipper,
         &mut cut_rx,
-        acked_rx,
+        applied_tx.subscribe(),
         last_applied + 1,
         version,
         cancel,
@@ -208,13 +216,14 @@ async fn session(
 /// How often an idle session looks for a changed table list.
 const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// Sends batches from `first` on, in order, at most `window` unacked, until
-/// shutdown or a change of the table list (returns Ok to end the session).
+/// Sends batches from `first` on, in order, at most `window` beyond the last
+/// applied one, until shutdown or a change of the table list (returns Ok to
+/// end the session).
 async fn send_batches(
     args: &RunArgs,
     shipper: &mut Shipper,
     cut_rx: &mut watch::Receiver<u64>,
-    mut acked_rx: watch::Receiver<u64>,
+    mut applied_rx: watch::Receiver<u64>,
     first: u64,
     version: i64,
     cancel: &CancellationToken,
@@ -243,8 +252,8 @@ async fn send_batches(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            acked = acked_rx.wait_for(|acked| next - *acked <= window) => {
-                if acked.is_err() { return Ok(()); }
+            applied = applied_rx.wait_for(|applied| next.saturating_sub(*applied) <= window) => {
+                if applied.is_err() { return Ok(()); }
             }
         }
         match shipper.send(next).await? {
@@ -259,26 +268,37 @@ async fn send_batches(
     }
 }
 
+/// Takes the target's reports: each batch applied, in order (this moves the
+/// window and the cutter), and from time to time the batches now durable
+/// there, which alone may be deleted here.
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
     acker: &Client,
-    acked_tx: watch::Sender<u64>,
+    applied_tx: &watch::Sender<u64>,
     last_applied: u64,
     progressed: &mut bool,
 ) -> Result<()> {
-    let mut expected = last_applied + 1;
+    let mut applied = last_applied;
+    let mut durable = last_applied;
     while let Some(message) = inbound.message().await.map_err(Error::Target)? {
         match message.kind {
-            Some(wire::target_message::Kind::Ack(ack)) if ack.batch_id == expected => {
-                ack::acknowledge(acker, ack.batch_id, true).await?;
-                acked_tx.send_replace(ack.batch_id);
-                metrics::batch_acked(ack.batch_id);
+            Some(wire::target_message::Kind::Applied(a)) if a.batch_id == applied + 1 => {
+                applied = a.batch_id;
+                applied_tx.send_replace(applied);
+                metrics::batch_applied(applied);
+            }
+            Some(wire::target_message::Kind::Durable(d))
+                if d.batch_id > durable && d.batch_id <= applied =>
+            {
+                ack::acknowledge(acker, d.batch_id, true).await?;
+                durable = d.batch_id;
+                metrics::batch_acked(durable);
                 *progressed = true;
-                expected += 1;
             }
             other => {
                 return Err(Error::Protocol(format!(
-                    "expected ack of batch {expected}, got {other:?}"
+                    "expected batch {} applied or up to {applied} durable, got {other:?}",
+                    applied + 1
                 )));
             }
         }

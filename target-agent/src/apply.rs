@@ -95,10 +95,7 @@ impl Applier {
     /// Checks every announced table, guards it, and reads the source's
     /// progress. Nothing is written to a replicated table here.
     pub async fn start(client: Client, hello: &wire::Hello) -> Result<Applier> {
-        if !pgferry_proto::install::is_installed(&client)
-            .await
-            .map_err(Error::db("checking the pgferry schema"))?
-        {
+        if !pgferry_proto::install::is_current(&client, crate::MIGRATIONS).await? {
             return Err(Error::NotInstalled);
         }
         let applier: String = client
@@ -107,8 +104,13 @@ impl Applier {
             .map_err(Error::db("reading the applier role"))?
             .get(0);
         // COPY data arrives in these text forms (see the source's copy).
+        // Batches commit asynchronously, as native subscriptions do: the
+        // source deletes a batch only once `durable` says it is on disk.
         client
-            .batch_execute("set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres'")
+            .batch_execute(
+                "set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres';
+                 set synchronous_commit = off",
+            )
             .await
             .map_err(Error::db("setting up the applier session"))?;
         let mut plans = HashMap::new();

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod durable;
 pub mod error;
 pub mod guard;
 pub mod metrics;
@@ -21,7 +22,10 @@ use crate::error::{Error, Result};
 pub const APPLICATION_NAME: &str = "pgferry-target-agent";
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../sql/001_schema.sql"))];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../sql/001_schema.sql")),
+    (2, include_str!("../sql/002_flushes.sql")),
+];
 
 /// Runs one command to completion.
 pub async fn execute(command: Command) -> Result<()> {

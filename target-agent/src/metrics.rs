@@ -6,6 +6,8 @@ pub const BATCHES_APPLIED: &str = "pgferry_batches_applied_total";
 pub const CHANGES_APPLIED: &str = "pgferry_changes_applied_total";
 /// Newest batch committed.
 pub const APPLIED_BATCH: &str = "pgferry_applied_batch";
+/// Newest batch known to be on disk (reported durable to the source).
+pub const DURABLE_BATCH: &str = "pgferry_durable_batch";
 /// Streams that ended in an error (the batch was rolled back).
 pub const APPLY_ERRORS: &str = "pgferry_apply_errors_total";
 
@@ -13,6 +15,11 @@ pub const APPLY_ERRORS: &str = "pgferry_apply_errors_total";
 pub fn batch_applied(batch_id: u64) {
     metrics::counter!(BATCHES_APPLIED).increment(1);
     metrics::gauge!(APPLIED_BATCH).set(batch_id as f64);
+}
+
+/// Every batch up to `batch_id` is on disk.
+pub fn batch_durable(batch_id: u64) {
+    metrics::gauge!(DURABLE_BATCH).set(batch_id as f64);
 }
 
 /// Changes went in (their batch may still roll back).

@@ -4,13 +4,14 @@
 
 use pgferry_proto::wire::{self, replication_server::Replication};
 use pgferry_proto::{PROTOCOL_VERSION, db};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::Config;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::apply::Applier;
+use crate::durable;
 use crate::error::Error;
 use crate::metrics;
 
@@ -65,6 +66,7 @@ impl Replication for ReplicationService {
         let applier = Applier::start(client, &hello).await.inspect_err(|err| {
             tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
         })?;
+        let flusher = durable::Flusher::connect(&self.db_config, &hello.source_id).await?;
         tracing::info!(
             source_id = %hello.source_id,
             peer = ?peer,
@@ -79,10 +81,13 @@ impl Replication for ReplicationService {
             })),
         };
         out.send(Ok(ready)).await.ok();
+        let (applied_tx, applied_rx) = watch::channel(applier.last_applied());
+        tokio::spawn(durable::report(flusher, applied_rx, out.clone()));
         tokio::spawn(serve_stream(
             applier,
             inbound,
             out,
+            applied_tx,
             self.cancel.clone(),
             hello.source_id,
         ));
@@ -90,11 +95,13 @@ impl Replication for ReplicationService {
     }
 }
 
-/// Applies chunks until the source closes the stream, an error, or shutdown.
+/// Applies chunks until the source closes the stream, an error, or shutdown,
+/// reporting each batch applied on `out` and on `applied_tx` (for `durable`).
 async fn serve_stream(
     mut applier: Applier,
     mut inbound: Streaming<wire::SourceMessage>,
     out: mpsc::Sender<Result<wire::TargetMessage, Status>>,
+    applied_tx: watch::Sender<u64>,
     cancel: CancellationToken,
     source_id: String,
 ) {
@@ -125,10 +132,13 @@ async fn serve_stream(
         };
         match applier.apply_chunk(chunk).await {
             Ok(Some(batch_id)) => {
-                let ack = wire::TargetMessage {
-                    kind: Some(wire::target_message::Kind::Ack(wire::Ack { batch_id })),
+                applied_tx.send_replace(batch_id);
+                let applied = wire::TargetMessage {
+                    kind: Some(wire::target_message::Kind::Applied(wire::Applied {
+                        batch_id,
+                    })),
                 };
-                if out.send(Ok(ack)).await.is_err() {
+                if out.send(Ok(applied)).await.is_err() {
                     break;
                 }
             }
