@@ -79,11 +79,14 @@ fn free_port() -> u16 {
 impl Bench {
     async fn new() -> Bench {
         let (source, target) = tokio::task::spawn_blocking(|| {
-            let logical = "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n\
-                           shared_buffers = 256MB\nmax_wal_size = 2GB\nsynchronous_commit = on\n";
+            // Durable settings, as in production (the test suite's
+            // clusters run with fsync off).
+            let durable = "fsync = on\nfull_page_writes = on\nsynchronous_commit = on\n\
+                           shared_buffers = 256MB\nmax_wal_size = 2GB\n";
+            let logical = "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n";
             (
-                PgCluster::start_with(logical),
-                PgCluster::start_with("shared_buffers = 256MB\nmax_wal_size = 2GB\n"),
+                PgCluster::start_with(&format!("{durable}{logical}")),
+                PgCluster::start_with(durable),
             )
         })
         .await

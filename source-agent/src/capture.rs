@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Schema scripts in order; `install` runs those newer than the database's.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_schema.sql")),
-    (2, include_str!("../sql/002_cut_on_applied.sql")),
+    (2, include_str!("../sql/002_cut_and_capture.sql")),
 ];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.

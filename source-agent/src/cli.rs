@@ -120,8 +120,9 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (default: off).
     #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// How often to look for committed changes to cut into a batch.
-    #[arg(long, env = "PGFERRY_TICK", default_value = "5ms", value_parser = parse_duration)]
+    /// How often to look for committed changes to cut into a batch (an
+    /// applied batch also wakes the cutter). Each look is one short query.
+    #[arg(long, env = "PGFERRY_TICK", default_value = "1ms", value_parser = parse_duration)]
     pub tick: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]

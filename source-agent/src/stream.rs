@@ -42,7 +42,6 @@ pub async fn run(
         .tcp_nodelay(true)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW)
         .initial_connection_window_size(HTTP2_STREAM_WINDOW * 2)
-        .http2_adaptive_window(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let min_backoff = Duration::from_millis(100);

@@ -91,7 +91,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .tcp_nodelay(true)
         .initial_stream_window_size(window)
         .initial_connection_window_size(2 * window)
-        .http2_adaptive_window(Some(true))
         .add_service(health_service)
         .add_service(
             ReplicationServer::new(service)

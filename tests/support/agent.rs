@@ -72,7 +72,11 @@ impl Agent {
             .expect("log file");
         Command::new(bin(name))
             .args(args)
-            .env("RUST_LOG", "info")
+            // PGFERRY_AGENT_LOG (e.g. "debug") looks closer at a failing run.
+            .env(
+                "RUST_LOG",
+                std::env::var("PGFERRY_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
