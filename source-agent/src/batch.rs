@@ -45,20 +45,31 @@ pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     Ok((min.unwrap_or(0) as u64, max.unwrap_or(0) as u64))
 }
 
-/// Keeps cutting batches every `tick`, and whenever the target applied one,
+/// How often the cutter looks for committed changes: every `tick` while it
+/// finds some; after each look that found none the wait doubles, up to
+/// `idle_tick`, so an idle database is not asked a thousand times a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The wait between looks while changes come.
+    pub tick: Duration,
+    /// The longest wait between looks, reached when idle.
+    pub idle_tick: Duration,
+}
+
+/// Keeps cutting batches at `pace`, and whenever the target applied one,
 /// until `cancel`, publishing the newest batch id on `cut_tx`. Holds the
 /// database's source-agent lock so that two agents never cut (or ship)
 /// batches of one queue.
 pub async fn cut_loop(
     config: Config,
-    tick: Duration,
+    pace: Pace,
     cut_tx: watch::Sender<u64>,
     mut applied_rx: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match cut_session(&config, tick, &cut_tx, &mut applied_rx, &cancel).await {
+        match cut_session(&config, pace, &cut_tx, &mut applied_rx, &cancel).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "batch cutter lost the source database; retrying");
@@ -80,7 +91,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 
 async fn cut_session(
     config: &Config,
-    tick: Duration,
+    pace: Pace,
     cut_tx: &watch::Sender<u64>,
     applied_rx: &mut watch::Receiver<u64>,
     cancel: &CancellationToken,
@@ -108,6 +119,7 @@ async fn cut_session(
     }
     let (_, newest) = kept_range(&client).await?;
     cut_tx.send_replace(newest);
+    let mut wait = pace.tick;
     loop {
         // An applied batch may have been what held the next cut back: cut
         // at once rather than at the next tick.
@@ -115,12 +127,15 @@ async fn cut_session(
             biased;
             _ = cancel.cancelled() => return Ok(()),
             Ok(()) = applied_rx.changed() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         let applied = *applied_rx.borrow_and_update();
         if let Some(batch_id) = cut(&client, applied).await? {
             tracing::debug!(batch_id, "cut batch");
             cut_tx.send_replace(batch_id);
+            wait = pace.tick;
+        } else {
+            wait = (wait * 2).min(pace.idle_tick.max(pace.tick));
         }
     }
 }

@@ -120,10 +120,15 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (default: off).
     #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// How often to look for committed changes to cut into a batch (an
-    /// applied batch also wakes the cutter). Each look is one short query.
+    /// How often to look for committed changes to cut into a batch while
+    /// they come (an applied batch also wakes the cutter). Each look is one
+    /// short query.
     #[arg(long, env = "PGFERRY_TICK", default_value = "1ms", value_parser = parse_duration)]
     pub tick: Duration,
+    /// The longest wait between looks: it doubles from --tick after each
+    /// look that found nothing.
+    #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = parse_duration)]
+    pub idle_tick: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
     pub window: u64,

@@ -165,7 +165,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let mut cutter = tasks.spawn(batch::cut_loop(
         db_config.clone(),
-        args.tick,
+        batch::Pace {
+            tick: args.tick,
+            idle_tick: args.idle_tick,
+        },
         cut_tx,
         applied_rx,
         cancel.child_token(),

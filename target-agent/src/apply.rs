@@ -3,8 +3,10 @@
 //! crashes when. Changes are applied set-based: a run of consecutive changes
 //! of one kind to one table becomes one statement, runs in source order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -71,10 +73,27 @@ pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
     runs
 }
 
+/// A request sent to the server whose answer is still to be read.
+type InFlight<T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send>>;
+
+/// Statements in flight before the applier waits for the oldest: enough to
+/// keep the server busy, few enough to bound memory (each holds a chunk).
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Polls a request once, which sends it (tokio-postgres writes a request
+/// when first polled and pipelines the ones not yet answered); returns its
+/// result if that came at once.
+async fn send<T>(request: &mut InFlight<T>) -> Option<Result<T, tokio_postgres::Error>> {
+    match futures_util::poll!(request.as_mut()) {
+        std::task::Poll::Ready(result) => Some(result),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// The applier: the one session that writes a source's tables on the target.
 pub struct Applier {
     /// The applier's own session; the guard lets only its role write.
-    client: Client,
+    client: Arc<Client>,
     /// The source whose progress this applier moves.
     source_id: String,
     /// Checked tables by the source's table id.
@@ -87,6 +106,12 @@ pub struct Applier {
     copying: Option<(u32, Pin<Box<CopyInSink<Bytes>>>)>,
     /// The batch whose transaction is open, if any.
     open_batch: Option<u64>,
+    /// The open batch's progress check, sent with its first statements and
+    /// read before its commit.
+    begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
+    /// Statements sent and not answered yet, oldest first, with the table
+    /// each writes: the server works on one while the next chunk arrives.
+    in_flight: VecDeque<(String, InFlight<u64>)>,
     /// The last batch committed for this source.
     last_applied: u64,
 }
@@ -148,13 +173,15 @@ impl Applier {
             .map_err(Error::db("reading progress"))?
             .get(0);
         Ok(Applier {
-            client,
+            client: Arc::new(client),
             source_id: hello.source_id.clone(),
             plans,
             statements: HashMap::new(),
             sequences,
             copying: None,
             open_batch: None,
+            begin_check: None,
+            in_flight: VecDeque::new(),
             last_applied: last as u64,
         })
     }
@@ -176,8 +203,11 @@ impl Applier {
 
     /// Rolls back the open batch, if any (the stream ended mid-batch).
     pub async fn abort(&mut self) {
-        // Dropping the sink aborts the COPY.
+        // Dropping the sink aborts the COPY; answers to dropped requests
+        // are read and discarded by the connection.
         self.copying = None;
+        self.begin_check = None;
+        self.in_flight.clear();
         if let Some(batch_id) = self.open_batch.take()
             && let Err(error) = self.client.batch_execute("rollback").await
         {
@@ -228,6 +258,7 @@ impl Applier {
                 "batch {batch_id} ended inside the initial copy of table id {table_id}"
             )));
         }
+        self.settle(batch_id).await?;
         for value in chunk.sequences {
             self.raise_sequence(batch_id, value).await?;
         }
@@ -248,44 +279,78 @@ impl Applier {
         Ok(Some(batch_id))
     }
 
-    /// Opens the batch's transaction and checks, under the progress row's
-    /// lock, that it is the next one: the lock also keeps a second stream of
-    /// the same source from applying anything concurrently.
+    /// Opens the batch's transaction and sends, without waiting, the check
+    /// that it is the next one, made under the progress row's lock (which
+    /// also keeps a second stream of the same source from applying anything
+    /// concurrently). [`Applier::settle`] reads the answer before the commit.
     async fn begin(&mut self, batch_id: u64) -> Result<()> {
         // Set first: whatever fails below, abort() rolls back.
         self.open_batch = Some(batch_id);
-        // Begin and lock in one round trip: this runs for every batch.
-        let messages = self
-            .client
-            .simple_query(&format!(
-                "begin; select last_batch from pgferry.progress where source_id = {} for update",
-                literal(&self.source_id)
-            ))
-            .await
-            .map_err(Error::db("starting a batch"))?;
-        let last: u64 = messages
-            .iter()
-            .find_map(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                Error::Protocol(format!("no progress row for source {}", self.source_id))
-            })?;
-        let expected = last + 1;
-        if batch_id != expected {
-            return Err(Error::OutOfSequence {
-                source_id: self.source_id.clone(),
-                got: batch_id,
-                expected,
-            });
+        let client = Arc::clone(&self.client);
+        let sql = format!(
+            "begin; select last_batch from pgferry.progress where source_id = {} for update",
+            literal(&self.source_id)
+        );
+        let mut check: InFlight<Vec<SimpleQueryMessage>> =
+            Box::pin(async move { client.simple_query(&sql).await });
+        if let Some(Err(source)) = send(&mut check).await {
+            return Err(Error::db("starting a batch")(source));
         }
+        self.begin_check = Some(check);
         Ok(())
+    }
+
+    /// Waits for every answer of the open batch, in order; the first
+    /// failure is the batch's error.
+    async fn settle(&mut self, batch_id: u64) -> Result<()> {
+        while self.wait_oldest(batch_id).await? {}
+        Ok(())
+    }
+
+    /// Waits for the oldest unanswered request: the progress check, then
+    /// statements in the order sent. Answers must be read in that order (the
+    /// connection hands them out in order and stops while one is unread).
+    /// Returns false when none was left.
+    async fn wait_oldest(&mut self, batch_id: u64) -> Result<bool> {
+        if let Some(check) = self.begin_check.take() {
+            let messages = check.await.map_err(Error::db("starting a batch"))?;
+            let last: u64 = messages
+                .iter()
+                .find_map(|message| match message {
+                    SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    Error::Protocol(format!("no progress row for source {}", self.source_id))
+                })?;
+            let expected = last + 1;
+            if batch_id != expected {
+                return Err(Error::OutOfSequence {
+                    source_id: self.source_id.clone(),
+                    got: batch_id,
+                    expected,
+                });
+            }
+            return Ok(true);
+        }
+        let Some((table, statement)) = self.in_flight.pop_front() else {
+            return Ok(false);
+        };
+        statement.await.map_err(|source| Error::Apply {
+            batch_id,
+            table,
+            source,
+        })?;
+        Ok(true)
     }
 
     /// A piece of a table's initial copy: `begin` empties the table and
     /// starts COPY, data goes straight to the server, `end` finishes it.
     async fn apply_copy(&mut self, batch_id: u64, copy: wire::CopyData) -> Result<()> {
+        if copy.begin {
+            // COPY is not pipelined: start it on a settled session.
+            self.settle(batch_id).await?;
+        }
         let plan = self
             .plans
             .get(&copy.table_id)
@@ -359,38 +424,50 @@ impl Applier {
         Ok(())
     }
 
+    /// Sends a run's statement without waiting for its answer, unless
+    /// [`MAX_IN_FLIGHT`] are unanswered: then it waits for the oldest.
     async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
-        let plan = &self.plans[&run.table_id];
-        let apply_error = |source| Error::Apply {
-            batch_id,
-            table: plan.name.clone(),
-            source,
-        };
-        let statement = match self.statements.get(&(run.table_id, run.kind)) {
-            Some(statement) => statement.clone(),
-            None => {
-                let sql = match run.kind {
-                    RunKind::Upsert => &plan.upsert,
-                    RunKind::Delete => &plan.delete,
-                    RunKind::Truncate => &plan.truncate,
-                };
-                let statement = self.client.prepare(sql).await.map_err(apply_error)?;
-                self.statements
-                    .insert((run.table_id, run.kind), statement.clone());
-                statement
-            }
-        };
-        if run.kind == RunKind::Truncate {
-            self.client
-                .execute(&statement, &[])
+        let key = (run.table_id, run.kind);
+        if !self.statements.contains_key(&key) {
+            // Answers are read in order: settle before waiting on a prepare.
+            self.settle(batch_id).await?;
+            let plan = &self.plans[&run.table_id];
+            let sql = match run.kind {
+                RunKind::Upsert => &plan.upsert,
+                RunKind::Delete => &plan.delete,
+                RunKind::Truncate => &plan.truncate,
+            };
+            let statement = self
+                .client
+                .prepare(sql)
                 .await
-                .map_err(apply_error)?;
-        } else {
-            let json = format!("[{}]", run.rows.join(","));
-            self.client
-                .execute(&statement, &[&json])
-                .await
-                .map_err(apply_error)?;
+                .map_err(|source| Error::Apply {
+                    batch_id,
+                    table: plan.name.clone(),
+                    source,
+                })?;
+            self.statements.insert(key, statement);
+        }
+        let statement = self.statements[&key].clone();
+        let table = self.plans[&run.table_id].name.clone();
+        let client = Arc::clone(&self.client);
+        let params: Vec<String> = match run.kind {
+            RunKind::Truncate => Vec::new(),
+            _ => vec![format!("[{}]", run.rows.join(","))],
+        };
+        let mut request: InFlight<u64> =
+            Box::pin(async move { client.execute_raw(&statement, params).await });
+        if let Some(result) = send(&mut request).await {
+            result.map_err(|source| Error::Apply {
+                batch_id,
+                table,
+                source,
+            })?;
+            return Ok(());
+        }
+        self.in_flight.push_back((table, request));
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            self.wait_oldest(batch_id).await?;
         }
         Ok(())
     }
