@@ -65,6 +65,8 @@ struct Bench {
     native_src: Client,
     native_dst: Client,
     target_port: u16,
+    /// The source agent's --compression.
+    compression: &'static str,
     source_agent: Option<Agent>,
     target_agent: Option<Agent>,
 }
@@ -130,6 +132,7 @@ impl Bench {
             native_src,
             native_dst,
             target_port: free_port(),
+            compression: "none",
             source_agent: None,
             target_agent: None,
         };
@@ -209,6 +212,8 @@ impl Bench {
             "bench".into(),
             "--health-listen".into(),
             format!("127.0.0.1:{health}"),
+            "--compression".into(),
+            self.compression.into(),
         ];
         let mut source = Agent::spawn("source-agent", &source_args);
         wait_serving(&mut source, health).await;
@@ -498,11 +503,18 @@ impl Bench {
     /// direction by 50 ms, and right before it the same catch-up on loopback,
     /// each into an emptied table as measure 2 starts with (the backlog
     /// measure leaves it large, and checksums of a large table would weigh
-    /// more than the catch-up). Returns rows/s of each (loopback, relay).
-    async fn distance(&mut self) -> (f64, f64) {
+    /// more than the catch-up); then both again with `--compression zstd`.
+    /// Returns rows/s of each: [loopback, relay, loopback zstd, relay zstd].
+    async fn distance(&mut self) -> [f64; 4] {
         let relay = relay(self.target_port, Duration::from_millis(50)).await;
-        let mut rates = [0.0; 2];
-        for (rate, via) in rates.iter_mut().zip([None, Some(relay)]) {
+        let mut rates = [0.0; 4];
+        let runs = [
+            (None, "none"),
+            (Some(relay), "none"),
+            (None, "zstd"),
+            (Some(relay), "zstd"),
+        ];
+        for (rate, (via, compression)) in rates.iter_mut().zip(runs) {
             self.ferry_src
                 .batch_execute("truncate drain")
                 .await
@@ -512,15 +524,17 @@ impl Bench {
             self.stop_pgferry().await;
             self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS)
                 .await;
+            self.compression = compression;
             let started = Instant::now();
             self.start_pgferry(via).await;
             self.wait_equal(System::Pgferry, "drain", Duration::from_secs(600))
                 .await;
             *rate = CATCH_UP_CHANGES as f64 / started.elapsed().as_secs_f64();
         }
+        self.compression = "none";
         self.stop_pgferry().await;
         self.start_pgferry(None).await;
-        (rates[0], rates[1])
+        rates
     }
 }
 
@@ -648,10 +662,10 @@ async fn main() {
         small = bench.backlog(200_000).await;
         large = bench.backlog(2_000_000).await;
     }
-    let (mut near, mut far) = (f64::NAN, f64::NAN);
+    let mut distance = [f64::NAN; 4];
     if selected("distance") {
-        eprintln!("pgferry: catch-up on loopback, then through a 50 ms relay...");
-        (near, far) = bench.distance().await;
+        eprintln!("pgferry: catch-up on loopback and through a 50 ms relay, plain and zstd...");
+        distance = bench.distance().await;
     }
     results.insert(
         "pgferry_backlog".into(),
@@ -662,7 +676,10 @@ async fn main() {
     );
     results.insert(
         "pgferry_distance".into(),
-        json!({"loopback_rows_per_s": near, "relay_50ms_rows_per_s": far}),
+        json!({
+            "loopback_rows_per_s": distance[0], "relay_50ms_rows_per_s": distance[1],
+            "loopback_zstd_rows_per_s": distance[2], "relay_50ms_zstd_rows_per_s": distance[3],
+        }),
     );
     let results = Value::Object(results);
     print_table(&results);
@@ -741,12 +758,20 @@ fn print_table(r: &Value) {
             f(&b[size]["rows_per_s"])
         );
     }
-    let far = f(&r["pgferry_distance"]["relay_50ms_rows_per_s"]);
-    let near = f(&r["pgferry_distance"]["loopback_rows_per_s"]);
+    let d = &r["pgferry_distance"];
+    let (near, far) = (f(&d["loopback_rows_per_s"]), f(&d["relay_50ms_rows_per_s"]));
+    let (near_z, far_z) = (
+        f(&d["loopback_zstd_rows_per_s"]),
+        f(&d["relay_50ms_zstd_rows_per_s"]),
+    );
     println!();
     println!(
-        "pgferry catch-up through a 50 ms relay: {far:.0} rows/s, {:.2}x the {near:.0} rows/s \
-         of the same catch-up on loopback just before",
-        far / near
+        "| pgferry catch-up of 200k changes | loopback, rows/s | 50 ms relay, rows/s | relay / loopback |"
+    );
+    println!("|---|---|---|---|");
+    println!("| plain | {near:.0} | {far:.0} | {:.2} |", far / near);
+    println!(
+        "| --compression zstd | {near_z:.0} | {far_z:.0} | {:.2} |",
+        far_z / near_z
     );
 }

@@ -209,3 +209,27 @@ async fn tables_added_and_removed_while_running_need_no_restart() {
         "the removed table is gone once its changes shipped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_streams_replicate_alike() {
+    let mut r = Replication::new().await;
+    r.start_target_agent().await;
+    for (round, compression) in ["zstd", "gzip"].into_iter().enumerate() {
+        r.source_args = vec!["--compression".into(), compression.into()];
+        r.start_source_agent().await;
+        let base = round * 1000;
+        r.src
+            .batch_execute(&format!(
+                "insert into digoal.loc_test select g, md5(g::text), now(), now()
+                 from generate_series({}, {}) g;
+                 update digoal.loc_test set info = upper(info) where id % 3 = 0;",
+                base + 1,
+                base + 500
+            ))
+            .await
+            .unwrap();
+        let (rows, _) = r.wait_in_sync(SYNC).await;
+        assert_eq!(rows, 500 * (round as i64 + 1), "{compression}");
+        assert!(r.source_agent().terminate(Duration::from_secs(10)).await);
+    }
+}

@@ -39,6 +39,10 @@ const VACUUM_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2
 /// Dead queue rows that make a vacuum worth it (and at least as many as live).
 const VACUUM_DEAD_ROWS: i64 = 20_000;
 
+/// Paced like autovacuum: an unpaced vacuum of a big ack's dead rows
+/// competes with every commit for the disk.
+const VACUUM_PACE: &str = "set vacuum_cost_delay = '2ms'";
+
 /// Keeps the queue lean: acks delete whole batches, and until autovacuum
 /// comes round the dead rows slow every cut and read (they sit in the txid
 /// index the cutter scans). Vacuums the queue on its own session, so cuts
@@ -56,6 +60,11 @@ pub async fn vacuum_loop(
         }
         if client.is_none() {
             client = pgferry_proto::db::connect(&config).await.ok();
+            if let Some(c) = &client
+                && let Err(err) = c.batch_execute(VACUUM_PACE).await
+            {
+                tracing::debug!(error = %err, "could not pace the queue vacuum");
+            }
         }
         let Some(c) = &client else { continue };
         match vacuum_if_needed(c).await {

@@ -120,6 +120,9 @@ async fn session(
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    if let Some(encoding) = args.compression.encoding() {
+        client = client.send_compressed(encoding);
+    }
     let (out, out_rx) = mpsc::channel(4);
     let mut shipper = Shipper {
         reader,

@@ -14,6 +14,7 @@ pub mod server;
 use pgferry_proto::wire::replication_server::ReplicationServer;
 use pgferry_proto::{SERVICE_NAME, db, health};
 use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
 
 use crate::cli::{Command, RunArgs};
 use crate::error::{Error, Result};
@@ -94,6 +95,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .add_service(health_service)
         .add_service(
             ReplicationServer::new(service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(args.max_message_bytes)
                 .max_encoding_message_size(args.max_message_bytes),
         )
