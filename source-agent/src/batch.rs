@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, Config, IsolationLevel, Statement};
+use tokio_postgres::{Client, Config, IsolationLevel, RowStream, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -18,15 +18,15 @@ use crate::error::{Error, Result};
 /// lets the next batch grow: one being applied, one on its way.
 const MAX_UNAPPLIED_CUTS: i64 = 2;
 
+/// The cut, prepared once per session: it runs for every batch.
+const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
+
 /// Cuts the next batch if committed changes wait and fewer than
 /// [`MAX_UNAPPLIED_CUTS`] cut batches are beyond `applied`, the last batch
 /// the target reported applied. Returns its id.
-pub async fn cut(client: &Client, applied: u64) -> Result<Option<u64>> {
+pub async fn cut(client: &Client, cut_batch: &Statement, applied: u64) -> Result<Option<u64>> {
     let row = client
-        .query_one(
-            "select pgferry.cut_batch($1, $2)",
-            &[&MAX_UNAPPLIED_CUTS, &(applied as i64)],
-        )
+        .query_one(cut_batch, &[&MAX_UNAPPLIED_CUTS, &(applied as i64)])
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
@@ -119,6 +119,10 @@ async fn cut_session(
     }
     let (_, newest) = kept_range(&client).await?;
     cut_tx.send_replace(newest);
+    let cut_batch = client
+        .prepare(CUT_BATCH)
+        .await
+        .map_err(Error::db("preparing the cut"))?;
     let mut wait = pace.tick;
     loop {
         // An applied batch may have been what held the next cut back: cut
@@ -130,7 +134,7 @@ async fn cut_session(
             _ = tokio::time::sleep(wait) => {}
         }
         let applied = *applied_rx.borrow_and_update();
-        if let Some(batch_id) = cut(&client, applied).await? {
+        if let Some(batch_id) = cut(&client, &cut_batch, applied).await? {
             tracing::debug!(batch_id, "cut batch");
             cut_tx.send_replace(batch_id);
             wait = pace.tick;
@@ -139,6 +143,25 @@ async fn cut_session(
         }
     }
 }
+
+/// Whether a batch and its predecessor are still kept, and the initial
+/// copies the batch carries (see [`Shipper::send`]).
+pub const COPY_JOBS: &str = "
+    with kept as (select count(*) = 2 as ok from pgferry.batch
+                  where batch_id in ($1::bigint - 1, $1::bigint))
+    select kept.ok, t.table_id, t.source_schema || '.' || t.source_name,
+           format('copy (select %s from %s where coalesce((%s), false)) to stdout',
+                  coalesce((select string_agg(quote_ident(c), ', ' order by n)
+                            from unnest(t.columns) with ordinality u(c, n)),
+                           (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)
+                            from pg_attribute a
+                            where a.attrelid = t.relid and a.attnum > 0
+                              and not a.attisdropped and a.attgenerated = '')),
+                  t.relid::regclass, coalesce(t.row_filter, 'true'))
+    from kept
+    left join pgferry.tables t
+      on t.copy_batch = $1 and t.state = 'copying' and not t.removed
+    order by t.table_id";
 
 /// Changes of a batch, by `pgferry.batch_changes` (see its comment).
 pub const READ_BATCH: &str = "
@@ -161,6 +184,11 @@ pub struct Shipper {
     pub reader: Client,
     /// [`READ_BATCH`], prepared on `reader`.
     pub read_batch: Statement,
+    /// [`COPY_JOBS`], prepared on `reader`.
+    pub copy_jobs: Statement,
+    /// Whether a table announced on this stream had not finished its copy
+    /// when the stream began; only then may a batch carry a copy for it.
+    pub copies_possible: bool,
     /// Whether any sequence is replicated (their values go with each batch).
     pub has_sequences: bool,
     /// Reads initial copies, each in its own REPEATABLE READ transaction.
@@ -193,11 +221,27 @@ impl Shipper {
     /// marked. Memory stays at about one chunk: reads go through a portal
     /// or COPY, and the outbound channel is bounded.
     pub async fn send(&mut self, batch_id: u64) -> Result<SendOutcome> {
+        if !self.copies_possible {
+            // No copy can come before the changes: ask for both at once
+            // (tokio-postgres pipelines requests polled together).
+            let (checked, rows) = tokio::join!(
+                self.copy_jobs(batch_id),
+                self.reader.query_raw(&self.read_batch, [batch_id as i64])
+            );
+            let (kept, jobs) = checked?;
+            if !kept {
+                return Err(not_kept(batch_id));
+            }
+            if !jobs.is_empty() {
+                // A table added after this stream began: announce it first.
+                return Ok(SendOutcome::TablesChanged);
+            }
+            let rows = rows.map_err(Error::db("reading a batch"))?;
+            return self.send_changes(batch_id, rows).await;
+        }
         let (kept, jobs) = self.copy_jobs(batch_id).await?;
         if !kept {
-            return Err(Error::Protocol(format!(
-                "batch {batch_id} or its predecessor is no longer kept on the source"
-            )));
+            return Err(not_kept(batch_id));
         }
         for job in jobs {
             if !self.known_tables.contains(&(job.table_id as u32)) {
@@ -207,7 +251,12 @@ impl Shipper {
                 return Ok(SendOutcome::PeerGone);
             }
         }
-        self.send_changes(batch_id).await
+        let rows = self
+            .reader
+            .query_raw(&self.read_batch, [batch_id as i64])
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        self.send_changes(batch_id, rows).await
     }
 
     /// Whether batch `batch_id` and its predecessor are still kept (a batch
@@ -216,24 +265,7 @@ impl Shipper {
     async fn copy_jobs(&self, batch_id: u64) -> Result<(bool, Vec<CopyJob>)> {
         let rows = self
             .reader
-            .query(
-                "with kept as (select count(*) = 2 as ok from pgferry.batch
-                               where batch_id in ($1::bigint - 1, $1::bigint))
-                 select kept.ok, t.table_id, t.source_schema || '.' || t.source_name,
-                        format('copy (select %s from %s where coalesce((%s), false)) to stdout',
-                               coalesce((select string_agg(quote_ident(c), ', ' order by n)
-                                         from unnest(t.columns) with ordinality u(c, n)),
-                                        (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)
-                                         from pg_attribute a
-                                         where a.attrelid = t.relid and a.attnum > 0
-                                           and not a.attisdropped and a.attgenerated = '')),
-                               t.relid::regclass, coalesce(t.row_filter, 'true'))
-                 from kept
-                 left join pgferry.tables t
-                   on t.copy_batch = $1 and t.state = 'copying' and not t.removed
-                 order by t.table_id",
-                &[&(batch_id as i64)],
-            )
+            .query(&self.copy_jobs, &[&(batch_id as i64)])
             .await
             .map_err(Error::db("listing initial copies"))?;
         let kept = rows.first().is_some_and(|row| row.get(0));
@@ -370,14 +402,9 @@ impl Shipper {
     /// fast as chunks leave (the connection stops reading while we do not
     /// poll), so memory stays at about a chunk, and a small batch costs one
     /// round trip. A single statement reads one snapshot; no transaction.
-    async fn send_changes(&mut self, batch_id: u64) -> Result<SendOutcome> {
+    async fn send_changes(&mut self, batch_id: u64, rows: RowStream) -> Result<SendOutcome> {
         let limits = self.limits;
         let out = self.out.clone();
-        let rows = self
-            .reader
-            .query_raw(&self.read_batch, [batch_id as i64])
-            .await
-            .map_err(Error::db("reading a batch"))?;
         futures::pin_mut!(rows);
         let mut changes = Vec::new();
         let mut bytes = 0usize;
@@ -433,6 +460,12 @@ impl Shipper {
             changes: changes_sent,
         })
     }
+}
+
+fn not_kept(batch_id: u64) -> Error {
+    Error::Protocol(format!(
+        "batch {batch_id} or its predecessor is no longer kept on the source"
+    ))
 }
 
 /// Sends one chunk; false when the stream is gone.

@@ -115,6 +115,18 @@ async fn session(
         .prepare(batch::READ_BATCH)
         .await
         .map_err(Error::db("preparing the batch read"))?;
+    let copy_jobs = reader
+        .prepare(batch::COPY_JOBS)
+        .await
+        .map_err(Error::db("preparing the batch read"))?;
+    let copies_possible: bool = reader
+        .query_one(
+            "select exists (select from pgferry.tables where state <> 'replicating')",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the table list"))?
+        .get(0);
 
     let channel = endpoint.connect().await?;
     let mut client = ReplicationClient::new(channel)
@@ -127,6 +139,8 @@ async fn session(
     let mut shipper = Shipper {
         reader,
         read_batch,
+        copy_jobs,
+        copies_possible,
         has_sequences: !sequences.is_empty(),
         copier,
         limits: ChunkLimits {

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# What capture costs a writer, piece by piece: pgbench single-row UPDATEs
+# (4 clients, 5 s slices, fsync on) on a plain table and on copies of it
+# with ever more of the capture work in an AFTER UPDATE trigger, agents not
+# running. Each line is TPS on the variant and on the plain table in the
+# slice right after it, and the overhead. One throwaway cluster; release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/prereqs.sh
+cargo build --release -p source-agent
+
+dir=$(mktemp -d /tmp/pgferry-capture-cost-XXXXXX)
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    as_pg=(runuser -u postgres --)
+fi
+# Unix socket only, in its own directory: no TCP port to collide with.
+port=5432
+"${as_pg[@]}" "$PG_BINDIR/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
+"${as_pg[@]}" "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -c listen_addresses='' -c shared_buffers=256MB -c max_wal_size=2GB" start >/dev/null
+trap '"${as_pg[@]}" "$PG_BINDIR/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; rm -rf "$dir"' EXIT
+
+db="host=$dir port=$port user=postgres dbname=postgres"
+sql() { psql -qX -v ON_ERROR_STOP=1 "$db" -c "$1" >/dev/null; }
+tps() {
+    printf '\\set id random(1, 100000)\nupdate %s set v = v + 1 where id = :id;\n' "$1" >"$dir/$1.sql"
+    "$PG_BINDIR/pgbench" -n -h "$dir" -p "$port" -U postgres -c 4 -j 2 -T 5 -f "$dir/$1.sql" postgres 2>/dev/null |
+        awk '/^tps/ {printf "%.0f", $3}'
+}
+measure() {
+    local rep plain
+    rep=$(tps "$2")
+    plain=$(tps t_plain)
+    awk -v name="$1" -v rep="$rep" -v plain="$plain" \
+        'BEGIN { printf "| %s | %d | %d | %.1f |\n", name, rep, plain, (1 - rep / plain) * 100 }'
+}
+
+sql "create table t_plain (id int primary key, v int not null, info text);
+     insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;"
+for t in t_noop t_insert t_jsonb t_capture t_notify; do
+    sql "create table $t (like t_plain including all); insert into $t select * from t_plain;"
+done
+target/release/source-agent install --source-db "$db" >/dev/null 2>&1
+for t in t_capture t_notify; do
+    target/release/source-agent add-table --source-db "$db" "public.$t" >/dev/null 2>&1
+done
+sql "create function noop() returns trigger language plpgsql as 'begin return null; end';
+     create trigger x after update on t_noop for each row execute function noop();
+     create function queue_const() returns trigger language plpgsql security definer as \$\$
+     begin insert into pgferry.queue (table_id, op, new_row) values (0, 'U', '{}'); return null; end \$\$;
+     create trigger x after update on t_insert for each row execute function queue_const();
+     create function queue_row() returns trigger language plpgsql security definer as \$\$
+     begin insert into pgferry.queue (table_id, op, new_row) values (0, 'U', to_jsonb(new)); return null; end \$\$;
+     create trigger x after update on t_jsonb for each row execute function queue_row();
+     create function notify() returns trigger language plpgsql as \$\$
+     begin perform pg_notify('pgferry', ''); return null; end \$\$;
+     create trigger y after update on t_notify for each row execute function notify();"
+
+echo "| AFTER UPDATE trigger | TPS | plain TPS | overhead % |"
+echo "|---|---|---|---|"
+for round in 1 2; do
+    measure "empty PL/pgSQL function" t_noop
+    measure "+ queue insert of a constant" t_insert
+    measure "+ to_jsonb(new) as the row" t_jsonb
+    measure "pgferry capture (add-table)" t_capture
+    measure "pgferry capture + pg_notify (LISTEN/NOTIFY wake-up)" t_notify
+    sql "truncate pgferry.queue"
+done
