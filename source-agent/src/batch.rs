@@ -45,9 +45,10 @@ pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     Ok((min.unwrap_or(0) as u64, max.unwrap_or(0) as u64))
 }
 
-/// How often the cutter looks for committed changes: every `tick` while it
-/// finds some; after each look that found none the wait doubles, up to
-/// `idle_tick`, so an idle database is not asked a thousand times a second.
+/// How often the cutter looks for committed changes: every `tick` while
+/// they come; once none came for [`IDLE_AFTER`], the wait doubles after
+/// each empty look, up to `idle_tick`, so an idle database is not asked a
+/// thousand times a second.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
     /// The wait between looks while changes come.
@@ -55,6 +56,11 @@ pub struct Pace {
     /// The longest wait between looks, reached when idle.
     pub idle_tick: Duration,
 }
+
+/// How long without changes before the cutter slows down: under a steady
+/// trickle (a change every few ticks) most looks find nothing, and slowing
+/// down on each would add its wait to every change's lag.
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// Keeps cutting batches at `pace`, and whenever the target applied one,
 /// until `cancel`, publishing the newest batch id on `cut_tx`. Holds the
@@ -124,6 +130,7 @@ async fn cut_session(
         .await
         .map_err(Error::db("preparing the cut"))?;
     let mut wait = pace.tick;
+    let mut last_found = tokio::time::Instant::now();
     loop {
         // An applied batch may have been what held the next cut back: cut
         // at once rather than at the next tick.
@@ -138,7 +145,8 @@ async fn cut_session(
             tracing::debug!(batch_id, "cut batch");
             cut_tx.send_replace(batch_id);
             wait = pace.tick;
-        } else {
+            last_found = tokio::time::Instant::now();
+        } else if last_found.elapsed() >= IDLE_AFTER {
             wait = (wait * 2).min(pace.idle_tick.max(pace.tick));
         }
     }
