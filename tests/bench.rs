@@ -222,15 +222,20 @@ impl Bench {
     }
 
     /// Stops both agents; returns their peak RSS in MiB (source, target).
+    /// With `PGFERRY_BENCH_LOGS=DIR`, their logs are appended to
+    /// DIR/source-agent.log and DIR/target-agent.log (with
+    /// `PGFERRY_AGENT_LOG=debug` they time every batch).
     async fn stop_pgferry(&mut self) -> (u64, u64) {
         let mut peaks = (0, 0);
         if let Some(mut agent) = self.source_agent.take() {
             peaks.0 = peak_rss_mib(agent.pid());
             agent.terminate(Duration::from_secs(30)).await;
+            keep_log("source-agent", &agent);
         }
         if let Some(mut agent) = self.target_agent.take() {
             peaks.1 = peak_rss_mib(agent.pid());
             agent.terminate(Duration::from_secs(30)).await;
+            keep_log("target-agent", &agent);
         }
         peaks
     }
@@ -536,6 +541,21 @@ impl Bench {
         self.start_pgferry(None).await;
         rates
     }
+}
+
+/// Appends an agent's log to `PGFERRY_BENCH_LOGS`/NAME.log, when set.
+fn keep_log(name: &str, agent: &Agent) {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("PGFERRY_BENCH_LOGS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("log directory");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::path::Path::new(&dir).join(format!("{name}.log")))
+        .and_then(|mut file| file.write_all(agent.log().as_bytes()))
+        .expect("keep the agent's log");
 }
 
 /// Peak resident memory of a process, from /proc (VmHWM), in MiB.

@@ -18,8 +18,10 @@ declare
     v_prev pgferry.batch;
     v_id bigint;
 begin
-    -- One cutter at a time, so snapshots grow with batch ids.
-    lock table pgferry.batch in share row exclusive mode;
+    -- One cutter at a time, so snapshots grow with batch ids. An advisory
+    -- lock, not a table lock: SHARE ROW EXCLUSIVE on pgferry.batch would
+    -- also wait for every (auto)vacuum and analyze of it.
+    perform pg_advisory_xact_lock(hashtext('pgferry.cut_batch'));
     select * into v_prev from pgferry.batch order by batch_id desc limit 1;
     if v_prev.batch_id - greatest(p_applied, (select acked_batch from pgferry.target))
            >= p_max_unapplied then
@@ -44,6 +46,13 @@ begin
     return v_id;
 end
 $$;
+
+-- Vacuum never truncates the queue tables: truncating takes an ACCESS
+-- EXCLUSIVE lock, held while it scans back over the empty tail, and every
+-- capturing writer and the cutter would wait for it (tens of milliseconds,
+-- again and again, on tables that empty and refill all day).
+alter table pgferry.queue set (vacuum_truncate = false);
+alter table pgferry.batch set (vacuum_truncate = false);
 
 -- The new row is all the target needs for an update that kept the key.
 -- Every name in it is schema-qualified, so it needs no search_path of its
