@@ -56,7 +56,7 @@ impl Flusher {
     /// Returns once every commit that returned before the call is on disk:
     /// a synchronous commit flushes the WAL up to its own commit record, and
     /// so every earlier one.
-    async fn flush(&self) -> Result<()> {
+    pub async fn flush(&self) -> Result<()> {
         self.client
             .execute(&self.mark, &[&self.source_id])
             .await

@@ -67,6 +67,9 @@ impl Replication for ReplicationService {
             tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
         })?;
         let flusher = durable::Flusher::connect(&self.db_config, &hello.source_id).await?;
+        // The source deletes what Ready reports applied: the progress just
+        // read may be an asynchronous commit still on its way to disk.
+        flusher.flush().await?;
         tracing::info!(
             source_id = %hello.source_id,
             peer = ?peer,
@@ -132,7 +135,6 @@ async fn serve_stream(
         };
         match applier.apply_chunk(chunk).await {
             Ok(Some(batch_id)) => {
-                applied_tx.send_replace(batch_id);
                 let applied = wire::TargetMessage {
                     kind: Some(wire::target_message::Kind::Applied(wire::Applied {
                         batch_id,
@@ -141,6 +143,9 @@ async fn serve_stream(
                 if out.send(Ok(applied)).await.is_err() {
                     break;
                 }
+                // Only now: a durable report must never overtake its batch's
+                // applied report on the stream.
+                applied_tx.send_replace(batch_id);
             }
             Ok(None) => {}
             Err(err) => {
