@@ -187,6 +187,25 @@ impl Bench {
             .expect("subscription");
         self.wait_equal(System::Native, "t_rep", Duration::from_secs(120))
             .await;
+        // Every table's initial sync done, or a measure taken right away
+        // would time the native apply waiting for its table sync workers.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let syncing: i64 = self
+                .native_dst
+                .query_one(
+                    "select count(*) from pg_subscription_rel where srsubstate <> 'r'",
+                    &[],
+                )
+                .await
+                .expect("subscription state")
+                .get(0);
+            if syncing == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "native table sync not done");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts both agents; the source agent reaches the target through
