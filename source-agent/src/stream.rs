@@ -118,7 +118,7 @@ async fn session(
     let copy_jobs = reader
         .prepare(batch::COPY_JOBS)
         .await
-        .map_err(Error::db("preparing the batch read"))?;
+        .map_err(Error::db("preparing the batch check"))?;
     let copies_possible: bool = reader
         .query_one(
             "select exists (select from pgferry.tables where state <> 'replicating')",
@@ -229,7 +229,7 @@ async fn session(
     }
 }
 
-/// How often an idle session looks for a changed table list.
+/// How often a session looks for a changed table list.
 const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Sends batches from `first` on, in order, at most `window` beyond the last
@@ -246,14 +246,21 @@ async fn send_batches(
 ) -> Result<()> {
     let window = args.window.max(1);
     let mut next = first;
+    // Looked at every TABLES_CHECK_EVERY, busy or idle, not before every
+    // batch: a batch that needs a table this stream did not announce says
+    // so itself (SendOutcome::TablesChanged).
+    let mut next_check = tokio::time::Instant::now();
     loop {
         loop {
-            if tables_version(&shipper.reader).await? != version {
-                tracing::info!(
-                    batch_id = next,
-                    "table list changed; announcing it on a new stream"
-                );
-                return Ok(());
+            if tokio::time::Instant::now() >= next_check {
+                if tables_version(&shipper.reader).await? != version {
+                    tracing::info!(
+                        batch_id = next,
+                        "table list changed; announcing it on a new stream"
+                    );
+                    return Ok(());
+                }
+                next_check = tokio::time::Instant::now() + TABLES_CHECK_EVERY;
             }
             tokio::select! {
                 biased;
@@ -262,7 +269,7 @@ async fn send_batches(
                     cut.map_err(|_| Error::Protocol("batch cutter stopped".into()))?;
                     break;
                 }
-                _ = tokio::time::sleep(TABLES_CHECK_EVERY) => {}
+                _ = tokio::time::sleep_until(next_check) => {}
             }
         }
         tokio::select! {
