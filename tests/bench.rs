@@ -137,7 +137,6 @@ impl Bench {
             target_agent: None,
         };
         bench.set_up_pgferry().await;
-        bench.set_up_native().await;
         bench
     }
 
@@ -173,6 +172,10 @@ impl Bench {
             .await;
     }
 
+    /// Subscribes the target to the source's tables. Done once pgferry's
+    /// turn is over, so that neither system's replication uses the two
+    /// cores while the other is measured (a subscription's walsender
+    /// decodes all of the cluster's WAL, pgferry's writes too).
     async fn set_up_native(&mut self) {
         self.native_src
             .batch_execute("create publication p for table t_rep, hb, bulk, drain")
@@ -663,6 +666,11 @@ async fn main() {
     let mut results = serde_json::Map::new();
     for system in [System::Pgferry, System::Native] {
         let name = system.name();
+        if system == System::Native {
+            bench.stop_pgferry().await;
+            eprintln!("native: subscribing...");
+            bench.set_up_native().await;
+        }
         let nan = f64::NAN;
         let (mut rep, mut plain, mut overhead) = (nan, nan, nan);
         if selected("overhead") {
@@ -694,6 +702,12 @@ async fn main() {
             }),
         );
     }
+    bench
+        .native_dst
+        .batch_execute("drop subscription s")
+        .await
+        .expect("drop subscription");
+    bench.start_pgferry(None).await;
     let mut small = (0, 0, f64::NAN);
     let mut large = small;
     if selected("backlog") {

@@ -55,6 +55,23 @@ pub struct Pace {
     pub tick: Duration,
     /// The longest wait between looks, reached when idle.
     pub idle_tick: Duration,
+    /// The longest wait between cuts under load (see [`Pace::interval`]).
+    pub max_coalesce: Duration,
+}
+
+/// How long the cutter waits per change the last batch carried: at a few
+/// hundred changes a second the wait stays under the tick; at thousands
+/// the batches grow until the wait reaches `max_coalesce` (each batch costs
+/// both databases and both agents a fixed amount of work, which under load
+/// takes CPU from the writers).
+const COALESCE_PER_CHANGE: Duration = Duration::from_micros(200);
+
+impl Pace {
+    /// The least time between two cuts after a batch of `changes`.
+    fn interval(&self, changes: u64) -> Duration {
+        let gather = COALESCE_PER_CHANGE.saturating_mul(changes.min(u32::MAX as u64) as u32);
+        gather.min(self.max_coalesce).max(self.tick)
+    }
 }
 
 /// How long without changes before the cutter slows down: under a steady
@@ -62,8 +79,10 @@ pub struct Pace {
 /// down on each would add its wait to every change's lag.
 const IDLE_AFTER: Duration = Duration::from_millis(100);
 
-/// Keeps cutting batches at `pace`, and whenever the target applied one,
-/// until `cancel`, publishing the newest batch id on `cut_tx`. Holds the
+/// Keeps cutting batches at `pace`, and whenever the target applied one
+/// (no sooner after the last cut than the size of the last batch sent,
+/// `sent_rx`, calls for), until `cancel`, publishing the newest batch id on
+/// `cut_tx`. Holds the
 /// database's source-agent lock so that two agents never cut (or ship)
 /// batches of one queue.
 pub async fn cut_loop(
@@ -71,11 +90,12 @@ pub async fn cut_loop(
     pace: Pace,
     cut_tx: watch::Sender<u64>,
     mut applied_rx: watch::Receiver<u64>,
+    sent_rx: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match cut_session(&config, pace, &cut_tx, &mut applied_rx, &cancel).await {
+        match cut_session(&config, pace, &cut_tx, &mut applied_rx, &sent_rx, &cancel).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "batch cutter lost the source database; retrying");
@@ -100,6 +120,7 @@ async fn cut_session(
     pace: Pace,
     cut_tx: &watch::Sender<u64>,
     applied_rx: &mut watch::Receiver<u64>,
+    sent_rx: &watch::Receiver<u64>,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let client = pgferry_proto::db::connect(config)
@@ -129,25 +150,49 @@ async fn cut_session(
         .prepare(CUT_BATCH)
         .await
         .map_err(Error::db("preparing the cut"))?;
+    let idle_tick = pace.idle_tick.max(pace.tick);
     let mut wait = pace.tick;
     let mut last_found = tokio::time::Instant::now();
+    let mut held_back = false;
+    let mut last_cut = tokio::time::Instant::now();
     loop {
         // An applied batch may have been what held the next cut back: cut
         // at once rather than at the next tick.
+        let timed_out = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            Ok(()) = applied_rx.changed() => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        let gathered = last_cut + pace.interval(*sent_rx.borrow());
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            Ok(()) = applied_rx.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(gathered) => {}
         }
         let applied = *applied_rx.borrow_and_update();
+        // The cut would hold back anyway: asking at every tick while the
+        // batches in flight are applied cost the source database more than
+        // the cuts did. A held-back cutter still asks at the idle tick, in
+        // case the target's progress went back (the cut also counts the
+        // acknowledged batch).
+        let in_flight = cut_tx.borrow().saturating_sub(applied);
+        if in_flight >= MAX_UNAPPLIED_CUTS as u64 && !(held_back && timed_out) {
+            held_back = true;
+            wait = idle_tick;
+            continue;
+        }
+        held_back = false;
+        last_cut = tokio::time::Instant::now();
         if let Some(batch_id) = cut(&client, &cut_batch, applied).await? {
             tracing::debug!(batch_id, "cut batch");
             cut_tx.send_replace(batch_id);
             wait = pace.tick;
             last_found = tokio::time::Instant::now();
         } else if last_found.elapsed() >= IDLE_AFTER {
-            wait = (wait * 2).min(pace.idle_tick.max(pace.tick));
+            wait = (wait * 2).min(idle_tick);
+        } else {
+            wait = pace.tick;
         }
     }
 }
@@ -552,4 +597,27 @@ fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
         table_id,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACE: Pace = Pace {
+        tick: Duration::from_millis(1),
+        idle_tick: Duration::from_millis(10),
+        max_coalesce: Duration::from_millis(10),
+    };
+
+    #[test]
+    fn a_quiet_source_is_cut_every_tick() {
+        assert_eq!(PACE.interval(0), PACE.tick);
+        assert_eq!(PACE.interval(3), PACE.tick);
+    }
+
+    #[test]
+    fn a_busy_source_gathers_changes_up_to_the_limit() {
+        assert_eq!(PACE.interval(20), Duration::from_millis(4));
+        assert_eq!(PACE.interval(1_000_000), PACE.max_coalesce);
+    }
 }

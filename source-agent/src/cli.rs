@@ -129,6 +129,12 @@ pub struct RunArgs {
     /// look that found nothing.
     #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = parse_duration)]
     pub idle_tick: Duration,
+    /// The longest the cutter lets changes gather under load: after a batch
+    /// of n changes it waits n x 200 us (at least --tick, at most this)
+    /// before the next cut, so a busy source ships fewer, larger batches
+    /// and a quiet one is not slowed down.
+    #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "10ms", value_parser = parse_duration)]
+    pub max_coalesce: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
     pub window: u64,

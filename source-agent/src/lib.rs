@@ -163,14 +163,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let (applied_tx, applied_rx) = watch::channel(0u64);
+    let (sent_tx, sent_rx) = watch::channel(0u64);
     let mut cutter = tasks.spawn(batch::cut_loop(
         db_config.clone(),
         batch::Pace {
             tick: args.tick,
             idle_tick: args.idle_tick,
+            max_coalesce: args.max_coalesce,
         },
         cut_tx,
         applied_rx,
+        sent_rx,
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
@@ -180,6 +183,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         token,
         cut_rx,
         applied_tx,
+        sent_tx,
         cancel.child_token(),
     );
     tokio::pin!(streamer);

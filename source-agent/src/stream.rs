@@ -34,6 +34,7 @@ pub async fn run(
     token: Option<String>,
     cut_rx: watch::Receiver<u64>,
     applied_tx: watch::Sender<u64>,
+    sent_tx: watch::Sender<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let endpoint = Endpoint::from_shared(args.target.clone())
@@ -53,7 +54,7 @@ pub async fn run(
             (&endpoint, token.as_deref()),
             &db_config,
             cut_rx.clone(),
-            &applied_tx,
+            (&applied_tx, &sent_tx),
             &cancel,
             &mut progressed,
         )
@@ -101,7 +102,7 @@ async fn session(
     (endpoint, token): (&Endpoint, Option<&str>),
     db_config: &Config,
     mut cut_rx: watch::Receiver<u64>,
-    applied_tx: &watch::Sender<u64>,
+    (applied_tx, sent_tx): (&watch::Sender<u64>, &watch::Sender<u64>),
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<()> {
@@ -204,7 +205,7 @@ async fn session(
     let send = send_batches(
         args,
         &mut shipper,
-        &mut cut_rx,
+        (&mut cut_rx, sent_tx),
         applied_tx.subscribe(),
         last_applied + 1,
         version,
@@ -234,11 +235,12 @@ const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Sends batches from `first` on, in order, at most `window` beyond the last
 /// applied one, until shutdown or a change of the table list (returns Ok to
-/// end the session).
+/// end the session). Each sent batch's size goes to `sent_tx` (the cutter
+/// paces itself by it).
 async fn send_batches(
     args: &RunArgs,
     shipper: &mut Shipper,
-    cut_rx: &mut watch::Receiver<u64>,
+    (cut_rx, sent_tx): (&mut watch::Receiver<u64>, &watch::Sender<u64>),
     mut applied_rx: watch::Receiver<u64>,
     first: u64,
     version: i64,
@@ -280,7 +282,10 @@ async fn send_batches(
             }
         }
         match shipper.send(next).await? {
-            SendOutcome::Sent { changes } => metrics::batch_sent(changes),
+            SendOutcome::Sent { changes } => {
+                metrics::batch_sent(changes);
+                sent_tx.send_replace(changes);
+            }
             SendOutcome::TablesChanged => {
                 tracing::info!(batch_id = next, "table list changed; restarting the stream");
                 return Ok(());
