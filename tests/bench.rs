@@ -89,9 +89,13 @@ impl Bench {
                  shared_buffers = 256MB\nmax_wal_size = 2GB\n"
             );
             let logical = "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n";
+            // The subscriber's launcher restarts an apply worker no sooner
+            // than wal_retrieve_retry_interval (5 s) after its last start:
+            // a catch-up run soon after subscribing would time that wait.
+            let subscriber = "wal_retrieve_retry_interval = 100ms\n";
             (
                 PgCluster::start_with(&format!("{durable}{logical}")),
-                PgCluster::start_with(&durable),
+                PgCluster::start_with(&format!("{durable}{subscriber}")),
             )
         })
         .await

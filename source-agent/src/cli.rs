@@ -133,7 +133,7 @@ pub struct RunArgs {
     /// of n changes it waits n x 200 us (at least --tick, at most this)
     /// before the next cut, so a busy source ships fewer, larger batches
     /// and a quiet one is not slowed down.
-    #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "25ms", value_parser = parse_duration)]
     pub max_coalesce: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]

@@ -196,7 +196,6 @@ async fn session(
             reason: format!("has already cleaned up every batch before {oldest}"),
         });
     }
-    ack::acknowledge(&acker, last_applied, false).await?;
     tracing::info!(last_applied, "stream ready");
 
     applied_tx.send_replace(last_applied);
@@ -306,6 +305,10 @@ async fn receive_acks(
     last_applied: u64,
     progressed: &mut bool,
 ) -> Result<()> {
+    // What the target reports applied on connecting is durable there. Its
+    // cleanup here (a previous session's last acks may not have come) can
+    // take a while: it runs while the first batches go out, not before.
+    ack::acknowledge(acker, last_applied, false).await?;
     let mut applied = last_applied;
     let mut durable = last_applied;
     while let Some(message) = inbound.message().await.map_err(Error::Target)? {
