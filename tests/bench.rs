@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::cluster::bindir;
-use support::setup::{checksum, expect_success, wait_serving};
+use support::setup::{checksum, expect_success, free_port, wait_serving};
 use support::{Agent, PgCluster, run_command};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::Client;
@@ -69,13 +69,6 @@ struct Bench {
     compression: &'static str,
     source_agent: Option<Agent>,
     target_agent: Option<Agent>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Bench {

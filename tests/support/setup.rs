@@ -46,7 +46,8 @@ pub struct Replication {
     pub source_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -478,4 +479,22 @@ impl Writer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("writer task")
     }
+}
+
+/// GET /metrics from an agent's Prometheus listener.
+pub async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics listener");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("metrics request");
+    let mut body = String::new();
+    stream
+        .read_to_string(&mut body)
+        .await
+        .expect("metrics answer");
+    body
 }
