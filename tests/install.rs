@@ -85,9 +85,9 @@ async fn agents_refuse_a_schema_older_than_theirs_until_install_upgrades_it() {
         .await,
     );
     let version: i32 = client
-        .query_one("select version from pgferry.schema_version", &[])
+        .query_one("select max(version) from pgferry.schema_version", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3, "upgraded to the newest version");
 }

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_schema.sql")),
     (2, include_str!("../sql/002_cut_and_capture.sql")),
+    (3, include_str!("../sql/003_update_statements.sql")),
 ];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.

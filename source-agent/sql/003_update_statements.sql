@@ -1,0 +1,104 @@
+-- Version 3.
+--
+-- An UPDATE of a table replicated whole is captured once per statement,
+-- from its transition table: one insert of all its new rows instead of a
+-- function call per row (the bench's bulk UPDATE measures it). An update
+-- that changes the key keeps its row trigger, which queues the delete of
+-- the old key (with the new row); the statement's upsert of every new row
+-- comes after it, so even keys that trade places end right.
+
+-- The new rows of an UPDATE statement, queued as upserts. Schema-qualified
+-- throughout, so it needs no search_path of its own (see capture_update in
+-- version 2).
+create function pgferry.capture_updates() returns trigger
+language plpgsql security definer as $$
+begin
+    insert into pgferry.queue (table_id, op, new_row)
+    select tg_argv[0]::pg_catalog.int4, 'U', pg_catalog.to_jsonb(n.*) from pgferry_new n;
+    return null;
+end
+$$;
+
+-- Version 2's, but for the update triggers of a table replicated whole.
+create or replace function pgferry.attach(p_table_id int) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+    t pgferry.tables;
+    v_rel text;
+    v_args text;
+    v_filter text;
+    v_same_key text;
+    v_trigger name;
+begin
+    select * into strict t from pgferry.tables where table_id = p_table_id;
+    perform pgferry.detach(p_table_id);
+    v_rel := t.relid::regclass::text;
+    -- After id and mode: the key count, the keys, the replicated columns.
+    v_args := format('%L', cardinality(t.key_columns))
+        || coalesce((select string_agg(format(', %L', k), '' order by n)
+                     from unnest(t.key_columns) with ordinality u(k, n)), '')
+        || coalesce((select string_agg(format(', %L', c), '' order by n)
+                     from unnest(t.columns) with ordinality u(c, n)), '');
+    if t.row_filter is null then
+        execute format('create trigger pgferry_capture_insert after insert on %s
+                        referencing new table as pgferry_new for each statement
+                        execute function pgferry.capture(%s)',
+                       v_rel, format('%L, %L, %s', t.table_id, '', v_args));
+        execute format('create trigger pgferry_capture_delete after delete on %s
+                        referencing old table as pgferry_old for each statement
+                        execute function pgferry.capture(%s)',
+                       v_rel, format('%L, %L, %s', t.table_id, '', v_args));
+        v_same_key := (select string_agg(format('old.%1$I is not distinct from new.%1$I', k), ' and ')
+                       from unnest(t.key_columns) k);
+        if t.columns is null then
+            -- Every new row, once per statement; the row trigger below has
+            -- already deleted the old keys of rows whose key changed (row
+            -- triggers fire before statement triggers).
+            execute format('create trigger pgferry_capture_update after update on %s
+                            referencing new table as pgferry_new for each statement
+                            execute function pgferry.capture_updates(%L)',
+                           v_rel, t.table_id);
+        else
+            -- Most updates keep the key: the server tells those apart by
+            -- the WHEN clause, without calling a function.
+            execute format('create trigger pgferry_capture_update after update on %s
+                            for each row when (%s) execute function pgferry.capture(%s)',
+                           v_rel, v_same_key, format('%L, %L, %s', t.table_id, '', v_args));
+        end if;
+        execute format('create trigger pgferry_capture_update_key after update on %s
+                        for each row when (not (%s)) execute function pgferry.capture(%s)',
+                       v_rel, v_same_key, format('%L, %L, %s', t.table_id, '', v_args));
+    else
+        v_filter := 'pgferry.' || quote_ident('row_filter_' || t.table_id);
+        execute format('create function %s(r %s) returns boolean language sql stable as %L',
+                       v_filter, v_rel,
+                       format('select coalesce((select (%s) from (select ($1).*) as f), false)', t.row_filter));
+        execute format('create trigger pgferry_capture_insert after insert on %s for each row
+                        when (%s(new)) execute function pgferry.capture(%s)',
+                       v_rel, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
+        execute format('create trigger pgferry_capture_delete after delete on %s for each row
+                        when (%s(old)) execute function pgferry.capture(%s)',
+                       v_rel, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
+        execute format('create trigger pgferry_capture_update after update on %s for each row
+                        when (%s(old) and %s(new)) execute function pgferry.capture(%s)',
+                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
+        execute format('create trigger pgferry_capture_update_in after update on %s for each row
+                        when (not %s(old) and %s(new)) execute function pgferry.capture(%s)',
+                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, 'I', v_args));
+        execute format('create trigger pgferry_capture_update_out after update on %s for each row
+                        when (%s(old) and not %s(new)) execute function pgferry.capture(%s)',
+                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, 'D', v_args));
+    end if;
+    execute format('create trigger pgferry_capture_truncate after truncate on %s
+                    for each statement execute function pgferry.capture(%L, %L, %L)', v_rel, t.table_id, '', 0);
+    for v_trigger in
+        select tgname from pg_trigger where tgrelid = t.relid and tgname like 'pgferry\_capture%'
+    loop
+        execute format('alter table %s enable always trigger %I', v_rel, v_trigger);
+    end loop;
+end
+$$;
+
+select pgferry.attach(table_id) from pgferry.tables where not removed;
+
+drop function pgferry.capture_update();
