@@ -86,6 +86,11 @@ impl Bench {
             // than wal_retrieve_retry_interval (5 s) after its last start:
             // a catch-up run soon after subscribing would time that wait.
             let subscriber = "wal_retrieve_retry_interval = 100ms\n";
+            // Slow statements and lock waits go to the server logs, which
+            // PGFERRY_BENCH_LOGS keeps.
+            let slow = "log_lock_waits = on\nsession_preload_libraries = 'auto_explain'\n\
+                        auto_explain.log_min_duration = '5s'\n";
+            let durable = format!("{durable}{slow}");
             (
                 PgCluster::start_with(&format!("{durable}{logical}")),
                 PgCluster::start_with(&format!("{durable}{subscriber}")),
@@ -591,6 +596,21 @@ fn keep_log(name: &str, agent: &Agent) {
         .expect("keep the agent's log");
 }
 
+/// Copies both servers' logs to `PGFERRY_BENCH_LOGS`, when set.
+fn keep_server_logs(bench: &Bench) {
+    let Ok(dir) = std::env::var("PGFERRY_BENCH_LOGS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("log directory");
+    for (name, cluster) in [("source", &bench.source), ("target", &bench.target)] {
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}-server.log")),
+            cluster.log(),
+        )
+        .expect("keep a server log");
+    }
+}
+
 /// Peak resident memory of a process, from /proc (VmHWM), in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -754,6 +774,7 @@ async fn main() {
     .expect("write json");
     eprintln!("wrote {json_path}");
     bench.stop_pgferry().await;
+    keep_server_logs(&bench);
     drop(bench.source);
     drop(bench.target);
 }

@@ -3,7 +3,8 @@
 # (4 clients, 5 s slices, fsync on) on a plain table and on copies of it
 # with ever more of the capture work in an AFTER UPDATE trigger, agents not
 # running. Each line is TPS on the variant and on the plain table in the
-# slice right after it, and the overhead. One throwaway cluster; release build.
+# slice right after it, and the overhead. Then one 100,000-row UPDATE, plain
+# and captured. One throwaway cluster; release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/prereqs.sh
@@ -68,3 +69,13 @@ for round in 1 2; do
     measure "pgferry capture + pg_notify (LISTEN/NOTIFY wake-up)" t_notify
     sql "truncate pgferry.queue"
 done
+
+# A bulk statement: one UPDATE of all 100,000 rows, plain and captured.
+bulk_ms() {
+    psql -qX "$db" -c '\timing on' -c "update $1 set v = v + 1" | awk '/^Time/ {printf "%.0f", $2}'
+}
+echo
+echo "| UPDATE of 100,000 rows | ms |"
+echo "|---|---|"
+echo "| plain table | $(bulk_ms t_plain) |"
+echo "| pgferry capture (add-table) | $(bulk_ms t_capture) |"
