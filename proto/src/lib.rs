@@ -24,3 +24,9 @@ pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
+
+/// HTTP/2 flow-control window of the replication stream, both agents: a
+/// stream carries at most one window per round trip (h2's 64 KiB default
+/// caps a 100 ms round trip at 640 KB/s), and the receiver may hold up to
+/// one window of data it has not applied yet.
+pub const HTTP2_WINDOW: u32 = 2 * 1024 * 1024;

@@ -20,9 +20,6 @@ use crate::{ack, metrics};
 
 /// Largest message either way; a chunk of `chunk_rows` changes must fit.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// HTTP/2 flow-control window: with h2's 64 KiB default, a 100 ms round
-/// trip would cap a stream at 640 KB/s.
-pub const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 /// How long shutdown waits for the target to ack what was sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -41,8 +38,8 @@ pub async fn run(
         .map_err(|_| Error::BadTarget(args.target.clone()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(HTTP2_STREAM_WINDOW * 2)
+        .initial_stream_window_size(pgferry_proto::HTTP2_WINDOW)
+        .initial_connection_window_size(pgferry_proto::HTTP2_WINDOW * 2)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let min_backoff = Duration::from_millis(100);

@@ -85,9 +85,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         token,
     };
     tracing::info!(listen = %args.listen, "target agent running");
-    // Data flows to us: our receive window bounds throughput over long
-    // links (h2's 64 KiB default caps a 100 ms round trip at 640 KB/s).
-    let window = 8 * 1024 * 1024;
+    let window = pgferry_proto::HTTP2_WINDOW;
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(window)
