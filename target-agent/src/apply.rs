@@ -131,10 +131,13 @@ impl Applier {
         // COPY data arrives in these text forms (see the source's copy).
         // Batches commit asynchronously, as native subscriptions do: the
         // source deletes a batch only once `durable` says it is on disk.
+        // Every apply statement finds rows by key: no sequential scan, even
+        // where statistics from when the table was empty make one look
+        // cheap (the batch may have filled the table since).
         client
             .batch_execute(
                 "set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres';
-                 set synchronous_commit = off",
+                 set synchronous_commit = off; set enable_seqscan = off",
             )
             .await
             .map_err(Error::db("setting up the applier session"))?;
