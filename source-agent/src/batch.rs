@@ -82,9 +82,8 @@ const IDLE_AFTER: Duration = Duration::from_millis(100);
 /// Keeps cutting batches at `pace`, and whenever the target applied one
 /// (no sooner after the last cut than the size of the last batch sent,
 /// `sent_rx`, calls for), until `cancel`, publishing the newest batch id on
-/// `cut_tx`. Holds the
-/// database's source-agent lock so that two agents never cut (or ship)
-/// batches of one queue.
+/// `cut_tx`. Holds the database's source-agent lock so that two agents
+/// never cut (or ship) batches of one queue.
 pub async fn cut_loop(
     config: Config,
     pace: Pace,
@@ -150,20 +149,18 @@ async fn cut_session(
         .prepare(CUT_BATCH)
         .await
         .map_err(Error::db("preparing the cut"))?;
-    let idle_tick = pace.idle_tick.max(pace.tick);
     let mut wait = pace.tick;
     let mut last_found = tokio::time::Instant::now();
-    let mut held_back = false;
     let mut last_cut = tokio::time::Instant::now();
     loop {
         // An applied batch may have been what held the next cut back: cut
         // at once rather than at the next tick.
-        let timed_out = tokio::select! {
+        tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            Ok(()) = applied_rx.changed() => false,
-            _ = tokio::time::sleep(wait) => true,
-        };
+            Ok(()) = applied_rx.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
         let gathered = last_cut + pace.interval(*sent_rx.borrow());
         tokio::select! {
             biased;
@@ -171,18 +168,6 @@ async fn cut_session(
             _ = tokio::time::sleep_until(gathered) => {}
         }
         let applied = *applied_rx.borrow_and_update();
-        // The cut would hold back anyway: asking at every tick while the
-        // batches in flight are applied cost the source database more than
-        // the cuts did. A held-back cutter still asks at the idle tick, in
-        // case the target's progress went back (the cut also counts the
-        // acknowledged batch).
-        let in_flight = cut_tx.borrow().saturating_sub(applied);
-        if in_flight >= MAX_UNAPPLIED_CUTS as u64 && !(held_back && timed_out) {
-            held_back = true;
-            wait = idle_tick;
-            continue;
-        }
-        held_back = false;
         last_cut = tokio::time::Instant::now();
         if let Some(batch_id) = cut(&client, &cut_batch, applied).await? {
             tracing::debug!(batch_id, "cut batch");
@@ -190,9 +175,7 @@ async fn cut_session(
             wait = pace.tick;
             last_found = tokio::time::Instant::now();
         } else if last_found.elapsed() >= IDLE_AFTER {
-            wait = (wait * 2).min(idle_tick);
-        } else {
-            wait = pace.tick;
+            wait = (wait * 2).min(pace.idle_tick.max(pace.tick));
         }
     }
 }
