@@ -125,8 +125,8 @@ pub struct RunArgs {
     /// short query.
     #[arg(long, env = "PGFERRY_TICK", default_value = "1ms", value_parser = parse_duration)]
     pub tick: Duration,
-    /// The longest wait between looks: it doubles from --tick after each
-    /// look that found nothing.
+    /// The longest wait between looks: once nothing came for 100 ms, the
+    /// wait doubles from --tick after each look that found nothing.
     #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = parse_duration)]
     pub idle_tick: Duration,
     /// The longest the cutter lets changes gather under load: after a batch
