@@ -52,6 +52,7 @@ pub async fn vacuum_loop(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut client = None;
+    let mut horizon = None;
     loop {
         tokio::select! {
             biased;
@@ -67,7 +68,7 @@ pub async fn vacuum_loop(
             }
         }
         let Some(c) = &client else { continue };
-        match vacuum_if_needed(c).await {
+        match vacuum_if_needed(c, &mut horizon).await {
             Ok(Some(dead)) => tracing::debug!(dead, "vacuumed the queue"),
             Ok(None) => {}
             Err(err) => {
@@ -78,23 +79,35 @@ pub async fn vacuum_loop(
     }
 }
 
-async fn vacuum_if_needed(client: &Client) -> Result<Option<i64>> {
-    let dead: i64 = client
+/// Vacuums the queue when enough of it is dead, unless the oldest
+/// transaction any other session still sees (`horizon`) is the one that
+/// held the last vacuum back: rows deleted since then cannot go either, and
+/// during a long transaction (a million-row UPDATE) a vacuum every check
+/// only rescanned the same dead rows, a core's worth.
+async fn vacuum_if_needed(client: &Client, horizon: &mut Option<String>) -> Result<Option<i64>> {
+    let row = client
         .query_one(
             "select coalesce((select n_dead_tup from pg_stat_user_tables
                               where relid = 'pgferry.queue'::regclass
-                                and n_dead_tup >= $1 and n_dead_tup >= n_live_tup), 0)",
+                                and n_dead_tup >= $1 and n_dead_tup >= n_live_tup), 0),
+                    (select x::text
+                     from (select backend_xmin from pg_stat_activity where pid <> pg_backend_pid()
+                           union all
+                           select backend_xid from pg_stat_activity where pid <> pg_backend_pid()) s(x)
+                     where x is not null
+                     order by age(x) desc limit 1)",
             &[&VACUUM_DEAD_ROWS],
         )
         .await
-        .map_err(Error::db("reading queue statistics"))?
-        .get(0);
-    if dead == 0 {
+        .map_err(Error::db("reading queue statistics"))?;
+    let (dead, oldest): (i64, Option<String>) = (row.get(0), row.get(1));
+    if dead == 0 || (oldest.is_some() && oldest == *horizon) {
         return Ok(None);
     }
     client
         .batch_execute("vacuum pgferry.queue")
         .await
         .map_err(Error::db("vacuuming the queue"))?;
+    *horizon = oldest;
     Ok(Some(dead))
 }
