@@ -78,7 +78,7 @@ async fn column_subset_and_row_filter_follow_rows_into_and_out_of_the_filter() {
     let leaked: i64 = r
         .src
         .query_one(
-            "select count(*) from pgferry.queue where new_row ? 'secret'",
+            "select count(*) from pgferry.queue where new_row::jsonb ? 'secret'",
             &[],
         )
         .await

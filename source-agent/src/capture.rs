@@ -10,7 +10,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_schema.sql")),
     (2, include_str!("../sql/002_cut_and_capture.sql")),
     (3, include_str!("../sql/003_update_statements.sql")),
-    (4, include_str!("../sql/004_committed_ranges.sql")),
+    (4, include_str!("../sql/004_lean_queue.sql")),
 ];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
