@@ -1,8 +1,9 @@
 //! The benchmark: pgferry and PostgreSQL's native logical replication, one
 //! after the other between the same two throwaway clusters, measuring
-//! capture overhead, catch-up throughput, lag, bulk statements, the agents'
-//! memory with a backlog, and catch-up across a 50 ms link. Prints a table
-//! and writes JSON (`bench.json`, or the path given as the first argument).
+//! capture overhead, catch-up throughput, lag, bulk statements (and the
+//! change queue's size after each), the agents' memory with a backlog, and
+//! catch-up across a 50 ms link. Prints a table and writes JSON
+//! (`bench.json`, or the path given as the first argument).
 //!
 //! Run it with `tests/bench.sh` (release build of the agents).
 
@@ -527,6 +528,40 @@ impl Bench {
         (seconds[0], seconds[1])
     }
 
+    /// The queue on pgferry's source once a measure's changes are all
+    /// acknowledged (and deleted), plus the agent's vacuum interval: its
+    /// size on disk and the dead rows left. DELETE and vacuum keep the
+    /// space for reuse, so the size is the high-water mark so far.
+    async fn queue_state(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left: i64 = self
+                .ferry_src
+                .query_one("select count(*) from pgferry.queue", &[])
+                .await
+                .expect("queue rows")
+                .get(0);
+            if left == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let row = self
+            .ferry_src
+            .query_one(
+                "select pg_total_relation_size('pgferry.queue') / 1048576.0::float8,
+                        (select count(*) from pgferry.queue),
+                        coalesce((select n_dead_tup from pg_stat_user_tables
+                                  where relid = 'pgferry.queue'::regclass), 0)",
+                &[],
+            )
+            .await
+            .expect("queue state");
+        let (size, live, dead): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        json!({"size_mib": size, "live": live, "dead": dead})
+    }
+
     /// Measure 5: Backlog memory: `changes` queued with the agents stopped, drained
     /// by fresh agents. Returns (source, target) peak RSS in MiB and rows/s.
     async fn backlog(&mut self, changes: i64) -> (u64, u64, f64) {
@@ -695,6 +730,7 @@ async fn main() {
     eprintln!("setting up two clusters, pgferry and a native subscription...");
     let mut bench = Bench::new().await;
     let mut results = serde_json::Map::new();
+    let mut queue = serde_json::Map::new();
     for system in [System::Pgferry, System::Native] {
         let name = system.name();
         if system == System::Native {
@@ -707,6 +743,9 @@ async fn main() {
         if selected("overhead") {
             eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
             (rep, plain, overhead) = bench.overhead(system);
+            if system == System::Pgferry {
+                queue.insert("after_overhead".into(), bench.queue_state().await);
+            }
         }
         let mut catch_up = nan;
         if selected("catch_up") {
@@ -717,11 +756,17 @@ async fn main() {
         if selected("lag") {
             eprintln!("{name}: lag at 500 TPS for 30 s...");
             (p50, p99, max) = bench.lag(system).await;
+            if system == System::Pgferry {
+                queue.insert("after_lag".into(), bench.queue_state().await);
+            }
         }
         let (mut insert, mut update) = (nan, nan);
         if selected("bulk") {
             eprintln!("{name}: bulk 1M-row insert and update...");
             (insert, update) = bench.bulk(system).await;
+            if system == System::Pgferry {
+                queue.insert("after_bulk".into(), bench.queue_state().await);
+            }
         }
         results.insert(
             name.into(),
@@ -765,6 +810,7 @@ async fn main() {
             "loopback_zstd_rows_per_s": distance[2], "relay_50ms_zstd_rows_per_s": distance[3],
         }),
     );
+    results.insert("pgferry_queue".into(), Value::Object(queue));
     let results = Value::Object(results);
     print_table(&results);
     std::fs::write(
@@ -837,4 +883,15 @@ fn print_table(r: &Value) {
         "| --compression zstd | {near_z:.0} | {far_z:.0} | {:.2} |",
         far_z / near_z
     );
+    println!();
+    println!("| pgferry queue, acked and vacuumed, after | size, MiB | rows | dead rows |");
+    println!("|---|---|---|---|");
+    for (key, value) in r["pgferry_queue"].as_object().into_iter().flatten() {
+        println!(
+            "| {key} | {:.1} | {} | {} |",
+            f(&value["size_mib"]),
+            value["live"],
+            value["dead"]
+        );
+    }
 }
