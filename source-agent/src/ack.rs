@@ -2,21 +2,31 @@
 //! of every batch up to k go, and so do the cuts before k (cut k stays as the
 //! start of batch k+1); tables whose copy is acked start replicating.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::error::{Error, Result};
 
+/// Prepares [`acknowledge`]'s statement on the acknowledging session.
+pub async fn prepare(client: &Client) -> Result<Statement> {
+    client
+        .prepare("select pgferry.acknowledge($1, $2)")
+        .await
+        .map_err(Error::db("preparing the acknowledgement"))
+}
+
 /// Records that the target has applied every batch up to `batch_id` and
-/// deletes what it no longer needs (`pgferry.acknowledge`), in one
-/// transaction: a crash leaves either all of it or none, and doing it again
-/// is harmless. A fresh ack (not the progress a reconnecting target reports)
-/// also clears the last error.
-pub async fn acknowledge(client: &Client, batch_id: u64, fresh: bool) -> Result<i64> {
+/// deletes what it no longer needs (`pgferry.acknowledge`, prepared by
+/// [`prepare`]), in one transaction: a crash leaves either all of it or
+/// none, and doing it again is harmless. A fresh ack (not the progress a
+/// reconnecting target reports) also clears the last error.
+pub async fn acknowledge(
+    client: &Client,
+    statement: &Statement,
+    batch_id: u64,
+    fresh: bool,
+) -> Result<i64> {
     let row = client
-        .query_one(
-            "select pgferry.acknowledge($1, $2)",
-            &[&(batch_id as i64), &fresh],
-        )
+        .query_one(statement, &[&(batch_id as i64), &fresh])
         .await
         .map_err(Error::db("cleaning up acked batches"))?;
     Ok(row.get(0))
