@@ -3,8 +3,8 @@
 # (4 clients, 5 s slices, fsync on) on a plain table and on copies of it
 # with ever more of the capture work in an AFTER UPDATE trigger, agents not
 # running. Each line is TPS on the variant and on the plain table in the
-# slice right after it, and the overhead. Then one 100,000-row UPDATE, plain
-# and captured. One throwaway cluster; release build.
+# slice right after it, and the overhead. Then a 100,000-row UPDATE and
+# INSERT, plain and captured. One throwaway cluster; release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/prereqs.sh
@@ -40,21 +40,23 @@ measure() {
 
 sql "create table t_plain (id int primary key, v int not null, info text);
      insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;"
-for t in t_noop t_insert t_jsonb t_capture t_notify; do
+for t in t_noop t_insert t_row t_nokey t_capture t_notify; do
     sql "create table $t (like t_plain including all); insert into $t select * from t_plain;"
 done
 target/release/source-agent install --source-db "$db" >/dev/null 2>&1
-for t in t_capture t_notify; do
+for t in t_nokey t_capture t_notify; do
     target/release/source-agent add-table --source-db "$db" "public.$t" >/dev/null 2>&1
 done
+# What the row trigger that catches key changes costs beside the statement's.
+sql "drop trigger pgferry_capture_update_key on t_nokey"
 sql "create function noop() returns trigger language plpgsql as 'begin return null; end';
      create trigger x after update on t_noop for each row execute function noop();
      create function queue_const() returns trigger language plpgsql security definer as \$\$
      begin insert into pgferry.queue (table_id, op, new_row) values (0, 'U', '{}'); return null; end \$\$;
      create trigger x after update on t_insert for each row execute function queue_const();
      create function queue_row() returns trigger language plpgsql security definer as \$\$
-     begin insert into pgferry.queue (table_id, op, new_row) values (0, 'U', to_jsonb(new)); return null; end \$\$;
-     create trigger x after update on t_jsonb for each row execute function queue_row();
+     begin insert into pgferry.queue (table_id, op, new_row) values (0, 'U', row_to_json(new)); return null; end \$\$;
+     create trigger x after update on t_row for each row execute function queue_row();
      create function notify() returns trigger language plpgsql as \$\$
      begin perform pg_notify('pgferry', ''); return null; end \$\$;
      create trigger y after update on t_notify for each row execute function notify();"
@@ -64,18 +66,24 @@ echo "|---|---|---|---|"
 for round in 1 2; do
     measure "empty PL/pgSQL function" t_noop
     measure "+ queue insert of a constant" t_insert
-    measure "+ to_jsonb(new) as the row" t_jsonb
+    measure "+ row_to_json(new) as the row" t_row
+    measure "pgferry capture without its key-change row trigger" t_nokey
     measure "pgferry capture (add-table)" t_capture
     measure "pgferry capture + pg_notify (LISTEN/NOTIFY wake-up)" t_notify
     sql "truncate pgferry.queue"
 done
 
-# A bulk statement: one UPDATE of all 100,000 rows, plain and captured.
+# Bulk statements: an UPDATE of all 100,000 rows, then an INSERT of
+# 100,000 more, plain and captured.
 bulk_ms() {
-    psql -qX "$db" -c '\timing on' -c "update $1 set v = v + 1" | awk '/^Time/ {printf "%.0f", $2}'
+    psql -qX "$db" -c '\timing on' -c "$1" | awk '/^Time/ {printf "%.0f", $2}'
 }
+update="update %s set v = v + 1"
+insert="insert into %s select g, 0, md5(g::text) from generate_series(100001, 200000) g"
 echo
-echo "| UPDATE of 100,000 rows | ms |"
-echo "|---|---|"
-echo "| plain table | $(bulk_ms t_plain) |"
-echo "| pgferry capture (add-table) | $(bulk_ms t_capture) |"
+echo "| statement | plain ms | pgferry capture ms |"
+echo "|---|---|---|"
+for statement in "$update" "$insert"; do
+    # shellcheck disable=SC2059
+    echo "| ${statement%% *} of 100,000 rows | $(bulk_ms "$(printf "$statement" t_plain)") | $(bulk_ms "$(printf "$statement" t_capture)") |"
+done
