@@ -10,21 +10,7 @@ cd "$(dirname "$0")/.."
 source tests/prereqs.sh
 cargo build --release -p source-agent
 
-dir=$(mktemp -d /tmp/pgferry-capture-cost-XXXXXX)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres "$dir"
-    as_pg=(runuser -u postgres --)
-fi
-# Unix socket only, in its own directory: no TCP port to collide with.
-port=5432
-"${as_pg[@]}" "$PG_BINDIR/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
-"${as_pg[@]}" "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses='' -c shared_buffers=256MB -c max_wal_size=2GB" start >/dev/null
-trap '"${as_pg[@]}" "$PG_BINDIR/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null; rm -rf "$dir"' EXIT
-
-db="host=$dir port=$port user=postgres dbname=postgres"
-sql() { psql -qX -v ON_ERROR_STOP=1 "$db" -c "$1" >/dev/null; }
+source tests/scratch_cluster.sh
 tps() {
     printf '\\set id random(1, 100000)\nupdate %s set v = v + 1 where id = :id;\n' "$1" >"$dir/$1.sql"
     "$PG_BINDIR/pgbench" -n -h "$dir" -p "$port" -U postgres -c 4 -j 2 -T 5 -f "$dir/$1.sql" postgres 2>/dev/null |
