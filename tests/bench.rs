@@ -528,6 +528,19 @@ impl Bench {
         (seconds[0], seconds[1])
     }
 
+    /// After one of pgferry's measures, records [`Bench::queue_state`] under
+    /// `key` (native has no queue).
+    async fn record_queue(
+        &self,
+        system: System,
+        queue: &mut serde_json::Map<String, Value>,
+        key: &str,
+    ) {
+        if system == System::Pgferry {
+            queue.insert(key.into(), self.queue_state().await);
+        }
+    }
+
     /// The queue on pgferry's source once a measure's changes are all
     /// acknowledged (and deleted), plus the agent's vacuum interval: its
     /// size on disk and the dead rows left. DELETE and vacuum keep the
@@ -743,35 +756,31 @@ async fn main() {
         if selected("overhead") {
             eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
             (rep, plain, overhead) = bench.overhead(system);
-            if system == System::Pgferry {
-                queue.insert("after_overhead".into(), bench.queue_state().await);
-            }
+            bench
+                .record_queue(system, &mut queue, "after_overhead")
+                .await;
         }
         let mut catch_up = nan;
         if selected("catch_up") {
             eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
             catch_up = bench.catch_up(system).await;
-            if system == System::Pgferry {
-                // Also lets the acks and the vacuum of the 200k changes
-                // finish before the lag is measured.
-                queue.insert("after_catch_up".into(), bench.queue_state().await);
-            }
+            // Also lets the acks and the vacuum of the 200k changes finish
+            // before the lag is measured.
+            bench
+                .record_queue(system, &mut queue, "after_catch_up")
+                .await;
         }
         let (mut p50, mut p99, mut max) = (nan, nan, nan);
         if selected("lag") {
             eprintln!("{name}: lag at 500 TPS for 30 s...");
             (p50, p99, max) = bench.lag(system).await;
-            if system == System::Pgferry {
-                queue.insert("after_lag".into(), bench.queue_state().await);
-            }
+            bench.record_queue(system, &mut queue, "after_lag").await;
         }
         let (mut insert, mut update) = (nan, nan);
         if selected("bulk") {
             eprintln!("{name}: bulk 1M-row insert and update...");
             (insert, update) = bench.bulk(system).await;
-            if system == System::Pgferry {
-                queue.insert("after_bulk".into(), bench.queue_state().await);
-            }
+            bench.record_queue(system, &mut queue, "after_bulk").await;
         }
         results.insert(
             name.into(),

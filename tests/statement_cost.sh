@@ -70,6 +70,8 @@ sql "update pgferry.tables set state = 'replicating'"
 psql -qX "$db" -c "begin; insert into queued select generate_series(1, 1000000), 0;
                    select pg_sleep(20); commit;" >/dev/null &
 writer=$!
+# Long enough for the writer to have queued its rows (about 3 s here) and
+# still be holding its transaction open.
 sleep 8
 sql "insert into queued values (0, 0)"
 timings=$(psql -qX -v ON_ERROR_STOP=1 "$db" <<'SQL' | awk '/^Time/ {printf "%s ", $2}'
