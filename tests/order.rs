@@ -94,7 +94,10 @@ async fn rolled_back_changes_leave_nothing_in_the_queue() {
     let queued: Vec<String> = r
         .src
         .query(
-            "select new_row->>'info' from pgferry.queue order by seq",
+            "select r->>'info' from pgferry.queue q,
+                 json_array_elements(case when q.statement_rows is null
+                                          then json_build_array(q.new_row) else q.new_row end) r
+             order by seq",
             &[],
         )
         .await
@@ -103,4 +106,46 @@ async fn rolled_back_changes_leave_nothing_in_the_queue() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(queued, vec!["kept".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statements_rows_travel_in_arrays_and_land_whole() {
+    let mut r = Replication::new().await;
+    // Queued while no agent runs, so one batch carries them all.
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test select g, repeat('x', 100), now(), now()
+             from generate_series(1, 5000) g;
+             update digoal.loc_test set info = 'even' where id % 2 = 0;
+             update digoal.loc_test set id = -id where id in (1, 2);
+             update digoal.loc_test set id = id + 10000 where id > 4990;
+             delete from digoal.loc_test where id between 100 and 199;",
+        )
+        .await
+        .unwrap();
+    let (entries, rows): (i64, i64) = {
+        let row = r
+            .src
+            .query_one(
+                "select count(*), sum(coalesce(statement_rows, 1))::bigint from pgferry.queue",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        entries < rows / 100,
+        "{entries} queue rows for {rows} row changes"
+    );
+    r.start_agents().await;
+    let (count, _) = r.wait_in_sync(Duration::from_secs(60)).await;
+    assert_eq!(count, 4900);
+    let moved: String = r
+        .dst
+        .query_one("select info from digoal.rmt_test where id = -2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, "even", "row 2 moved to key -2");
 }

@@ -36,8 +36,18 @@ pub struct Change {
     pub seq: u64,
     /// The source's id of the table (see `TableSchema::table_id`).
     pub table_id: u32,
+    /// 0: the change's row or key is one JSON object. n > 0: it is a JSON
+    /// array of n objects, rows of one statement captured together.
+    pub statement_rows: u32,
     /// The operation and its data.
     pub kind: ChangeKind,
+}
+
+impl Change {
+    /// How many rows the change touches (a truncate counts as one).
+    pub fn rows(&self) -> u32 {
+        self.statement_rows.max(1)
+    }
 }
 
 /// A wire change that breaks the contract.
@@ -61,6 +71,13 @@ pub enum WireError {
         /// The missing field.
         field: &'static str,
     },
+    /// A change said to hold a statement's rows holds no JSON array, or
+    /// is a truncate or a key-changing update, which never do.
+    #[error("change {seq}: statement_rows set on a change that holds no array of rows")]
+    NotRows {
+        /// The change's sequence number.
+        seq: u64,
+    },
 }
 
 impl From<Change> for wire::Change {
@@ -77,6 +94,7 @@ impl From<Change> for wire::Change {
             op: op.into(),
             old_key,
             new_row,
+            statement_rows: change.statement_rows,
         }
     }
 }
@@ -103,9 +121,26 @@ impl TryFrom<wire::Change> for Change {
                 return Err(WireError::UnknownOp { seq, op: change.op });
             }
         };
+        if change.statement_rows > 0 {
+            let rows = match &kind {
+                ChangeKind::Insert { new_row }
+                | ChangeKind::Update {
+                    old_key: None,
+                    new_row,
+                } => new_row,
+                ChangeKind::Delete { old_key } => old_key,
+                ChangeKind::Update { .. } | ChangeKind::Truncate => {
+                    return Err(WireError::NotRows { seq });
+                }
+            };
+            if !(rows.starts_with('[') && rows.ends_with(']')) {
+                return Err(WireError::NotRows { seq });
+            }
+        }
         Ok(Change {
             seq,
             table_id: change.table_id,
+            statement_rows: change.statement_rows,
             kind,
         })
     }
@@ -129,7 +164,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_change_survives_the_wire(seq: u64, table_id: u32, kind in kind()) {
-            let change = Change { seq, table_id, kind };
+            let change = Change { seq, table_id, statement_rows: 0, kind };
             let back = Change::try_from(wire::Change::from(change.clone())).unwrap();
             prop_assert_eq!(back, change);
         }
@@ -139,6 +174,36 @@ mod tests {
             let wire = wire::Change { seq, op, ..Default::default() };
             prop_assert_eq!(Change::try_from(wire), Err(WireError::UnknownOp { seq, op }));
         }
+    }
+
+    #[test]
+    fn a_statements_rows_survive_the_wire_as_one_array() {
+        let change = Change {
+            seq: 3,
+            table_id: 1,
+            statement_rows: 2,
+            kind: ChangeKind::Insert {
+                new_row: r#"[{"id":1}, {"id":2}]"#.into(),
+            },
+        };
+        let back = Change::try_from(wire::Change::from(change.clone())).unwrap();
+        assert_eq!(back, change);
+        assert_eq!(back.rows(), 2);
+    }
+
+    #[test]
+    fn statement_rows_on_a_single_row_are_refused() {
+        let wire = wire::Change {
+            seq: 9,
+            op: wire::Op::Insert.into(),
+            new_row: Some(r#"{"id":1}"#.into()),
+            statement_rows: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            Change::try_from(wire).unwrap_err().to_string(),
+            "change 9: statement_rows set on a change that holds no array of rows"
+        );
     }
 
     #[test]

@@ -201,13 +201,14 @@ pub const COPY_JOBS: &str = "
 
 /// Changes of a batch, by `pgferry.batch_changes` (see its comment).
 pub const READ_BATCH: &str = "
-    select seq, table_id, op::text, old_key::text, new_row::text
+    select seq, table_id, op::text, old_key::text, new_row::text, statement_rows
     from pgferry.batch_changes($1::bigint)";
 
 /// How much one message on the wire may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLimits {
-    /// Changes per message.
+    /// Rows per message (a statement's array counts each of its rows; one
+    /// larger than this still goes alone).
     pub rows: u32,
     /// Bytes of row data per message (a single larger row still goes alone).
     pub bytes: usize,
@@ -444,7 +445,8 @@ impl Shipper {
         futures::pin_mut!(rows);
         let mut changes = Vec::new();
         let mut bytes = 0usize;
-        let mut changes_sent = 0u64;
+        let mut rows_in_chunk = 0u64;
+        let mut rows_sent = 0u64;
         while let Some(row) = rows
             .try_next()
             .await
@@ -454,14 +456,16 @@ impl Shipper {
             if !self.known_tables.contains(&change.table_id) {
                 return Ok(SendOutcome::TablesChanged);
             }
+            let change_rows = u64::from(change.rows());
             let change = wire::Change::from(change);
             let size = change.old_key.as_ref().map_or(0, String::len)
                 + change.new_row.as_ref().map_or(0, String::len);
             // Keep messages under the byte budget too: wide rows would
             // otherwise make a chunk of `rows` changes too large to send.
-            let full = changes.len() >= limits.rows as usize || bytes + size > limits.bytes;
+            let full =
+                rows_in_chunk + change_rows > u64::from(limits.rows) || bytes + size > limits.bytes;
             if full && !changes.is_empty() {
-                changes_sent += changes.len() as u64;
+                rows_sent += rows_in_chunk;
                 let chunk = wire::BatchChunk {
                     batch_id,
                     changes: std::mem::take(&mut changes),
@@ -471,11 +475,13 @@ impl Shipper {
                     return Ok(SendOutcome::PeerGone);
                 }
                 bytes = 0;
+                rows_in_chunk = 0;
             }
             bytes += size;
+            rows_in_chunk += change_rows;
             changes.push(change);
         }
-        changes_sent += changes.len() as u64;
+        rows_sent += rows_in_chunk;
         let sequences = if self.has_sequences {
             sequence_values(&self.reader, &mut self.sequences_sent).await?
         } else {
@@ -491,10 +497,8 @@ impl Shipper {
         if !send_chunk(&out, chunk).await {
             return Ok(SendOutcome::PeerGone);
         }
-        tracing::debug!(batch_id, changes = changes_sent, "sent batch");
-        Ok(SendOutcome::Sent {
-            changes: changes_sent,
-        })
+        tracing::debug!(batch_id, changes = rows_sent, "sent batch");
+        Ok(SendOutcome::Sent { changes: rows_sent })
     }
 }
 
@@ -560,6 +564,7 @@ fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
     let op: &str = row.get(2);
     let old_key: Option<String> = row.get(3);
     let new_row: Option<String> = row.get(4);
+    let statement_rows = row.get::<_, Option<i32>>(5).unwrap_or(0) as u32;
     let broken = || Error::Protocol(format!("queue row {seq} ({op}) lacks its data"));
     let kind = match op {
         "I" => ChangeKind::Insert {
@@ -578,6 +583,7 @@ fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
     Ok(Change {
         seq,
         table_id,
+        statement_rows,
         kind,
     })
 }

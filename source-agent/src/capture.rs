@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../sql/002_cut_and_capture.sql")),
     (3, include_str!("../sql/003_update_statements.sql")),
     (4, include_str!("../sql/004_lean_queue.sql")),
+    (5, include_str!("../sql/005_statement_rows.sql")),
 ];
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.

@@ -138,7 +138,7 @@ pub struct RunArgs {
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
     pub window: u64,
-    /// Changes per message on the wire.
+    /// Rows per message on the wire.
     #[arg(long, env = "PGFERRY_CHUNK_ROWS", default_value_t = 1000)]
     pub chunk_rows: u32,
     /// Bytes of row data per message on the wire (keep well under the

@@ -84,7 +84,7 @@ pub async fn read(client: &Client) -> Result<Status> {
     crate::capture::ensure_installed(client).await?;
     let row = client
         .query_one(
-            "select (select count(*) from pgferry.queue),
+            "select (select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint from pgferry.queue),
                     coalesce((select extract(epoch from now() - min(captured_at))::float8 from pgferry.queue), 0),
                     (select max(batch_id) from pgferry.batch),
                     t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text
@@ -97,7 +97,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .query(
             "select t.source_schema || '.' || t.source_name, t.target_schema || '.' || t.target_name,
                     t.key_columns, case when t.removed then 'removed' else t.state end,
-                    (select count(*) from pgferry.queue q where q.table_id = t.table_id),
+                    (select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint from pgferry.queue q where q.table_id = t.table_id),
                     t.columns, t.row_filter, t.copy_rows, t.copy_rows_estimate, t.copy_bytes,
                     t.copy_bytes_estimate, t.copy_batch, t.copied_at::text
              from pgferry.tables t order by t.source_schema, t.source_name",

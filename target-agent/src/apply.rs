@@ -38,8 +38,23 @@ pub struct Run {
     pub table_id: u32,
     /// What the run does.
     pub kind: RunKind,
-    /// Rows (upsert) or keys (delete) as JSON objects, in source order.
+    /// Rows (upsert) or keys (delete) as JSON objects, in source order; an
+    /// element holds a statement's rows as comma-separated objects, so the
+    /// run's JSON array is its elements joined by commas.
     pub rows: Vec<String>,
+}
+
+/// A change's row text as elements of a JSON array: a statement's array
+/// loses its brackets (checked on receipt, see [`Change`]).
+fn array_elements(text: String, statement_rows: u32) -> String {
+    if statement_rows == 0 {
+        return text;
+    }
+    let inner = text.len() - 1;
+    let mut text = text;
+    text.truncate(inner);
+    text.remove(0);
+    text
 }
 
 /// Groups changes into runs, keeping their order. An update that changed
@@ -48,25 +63,27 @@ pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     let mut push = |table_id: u32, kind: RunKind, row: Option<String>| match runs.last_mut() {
         Some(run) if run.table_id == table_id && run.kind == kind && kind != RunKind::Truncate => {
-            run.rows.extend(row);
+            // An empty array adds no element (and no stray comma).
+            run.rows.extend(row.filter(|row| !row.is_empty()));
         }
         _ => runs.push(Run {
             table_id,
             kind,
-            rows: row.into_iter().collect(),
+            rows: row.into_iter().filter(|row| !row.is_empty()).collect(),
         }),
     };
     for change in changes {
         let id = change.table_id;
+        let rows = |text| Some(array_elements(text, change.statement_rows));
         match change.kind {
-            ChangeKind::Insert { new_row } => push(id, RunKind::Upsert, Some(new_row)),
+            ChangeKind::Insert { new_row } => push(id, RunKind::Upsert, rows(new_row)),
             ChangeKind::Update { old_key, new_row } => {
                 if let Some(old_key) = old_key {
                     push(id, RunKind::Delete, Some(old_key));
                 }
-                push(id, RunKind::Upsert, Some(new_row));
+                push(id, RunKind::Upsert, rows(new_row));
             }
-            ChangeKind::Delete { old_key } => push(id, RunKind::Delete, Some(old_key)),
+            ChangeKind::Delete { old_key } => push(id, RunKind::Delete, rows(old_key)),
             ChangeKind::Truncate => push(id, RunKind::Truncate, None),
         }
     }
@@ -248,7 +265,7 @@ impl Applier {
             .map(Change::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::Wire { batch_id, source })?;
-        let count = changes.len();
+        let count = changes.iter().map(|c| c.rows() as usize).sum();
         if let Some(change) = changes
             .iter()
             .find(|c| !self.plans.contains_key(&c.table_id))
@@ -502,6 +519,7 @@ mod tests {
         (any::<u64>(), 0u32..3, kind).prop_map(|(seq, table_id, kind)| Change {
             seq,
             table_id,
+            statement_rows: 0,
             kind,
         })
     }
@@ -557,6 +575,7 @@ mod tests {
         let update = Change {
             seq: 1,
             table_id: 7,
+            statement_rows: 0,
             kind: ChangeKind::Update {
                 old_key: Some("{\"id\":1}".into()),
                 new_row: "{\"id\":2}".into(),
@@ -565,6 +584,7 @@ mod tests {
         let insert = Change {
             seq: 2,
             table_id: 7,
+            statement_rows: 0,
             kind: ChangeKind::Insert {
                 new_row: "{\"id\":3}".into(),
             },
@@ -583,6 +603,29 @@ mod tests {
                     rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()]
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_statements_rows_join_the_run_as_elements_of_its_array() {
+        let statement = |seq, new_row: &str, statement_rows| Change {
+            seq,
+            table_id: 7,
+            statement_rows,
+            kind: ChangeKind::Insert {
+                new_row: new_row.into(),
+            },
+        };
+        let grouped = runs([
+            statement(1, "{\"id\":1}", 0),
+            statement(2, "[{\"id\":2}, \n {\"id\":3}]", 2),
+            statement(3, "[]", 1),
+            statement(4, "[{\"id\":4}]", 1),
+        ]);
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(
+            format!("[{}]", grouped[0].rows.join(",")),
+            "[{\"id\":1},{\"id\":2}, \n {\"id\":3},{\"id\":4}]"
         );
     }
 }
