@@ -106,3 +106,45 @@ async fn guard_refuses_every_other_writer_and_names_the_table() {
         .unwrap();
     r.wait_in_sync(Duration::from_secs(30)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_written_behind_the_guards_back_is_overwritten_not_stuck() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.wait_in_sync(Duration::from_secs(30)).await;
+    // A superuser switches the guard off and writes a row the source has
+    // not got: the applier's plain insert of that key will meet it.
+    r.dst
+        .batch_execute(
+            "alter table digoal.rmt_test disable trigger pgferry_guard;
+             insert into digoal.rmt_test values (2, 'stray', now(), now());
+             alter table digoal.rmt_test enable always trigger pgferry_guard;",
+        )
+        .await
+        .unwrap();
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test values (1, 'source', now(), now()), (2, 'source', now(), now())",
+        )
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(Duration::from_secs(30)).await;
+    assert_eq!(rows, 2);
+    let info: String = r
+        .dst
+        .query_one("select info from digoal.rmt_test where id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(info, "source", "the source's row replaced the stray one");
+    let source_log = r.source_agent().log();
+    assert!(
+        source_log.contains("an inserted key is already on the target"),
+        "the conflict was reported: {source_log}"
+    );
+    let target_log = r.target_agent().log();
+    assert!(
+        target_log.contains("applying the batch's inserts as upserts"),
+        "{target_log}"
+    );
+}

@@ -14,6 +14,7 @@ use futures_util::SinkExt;
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::sql::literal;
 use pgferry_proto::wire;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
 
 use crate::error::{Error, Result};
@@ -23,6 +24,11 @@ use crate::{guard, metrics, schema};
 /// What a run of changes does to its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunKind {
+    /// Insert rows the source inserted, by a plain INSERT: their keys are
+    /// not on the target, whose only writer is the applier. Should one be
+    /// (a row someone wrote by hand), the batch fails once and is applied
+    /// again with these runs as upserts (see [`InsertConflicts`]).
+    Insert,
     /// Insert or update rows by key.
     Upsert,
     /// Delete rows by key.
@@ -58,25 +64,39 @@ fn array_elements(text: String, statement_rows: u32) -> String {
 }
 
 /// Groups changes into runs, keeping their order. An update that changed
-/// the key deletes the old key before it upserts the new row.
+/// the key deletes the old key before it upserts the new row. Inserts and
+/// updates of a table share a run, which is an insert run only while it
+/// holds nothing but inserts.
 pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
-    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| match runs.last_mut() {
-        Some(run) if run.table_id == table_id && run.kind == kind && kind != RunKind::Truncate => {
-            // An empty array adds no element (and no stray comma).
-            run.rows.extend(row.filter(|row| !row.is_empty()));
+    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| {
+        use RunKind::{Delete, Insert, Upsert};
+        match runs.last_mut() {
+            Some(run)
+                if run.table_id == table_id
+                    && matches!(
+                        (run.kind, kind),
+                        (Insert | Upsert, Insert | Upsert) | (Delete, Delete)
+                    ) =>
+            {
+                if kind == Upsert {
+                    run.kind = Upsert;
+                }
+                // An empty array adds no element (and no stray comma).
+                run.rows.extend(row.filter(|row| !row.is_empty()));
+            }
+            _ => runs.push(Run {
+                table_id,
+                kind,
+                rows: row.into_iter().filter(|row| !row.is_empty()).collect(),
+            }),
         }
-        _ => runs.push(Run {
-            table_id,
-            kind,
-            rows: row.into_iter().filter(|row| !row.is_empty()).collect(),
-        }),
     };
     for change in changes {
         let id = change.table_id;
         let rows = |text| Some(array_elements(text, change.statement_rows));
         match change.kind {
-            ChangeKind::Insert { new_row } => push(id, RunKind::Upsert, rows(new_row)),
+            ChangeKind::Insert { new_row } => push(id, RunKind::Insert, rows(new_row)),
             ChangeKind::Update { old_key, new_row } => {
                 if let Some(old_key) = old_key {
                     push(id, RunKind::Delete, Some(old_key));
@@ -88,6 +108,33 @@ pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
         }
     }
     runs
+}
+
+/// Batches, per source, whose plain inserts met a key already on the
+/// target: a row the source never wrote there. Such a batch fails once
+/// (rolled back whole) and, sent again, is applied with upserts.
+#[derive(Debug, Default)]
+pub struct InsertConflicts(std::sync::Mutex<HashMap<String, u64>>);
+
+impl InsertConflicts {
+    fn mark(&self, source_id: &str, batch_id: u64) {
+        self.lock().insert(source_id.to_string(), batch_id);
+    }
+
+    fn marked(&self, source_id: &str, batch_id: u64) -> bool {
+        self.lock().get(source_id) == Some(&batch_id)
+    }
+
+    fn clear(&self, source_id: &str) {
+        self.lock().remove(source_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A request sent to the server whose answer is still to be read.
@@ -128,7 +175,11 @@ pub struct Applier {
     begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
     /// Statements sent and not answered yet, oldest first, with the table
     /// each writes: the server works on one while the next chunk arrives.
-    in_flight: VecDeque<(String, InFlight<u64>)>,
+    in_flight: VecDeque<(String, RunKind, InFlight<u64>)>,
+    /// Batches to apply with upserts for their inserts, shared by streams.
+    conflicts: Arc<InsertConflicts>,
+    /// Whether the open batch is one of them.
+    inserts_as_upserts: bool,
     /// The last batch committed for this source.
     last_applied: u64,
 }
@@ -136,7 +187,11 @@ pub struct Applier {
 impl Applier {
     /// Checks every announced table, guards it, and reads the source's
     /// progress. Nothing is written to a replicated table here.
-    pub async fn start(client: Client, hello: &wire::Hello) -> Result<Applier> {
+    pub async fn start(
+        client: Client,
+        hello: &wire::Hello,
+        conflicts: Arc<InsertConflicts>,
+    ) -> Result<Applier> {
         if !pgferry_proto::install::is_current(&client, crate::MIGRATIONS).await? {
             return Err(Error::NotInstalled);
         }
@@ -212,6 +267,8 @@ impl Applier {
             open_batch: None,
             begin_check: None,
             in_flight: VecDeque::new(),
+            conflicts,
+            inserts_as_upserts: false,
             last_applied: last as u64,
         })
     }
@@ -304,6 +361,9 @@ impl Applier {
             .map_err(Error::db("recording progress and committing a batch"))?;
         self.open_batch = None;
         self.last_applied = batch_id;
+        if self.inserts_as_upserts {
+            self.conflicts.clear(&self.source_id);
+        }
         metrics::batch_applied(batch_id);
         tracing::debug!(source_id = %self.source_id, batch_id, "applied batch");
         Ok(Some(batch_id))
@@ -316,6 +376,10 @@ impl Applier {
     async fn begin(&mut self, batch_id: u64) -> Result<()> {
         // Set first: whatever fails below, abort() rolls back.
         self.open_batch = Some(batch_id);
+        self.inserts_as_upserts = self.conflicts.marked(&self.source_id, batch_id);
+        if self.inserts_as_upserts {
+            tracing::info!(source_id = %self.source_id, batch_id, "applying the batch's inserts as upserts");
+        }
         let client = Arc::clone(&self.client);
         let sql = format!(
             "begin; select last_batch from pgferry.progress where source_id = {} for update",
@@ -363,15 +427,37 @@ impl Applier {
             }
             return Ok(true);
         }
-        let Some((table, statement)) = self.in_flight.pop_front() else {
+        let Some((table, kind, statement)) = self.in_flight.pop_front() else {
             return Ok(false);
         };
-        statement.await.map_err(|source| Error::Apply {
+        statement
+            .await
+            .map_err(|source| self.run_failed(batch_id, table, kind, source))?;
+        Ok(true)
+    }
+
+    /// The error of a run's statement. A plain insert that met its key on
+    /// the target marks the batch to be applied with upserts when resent.
+    fn run_failed(
+        &self,
+        batch_id: u64,
+        table: String,
+        kind: RunKind,
+        source: tokio_postgres::Error,
+    ) -> Error {
+        if kind == RunKind::Insert && source.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            self.conflicts.mark(&self.source_id, batch_id);
+            return Error::InsertConflict {
+                batch_id,
+                table,
+                source,
+            };
+        }
+        Error::Apply {
             batch_id,
             table,
             source,
-        })?;
-        Ok(true)
+        }
     }
 
     /// A piece of a table's initial copy: `begin` empties the table and
@@ -457,12 +543,17 @@ impl Applier {
     /// Sends a run's statement without waiting for its answer, unless
     /// [`MAX_IN_FLIGHT`] are unanswered: then it waits for the oldest.
     async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
-        let key = (run.table_id, run.kind);
+        let kind = match run.kind {
+            RunKind::Insert if self.inserts_as_upserts => RunKind::Upsert,
+            kind => kind,
+        };
+        let key = (run.table_id, kind);
         if !self.statements.contains_key(&key) {
             // Answers are read in order: settle before waiting on a prepare.
             self.settle(batch_id).await?;
             let plan = &self.plans[&run.table_id];
-            let sql = match run.kind {
+            let sql = match kind {
+                RunKind::Insert => &plan.insert,
                 RunKind::Upsert => &plan.upsert,
                 RunKind::Delete => &plan.delete,
                 RunKind::Truncate => &plan.truncate,
@@ -488,14 +579,10 @@ impl Applier {
         let mut request: InFlight<u64> =
             Box::pin(async move { client.execute_raw(&statement, params).await });
         if let Some(result) = send(&mut request).await {
-            result.map_err(|source| Error::Apply {
-                batch_id,
-                table,
-                source,
-            })?;
+            result.map_err(|source| self.run_failed(batch_id, table, kind, source))?;
             return Ok(());
         }
-        self.in_flight.push_back((table, request));
+        self.in_flight.push_back((table, kind, request));
         if self.in_flight.len() > MAX_IN_FLIGHT {
             self.wait_oldest(batch_id).await?;
         }
@@ -530,7 +617,7 @@ mod tests {
         for c in changes {
             match &c.kind {
                 ChangeKind::Insert { new_row } => {
-                    out.push((c.table_id, RunKind::Upsert, Some(new_row.clone())))
+                    out.push((c.table_id, RunKind::Insert, Some(new_row.clone())))
                 }
                 ChangeKind::Update { old_key, new_row } => {
                     if let Some(k) = old_key {
@@ -562,9 +649,18 @@ mod tests {
                     }
                 })
                 .collect();
-            prop_assert_eq!(flattened, expected);
+            // An insert run holds only inserts; an upsert run may hold both.
+            let writes = |kind| if kind == RunKind::Insert { RunKind::Upsert } else { kind };
+            for ((_, run_kind, _), (_, step_kind, _)) in flattened.iter().zip(&expected) {
+                prop_assert!(*run_kind != RunKind::Insert || *step_kind == RunKind::Insert);
+            }
+            let normalized = |steps: Vec<(u32, RunKind, Option<String>)>| {
+                steps.into_iter().map(|(t, k, r)| (t, writes(k), r)).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(normalized(flattened), normalized(expected));
             for pair in grouped.windows(2) {
-                let merged = pair[0].table_id == pair[1].table_id && pair[0].kind == pair[1].kind;
+                let merged = pair[0].table_id == pair[1].table_id
+                    && writes(pair[0].kind) == writes(pair[1].kind);
                 prop_assert!(!merged || pair[0].kind == RunKind::Truncate);
             }
         }

@@ -116,6 +116,22 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A plain insert met its key on the target: a row the source never
+    /// wrote there. Rolled back; the resent batch applies its inserts as
+    /// upserts.
+    #[error(
+        "batch {batch_id}, table {table}: an inserted key is already on the target (a row not written by pgferry); the batch is retried with upserts: {}",
+        pgferry_proto::db::describe(.source)
+    )]
+    InsertConflict {
+        /// The batch.
+        batch_id: u64,
+        /// The target table.
+        table: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A change breaks the wire contract.
     #[error("batch {batch_id}: {source}")]
     Wire {
@@ -175,7 +191,7 @@ impl From<Error> for Status {
             | Error::UnknownSequence { .. }
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
-            Error::OutOfSequence { .. } => Code::Aborted,
+            Error::OutOfSequence { .. } | Error::InsertConflict { .. } => Code::Aborted,
             Error::Unauthenticated => Code::Unauthenticated,
             Error::Protocol(_) | Error::Wire { .. } | Error::UnknownTableId { .. } => {
                 Code::InvalidArgument

@@ -83,6 +83,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         db_config,
         cancel: cancel.child_token(),
         token,
+        conflicts: Default::default(),
     };
     tracing::info!(listen = %args.listen, "target agent running");
     let window = pgferry_proto::HTTP2_WINDOW;

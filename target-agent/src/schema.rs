@@ -23,6 +23,9 @@ pub struct TablePlan {
     pub quoted: String,
     /// Insert-or-update of a run of rows, keeping the last row per key.
     pub upsert: String,
+    /// Plain insert of a run of rows the source inserted (see
+    /// [`crate::apply::RunKind::Insert`]).
+    pub insert: String,
     /// Delete of a run of keys.
     pub delete: String,
     /// `TRUNCATE ONLY`, as the source did.
@@ -254,6 +257,13 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
          order by {key_order}, r.{ord} desc",
         typed_columns = typed(&columns),
     );
+    // The source inserted these rows, so no key repeats and none is on the
+    // target (the applier is its only writer): no key lookup, no sort.
+    let insert = format!(
+        "insert into {quoted} ({list})
+         select {list} from json_to_recordset($1::text::json) as r({typed_columns})",
+        typed_columns = typed(&columns),
+    );
     let upsert = if merge {
         // MERGE inserts a missing row without ON CONFLICT's speculative
         // insertion and updates a present one without locking it first
@@ -323,6 +333,7 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
         table: table.target_table.clone(),
         quoted,
         upsert,
+        insert,
         delete,
         truncate,
         copy_in,
@@ -381,7 +392,13 @@ mod tests {
         t.target_table = "\"; drop table x; --".into();
         for merge in [false, true] {
             let plan = plan("x".into(), &t, merge);
-            for sql in [&plan.upsert, &plan.delete, &plan.truncate, &plan.copy_in] {
+            for sql in [
+                &plan.upsert,
+                &plan.insert,
+                &plan.delete,
+                &plan.truncate,
+                &plan.copy_in,
+            ] {
                 assert!(
                     sql.contains("\"digoal\".\"\"\"; drop table x; --\""),
                     "{sql}"

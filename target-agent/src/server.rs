@@ -2,6 +2,8 @@
 //! before the call is answered, so a bad source gets its error as the call's
 //! status; then chunks are applied in order and each committed batch acked.
 
+use std::sync::Arc;
+
 use pgferry_proto::wire::{self, replication_server::Replication};
 use pgferry_proto::{PROTOCOL_VERSION, db};
 use tokio::sync::{mpsc, watch};
@@ -10,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, InsertConflicts};
 use crate::durable;
 use crate::error::Error;
 use crate::metrics;
@@ -23,6 +25,8 @@ pub struct ReplicationService {
     pub cancel: CancellationToken,
     /// The bearer token sources must present, if one is set.
     pub token: Option<String>,
+    /// Batches to apply with upserts when resent, shared by all streams.
+    pub conflicts: Arc<InsertConflicts>,
 }
 
 /// The metadata key that carries the token.
@@ -63,9 +67,11 @@ impl Replication for ReplicationService {
             .into());
         }
         let client = db::connect(&self.db_config).await.map_err(Error::Connect)?;
-        let applier = Applier::start(client, &hello).await.inspect_err(|err| {
-            tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
-        })?;
+        let applier = Applier::start(client, &hello, Arc::clone(&self.conflicts))
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
+            })?;
         let flusher = durable::Flusher::connect(&self.db_config, &hello.source_id).await?;
         // The source deletes what Ready reports applied: the progress just
         // read may be an asynchronous commit still on its way to disk.
