@@ -14,9 +14,10 @@
 -- array only with rows before it.
 --
 -- A statement of one row is queued as before, one object: the arrays'
--- window and grouping cost a single-row UPDATE more than the check for a
--- second row does (pgbench as in capture_cost.sh, one-off: 7,669 TPS with
--- arrays, 8,637 with a row per row, 8,557 with the check).
+-- window and grouping cost a single-row UPDATE a tenth of its TPS, the
+-- check for a second row (inside the insert, not a query of its own) about
+-- 3% (pgbench as in capture_cost.sh, one-off: 7,669 TPS with arrays, 8,788
+-- with a row per row, 8,531 with the check).
 
 -- How many rows new_row or old_key holds as an array; null: one object
 -- (a row-level capture, or a statement of one row).
@@ -25,12 +26,16 @@ alter table pgferry.queue add column statement_rows int;
 -- Version 4's, but each statement's rows in arrays.
 create or replace function pgferry.capture_updates() returns trigger
 language plpgsql security definer as $$
+declare
+    v_single bigint;
 begin
     -- Schema-qualified down to the operators: it runs with its caller's
     -- search_path (see capture_update in version 2).
-    if not exists (select from pgferry_new offset 1) then
-        insert into pgferry.queue (table_id, op, new_row)
-        select tg_argv[0]::pg_catalog.int4, 'U', pg_catalog.row_to_json(n.*) from pgferry_new n;
+    insert into pgferry.queue (table_id, op, new_row)
+    select tg_argv[0]::pg_catalog.int4, 'U', pg_catalog.row_to_json(n.*) from pgferry_new n
+    where not exists (select from pgferry_new offset 1);
+    get diagnostics v_single = row_count;
+    if v_single > 0 then
         return null;
     end if;
     insert into pgferry.queue (table_id, op, new_row, statement_rows)
@@ -55,6 +60,7 @@ declare
     v_old jsonb;
     v_old_key jsonb;
     v_key_changed boolean := false;
+    v_single bigint;
     i int;
 begin
     if tg_op = 'TRUNCATE' then
@@ -66,17 +72,17 @@ begin
         -- n.* and o.* are whole rows even when the table has a column n or o.
         v_keys := tg_argv[3:2 + v_nkeys];
         v_cols := tg_argv[3 + v_nkeys:];
-        -- A transition table exists only for its own operation, so the
-        -- checks for a second row are apart.
+        -- A transition table exists only for its own operation.
         if tg_op = 'INSERT' then
-            if not exists (select from pgferry_new offset 1) then
-                insert into pgferry.queue (table_id, op, new_row)
-                select tg_argv[0]::int, 'I', r
-                from (select case when cardinality(v_cols) = 0 then row_to_json(n.*)
-                                  else (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json
-                             end as r
-                      from pgferry_new n) n;
-            else
+            insert into pgferry.queue (table_id, op, new_row)
+            select tg_argv[0]::int, 'I', r
+            from (select case when cardinality(v_cols) = 0 then row_to_json(n.*)
+                              else (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json
+                         end as r
+                  from pgferry_new n) n
+            where not exists (select from pgferry_new offset 1);
+            get diagnostics v_single = row_count;
+            if v_single = 0 then
                 insert into pgferry.queue (table_id, op, new_row, statement_rows)
                 select tg_argv[0]::int, 'I', json_agg(r), count(*)
                 from (select r, sum(octet_length(r::text) + 64) over (rows unbounded preceding) / 65536 as part
@@ -86,22 +92,25 @@ begin
                             from pgferry_new n) n) parts
                 group by part;
             end if;
-        elsif not exists (select from pgferry_old offset 1) then
+        else
             insert into pgferry.queue (table_id, op, old_key)
             select tg_argv[0]::int, 'D', r
             from (select case when v_nkeys = 1 then json_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
                               else (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)::json
                          end as r
-                  from pgferry_old o) o;
-        else
-            insert into pgferry.queue (table_id, op, old_key, statement_rows)
-            select tg_argv[0]::int, 'D', json_agg(r), count(*)
-            from (select r, sum(octet_length(r::text) + 64) over (rows unbounded preceding) / 65536 as part
-                  from (select case when v_nkeys = 1 then json_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
-                                    else (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)::json
-                               end as r
-                        from pgferry_old o) o) parts
-            group by part;
+                  from pgferry_old o) o
+            where not exists (select from pgferry_old offset 1);
+            get diagnostics v_single = row_count;
+            if v_single = 0 then
+                insert into pgferry.queue (table_id, op, old_key, statement_rows)
+                select tg_argv[0]::int, 'D', json_agg(r), count(*)
+                from (select r, sum(octet_length(r::text) + 64) over (rows unbounded preceding) / 65536 as part
+                      from (select case when v_nkeys = 1 then json_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
+                                        else (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)::json
+                                   end as r
+                            from pgferry_old o) o) parts
+                group by part;
+            end if;
         end if;
         return null;
     end if;
