@@ -3,7 +3,8 @@
 # (4 clients, 5 s slices, fsync on) on a plain table and on copies of it
 # with ever more of the capture work in an AFTER UPDATE trigger, agents not
 # running. Each line is TPS on the variant and on the plain table in the
-# slice right after it, and the overhead. Then a 100,000-row UPDATE and
+# slice right after it, and the overhead (three rounds: slices swing by a few
+# points). Then a 100,000-row UPDATE and
 # INSERT, plain and captured. One throwaway cluster; release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +50,7 @@ sql "create function noop() returns trigger language plpgsql as 'begin return nu
 
 echo "| AFTER UPDATE trigger | TPS | plain TPS | overhead % |"
 echo "|---|---|---|---|"
-for round in 1 2; do
+for round in 1 2 3; do
     measure "empty PL/pgSQL function" t_noop
     measure "+ queue insert of a constant" t_insert
     measure "+ row_to_json(new) as the row" t_row
