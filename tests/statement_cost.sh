@@ -3,7 +3,8 @@
 # 1. Apply: 1,000,000 rows as 1000-row JSON arrays, the way a batch reaches
 #    the target, all in one transaction, with the applier's planner settings:
 #    the upsert forms (inserting into an empty table, then updating every
-#    row) and the delete forms. Milliseconds per million rows.
+#    row), the plain insert a run of inserts alone gets, and the delete
+#    forms. Milliseconds per million rows.
 # 2. Queue: while a 1,000,000-row INSERT into a replicated table is still
 #    running, eight cuts (PL/pgSQL plans the cut generically after five; the
 #    first cuts the one-row batch written meanwhile) and reads of that batch,
@@ -54,6 +55,8 @@ echo "|---|---|---|"
 for name in "${!upserts[@]}"; do
     echo "| $name | $(apply_ms "truncate bulk" "${upserts[$name]}") | $(apply_ms "vacuum bulk" "${upserts[$name]}") |"
 done | sort
+echo "| plain INSERT from json_to_recordset (a run of inserts alone) | $(apply_ms "truncate bulk" "insert into bulk (id, v)
+    select id, v from json_to_recordset(\$1::text::json) as r(id integer, v integer)") | - |"
 echo
 echo "| delete of 1M rows (rolled back) | ms |"
 echo "|---|---|"
