@@ -25,6 +25,11 @@
 -- (a row-level capture, or a statement of one row).
 alter table pgferry.queue add column statement_rows int;
 
+-- Arrays past 2 kB live in the queue's TOAST table: its vacuum must not
+-- truncate either (see version 2), or multi-row captures would queue
+-- behind the exclusive lock.
+alter table pgferry.queue set (toast.vacuum_truncate = false);
+
 -- Version 4's, but each statement's rows in arrays.
 create or replace function pgferry.capture_updates() returns trigger
 language plpgsql security definer as $$
