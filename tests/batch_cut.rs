@@ -135,9 +135,10 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
     for batch in 1..=newest {
         let rows = cutter
             .query(
-                "select c.seq, (r->>'label')::bigint from pgferry.batch_changes($1) c,
-                 json_array_elements(case when c.statement_rows is null
-                                          then json_build_array(c.new_row) else c.new_row end) r",
+                &format!(
+                    "select c.seq, (r->>'label')::bigint from pgferry.batch_changes($1) c, {}",
+                    support::queued_rows("c")
+                ),
                 &[&batch],
             )
             .await

@@ -4,8 +4,8 @@
 # with ever more of the capture work in an AFTER UPDATE trigger, agents not
 # running. Each line is TPS on the variant and on the plain table in the
 # slice right after it, and the overhead (three rounds: slices swing by a few
-# points). Then a 100,000-row UPDATE and
-# INSERT, plain and captured. One throwaway cluster; release build.
+# points). Then a 100,000-row UPDATE and INSERT, plain and captured. One
+# throwaway cluster; release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/prereqs.sh

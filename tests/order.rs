@@ -94,10 +94,10 @@ async fn rolled_back_changes_leave_nothing_in_the_queue() {
     let queued: Vec<String> = r
         .src
         .query(
-            "select r->>'info' from pgferry.queue q,
-                 json_array_elements(case when q.statement_rows is null
-                                          then json_build_array(q.new_row) else q.new_row end) r
-             order by seq",
+            &format!(
+                "select r->>'info' from pgferry.queue q, {} order by seq",
+                support::queued_rows("q")
+            ),
             &[],
         )
         .await

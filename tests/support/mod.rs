@@ -30,3 +30,12 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The rows a queue row (or batch change) named `alias` holds, as a set of
+/// JSON objects `r` to join: a statement's array, or its one object.
+pub fn queued_rows(alias: &str) -> String {
+    format!(
+        "json_array_elements(case when {alias}.statement_rows is null
+                                  then json_build_array({alias}.new_row) else {alias}.new_row end) r"
+    )
+}
