@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod batch_cut;
+mod compact;
 mod copy;
 mod guard;
 mod install;

@@ -111,6 +111,7 @@ async fn rolled_back_changes_leave_nothing_in_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statements_rows_travel_in_arrays_and_land_whole() {
     let mut r = Replication::new().await;
+    r.copy_then_stop_agents().await;
     // Queued while no agent runs, so one batch carries them all.
     r.src
         .batch_execute(

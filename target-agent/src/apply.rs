@@ -17,6 +17,7 @@ use pgferry_proto::wire;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
 
+use crate::compact::{self, Compactor};
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
 use crate::{guard, metrics, schema};
@@ -48,6 +49,23 @@ pub struct Run {
     /// element holds a statement's rows as comma-separated objects, so the
     /// run's JSON array is its elements joined by commas.
     pub rows: Vec<String>,
+    /// How many rows the elements hold.
+    pub count: u32,
+}
+
+/// One change as a run takes it, in source order: a row or key object, or
+/// (for a table that is not compacted) a statement's rows as
+/// comma-separated objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The source's table id.
+    pub table_id: u32,
+    /// What the change does.
+    pub kind: RunKind,
+    /// The row or key text; empty for a truncate.
+    pub rows: String,
+    /// How many rows `rows` holds.
+    pub count: u32,
 }
 
 /// A change's row text as elements of a JSON array: a statement's array
@@ -63,48 +81,97 @@ fn array_elements(text: String, statement_rows: u32) -> String {
     text
 }
 
-/// Groups changes into runs, keeping their order. An update that changed
-/// the key deletes the old key before it upserts the new row. Inserts and
-/// updates of a table share a run, which is an insert run only while it
-/// holds nothing but inserts.
-pub fn runs(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
+/// The steps a change stands for, each with its row's key when the table
+/// is compacted (`key_columns`): a statement's array then gives one step
+/// per row. An update that changed the key deletes the old key first.
+pub fn steps(change: Change, key_columns: Option<&[String]>) -> Vec<(Step, Option<String>)> {
+    let table_id = change.table_id;
+    let statement_rows = change.statement_rows;
+    let mut out = Vec::new();
+    let mut add = |kind: RunKind, text: String, statement_rows: u32| {
+        let step = |rows: String, count: u32| Step {
+            table_id,
+            kind,
+            rows,
+            count,
+        };
+        match key_columns {
+            Some(columns) if statement_rows == 0 => {
+                let key = compact::key_of(&text, columns);
+                out.push((step(text, 1), key));
+            }
+            Some(columns) => match compact::elements(&text) {
+                Some(rows) => out.extend(
+                    rows.into_iter()
+                        .map(|row| (step(row.to_string(), 1), compact::key_of(row, columns))),
+                ),
+                None => out.push((
+                    step(array_elements(text, statement_rows), statement_rows),
+                    None,
+                )),
+            },
+            None => {
+                let count = statement_rows.max(1);
+                out.push((step(array_elements(text, statement_rows), count), None));
+            }
+        }
+    };
+    match change.kind {
+        ChangeKind::Insert { new_row } => add(RunKind::Insert, new_row, statement_rows),
+        ChangeKind::Update { old_key, new_row } => {
+            if let Some(old_key) = old_key {
+                add(RunKind::Delete, old_key, 0);
+            }
+            add(RunKind::Upsert, new_row, statement_rows);
+        }
+        ChangeKind::Delete { old_key } => add(RunKind::Delete, old_key, statement_rows),
+        ChangeKind::Truncate => out.push((
+            Step {
+                table_id,
+                kind: RunKind::Truncate,
+                rows: String::new(),
+                count: 1,
+            },
+            None,
+        )),
+    }
+    out
+}
+
+/// Rows in one apply statement before a run is cut: statements big enough
+/// that their fixed cost is small, small enough to bound memory.
+const RUN_ROWS: u32 = 1000;
+
+/// Groups steps into runs, keeping their order. Inserts and updates of a
+/// table share a run, which is an insert run only while it holds nothing
+/// but inserts.
+pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
+    use RunKind::{Delete, Insert, Upsert};
     let mut runs: Vec<Run> = Vec::new();
-    let mut push = |table_id: u32, kind: RunKind, row: Option<String>| {
-        use RunKind::{Delete, Insert, Upsert};
+    for step in steps {
+        // An empty array adds no element (and no stray comma).
+        let row = Some(step.rows).filter(|row| !row.is_empty());
         match runs.last_mut() {
             Some(run)
-                if run.table_id == table_id
+                if run.table_id == step.table_id
+                    && run.count < RUN_ROWS
                     && matches!(
-                        (run.kind, kind),
+                        (run.kind, step.kind),
                         (Insert | Upsert, Insert | Upsert) | (Delete, Delete)
                     ) =>
             {
-                if kind == Upsert {
+                if step.kind == Upsert {
                     run.kind = Upsert;
                 }
-                // An empty array adds no element (and no stray comma).
-                run.rows.extend(row.filter(|row| !row.is_empty()));
+                run.rows.extend(row);
+                run.count += step.count;
             }
             _ => runs.push(Run {
-                table_id,
-                kind,
-                rows: row.into_iter().filter(|row| !row.is_empty()).collect(),
+                table_id: step.table_id,
+                kind: step.kind,
+                rows: row.into_iter().collect(),
+                count: step.count,
             }),
-        }
-    };
-    for change in changes {
-        let id = change.table_id;
-        let rows = |text| Some(array_elements(text, change.statement_rows));
-        match change.kind {
-            ChangeKind::Insert { new_row } => push(id, RunKind::Insert, rows(new_row)),
-            ChangeKind::Update { old_key, new_row } => {
-                if let Some(old_key) = old_key {
-                    push(id, RunKind::Delete, Some(old_key));
-                }
-                push(id, RunKind::Upsert, rows(new_row));
-            }
-            ChangeKind::Delete { old_key } => push(id, RunKind::Delete, rows(old_key)),
-            ChangeKind::Truncate => push(id, RunKind::Truncate, None),
         }
     }
     runs
@@ -180,17 +247,22 @@ pub struct Applier {
     conflicts: Arc<InsertConflicts>,
     /// Whether the open batch is one of them.
     inserts_as_upserts: bool,
+    /// The open batch's changes not yet sent, net of those overwritten.
+    window: Compactor,
     /// The last batch committed for this source.
     last_applied: u64,
 }
 
 impl Applier {
     /// Checks every announced table, guards it, and reads the source's
-    /// progress. Nothing is written to a replicated table here.
+    /// progress. Nothing is written to a replicated table here. Each batch's
+    /// changes pass a window of `compact_window` bytes that drops those a
+    /// later change of the same row overwrites (see [`crate::compact`]).
     pub async fn start(
         client: Client,
         hello: &wire::Hello,
         conflicts: Arc<InsertConflicts>,
+        compact_window: usize,
     ) -> Result<Applier> {
         if !pgferry_proto::install::is_current(&client, crate::MIGRATIONS).await? {
             return Err(Error::NotInstalled);
@@ -269,6 +341,7 @@ impl Applier {
             in_flight: VecDeque::new(),
             conflicts,
             inserts_as_upserts: false,
+            window: Compactor::new(compact_window),
             last_applied: last as u64,
         })
     }
@@ -295,6 +368,7 @@ impl Applier {
         self.copying = None;
         self.begin_check = None;
         self.in_flight.clear();
+        self.window.clear();
         if let Some(batch_id) = self.open_batch.take()
             && let Err(error) = self.client.batch_execute("rollback").await
         {
@@ -314,6 +388,11 @@ impl Applier {
             None => self.begin(batch_id).await?,
         }
         if let Some(copy) = chunk.copy {
+            if copy.begin {
+                // What came before the copy is applied before it.
+                let before = self.window.drain();
+                self.send_steps(batch_id, before).await?;
+            }
             self.apply_copy(batch_id, copy).await?;
         }
         let changes = chunk
@@ -333,9 +412,19 @@ impl Applier {
                 table_id: change.table_id,
             });
         }
-        for run in runs(changes) {
-            self.apply_run(batch_id, run).await?;
+        for change in changes {
+            let key_columns = self.plans[&change.table_id].compact_key.as_deref();
+            for (step, key) in steps(change, key_columns) {
+                self.window.push(step, key);
+            }
         }
+        let ready = if chunk.last {
+            self.window.drain()
+        } else {
+            self.window.overflow()
+        };
+        self.send_steps(batch_id, ready).await?;
+        metrics::changes_compacted(self.window.take_dropped());
         metrics::changes_applied(count);
         if !chunk.last {
             return Ok(None);
@@ -540,6 +629,14 @@ impl Applier {
         Ok(())
     }
 
+    /// Sends the statements of `steps`' runs, in order.
+    async fn send_steps(&mut self, batch_id: u64, steps: Vec<Step>) -> Result<()> {
+        for run in runs(steps) {
+            self.apply_run(batch_id, run).await?;
+        }
+        Ok(())
+    }
+
     /// Sends a run's statement without waiting for its answer, unless
     /// [`MAX_IN_FLIGHT`] are unanswered: then it waits for the oldest.
     async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
@@ -612,7 +709,7 @@ mod tests {
     }
 
     /// The operations a change stands for, one per row, in order.
-    fn steps(changes: &[Change]) -> Vec<(u32, RunKind, Option<String>)> {
+    fn operations(changes: &[Change]) -> Vec<(u32, RunKind, Option<String>)> {
         let mut out = Vec::new();
         for c in changes {
             match &c.kind {
@@ -634,11 +731,21 @@ mod tests {
         out
     }
 
+    /// The runs of changes to tables that are not compacted.
+    fn runs_of(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
+        runs(
+            changes
+                .into_iter()
+                .flat_map(|c| super::steps(c, None))
+                .map(|(step, _)| step),
+        )
+    }
+
     proptest! {
         #[test]
         fn runs_keep_every_step_in_order(changes in proptest::collection::vec(change(), 0..40)) {
-            let expected = steps(&changes);
-            let grouped = runs(changes);
+            let expected = operations(&changes);
+            let grouped = runs_of(changes);
             let flattened: Vec<_> = grouped
                 .iter()
                 .flat_map(|r| {
@@ -686,17 +793,19 @@ mod tests {
             },
         };
         assert_eq!(
-            runs([update, insert]),
+            runs_of([update, insert]),
             vec![
                 Run {
                     table_id: 7,
                     kind: RunKind::Delete,
-                    rows: vec!["{\"id\":1}".into()]
+                    rows: vec!["{\"id\":1}".into()],
+                    count: 1,
                 },
                 Run {
                     table_id: 7,
                     kind: RunKind::Upsert,
-                    rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()]
+                    rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()],
+                    count: 2,
                 },
             ]
         );
@@ -712,7 +821,7 @@ mod tests {
                 new_row: new_row.into(),
             },
         };
-        let grouped = runs([
+        let grouped = runs_of([
             statement(1, "{\"id\":1}", 0),
             statement(2, "[{\"id\":2}, \n {\"id\":3}]", 2),
             statement(3, "[]", 1),
@@ -722,6 +831,30 @@ mod tests {
         assert_eq!(
             format!("[{}]", grouped[0].rows.join(",")),
             "[{\"id\":1},{\"id\":2}, \n {\"id\":3},{\"id\":4}]"
+        );
+    }
+
+    #[test]
+    fn a_compacted_tables_statement_gives_a_step_and_key_per_row() {
+        let delete = Change {
+            seq: 1,
+            table_id: 7,
+            statement_rows: 2,
+            kind: ChangeKind::Delete {
+                old_key: r#"[{"id" : 1}, {"id" : 2}]"#.into(),
+            },
+        };
+        let keys = ["id".to_string()];
+        let got: Vec<_> = super::steps(delete, Some(&keys))
+            .into_iter()
+            .map(|(step, key)| (step.rows, step.count, key))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (r#"{"id" : 1}"#.to_string(), 1, Some("1\u{1}".to_string())),
+                (r#"{"id" : 2}"#.to_string(), 1, Some("2\u{1}".to_string())),
+            ]
         );
     }
 }

@@ -57,6 +57,12 @@ pub struct RunArgs {
     /// Largest message accepted from a source agent, in bytes.
     #[arg(long, env = "PGFERRY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Bytes of each source's batch held back to drop changes a later
+    /// change of the same row in the same batch overwrites (0: apply every
+    /// change). Only tables whose rows nothing ties to other rows are
+    /// compacted: no foreign key, no other unique index, no trigger.
+    #[arg(long, env = "PGFERRY_COMPACT_WINDOW_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub compact_window_bytes: usize,
     /// File with a token every source agent must present; without it any
     /// peer that reaches --listen may replicate.
     #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]

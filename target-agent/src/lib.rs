@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compact;
 pub mod durable;
 pub mod error;
 pub mod guard;
@@ -84,6 +85,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cancel: cancel.child_token(),
         token,
         conflicts: Default::default(),
+        compact_window: args.compact_window_bytes,
     };
     tracing::info!(listen = %args.listen, "target agent running");
     let window = pgferry_proto::HTTP2_WINDOW;

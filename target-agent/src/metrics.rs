@@ -4,6 +4,9 @@
 pub const BATCHES_APPLIED: &str = "pgferry_batches_applied_total";
 /// Changes applied.
 pub const CHANGES_APPLIED: &str = "pgferry_changes_applied_total";
+/// Rows never applied because a later change of the same row in the same
+/// batch overwrote them.
+pub const CHANGES_COMPACTED: &str = "pgferry_changes_compacted_total";
 /// Newest batch committed.
 pub const APPLIED_BATCH: &str = "pgferry_applied_batch";
 /// Newest batch known to be on disk (reported durable to the source).
@@ -25,6 +28,13 @@ pub fn batch_durable(batch_id: u64) {
 /// Changes went in (their batch may still roll back).
 pub fn changes_applied(count: usize) {
     metrics::counter!(CHANGES_APPLIED).increment(count as u64);
+}
+
+/// Rows dropped as overwritten later in their batch.
+pub fn changes_compacted(count: usize) {
+    if count > 0 {
+        metrics::counter!(CHANGES_COMPACTED).increment(count as u64);
+    }
 }
 
 /// A stream ended in an error.

@@ -32,6 +32,13 @@ pub struct TablePlan {
     pub truncate: String,
     /// `COPY ... FROM STDIN` of the replicated columns, for the initial copy.
     pub copy_in: String,
+    /// The key columns, when a batch's changes to the table may be applied
+    /// net of those a later change overwrites (see [`crate::compact`]): an
+    /// ordinary table whose rows nothing ties to other rows, so no order of
+    /// its changes inside a batch can fail or be seen. No foreign key to or
+    /// from it, no unique index but the key's, no exclusion constraint, no
+    /// trigger but the guard.
+    pub compact_key: Option<Vec<String>>,
 }
 
 /// Checks that the target table of `table` exists (creating it when the
@@ -73,21 +80,32 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             mismatch: mismatch.join("; "),
         });
     }
-    let has_key: bool = client
+    // The key's index, and whether anything ties the table's rows to others.
+    let row = client
         .query_one(
-            "select exists (
-               select from pg_index i
+            "with key_index as (
+               select i.indexrelid from pg_index i
                where i.indrelid = $1 and i.indisunique and i.indisvalid and i.indpred is null
                  and i.indexprs is null
                  and array(select a.attname::text
                            from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k(attnum)
                            join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                           order by 1) = array(select unnest($2::text[]) order by 1))",
-            &[&relid, &table.key_columns],
+                           order by 1) = array(select unnest($2::text[]) order by 1))
+             select exists (select from key_index),
+                    (select relkind = 'r' from pg_class where oid = $1)
+                    and not exists (select from pg_constraint
+                                    where (conrelid = $1 or confrelid = $1) and contype in ('f', 'x'))
+                    and not exists (select from pg_index i
+                                    where i.indrelid = $1 and i.indisunique
+                                      and i.indexrelid not in (select indexrelid from key_index))
+                    and not exists (select from pg_trigger
+                                    where tgrelid = $1 and not tgisinternal
+                                      and tgname <> $3)",
+            &[&relid, &table.key_columns, &crate::guard::TRIGGER],
         )
         .await
-        .map_err(Error::db("reading target indexes"))?
-        .get(0);
+        .map_err(Error::db("reading target indexes"))?;
+    let (has_key, unbound): (bool, bool) = (row.get(0), row.get(1));
     if !has_key {
         return Err(Error::NoUniqueKey {
             table: name,
@@ -95,7 +113,11 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             columns: table.key_columns.join(", "),
         });
     }
-    Ok(plan(name, table, merge))
+    let mut plan = plan(name, table, merge);
+    if unbound {
+        plan.compact_key = Some(table.key_columns.clone());
+    }
+    Ok(plan)
 }
 
 async fn table_oid(client: &Client, table: &TableSchema) -> Result<Option<u32>> {
@@ -337,6 +359,7 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
         delete,
         truncate,
         copy_in,
+        compact_key: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct ReplicationService {
     pub token: Option<String>,
     /// Batches to apply with upserts when resent, shared by all streams.
     pub conflicts: Arc<InsertConflicts>,
+    /// Bytes of a batch held back to drop overwritten changes.
+    pub compact_window: usize,
 }
 
 /// The metadata key that carries the token.
@@ -67,11 +69,16 @@ impl Replication for ReplicationService {
             .into());
         }
         let client = db::connect(&self.db_config).await.map_err(Error::Connect)?;
-        let applier = Applier::start(client, &hello, Arc::clone(&self.conflicts))
-            .await
-            .inspect_err(|err| {
-                tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
-            })?;
+        let applier = Applier::start(
+            client,
+            &hello,
+            Arc::clone(&self.conflicts),
+            self.compact_window,
+        )
+        .await
+        .inspect_err(|err| {
+            tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
+        })?;
         let flusher = durable::Flusher::connect(&self.db_config, &hello.source_id).await?;
         // The source deletes what Ready reports applied: the progress just
         // read may be an asynchronous commit still on its way to disk.

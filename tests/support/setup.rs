@@ -405,6 +405,29 @@ impl Replication {
             .map_or(0, |row| row.get(0))
     }
 
+    /// Runs both agents until the target has applied the initial copies of
+    /// the tables registered so far, then stops them: whatever the source
+    /// writes next is queued as changes (written before, it would travel in
+    /// the copy).
+    pub async fn copy_then_stop_agents(&mut self) {
+        self.start_agents().await;
+        crate::wait_until(
+            "the initial copies applied",
+            Duration::from_secs(30),
+            || async { (self.target_progress().await >= 1).then_some(()) },
+        )
+        .await;
+        let grace = Duration::from_secs(15);
+        assert!(
+            self.source_agent().terminate(grace).await,
+            "source agent stops"
+        );
+        assert!(
+            self.target_agent().terminate(grace).await,
+            "target agent stops"
+        );
+    }
+
     /// The newest batch the source has seen acked.
     pub async fn source_acked(&self) -> i64 {
         self.src

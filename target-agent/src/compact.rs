@@ -1,0 +1,344 @@
+//! Net changes: inside one batch, a row's change that a later change of the
+//! same row overwrites need not be applied at all. A catch-up after an
+//! outage is full of them (a row inserted, updated, then deleted), and every
+//! one dropped is a row the target neither writes nor indexes.
+//!
+//! Only tables whose rows do not constrain each other are compacted (see
+//! [`crate::schema::TablePlan::compact_key`]): nothing can tell which
+//! intermediate states a batch went through, as its transaction shows only
+//! the last. Kept changes keep their order, so a key the window fails to
+//! recognise (the same value spelled two ways) just goes uncompacted.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::apply::{RunKind, Step};
+
+/// What a held change costs beyond its text: the step, its key twice (the
+/// held copy and the index's) and their allocations, roughly.
+const ENTRY_BYTES: usize = 160;
+
+/// A change waiting in the window.
+#[derive(Debug)]
+struct Held {
+    /// The source's table id.
+    table_id: u32,
+    /// None once a later change of the same key dropped it.
+    step: Option<Step>,
+    /// The row's key, if its table is compacted.
+    key: Option<String>,
+    /// Whether the first change of this key in the window was an insert:
+    /// the key was then not on the target before it, so its last row can
+    /// be inserted without a lookup.
+    first_insert: bool,
+}
+
+/// A sliding window over a batch's changes, in source order, that drops
+/// every change a later change of the same key overwrites. Holds about
+/// `limit` bytes; what leaves the window goes to the target unchanged.
+#[derive(Debug)]
+pub struct Compactor {
+    limit: usize,
+    held: VecDeque<Held>,
+    /// The position of the newest held change of each key.
+    latest: HashMap<(u32, String), u64>,
+    /// The position of `held`'s front.
+    front: u64,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Compactor {
+    /// A window of about `limit` bytes (0: no compaction).
+    pub fn new(limit: usize) -> Compactor {
+        Compactor {
+            limit,
+            held: VecDeque::new(),
+            latest: HashMap::new(),
+            front: 0,
+            bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds the next change of the batch; `key` is its row's key when its
+    /// table is compacted (see [`key_of`]).
+    pub fn push(&mut self, mut step: Step, key: Option<String>) {
+        let position = self.front + self.held.len() as u64;
+        let mut first_insert = step.kind == RunKind::Insert;
+        if let Some(key) = &key {
+            if let Some(earlier) = self.latest.insert((step.table_id, key.clone()), position) {
+                let held = &mut self.held[(earlier - self.front) as usize];
+                let overwritten = held.step.take().expect("a key's newest change is held");
+                self.bytes -= overwritten.rows.len();
+                self.dropped += overwritten.count as usize;
+                first_insert = held.first_insert;
+            }
+            if step.kind != RunKind::Delete {
+                // The row's last version: a key that came into being in the
+                // window is new to the target; any other may be there.
+                step.kind = if first_insert {
+                    RunKind::Insert
+                } else {
+                    RunKind::Upsert
+                };
+            }
+            self.bytes += 2 * key.len();
+        }
+        self.bytes += step.rows.len() + ENTRY_BYTES;
+        self.held.push_back(Held {
+            table_id: step.table_id,
+            step: Some(step),
+            key,
+            first_insert,
+        });
+    }
+
+    /// The changes pushed out of the window by those added since the last
+    /// call, oldest first.
+    pub fn overflow(&mut self) -> Vec<Step> {
+        let mut out = Vec::new();
+        while self.bytes > self.limit {
+            match self.pop() {
+                Some(Some(step)) => out.push(step),
+                Some(None) => {}
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Every change still held, oldest first: the batch is complete.
+    pub fn drain(&mut self) -> Vec<Step> {
+        let mut out = Vec::new();
+        while let Some(step) = self.pop() {
+            out.extend(step);
+        }
+        out
+    }
+
+    /// Forgets every held change (the batch was rolled back).
+    pub fn clear(&mut self) {
+        self.front += self.held.len() as u64;
+        self.held.clear();
+        self.latest.clear();
+        self.bytes = 0;
+    }
+
+    /// Rows dropped since the last call.
+    pub fn take_dropped(&mut self) -> usize {
+        std::mem::take(&mut self.dropped)
+    }
+
+    fn pop(&mut self) -> Option<Option<Step>> {
+        let held = self.held.pop_front()?;
+        let position = self.front;
+        self.front += 1;
+        self.bytes -= ENTRY_BYTES;
+        if let Some(key) = held.key {
+            self.bytes -= 2 * key.len();
+            let index = (held.table_id, key);
+            if self.latest.get(&index) == Some(&position) {
+                self.latest.remove(&index);
+            }
+        }
+        if let Some(step) = &held.step {
+            self.bytes -= step.rows.len();
+        }
+        Some(held.step)
+    }
+}
+
+/// The key of a row (or key) object: its key columns' JSON values, in
+/// `columns` order. None when the text is not an object holding them all.
+pub fn key_of(row: &str, columns: &[String]) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(row);
+    let key = de.deserialize_map(KeyVisitor(columns)).ok()?;
+    de.end().ok()?;
+    key
+}
+
+/// The elements of a statement's JSON array of rows.
+pub fn elements(array: &str) -> Option<Vec<&str>> {
+    let raw: Vec<&RawValue> = serde_json::from_str(array).ok()?;
+    Some(raw.into_iter().map(RawValue::get).collect())
+}
+
+struct KeyVisitor<'c>(&'c [String]);
+
+impl<'de> Visitor<'de> for KeyVisitor<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object holding the key columns")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let mut values: Vec<Option<&'de RawValue>> = vec![None; self.0.len()];
+        // A name with escapes does not borrow: that row goes uncompacted.
+        while let Some(name) = map.next_key::<&'de str>()? {
+            match self.0.iter().position(|c| c == name) {
+                Some(i) => values[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let mut key = String::new();
+        for value in values {
+            let Some(value) = value else { return Ok(None) };
+            key.push_str(value.get());
+            // No JSON text holds a raw control character.
+            key.push('\u{1}');
+        }
+        Ok(Some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn step(kind: RunKind, id: u8, version: u8) -> Step {
+        let rows = match kind {
+            RunKind::Delete => format!("{{\"id\": {id}}}"),
+            _ => format!("{{\"id\":{id},\"v\":{version}}}"),
+        };
+        Step {
+            table_id: 1,
+            kind,
+            rows,
+            count: 1,
+        }
+    }
+
+    /// A table as the applier's statements leave it; None when a plain
+    /// insert met its key (which the source never lets happen).
+    fn apply(
+        steps: &[Step],
+        mut table: BTreeMap<String, String>,
+    ) -> Option<BTreeMap<String, String>> {
+        for s in steps {
+            let key = key_of(&s.rows, &["id".to_string()]).unwrap_or_default();
+            match s.kind {
+                RunKind::Insert => {
+                    if table.insert(key, s.rows.clone()).is_some() {
+                        return None;
+                    }
+                }
+                RunKind::Upsert => {
+                    table.insert(key, s.rows.clone());
+                }
+                RunKind::Delete => {
+                    table.remove(&key);
+                }
+                RunKind::Truncate => table.clear(),
+            }
+        }
+        Some(table)
+    }
+
+    /// Changes a source could make to a table holding keys 0..4: an insert
+    /// only of a key not there, an update or delete only of one there, the
+    /// new key of a key-changing update (an upsert of a key not there), and
+    /// truncates.
+    fn history(ops: Vec<(u8, u8)>) -> Vec<Step> {
+        let mut present: Vec<bool> = (0..8).map(|id| id < 4).collect();
+        let mut steps = Vec::new();
+        for (n, (id, op)) in ops.into_iter().enumerate() {
+            if op == 6 {
+                present.fill(false);
+                steps.push(Step {
+                    table_id: 1,
+                    kind: RunKind::Truncate,
+                    rows: String::new(),
+                    count: 1,
+                });
+                continue;
+            }
+            let kind = match (present[id as usize], op % 3) {
+                (false, 1) => RunKind::Upsert,
+                (false, _) => RunKind::Insert,
+                (true, 1) => RunKind::Delete,
+                (true, _) => RunKind::Upsert,
+            };
+            present[id as usize] = kind != RunKind::Delete;
+            steps.push(step(kind, id, n as u8));
+        }
+        steps
+    }
+
+    fn compacted(steps: &[Step], limit: usize) -> Vec<Step> {
+        let mut window = Compactor::new(limit);
+        let mut out = Vec::new();
+        for s in steps {
+            window.push(s.clone(), key_of(&s.rows, &["id".to_string()]));
+            out.extend(window.overflow());
+        }
+        out.extend(window.drain());
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn net_changes_leave_the_table_as_every_change_does(
+            ops in proptest::collection::vec((0u8..8, 0u8..7), 0..60),
+            limit in prop_oneof![Just(0usize), 0usize..2000, Just(usize::MAX)],
+        ) {
+            let start: BTreeMap<String, String> = (0..4)
+                .map(|id| (format!("{id}\u{1}"), format!("{{\"id\":{id},\"v\":0}}")))
+                .collect();
+            let steps = history(ops);
+            let every = apply(&steps, start.clone()).expect("the source's own history applies");
+            let net = compacted(&steps, limit);
+            prop_assert!(net.len() <= steps.len());
+            prop_assert_eq!(apply(&net, start), Some(every));
+        }
+    }
+
+    #[test]
+    fn a_row_inserted_updated_and_deleted_leaves_only_its_delete() {
+        let steps = [
+            step(RunKind::Insert, 1, 0),
+            step(RunKind::Upsert, 1, 1),
+            step(RunKind::Delete, 1, 2),
+            step(RunKind::Insert, 2, 3),
+            step(RunKind::Upsert, 2, 4),
+        ];
+        let net = compacted(&steps, usize::MAX);
+        let kinds: Vec<_> = net.iter().map(|s| (s.kind, s.rows.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (RunKind::Delete, "{\"id\": 1}"),
+                (RunKind::Insert, "{\"id\":2,\"v\":4}")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_of_nothing_passes_every_change_through() {
+        let steps = [step(RunKind::Insert, 1, 0), step(RunKind::Upsert, 1, 1)];
+        assert_eq!(compacted(&steps, 0), steps.to_vec());
+    }
+
+    #[test]
+    fn keys_are_read_from_rows_and_key_objects_alike() {
+        let columns = ["a".to_string(), "b".to_string()];
+        let row = key_of(r#"{"b":"x\"y","v":[1, {"a":2}],"a":10}"#, &columns);
+        let key = key_of(r#"{"a": 10, "b": "x\"y"}"#, &columns);
+        assert_eq!(row, Some("10\u{1}\"x\\\"y\"\u{1}".to_string()));
+        assert_eq!(row, key);
+        assert_eq!(key_of(r#"{"a": 10}"#, &columns), None);
+        assert_eq!(key_of("[1]", &columns), None);
+        assert_eq!(
+            elements(r#"[{"a":1}, {"a":2}]"#),
+            Some(vec![r#"{"a":1}"#, r#"{"a":2}"#])
+        );
+    }
+}
