@@ -81,10 +81,10 @@ fn array_elements(text: String, statement_rows: u32) -> String {
     text
 }
 
-/// The steps a change stands for, each with its row's key when the table
-/// is compacted (`key_columns`): a statement's array then gives one step
-/// per row. An update that changed the key deletes the old key first.
-pub fn steps(change: Change, key_columns: Option<&[String]>) -> Vec<(Step, Option<String>)> {
+/// The steps a change stands for. For a compacted table (`split`) a
+/// statement's array gives one step per row. An update that changed the key
+/// deletes the old key first.
+pub fn steps(change: Change, split: bool) -> Vec<Step> {
     let table_id = change.table_id;
     let statement_rows = change.statement_rows;
     let mut out = Vec::new();
@@ -95,26 +95,15 @@ pub fn steps(change: Change, key_columns: Option<&[String]>) -> Vec<(Step, Optio
             rows,
             count,
         };
-        match key_columns {
-            Some(columns) if statement_rows == 0 => {
-                let key = compact::key_of(&text, columns);
-                out.push((step(text, 1), key));
-            }
-            Some(columns) => match compact::elements(&text) {
-                Some(rows) => out.extend(
-                    rows.into_iter()
-                        .map(|row| (step(row.to_string(), 1), compact::key_of(row, columns))),
-                ),
-                None => out.push((
-                    step(array_elements(text, statement_rows), statement_rows),
-                    None,
-                )),
-            },
-            None => {
+        let rows = match (split && statement_rows > 0).then(|| compact::elements(&text)) {
+            Some(Some(rows)) => rows,
+            _ => {
                 let count = statement_rows.max(1);
-                out.push((step(array_elements(text, statement_rows), count), None));
+                out.push(step(array_elements(text, statement_rows), count));
+                return;
             }
-        }
+        };
+        out.extend(rows.into_iter().map(|row| step(row.to_string(), 1)));
     };
     match change.kind {
         ChangeKind::Insert { new_row } => add(RunKind::Insert, new_row, statement_rows),
@@ -125,15 +114,12 @@ pub fn steps(change: Change, key_columns: Option<&[String]>) -> Vec<(Step, Optio
             add(RunKind::Upsert, new_row, statement_rows);
         }
         ChangeKind::Delete { old_key } => add(RunKind::Delete, old_key, statement_rows),
-        ChangeKind::Truncate => out.push((
-            Step {
-                table_id,
-                kind: RunKind::Truncate,
-                rows: String::new(),
-                count: 1,
-            },
-            None,
-        )),
+        ChangeKind::Truncate => out.push(Step {
+            table_id,
+            kind: RunKind::Truncate,
+            rows: String::new(),
+            count: 1,
+        }),
     }
     out
 }
@@ -390,8 +376,7 @@ impl Applier {
         if let Some(copy) = chunk.copy {
             if copy.begin {
                 // What came before the copy is applied before it.
-                let before = self.window.drain();
-                self.send_steps(batch_id, before).await?;
+                self.send_held(batch_id).await?;
             }
             self.apply_copy(batch_id, copy).await?;
         }
@@ -414,16 +399,16 @@ impl Applier {
         }
         for change in changes {
             let key_columns = self.plans[&change.table_id].compact_key.as_deref();
-            for (step, key) in steps(change, key_columns) {
-                self.window.push(step, key);
+            for step in steps(change, key_columns.is_some()) {
+                self.window.push(step, key_columns);
             }
         }
-        let ready = if chunk.last {
-            self.window.drain()
+        if chunk.last {
+            self.send_held(batch_id).await?;
         } else {
-            self.window.overflow()
-        };
-        self.send_steps(batch_id, ready).await?;
+            let overflow = self.window.overflow();
+            self.send_steps(batch_id, overflow).await?;
+        }
         metrics::changes_compacted(self.window.take_dropped());
         metrics::changes_applied(count);
         if !chunk.last {
@@ -629,6 +614,17 @@ impl Applier {
         Ok(())
     }
 
+    /// Sends the statements of every change the window holds, in order.
+    async fn send_held(&mut self, batch_id: u64) -> Result<()> {
+        loop {
+            let steps = self.window.drain(RUN_ROWS);
+            if steps.is_empty() {
+                return Ok(());
+            }
+            self.send_steps(batch_id, steps).await?;
+        }
+    }
+
     /// Sends the statements of `steps`' runs, in order.
     async fn send_steps(&mut self, batch_id: u64, steps: Vec<Step>) -> Result<()> {
         for run in runs(steps) {
@@ -733,12 +729,7 @@ mod tests {
 
     /// The runs of changes to tables that are not compacted.
     fn runs_of(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
-        runs(
-            changes
-                .into_iter()
-                .flat_map(|c| super::steps(c, None))
-                .map(|(step, _)| step),
-        )
+        runs(changes.into_iter().flat_map(|c| super::steps(c, false)))
     }
 
     proptest! {
@@ -835,7 +826,7 @@ mod tests {
     }
 
     #[test]
-    fn a_compacted_tables_statement_gives_a_step_and_key_per_row() {
+    fn a_compacted_tables_statement_gives_a_step_per_row() {
         let delete = Change {
             seq: 1,
             table_id: 7,
@@ -844,16 +835,15 @@ mod tests {
                 old_key: r#"[{"id" : 1}, {"id" : 2}]"#.into(),
             },
         };
-        let keys = ["id".to_string()];
-        let got: Vec<_> = super::steps(delete, Some(&keys))
+        let got: Vec<_> = super::steps(delete, true)
             .into_iter()
-            .map(|(step, key)| (step.rows, step.count, key))
+            .map(|step| (step.rows, step.count))
             .collect();
         assert_eq!(
             got,
             vec![
-                (r#"{"id" : 1}"#.to_string(), 1, Some("1\u{1}".to_string())),
-                (r#"{"id" : 2}"#.to_string(), 1, Some("2\u{1}".to_string())),
+                (r#"{"id" : 1}"#.to_string(), 1),
+                (r#"{"id" : 2}"#.to_string(), 1),
             ]
         );
     }

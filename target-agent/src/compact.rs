@@ -11,15 +11,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::apply::{RunKind, Step};
 
-/// What a held change costs beyond its text: the step, its key twice (the
-/// held copy and the index's) and their allocations, roughly.
-const ENTRY_BYTES: usize = 160;
+/// What a held change costs beyond its text, roughly: the held entry, its
+/// slot in the key index and the text's allocation.
+const ENTRY_BYTES: usize = 128;
 
 /// A change waiting in the window.
 #[derive(Debug)]
@@ -28,8 +29,10 @@ struct Held {
     table_id: u32,
     /// None once a later change of the same key dropped it.
     step: Option<Step>,
-    /// The row's key, if its table is compacted.
-    key: Option<String>,
+    /// The hash of the row's key, if its table is compacted. The key itself
+    /// is read again from the row when needed: most rows are never
+    /// overwritten, and a copy of every key would cost the window's memory.
+    key_hash: Option<u64>,
     /// Whether the first change of this key in the window was an insert:
     /// the key was then not on the target before it, so its last row can
     /// be inserted without a lookup.
@@ -43,8 +46,9 @@ struct Held {
 pub struct Compactor {
     limit: usize,
     held: VecDeque<Held>,
-    /// The position of the newest held change of each key.
-    latest: HashMap<(u32, String), u64>,
+    /// The position of the newest held change of each key hash.
+    latest: HashMap<u64, u64>,
+    hasher: RandomState,
     /// The position of `held`'s front.
     front: u64,
     bytes: usize,
@@ -58,25 +62,39 @@ impl Compactor {
             limit,
             held: VecDeque::new(),
             latest: HashMap::new(),
+            hasher: RandomState::new(),
             front: 0,
             bytes: 0,
             dropped: 0,
         }
     }
 
-    /// Adds the next change of the batch; `key` is its row's key when its
-    /// table is compacted (see [`key_of`]).
-    pub fn push(&mut self, mut step: Step, key: Option<String>) {
+    /// Adds the next change of the batch, with its table's key columns when
+    /// the table is compacted.
+    pub fn push(&mut self, mut step: Step, key_columns: Option<&[String]>) {
         let position = self.front + self.held.len() as u64;
         let mut first_insert = step.kind == RunKind::Insert;
-        if let Some(key) = &key {
-            if let Some(earlier) = self.latest.insert((step.table_id, key.clone()), position) {
+        let mut key_hash = None;
+        let key = key_columns.and_then(|columns| Some((key_of(&step.rows, columns)?, columns)));
+        if let Some((key, columns)) = key {
+            let hash = self.hasher.hash_one((step.table_id, &key));
+            if let Some(&earlier) = self.latest.get(&hash) {
                 let held = &mut self.held[(earlier - self.front) as usize];
-                let overwritten = held.step.take().expect("a key's newest change is held");
-                self.bytes -= overwritten.rows.len();
-                self.dropped += overwritten.count as usize;
-                first_insert = held.first_insert;
+                // Another key with the same hash just goes uncompacted.
+                let same = held.table_id == step.table_id
+                    && held
+                        .step
+                        .as_ref()
+                        .is_some_and(|s| key_of(&s.rows, columns).as_ref() == Some(&key));
+                if same {
+                    let overwritten = held.step.take().expect("checked above");
+                    self.bytes -= overwritten.rows.len();
+                    self.dropped += overwritten.count as usize;
+                    first_insert = held.first_insert;
+                }
             }
+            self.latest.insert(hash, position);
+            key_hash = Some(hash);
             if step.kind != RunKind::Delete {
                 // The row's last version: a key that came into being in the
                 // window is new to the target; any other may be there.
@@ -86,13 +104,12 @@ impl Compactor {
                     RunKind::Upsert
                 };
             }
-            self.bytes += 2 * key.len();
         }
         self.bytes += step.rows.len() + ENTRY_BYTES;
         self.held.push_back(Held {
             table_id: step.table_id,
             step: Some(step),
-            key,
+            key_hash,
             first_insert,
         });
     }
@@ -111,11 +128,18 @@ impl Compactor {
         out
     }
 
-    /// Every change still held, oldest first: the batch is complete.
-    pub fn drain(&mut self) -> Vec<Step> {
+    /// The oldest changes still held, about `rows` rows of them (none once
+    /// the window is empty): the batch is complete, and taken a part at a
+    /// time it needs no second copy of the window.
+    pub fn drain(&mut self, rows: u32) -> Vec<Step> {
         let mut out = Vec::new();
-        while let Some(step) = self.pop() {
-            out.extend(step);
+        let mut taken = 0;
+        while taken < rows {
+            let Some(step) = self.pop() else { break };
+            if let Some(step) = step {
+                taken += step.count;
+                out.push(step);
+            }
         }
         out
     }
@@ -138,12 +162,10 @@ impl Compactor {
         let position = self.front;
         self.front += 1;
         self.bytes -= ENTRY_BYTES;
-        if let Some(key) = held.key {
-            self.bytes -= 2 * key.len();
-            let index = (held.table_id, key);
-            if self.latest.get(&index) == Some(&position) {
-                self.latest.remove(&index);
-            }
+        if let Some(hash) = held.key_hash
+            && self.latest.get(&hash) == Some(&position)
+        {
+            self.latest.remove(&hash);
         }
         if let Some(step) = &held.step {
             self.bytes -= step.rows.len();
@@ -277,11 +299,16 @@ mod tests {
         let mut window = Compactor::new(limit);
         let mut out = Vec::new();
         for s in steps {
-            window.push(s.clone(), key_of(&s.rows, &["id".to_string()]));
+            window.push(s.clone(), Some(&["id".to_string()]));
             out.extend(window.overflow());
         }
-        out.extend(window.drain());
-        out
+        loop {
+            let rest = window.drain(3);
+            if rest.is_empty() {
+                return out;
+            }
+            out.extend(rest);
+        }
     }
 
     proptest! {
