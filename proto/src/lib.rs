@@ -27,7 +27,8 @@ pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
 
 /// HTTP/2 flow-control window of the replication stream, both agents: a
 /// stream carries at most one window per round trip (h2's 64 KiB default
-/// caps a 100 ms round trip at 640 KB/s; this one at 40 MiB/s, above what
-/// one applier session takes in), and the receiver may hold up to one
-/// window of data it has not applied yet, which is what bounds its memory.
-pub const HTTP2_WINDOW: u32 = 4 * 1024 * 1024;
+/// caps a 100 ms round trip at 640 KB/s; this one at 160 MiB/s, so a
+/// catch-up between datacenters is not held to one window per round trip),
+/// and the receiver may hold up to one window of data it has not applied
+/// yet, which is what bounds its memory.
+pub const HTTP2_WINDOW: u32 = 16 * 1024 * 1024;
