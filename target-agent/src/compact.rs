@@ -25,8 +25,6 @@ const ENTRY_BYTES: usize = 128;
 /// A change waiting in the window.
 #[derive(Debug)]
 struct Held {
-    /// The source's table id.
-    table_id: u32,
     /// None once a later change of the same key dropped it.
     step: Option<Step>,
     /// The hash of the row's key, if its table is compacted. The key itself
@@ -81,11 +79,9 @@ impl Compactor {
             if let Some(&earlier) = self.latest.get(&hash) {
                 let held = &mut self.held[(earlier - self.front) as usize];
                 // Another key with the same hash just goes uncompacted.
-                let same = held.table_id == step.table_id
-                    && held
-                        .step
-                        .as_ref()
-                        .is_some_and(|s| key_of(&s.rows, columns).as_ref() == Some(&key));
+                let same = held.step.as_ref().is_some_and(|s| {
+                    s.table_id == step.table_id && key_of(&s.rows, columns).as_ref() == Some(&key)
+                });
                 if same {
                     let overwritten = held.step.take().expect("checked above");
                     self.bytes -= overwritten.rows.len();
@@ -107,7 +103,6 @@ impl Compactor {
         }
         self.bytes += step.rows.len() + ENTRY_BYTES;
         self.held.push_back(Held {
-            table_id: step.table_id,
             step: Some(step),
             key_hash,
             first_insert,

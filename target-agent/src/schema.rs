@@ -104,7 +104,7 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             &[&relid, &table.key_columns, &crate::guard::TRIGGER],
         )
         .await
-        .map_err(Error::db("reading target indexes"))?;
+        .map_err(Error::db("reading the target table's key and constraints"))?;
     let (has_key, unbound): (bool, bool) = (row.get(0), row.get(1));
     if !has_key {
         return Err(Error::NoUniqueKey {
@@ -113,11 +113,10 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             columns: table.key_columns.join(", "),
         });
     }
-    let mut plan = plan(name, table, merge);
-    if unbound {
-        plan.compact_key = Some(table.key_columns.clone());
-    }
-    Ok(plan)
+    Ok(TablePlan {
+        compact_key: unbound.then(|| table.key_columns.clone()),
+        ..plan(name, table, merge)
+    })
 }
 
 async fn table_oid(client: &Client, table: &TableSchema) -> Result<Option<u32>> {
