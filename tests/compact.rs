@@ -6,16 +6,9 @@
 use std::time::Duration;
 
 use support::Replication;
-use support::setup::{checksum, free_port, metrics};
+use support::setup::{checksum, counter, free_port, metrics};
 
 const SYNC: Duration = Duration::from_secs(60);
-
-/// The value of an unlabelled counter in a Prometheus text page (0 when absent).
-fn counter(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Starts both agents, the target's metrics on a free port, which it returns.
 async fn start_with_target_metrics(r: &mut Replication) -> u16 {

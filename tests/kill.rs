@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use support::Replication;
-use support::setup::Writer;
+use support::setup::{Writer, counter, free_port, metrics};
 
 const SYNC: Duration = Duration::from_secs(90);
 
@@ -26,7 +26,7 @@ async fn replicating_under_load() -> (Replication, Writer) {
     (r, writer)
 }
 
-async fn finish(mut r: Replication, writer: Writer) {
+async fn finish(r: &mut Replication, writer: Writer) {
     let committed = writer.stop().await;
     assert!(committed > 0, "the writer committed nothing");
     r.wait_in_sync(SYNC).await;
@@ -41,7 +41,7 @@ async fn kill_source_agent_mid_stream_loses_nothing() {
         tokio::time::sleep(pause(i)).await;
         r.kill9_and_restart_source_agent().await;
     }
-    finish(r, writer).await;
+    finish(&mut r, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,12 +51,28 @@ async fn kill_target_agent_mid_batch_loses_nothing() {
         tokio::time::sleep(pause(i)).await;
         r.kill9_and_restart_target_agent().await;
     }
-    finish(r, writer).await;
+    finish(&mut r, writer).await;
 }
 
+/// The restarted source sends batches from its last acked one on without
+/// waiting for the target's answer: the target skips those it applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_source_agent_after_target_commit_before_ack_applies_once() {
-    let (mut r, writer) = replicating_under_load().await;
+    let mut r = Replication::new().await;
+    r.record_progress_history().await;
+    let metrics_port = free_port();
+    r.target_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    r.start_agents().await;
+    let writer = Writer::start(r.source_db.clone());
+    // Past the initial copy: batches are then sent ahead of the target's
+    // answer, which is what a restart here should meet.
+    support::wait_until("the initial copy acked", SYNC, || async {
+        (r.source_acked().await >= 1).then_some(())
+    })
+    .await;
     let mut hits = 0;
     for attempt in 0..200 {
         // Freeze the source agent: a batch in flight still commits on the
@@ -87,7 +103,12 @@ async fn kill_source_agent_after_target_commit_before_ack_applies_once() {
         hits, 3,
         "never caught a batch committed on the target and not acked on the source"
     );
-    finish(r, writer).await;
+    finish(&mut r, writer).await;
+    let skipped = counter(
+        &metrics(metrics_port).await,
+        "pgferry_batches_skipped_total",
+    );
+    assert!(skipped >= 1.0, "no batch was sent again and skipped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +129,7 @@ async fn kill_target_database_mid_stream_loses_nothing() {
             "the source deleted batch {acked}, the target recovered only up to {recovered}"
         );
     }
-    finish(r, writer).await;
+    finish(&mut r, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,5 +142,5 @@ async fn kill_source_database_mid_stream_loses_nothing() {
         r.source.start_server();
     }
     r.reconnect_source().await;
-    finish(r, writer).await;
+    finish(&mut r, writer).await;
 }

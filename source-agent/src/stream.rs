@@ -103,30 +103,41 @@ async fn session(
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<()> {
-    let reader = db::connect(db_config).await.map_err(Error::Connect)?;
-    let copier = db::connect(db_config).await.map_err(Error::Connect)?;
-    let acker = db::connect(db_config).await.map_err(Error::Connect)?;
-    let version = tables_version(&reader).await?;
-    let tables = table_schemas(&reader).await?;
-    let sequences = sequence_schemas(&reader).await?;
-    let read_batch = reader
-        .prepare(batch::READ_BATCH)
-        .await
-        .map_err(Error::db("preparing the batch read"))?;
-    let copy_jobs = reader
-        .prepare(batch::COPY_JOBS)
-        .await
-        .map_err(Error::db("preparing the batch check"))?;
-    let copies_possible: bool = reader
-        .query_one(
-            "select exists (select from pgferry.tables where state <> 'replicating')",
-            &[],
-        )
-        .await
-        .map_err(Error::db("reading the table list"))?
-        .get(0);
-
+    // The target first: its HTTP/2 settings, which open the large windows,
+    // take a one-way trip to come back (until then a stream carries only
+    // 64 KiB), and they travel while the database work below runs.
     let channel = endpoint.connect().await?;
+    let connect = || async { db::connect(db_config).await.map_err(Error::Connect) };
+    let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
+    // One round trip: tokio-postgres pipelines requests polled together.
+    let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked) = tokio::try_join!(
+        tables_version(&reader),
+        table_schemas(&reader),
+        sequence_schemas(&reader),
+        async {
+            reader
+                .prepare(batch::READ_BATCH)
+                .await
+                .map_err(Error::db("preparing the batch read"))
+        },
+        async {
+            reader
+                .prepare(batch::COPY_JOBS)
+                .await
+                .map_err(Error::db("preparing the batch check"))
+        },
+        async {
+            let row = reader
+                .query_one(
+                    "select exists (select from pgferry.tables where state <> 'replicating')",
+                    &[],
+                )
+                .await
+                .map_err(Error::db("reading the table list"))?;
+            Ok(row.get::<_, bool>(0))
+        },
+        acked_batch(&acker),
+    )?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -134,7 +145,7 @@ async fn session(
         client = client.send_compressed(encoding);
     }
     let (out, out_rx) = mpsc::channel(4);
-    let mut shipper = Shipper {
+    let shipper = Shipper {
         reader,
         read_batch,
         copy_jobs,
@@ -169,6 +180,66 @@ async fn session(
             .map_err(|_| Error::BadToken)?;
         request.metadata_mut().insert("authorization", value);
     }
+    // Batches go out right after the hello, from the one after the last
+    // acked (the target has that much on disk), without waiting a round
+    // trip for Ready; the target skips those it had applied. Not while an
+    // initial copy may be due: a copy sent again would record a new
+    // snapshot here for a copy the target already holds.
+    let speculate = !shipper.copies_possible;
+    applied_tx.send_replace(acked);
+    let send = send_batches(
+        args,
+        shipper,
+        (&mut cut_rx, sent_tx),
+        applied_tx.subscribe(),
+        acked + 1,
+        version,
+        cancel,
+    );
+    tokio::pin!(send);
+    let ready = ready(&mut client, request, &acker);
+    let (mut inbound, last_applied) = if speculate {
+        tokio::select! {
+            biased;
+            ready = ready => ready?,
+            // Shutdown or a table list change before the target answered.
+            sent = &mut send => return sent,
+        }
+    } else {
+        ready.await?
+    };
+    tracing::info!(last_applied, "stream ready");
+
+    applied_tx.send_replace(last_applied);
+    let receive = receive_acks(&mut inbound, &acker, applied_tx, last_applied, progressed);
+    tokio::pin!(receive);
+    tokio::select! {
+        biased;
+        received = &mut receive => received.and(Err(Error::TargetClosed)),
+        sent = send => {
+            // Shutdown or a table list change: sending stopped (the shipper
+            // went with it, closing our side); let the target finish what
+            // it has, and collect its acks.
+            sent?;
+            match tokio::time::timeout(DRAIN_GRACE, receive).await {
+                Ok(received) => received,
+                Err(_) => {
+                    tracing::warn!(grace_secs = DRAIN_GRACE.as_secs(), "target did not ack in time");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Opens the stream and waits for the target's Ready; returns the stream
+/// and the last batch the target applied, checked against the batches
+/// kept here.
+async fn ready(
+    client: &mut ReplicationClient<tonic::transport::Channel>,
+    request: tonic::Request<ReceiverStream<wire::SourceMessage>>,
+    db: &Client,
+) -> Result<(tonic::Streaming<wire::TargetMessage>, u64)> {
     let mut inbound = client
         .replicate(request)
         .await
@@ -180,7 +251,7 @@ async fn session(
         }) => ready.last_applied_batch,
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
-    let (oldest, newest) = batch::kept_range(&shipper.reader).await?;
+    let (oldest, newest) = batch::kept_range(db).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
             target: last_applied,
@@ -193,37 +264,17 @@ async fn session(
             reason: format!("has already cleaned up every batch before {oldest}"),
         });
     }
-    tracing::info!(last_applied, "stream ready");
+    Ok((inbound, last_applied))
+}
 
-    applied_tx.send_replace(last_applied);
-    let receive = receive_acks(&mut inbound, &acker, applied_tx, last_applied, progressed);
-    tokio::pin!(receive);
-    let send = send_batches(
-        args,
-        &mut shipper,
-        (&mut cut_rx, sent_tx),
-        applied_tx.subscribe(),
-        last_applied + 1,
-        version,
-        cancel,
-    );
-    tokio::select! {
-        biased;
-        received = &mut receive => received.and(Err(Error::TargetClosed)),
-        sent = send => {
-            sent?;
-            // Shutdown or a table list change: stop sending, let the target
-            // finish what it has, and collect its acks.
-            drop(shipper);
-            match tokio::time::timeout(DRAIN_GRACE, receive).await {
-                Ok(received) => received,
-                Err(_) => {
-                    tracing::warn!(grace_secs = DRAIN_GRACE.as_secs(), "target did not ack in time");
-                    Ok(())
-                }
-            }
-        }
-    }
+/// The last batch the target acknowledged as on disk.
+async fn acked_batch(client: &Client) -> Result<u64> {
+    let acked: i64 = client
+        .query_one("select acked_batch from pgferry.target", &[])
+        .await
+        .map_err(Error::db("reading the acked batch"))?
+        .get(0);
+    Ok(acked as u64)
 }
 
 /// How often a session looks for a changed table list.
@@ -231,11 +282,13 @@ const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Sends batches from `first` on, in order, at most `window` beyond the last
 /// applied one, until shutdown or a change of the table list (returns Ok to
-/// end the session). Each sent batch's size goes to `sent_tx` (the cutter
+/// end the session, dropping `shipper` and with it the outbound stream).
+/// When the last applied batch jumps ahead (the target's Ready), sending
+/// resumes after it. Each sent batch's size goes to `sent_tx` (the cutter
 /// paces itself by it).
 async fn send_batches(
     args: &RunArgs,
-    shipper: &mut Shipper,
+    mut shipper: Shipper,
     (cut_rx, sent_tx): (&mut watch::Receiver<u64>, &watch::Sender<u64>),
     mut applied_rx: watch::Receiver<u64>,
     first: u64,
@@ -276,6 +329,11 @@ async fn send_batches(
             applied = applied_rx.wait_for(|applied| next.saturating_sub(*applied) <= window) => {
                 if applied.is_err() { return Ok(()); }
             }
+        }
+        let resume = *applied_rx.borrow() + 1;
+        if resume > next {
+            next = resume;
+            continue;
         }
         match shipper.send(next).await? {
             SendOutcome::Sent { changes } => {

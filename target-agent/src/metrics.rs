@@ -7,6 +7,9 @@ pub const CHANGES_APPLIED: &str = "pgferry_changes_applied_total";
 /// Rows never applied because a later change of the same row in the same
 /// batch overwrote them.
 pub const CHANGES_COMPACTED: &str = "pgferry_changes_compacted_total";
+/// Batches a reconnecting source sent again that were applied before
+/// (skipped, not applied twice).
+pub const BATCHES_SKIPPED: &str = "pgferry_batches_skipped_total";
 /// Newest batch committed.
 pub const APPLIED_BATCH: &str = "pgferry_applied_batch";
 /// Newest batch known to be on disk (reported durable to the source).
@@ -18,6 +21,11 @@ pub const APPLY_ERRORS: &str = "pgferry_apply_errors_total";
 pub fn batch_applied(batch_id: u64) {
     metrics::counter!(BATCHES_APPLIED).increment(1);
     metrics::gauge!(APPLIED_BATCH).set(batch_id as f64);
+}
+
+/// A batch applied before came again and was skipped.
+pub fn batch_skipped() {
+    metrics::counter!(BATCHES_SKIPPED).increment(1);
 }
 
 /// Every batch up to `batch_id` is on disk.

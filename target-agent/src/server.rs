@@ -146,6 +146,15 @@ async fn serve_stream(
                 break;
             }
         };
+        if chunk.batch_id <= applier.last_applied() {
+            // Sent ahead of Ready by a source that had not yet heard this
+            // batch was applied (see the proto's stream description).
+            if chunk.last {
+                metrics::batch_skipped();
+                tracing::debug!(source_id = %source_id, batch_id = chunk.batch_id, "skipped a batch applied before");
+            }
+            continue;
+        }
         match applier.apply_chunk(chunk).await {
             Ok(Some(batch_id)) => {
                 let applied = wire::TargetMessage {

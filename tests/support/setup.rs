@@ -523,3 +523,10 @@ pub async fn metrics(port: u16) -> String {
         .expect("metrics answer");
     body
 }
+
+/// The value of an unlabelled counter in a Prometheus text page (0 when absent).
+pub fn counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
