@@ -6,8 +6,17 @@ use tokio_postgres::{Client, Statement};
 
 use crate::error::{Error, Result};
 
-/// Prepares [`acknowledge`]'s statement on the acknowledging session.
+/// Sets up the acknowledging session and prepares [`acknowledge`]'s
+/// statement on it. Acknowledgements commit asynchronously: one that a
+/// crash of the source database takes with it only leaves batches queued
+/// that the target has applied (the next stream starts after them, or the
+/// target skips them); waiting for the disk put a flush per acknowledgement
+/// beside the writers' on the source's WAL.
 pub async fn prepare(client: &Client) -> Result<Statement> {
+    client
+        .batch_execute("set synchronous_commit = off")
+        .await
+        .map_err(Error::db("setting up the acknowledging session"))?;
     client
         .prepare("select pgferry.acknowledge($1, $2)")
         .await

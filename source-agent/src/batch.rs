@@ -170,7 +170,11 @@ async fn cut_session(
         let applied = *applied_rx.borrow_and_update();
         last_cut = tokio::time::Instant::now();
         if let Some(batch_id) = cut(&client, &cut_batch, applied).await? {
-            tracing::debug!(batch_id, "cut batch");
+            tracing::debug!(
+                batch_id,
+                took_us = last_cut.elapsed().as_micros() as u64,
+                "cut batch"
+            );
             cut_tx.send_replace(batch_id);
             wait = pace.tick;
             last_found = tokio::time::Instant::now();
