@@ -123,17 +123,17 @@ pub struct RunArgs {
     /// How often to look for committed changes to cut into a batch while
     /// they come (an applied batch also wakes the cutter). Each look is one
     /// short query.
-    #[arg(long, env = "PGFERRY_TICK", default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_TICK", default_value = "1ms", value_parser = humantime::parse_duration)]
     pub tick: Duration,
     /// The longest wait between looks: once nothing came for 100 ms, the
     /// wait doubles from --tick after each look that found nothing.
-    #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub idle_tick: Duration,
     /// The longest the cutter lets changes gather under load: after a batch
     /// of n changes it waits n x 200 us (at least --tick, at most this)
     /// before the next cut, so a busy source ships fewer, larger batches
     /// and a quiet one is not slowed down.
-    #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "25ms", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub max_coalesce: Duration,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
@@ -150,7 +150,7 @@ pub struct RunArgs {
     #[arg(long, env = "PGFERRY_COMPRESSION", value_enum, default_value_t = Compression::None)]
     pub compression: Compression,
     /// Longest wait between retries after an error.
-    #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PGFERRY_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
     /// File with the token the target agent expects (its --auth-token-file).
     #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
@@ -179,34 +179,30 @@ impl Compression {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 250ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}` is not a duration like 250ms, 5s or 2m")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations_read_as_a_dba_writes_them() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("5 parsecs").is_err());
+        let tick = |text: &str| {
+            Cli::try_parse_from([
+                "source-agent",
+                "run",
+                "--source-db",
+                "x",
+                "--target",
+                "http://t",
+                "--source-id",
+                "dc1",
+                "--tick",
+                text,
+            ])
+            .map_err(|error| error.to_string())
+        };
+        assert!(tick("250us").is_ok());
+        assert!(tick("5s").is_ok());
+        let error = tick("5 parsecs").err().expect("refused");
+        assert!(error.contains("--tick"), "{error}");
     }
 }
