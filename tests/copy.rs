@@ -197,3 +197,54 @@ async fn copying_a_large_table_keeps_agents_memory_bounded() {
     assert!(source < RSS_BOUND_MIB, "source agent peak RSS {source} MiB");
     assert!(target < RSS_BOUND_MIB, "target agent peak RSS {target} MiB");
 }
+
+/// PostgreSQL refuses to truncate a table a foreign key references: the
+/// copy empties such a table with a DELETE instead, and its changes apply
+/// after it as to any other table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_a_target_foreign_key_references_is_copied() {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create table digoal.parent (id int primary key, v int);
+             insert into digoal.parent select g, g from generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute(
+            "create table digoal.parent (id int primary key, v int);
+             alter table digoal.parent owner to applier;
+             create table digoal.local_child (id int primary key,
+                                              parent_id int references digoal.parent);",
+        )
+        .await
+        .unwrap();
+    source_agent(&["add-table", "--source-db", &r.source_db, "digoal.parent"]).await;
+    r.start_agents().await;
+    let parents_equal = || async {
+        let source = checksum(&r.src, "digoal.parent").await;
+        (checksum(&r.dst, "digoal.parent").await == source).then_some(())
+    };
+    wait_until(
+        "the parent table copied",
+        Duration::from_secs(60),
+        parents_equal,
+    )
+    .await;
+    // A row of a table only the target has now needs a copied row.
+    r.dst
+        .batch_execute("insert into digoal.local_child values (1, 7)")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute("update digoal.parent set v = -v where id > 250")
+        .await
+        .unwrap();
+    wait_until(
+        "the parent's changes applied",
+        Duration::from_secs(60),
+        parents_equal,
+    )
+    .await;
+}

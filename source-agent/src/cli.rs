@@ -202,7 +202,7 @@ mod tests {
         };
         assert!(tick("250us").is_ok());
         assert!(tick("5s").is_ok());
-        let error = tick("5 parsecs").err().expect("refused");
+        let error = tick("5 parsecs").expect_err("refused");
         assert!(error.contains("--tick"), "{error}");
     }
 }

@@ -561,7 +561,7 @@ impl Applier {
                 )));
             }
             self.client
-                .batch_execute(&plan.truncate)
+                .batch_execute(&plan.clear)
                 .await
                 .map_err(copy_error)?;
             let sink = self

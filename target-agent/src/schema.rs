@@ -30,6 +30,11 @@ pub struct TablePlan {
     pub delete: String,
     /// `TRUNCATE ONLY`, as the source did.
     pub truncate: String,
+    /// Empties the table before its initial copy: `TRUNCATE ONLY`, or
+    /// `DELETE` when a foreign key references the table (PostgreSQL refuses
+    /// to truncate it; the delete fails only if a referencing row needs one
+    /// of its rows, and then the batch rolls back whole).
+    pub clear: String,
     /// `COPY ... FROM STDIN` of the replicated columns, for the initial copy.
     pub copy_in: String,
     /// The key columns, when a batch's changes to the table may be applied
@@ -100,12 +105,13 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
                                       and i.indexrelid not in (select indexrelid from key_index))
                     and not exists (select from pg_trigger
                                     where tgrelid = $1 and not tgisinternal
-                                      and tgname <> $3)",
+                                      and tgname <> $3),
+                    exists (select from pg_constraint where confrelid = $1 and contype = 'f')",
             &[&relid, &table.key_columns, &crate::guard::TRIGGER],
         )
         .await
         .map_err(Error::db("reading the target table's key and constraints"))?;
-    let (has_key, unbound): (bool, bool) = (row.get(0), row.get(1));
+    let (has_key, unbound, referenced): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
     if !has_key {
         return Err(Error::NoUniqueKey {
             table: name,
@@ -113,9 +119,15 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             columns: table.key_columns.join(", "),
         });
     }
+    let plan = plan(name, table, merge);
     Ok(TablePlan {
         compact_key: unbound.then(|| table.key_columns.clone()),
-        ..plan(name, table, merge)
+        clear: if referenced {
+            format!("delete from only {}", plan.quoted)
+        } else {
+            plan.truncate.clone()
+        },
+        ..plan
     })
 }
 
@@ -356,6 +368,7 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
         upsert,
         insert,
         delete,
+        clear: truncate.clone(),
         truncate,
         copy_in,
         compact_key: None,
@@ -419,6 +432,7 @@ mod tests {
                 &plan.insert,
                 &plan.delete,
                 &plan.truncate,
+                &plan.clear,
                 &plan.copy_in,
             ] {
                 assert!(
