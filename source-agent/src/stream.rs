@@ -103,9 +103,9 @@ async fn session(
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<()> {
-    // The target first: its HTTP/2 settings, which open the large windows,
-    // take a one-way trip to come back (until then a stream carries only
-    // 64 KiB), and they travel while the database work below runs.
+    // The target first: until its HTTP/2 window grants come back (the
+    // connection's a round trip after connecting) a new connection carries
+    // only 64 KiB, and they travel while the database work below runs.
     let channel = endpoint.connect().await?;
     let connect = || async { db::connect(db_config).await.map_err(Error::Connect) };
     let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
