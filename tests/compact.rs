@@ -68,8 +68,9 @@ async fn rows_rewritten_inside_a_batch_land_as_their_last_version() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_a_foreign_key_ties_gets_every_change_in_order() {
+/// `digoal.parent` and `digoal.child` on both sides, a foreign key from the
+/// child to the parent on the target only, both replicated and copied.
+async fn parent_and_child_tied_on_the_target() -> Replication {
     let mut r = Replication::new().await;
     r.src
         .batch_execute(
@@ -92,6 +93,25 @@ async fn a_table_a_foreign_key_ties_gets_every_change_in_order() {
         support::setup::source_agent(&["add-table", "--source-db", &r.source_db, table]).await;
     }
     r.copy_then_stop_agents().await;
+    r
+}
+
+/// Waits until both tables hold `rows` rows each and equal the source's.
+async fn wait_parent_and_child_equal(r: &Replication, rows: i64) {
+    support::wait_until("parent and child equal on both sides", SYNC, || async {
+        let mut equal = true;
+        for table in ["digoal.parent", "digoal.child"] {
+            let source = checksum(&r.src, table).await;
+            equal &= source.0 == rows && checksum(&r.dst, table).await == source;
+        }
+        equal.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_a_foreign_key_ties_gets_every_change_in_order() {
+    let mut r = parent_and_child_tied_on_the_target().await;
     // Applied net of the parent's insert, the child's row would come before
     // its parent's: the foreign key would refuse the batch for ever.
     r.src
@@ -106,15 +126,33 @@ async fn a_table_a_foreign_key_ties_gets_every_change_in_order() {
         .await
         .unwrap();
     let port = start_with_target_metrics(&mut r).await;
-    support::wait_until("parent and child equal on both sides", SYNC, || async {
-        let mut equal = true;
-        for table in ["digoal.parent", "digoal.child"] {
-            let source = checksum(&r.src, table).await;
-            equal &= source.0 == 100 && checksum(&r.dst, table).await == source;
-        }
-        equal.then_some(())
-    })
-    .await;
+    wait_parent_and_child_equal(&r, 100).await;
     let compacted = counter(&metrics(port).await, "pgferry_changes_compacted_total");
     assert_eq!(compacted, 0.0, "no change of a tied table was dropped");
+}
+
+/// PostgreSQL truncates a table a foreign key references only together with
+/// the referencing table: truncates next to each other in a batch go as one
+/// statement, as the source's did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_a_foreign_key_ties_truncated_together_stay_replicated() {
+    let mut r = parent_and_child_tied_on_the_target().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.parent select g, 0 from generate_series(1, 10) g;
+             insert into digoal.child select g, g from generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+    wait_parent_and_child_equal(&r, 10).await;
+    r.src
+        .batch_execute(
+            "truncate digoal.parent, digoal.child;
+             insert into digoal.parent values (1, 1);
+             insert into digoal.child values (1, 1);",
+        )
+        .await
+        .unwrap();
+    wait_parent_and_child_equal(&r, 1).await;
 }

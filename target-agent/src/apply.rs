@@ -51,6 +51,11 @@ pub struct Run {
     pub rows: Vec<String>,
     /// How many rows the elements hold.
     pub count: u32,
+    /// The other tables a truncate run empties in the same statement: the
+    /// truncates next to each other in the batch, since PostgreSQL empties
+    /// a table a foreign key references only together with the referencing
+    /// one (the source may have truncated both in one statement).
+    pub also: Vec<u32>,
 }
 
 /// One change as a run takes it, in source order: a row or key object, or
@@ -152,11 +157,17 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
                 run.rows.extend(row);
                 run.count += step.count;
             }
+            Some(run) if run.kind == RunKind::Truncate && step.kind == RunKind::Truncate => {
+                if run.table_id != step.table_id && !run.also.contains(&step.table_id) {
+                    run.also.push(step.table_id);
+                }
+            }
             _ => runs.push(Run {
                 table_id: step.table_id,
                 kind: step.kind,
                 rows: row.into_iter().collect(),
                 count: step.count,
+                also: Vec::new(),
             }),
         }
     }
@@ -636,6 +647,9 @@ impl Applier {
     /// Sends a run's statement without waiting for its answer, unless
     /// [`MAX_IN_FLIGHT`] are unanswered: then it waits for the oldest.
     async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
+        if !run.also.is_empty() {
+            return self.truncate_together(batch_id, &run).await;
+        }
         let kind = match run.kind {
             RunKind::Insert if self.inserts_as_upserts => RunKind::Upsert,
             kind => kind,
@@ -680,6 +694,26 @@ impl Applier {
             self.wait_oldest(batch_id).await?;
         }
         Ok(())
+    }
+
+    /// Empties a truncate run's tables in one statement (rare: it is not
+    /// prepared, and runs on a settled session).
+    async fn truncate_together(&mut self, batch_id: u64, run: &Run) -> Result<()> {
+        self.settle(batch_id).await?;
+        let plans: Vec<&TablePlan> = std::iter::once(&run.table_id)
+            .chain(&run.also)
+            .map(|table_id| &self.plans[table_id])
+            .collect();
+        let quoted: Vec<&str> = plans.iter().map(|plan| plan.quoted.as_str()).collect();
+        let names: Vec<&str> = plans.iter().map(|plan| plan.name.as_str()).collect();
+        self.client
+            .batch_execute(&format!("truncate only {}", quoted.join(", ")))
+            .await
+            .map_err(|source| Error::Apply {
+                batch_id,
+                table: names.join(", "),
+                source,
+            })
     }
 }
 
@@ -737,22 +771,40 @@ mod tests {
         fn runs_keep_every_step_in_order(changes in proptest::collection::vec(change(), 0..40)) {
             let expected = operations(&changes);
             let grouped = runs_of(changes);
-            let flattened: Vec<_> = grouped
+            let flattened: Vec<(u32, RunKind, Option<String>)> = grouped
                 .iter()
-                .flat_map(|r| {
+                .flat_map(|r| -> Vec<(u32, RunKind, Option<String>)> {
                     if r.kind == RunKind::Truncate {
-                        vec![(r.table_id, r.kind, None)]
+                        std::iter::once(&r.table_id).chain(&r.also).map(|t| (*t, r.kind, None)).collect()
                     } else {
                         r.rows.iter().map(|row| (r.table_id, r.kind, Some(row.clone()))).collect()
                     }
                 })
                 .collect();
+            // Truncates next to each other become one statement over the
+            // set of their tables.
+            let collapsed = |steps: Vec<(u32, RunKind, Option<String>)>| {
+                let mut out: Vec<(Vec<u32>, RunKind, Option<String>)> = Vec::new();
+                for (t, k, r) in steps {
+                    match out.last_mut() {
+                        Some((tables, RunKind::Truncate, _)) if k == RunKind::Truncate => {
+                            if !tables.contains(&t) {
+                                tables.push(t);
+                                tables.sort();
+                            }
+                        }
+                        _ => out.push((vec![t], k, r)),
+                    }
+                }
+                out
+            };
+            let (flattened, expected) = (collapsed(flattened), collapsed(expected));
             // An insert run holds only inserts; an upsert run may hold both.
             let writes = |kind| if kind == RunKind::Insert { RunKind::Upsert } else { kind };
             for ((_, run_kind, _), (_, step_kind, _)) in flattened.iter().zip(&expected) {
                 prop_assert!(*run_kind != RunKind::Insert || *step_kind == RunKind::Insert);
             }
-            let normalized = |steps: Vec<(u32, RunKind, Option<String>)>| {
+            let normalized = |steps: Vec<(Vec<u32>, RunKind, Option<String>)>| {
                 steps.into_iter().map(|(t, k, r)| (t, writes(k), r)).collect::<Vec<_>>()
             };
             prop_assert_eq!(normalized(flattened), normalized(expected));
@@ -791,12 +843,14 @@ mod tests {
                     kind: RunKind::Delete,
                     rows: vec!["{\"id\":1}".into()],
                     count: 1,
+                    also: Vec::new(),
                 },
                 Run {
                     table_id: 7,
                     kind: RunKind::Upsert,
                     rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()],
                     count: 2,
+                    also: Vec::new(),
                 },
             ]
         );
