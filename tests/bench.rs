@@ -24,6 +24,10 @@ const CATCH_UP_CHANGES: i64 = 200_000;
 /// millisecond: a bulk statement's heartbeat waits seconds, and looking
 /// without pause would take a core from the apply being timed).
 const LOOK_CLOSELY: Duration = Duration::from_millis(50);
+/// How long the queue is watched under load (`PGFERRY_BENCH_ONLY=soak`).
+const SOAK_SECONDS: u32 = 300;
+/// How often the queue is looked at meanwhile.
+const SOAK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Rounds of the distance measure (its figures are their medians).
 const DISTANCE_ROUNDS: usize = 3;
 /// Rows per transaction in the catch-up test.
@@ -357,11 +361,6 @@ impl Bench {
     /// uncapped, alternating 5 s slices on the replicated and the plain
     /// table, 3 rounds. Returns (tps replicated, tps plain, overhead %).
     fn overhead(&self, system: System) -> (f64, f64, f64) {
-        let script = |table: &str| {
-            format!(
-                "\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n"
-            )
-        };
         let (mut rep, mut plain) = (0.0, 0.0);
         for _ in 0..3 {
             rep += self.pgbench(system, &script("t_rep"), &["-c", "4", "-j", "2", "-T", "5"]);
@@ -437,31 +436,7 @@ impl Bench {
     /// every 200 ms and looked for on the target. Returns (p50, p99, max) ms.
     async fn lag(&self, system: System) -> (f64, f64, f64) {
         let (src, _) = self.sessions(system);
-        let script = format!(
-            "\\set id random(1, {PGBENCH_ROWS})\nupdate t_rep set v = v + 1 where id = :id;\n"
-        );
-        let bench_script = script.clone();
-        let port = self.source.port;
-        let load = std::thread::spawn(move || {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let file = dir.path().join("script.sql");
-            std::fs::write(&file, bench_script).expect("script");
-            std::process::Command::new(bindir().join("pgbench"))
-                .args([
-                    "-n",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
-                .args(["-c", "4", "-j", "2", "-R", "500", "-T", "30", "-f"])
-                .arg(&file)
-                .arg(system.db())
-                .output()
-                .expect("pgbench runs")
-        });
+        let load = self.paced_pgbench(system, script("t_rep"), 30);
         let base: i32 = src
             .query_one("select coalesce(max(id), 0) from hb", &[])
             .await
@@ -482,6 +457,77 @@ impl Bench {
         lags.sort_by(f64::total_cmp);
         let pick = |q: f64| lags[((lags.len() as f64 - 1.0) * q).round() as usize];
         (pick(0.5), pick(0.99), *lags.last().expect("samples"))
+    }
+
+    /// Runs `script` with pgbench at 500 TPS (4 clients) for `seconds` on
+    /// `system`'s source, on a thread of its own.
+    fn paced_pgbench(
+        &self,
+        system: System,
+        script: String,
+        seconds: u32,
+    ) -> std::thread::JoinHandle<std::process::Output> {
+        let port = self.source.port;
+        std::thread::spawn(move || {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = dir.path().join("script.sql");
+            std::fs::write(&file, script).expect("script");
+            std::process::Command::new(bindir().join("pgbench"))
+                .args([
+                    "-n",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-R",
+                    "500",
+                    "-T",
+                    &seconds.to_string(),
+                    "-f",
+                ])
+                .arg(&file)
+                .arg(system.db())
+                .output()
+                .expect("pgbench runs")
+        })
+    }
+
+    /// The queue over a long run (issue 4's queue cleanup lever): pgbench
+    /// at 500 TPS on the replicated table for [`SOAK_SECONDS`], the queue's
+    /// size on disk and its live and dead rows read every
+    /// [`SOAK_SAMPLE_EVERY`], then [`Bench::queue_state`] once all is acked.
+    async fn soak(&self) -> Value {
+        let load = self.paced_pgbench(System::Pgferry, script("t_rep"), SOAK_SECONDS);
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while started.elapsed() < Duration::from_secs(SOAK_SECONDS.into()) {
+            tokio::time::sleep(SOAK_SAMPLE_EVERY).await;
+            let row = self
+                .ferry_src
+                .query_one(
+                    "select pg_total_relation_size('pgferry.queue') / 1048576.0::float8,
+                            (select count(*) from pgferry.queue),
+                            coalesce((select n_dead_tup from pg_stat_user_tables
+                                      where relid = 'pgferry.queue'::regclass), 0)",
+                    &[],
+                )
+                .await
+                .expect("queue sample");
+            let (size, live, dead): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            samples.push(json!({
+                "s": started.elapsed().as_secs(), "size_mib": size, "live": live, "dead": dead,
+            }));
+        }
+        load.join().expect("pgbench thread");
+        json!({"samples": samples, "after": self.queue_state().await})
     }
 
     /// Writes heartbeat row `id` on the source and waits until it is
@@ -755,8 +801,14 @@ async fn delayed_copy(
     let _ = writer.await;
 }
 
+/// pgbench's script of single-row updates of `table`.
+fn script(table: &str) -> String {
+    format!("\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n")
+}
+
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
-/// lists some (overhead, catch_up, lag, bulk, backlog, distance).
+/// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
+/// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
     std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
 }
@@ -835,6 +887,10 @@ async fn main() {
     if selected("distance") {
         eprintln!("pgferry: catch-up on loopback and through a 50 ms relay, plain and zstd...");
         distance = bench.distance().await;
+    }
+    if std::env::var("PGFERRY_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|n| n == "soak")) {
+        eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");
+        results.insert("pgferry_soak".into(), bench.soak().await);
     }
     results.insert(
         "pgferry_backlog".into(),
@@ -924,6 +980,37 @@ fn print_table(r: &Value) {
         far_z / near_z
     );
     println!();
+    if let Some(samples) = r["pgferry_soak"]["samples"].as_array() {
+        println!("| pgferry queue at 500 TPS, after s | size, MiB | rows | dead rows |");
+        println!("|---|---|---|---|");
+        for sample in samples
+            .iter()
+            .filter(|s| s["s"].as_u64().unwrap_or(0) % 60 < 10)
+        {
+            println!(
+                "| {} | {:.1} | {} | {} |",
+                sample["s"],
+                f(&sample["size_mib"]),
+                sample["live"],
+                sample["dead"]
+            );
+        }
+        let most = |key: &str| samples.iter().map(|s| f(&s[key])).fold(0.0, f64::max);
+        println!(
+            "| most in any sample | {:.1} | {} | {} |",
+            most("size_mib"),
+            most("live"),
+            most("dead")
+        );
+        let after = &r["pgferry_soak"]["after"];
+        println!(
+            "| acked and vacuumed, after the run | {:.1} | {} | {} |",
+            f(&after["size_mib"]),
+            after["live"],
+            after["dead"]
+        );
+        println!();
+    }
     println!("| pgferry queue, acked and vacuumed, after | size, MiB | rows | dead rows |");
     println!("|---|---|---|---|");
     for (key, value) in r["pgferry_queue"].as_object().into_iter().flatten() {
