@@ -364,3 +364,96 @@ async fn a_source_without_the_target_token_is_refused_and_one_with_it_replicates
     r.start_source_agent().await;
     r.wait_in_sync(SYNC).await;
 }
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (certificate file,
+/// key file, certificate PEM).
+fn self_signed(dir: &std::path::Path, name: &str) -> (String, String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    (path(cert), path(key), certified.cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_does_not_trust_the_targets_certificate_is_refused_and_one_that_does_replicates()
+ {
+    let mut r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = self_signed(dir.path(), "target");
+    let (stranger, _, _) = self_signed(dir.path(), "stranger");
+    r.target_args = vec!["--tls-cert".into(), cert.clone(), "--tls-key".into(), key];
+    r.target_url = format!("https://127.0.0.1:{}", r.target_port);
+    r.target_ca = Some(pem);
+    r.source_args = vec!["--tls-ca".into(), stranger];
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+        .await
+        .unwrap();
+    let error = wait_for_refusal(&r, &["certificate"]).await;
+    println!("status error: {error}");
+    assert_eq!(r.target_progress().await, 0, "nothing applied");
+    r.source_agent().kill9().await;
+    r.source_args = vec!["--tls-ca".into(), cert];
+    r.start_source_agent().await;
+    r.wait_in_sync(SYNC).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_that_cannot_work_are_refused_by_name() {
+    let r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = self_signed(dir.path(), "target");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let port = support::setup::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let target_db = r.target_db.as_str();
+    for (args, setting) in [
+        (
+            vec!["--tls-cert", garbage, "--tls-key", garbage],
+            "tls-cert",
+        ),
+        (vec!["--tls-cert", cert.as_str()], "--tls-key"),
+    ] {
+        let all = [
+            vec!["run", "--target-db", target_db, "--listen", &listen],
+            args,
+        ]
+        .concat();
+        let (_, stderr) = fails("target-agent", &all).await;
+        assert!(stderr.contains(setting), "{stderr}");
+    }
+    let source = |target: String, ca: Option<&str>| {
+        let mut args = vec![
+            "run".to_string(),
+            "--source-db".into(),
+            r.source_db.clone(),
+            "--source-id".into(),
+            "dc1".into(),
+            "--target".into(),
+            target,
+        ];
+        args.extend(
+            ca.map(|ca| ["--tls-ca".to_string(), ca.to_string()])
+                .into_iter()
+                .flatten(),
+        );
+        args
+    };
+    for args in [
+        source(format!("https://127.0.0.1:{port}"), None),
+        source(format!("http://127.0.0.1:{port}"), Some(&cert)),
+        source(format!("https://127.0.0.1:{port}"), Some(garbage)),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, stderr) = fails("source-agent", &args).await;
+        assert!(stderr.contains("tls-ca"), "{stderr}");
+    }
+}

@@ -87,13 +87,18 @@ pub fn read_optional_secret(
     path.map(|path| read_secret(setting, path)).transpose()
 }
 
+/// Reads the file a setting names (`setting` is the flag, for the error).
+pub fn read_file(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
+        setting,
+        reason: format!("cannot read {}: {err}", path.display()),
+    })
+}
+
 /// Reads a shared secret from `path` (the `setting` flag): the file's text
 /// without surrounding white space, which must not be empty.
 pub fn read_secret(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
-        setting,
-        reason: format!("cannot read {}: {err}", path.display()),
-    })?;
+    let text = read_file(setting, path)?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(ConfigError::Invalid {

@@ -32,3 +32,19 @@ pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
 /// and the receiver may hold up to one window of data it has not applied
 /// yet, which is what bounds its memory.
 pub const HTTP2_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// An error with its causes, outermost first: a transport error says only
+/// "transport error", the reason (refused, a certificate not trusted) is
+/// further down. A cause its wrapper already quotes is not repeated.
+pub fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    for message in std::iter::successors(Some(err), |err| err.source()).map(ToString::to_string) {
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}

@@ -108,9 +108,15 @@ pub struct RunArgs {
     /// Source database and config file.
     #[command(flatten)]
     pub common: Common,
-    /// The target agent's address, http://HOST:PORT.
+    /// The target agent's address: http://HOST:PORT, or https://HOST:PORT
+    /// for a target agent with a TLS certificate (then --tls-ca is needed).
     #[arg(long, env = "PGFERRY_TARGET")]
     pub target: String,
+    /// PEM certificate of the authority that signed the target agent's
+    /// certificate (or that certificate itself): the link's TLS trusts it
+    /// alone, and the certificate must name the host of --target.
+    #[arg(long, env = "PGFERRY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// This source's name; the target keeps its progress under it.
     #[arg(long, env = "PGFERRY_SOURCE_ID")]
     pub source_id: String,

@@ -80,7 +80,7 @@ pub enum Error {
     #[error("setting `auth-token-file`: the token must be printable ASCII")]
     BadToken,
     /// Could not reach the target agent.
-    #[error("cannot reach the target agent: {0}")]
+    #[error("cannot reach the target agent: {}", pgferry_proto::causes(.0))]
     Transport(#[from] tonic::transport::Error),
     /// The target agent refused or failed the stream.
     #[error("target agent: {}: {}", .0.code(), .0.message())]

@@ -119,6 +119,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     {
         return Err(Error::BadToken);
     }
+    let endpoint = stream::endpoint(&args)?;
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
@@ -179,8 +180,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
     let streamer = stream::run(
         args,
+        (endpoint, token),
         db_config,
-        token,
         cut_rx,
         applied_tx,
         sent_tx,

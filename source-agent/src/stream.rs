@@ -5,13 +5,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use pgferry_proto::config::ConfigError;
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
 use pgferry_proto::{PROTOCOL_VERSION, db};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::batch::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::cli::RunArgs;
@@ -23,25 +26,18 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for the target to ack what was sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs sessions with the target until `cancel`, recording each failure where
+/// Runs sessions with the target at `endpoint` (presenting `token` when
+/// set) until `cancel`, recording each failure where
 /// `status` shows it and backing off between attempts.
 pub async fn run(
     args: RunArgs,
+    (endpoint, token): (Endpoint, Option<String>),
     db_config: Config,
-    token: Option<String>,
     cut_rx: watch::Receiver<u64>,
     applied_tx: watch::Sender<u64>,
     sent_tx: watch::Sender<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let endpoint = Endpoint::from_shared(args.target.clone())
-        .map_err(|_| Error::BadTarget(args.target.clone()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(pgferry_proto::HTTP2_WINDOW)
-        .initial_connection_window_size(pgferry_proto::HTTP2_WINDOW * 2)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
     let min_backoff = Duration::from_millis(100);
     let mut backoff = min_backoff;
     loop {
@@ -78,6 +74,51 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(args.max_backoff);
     }
+}
+
+/// The target agent's endpoint from `--target` and `--tls-ca`: https
+/// trusts the certificates in the CA file alone, and needs one.
+pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(args.target.clone())
+        .map_err(|_| Error::BadTarget(args.target.clone()))?;
+    let tls_ca = |reason: String| ConfigError::Invalid {
+        setting: "tls-ca",
+        reason,
+    };
+    let endpoint = match (args.target.starts_with("https://"), &args.tls_ca) {
+        (true, Some(path)) => {
+            let pem = pgferry_proto::config::read_file("tls-ca", path)?;
+            // tonic reads the file's certificates only when it connects:
+            // a file with none would fail every connection, for ever.
+            let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|err| tls_ca(format!("{}: {err}", path.display())))?;
+            if certificates.is_empty() {
+                return Err(tls_ca(format!("{} holds no PEM certificate", path.display())).into());
+            }
+            endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|err| tls_ca(pgferry_proto::causes(&err)))?
+        }
+        (false, None) => endpoint,
+        (true, None) => {
+            return Err(tls_ca(format!(
+                "--target {} is https: give the CA to trust",
+                args.target
+            ))
+            .into());
+        }
+        (false, Some(_)) => {
+            return Err(tls_ca(format!("--target {} is not https", args.target)).into());
+        }
+    };
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(pgferry_proto::HTTP2_WINDOW)
+        .initial_connection_window_size(pgferry_proto::HTTP2_WINDOW * 2)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20)))
 }
 
 async fn record_error(db_config: &Config, error: &str) {

@@ -67,4 +67,11 @@ pub struct RunArgs {
     /// peer that reaches --listen may replicate.
     #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// PEM certificate (chain) this agent presents: with --tls-key, --listen
+    /// speaks TLS, and source agents reach it at https:// with --tls-ca.
+    #[arg(long, env = "PGFERRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PGFERRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }

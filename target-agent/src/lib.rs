@@ -54,6 +54,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "auth-token-file",
         args.auth_token_file.as_deref(),
     )?;
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = tonic::transport::Identity::from_pem(
+            pgferry_proto::config::read_file("tls-cert", cert)?,
+            pgferry_proto::config::read_file("tls-key", key)?,
+        );
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|err| pgferry_proto::config::ConfigError::Invalid {
+                setting: "tls-cert",
+                reason: format!(
+                    "not a usable certificate and key: {}",
+                    pgferry_proto::causes(&err)
+                ),
+            })?;
+    }
     let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
@@ -87,9 +103,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         conflicts: Default::default(),
         compact_window: args.compact_window_bytes,
     };
-    tracing::info!(listen = %args.listen, "target agent running");
+    tracing::info!(listen = %args.listen, tls = args.tls_cert.is_some(), "target agent running");
     let window = pgferry_proto::HTTP2_WINDOW;
-    let served = tonic::transport::Server::builder()
+    let served = server
         .tcp_nodelay(true)
         .initial_stream_window_size(window)
         .initial_connection_window_size(2 * window)

@@ -34,6 +34,11 @@ pub struct Replication {
     pub target_db: String,
     /// Where the target agent listens.
     pub target_port: u16,
+    /// The target agent's address as the source agent is given it.
+    pub target_url: String,
+    /// The certificate (PEM) the harness trusts when the target agent
+    /// speaks TLS.
+    pub target_ca: Option<String>,
     /// Where the source agent serves health.
     pub source_health_port: u16,
     /// The target agent, once started.
@@ -133,6 +138,7 @@ impl Replication {
             )
             .await,
         );
+        let target_port = free_port();
         Replication {
             source,
             target,
@@ -140,7 +146,9 @@ impl Replication {
             dst,
             source_db,
             target_db,
-            target_port: free_port(),
+            target_port,
+            target_url: format!("http://127.0.0.1:{target_port}"),
+            target_ca: None,
             source_health_port: free_port(),
             target_agent: None,
             source_agent: None,
@@ -166,7 +174,7 @@ impl Replication {
         ];
         let args = [args, self.target_args.clone()].concat();
         let mut agent = Agent::spawn("target-agent", &args);
-        wait_serving(&mut agent, self.target_port).await;
+        wait_serving_at(&mut agent, &self.target_url, self.target_ca.as_deref()).await;
         self.target_agent = Some(agent);
     }
 
@@ -177,7 +185,7 @@ impl Replication {
             "--source-db".into(),
             self.source_db.clone(),
             "--target".into(),
-            format!("http://127.0.0.1:{}", self.target_port),
+            self.target_url.clone(),
             "--source-id".into(),
             "dc1".into(),
             "--health-listen".into(),
@@ -202,11 +210,11 @@ impl Replication {
 
     /// kill -9 of the target agent, then a restart, serving again.
     pub async fn kill9_and_restart_target_agent(&mut self) {
-        let port = self.target_port;
+        let (url, ca) = (self.target_url.clone(), self.target_ca.clone());
         let agent = self.target_agent();
         agent.kill9().await;
         agent.restart();
-        wait_serving(agent, port).await;
+        wait_serving_at(agent, &url, ca.as_deref()).await;
     }
 
     /// The target agent (started).
@@ -338,11 +346,15 @@ pub async fn checksum(client: &Client, table: &str) -> (i64, i64) {
 /// Waits until the agent's grpc.health.v1 says SERVING, failing at once if
 /// the process exits.
 pub async fn wait_serving(agent: &mut Agent, port: u16) {
-    let address = format!("http://127.0.0.1:{port}");
+    wait_serving_at(agent, &format!("http://127.0.0.1:{port}"), None).await;
+}
+
+/// [`wait_serving`] at `address`, over TLS trusting `ca` when given.
+pub async fn wait_serving_at(agent: &mut Agent, address: &str, ca: Option<&str>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         agent.assert_running();
-        if health(&address).await == Some(ServingStatus::Serving) {
+        if health_at(address, ca).await == Some(ServingStatus::Serving) {
             return;
         }
         assert!(
@@ -358,11 +370,18 @@ pub async fn wait_serving(agent: &mut Agent, port: u16) {
 
 /// The health status an agent reports for "" (None when unreachable).
 pub async fn health(address: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    health_at(address, None).await
+}
+
+/// [`health`], over TLS trusting `ca` (PEM) when given.
+pub async fn health_at(address: &str, ca: Option<&str>) -> Option<ServingStatus> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_owned()).ok()?;
+    if let Some(ca) = ca {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).ok()?;
+    }
+    let channel = endpoint.connect().await.ok()?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
