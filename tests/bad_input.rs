@@ -351,16 +351,28 @@ async fn a_source_without_the_target_token_is_refused_and_one_with_it_replicates
     std::fs::write(&wrong, "guess").unwrap();
     r.target_args = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
     r.source_args = vec!["--auth-token-file".into(), wrong.to_str().unwrap().into()];
+    let right = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
+    refused_until_the_source_gets(r, &["missing or wrong token"], right).await;
+}
+
+/// Starts the agents, writes one row and waits until `status` names every
+/// one of `parts` with nothing applied; then restarts the source agent with
+/// `source_args` instead and waits until the target equals the source.
+async fn refused_until_the_source_gets(
+    mut r: Replication,
+    parts: &[&str],
+    source_args: Vec<String>,
+) {
     r.start_agents().await;
     r.src
         .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
         .await
         .unwrap();
-    let error = wait_for_refusal(&r, &["missing or wrong token"]).await;
+    let error = wait_for_refusal(&r, parts).await;
     println!("status error: {error}");
     assert_eq!(r.target_progress().await, 0, "nothing applied");
     r.source_agent().kill9().await;
-    r.source_args = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
+    r.source_args = source_args;
     r.start_source_agent().await;
     r.wait_in_sync(SYNC).await;
 }
@@ -390,18 +402,7 @@ async fn a_source_that_does_not_trust_the_targets_certificate_is_refused_and_one
     r.target_url = format!("https://127.0.0.1:{}", r.target_port);
     r.target_ca = Some(pem);
     r.source_args = vec!["--tls-ca".into(), stranger];
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
-        .await
-        .unwrap();
-    let error = wait_for_refusal(&r, &["certificate"]).await;
-    println!("status error: {error}");
-    assert_eq!(r.target_progress().await, 0, "nothing applied");
-    r.source_agent().kill9().await;
-    r.source_args = vec!["--tls-ca".into(), cert];
-    r.start_source_agent().await;
-    r.wait_in_sync(SYNC).await;
+    refused_until_the_source_gets(r, &["certificate"], vec!["--tls-ca".into(), cert]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -510,21 +510,9 @@ impl Bench {
         let mut samples = Vec::new();
         while started.elapsed() < Duration::from_secs(SOAK_SECONDS.into()) {
             tokio::time::sleep(SOAK_SAMPLE_EVERY).await;
-            let row = self
-                .ferry_src
-                .query_one(
-                    "select pg_total_relation_size('pgferry.queue') / 1048576.0::float8,
-                            (select count(*) from pgferry.queue),
-                            coalesce((select n_dead_tup from pg_stat_user_tables
-                                      where relid = 'pgferry.queue'::regclass), 0)",
-                    &[],
-                )
-                .await
-                .expect("queue sample");
-            let (size, live, dead): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            samples.push(json!({
-                "s": started.elapsed().as_secs(), "size_mib": size, "live": live, "dead": dead,
-            }));
+            let mut sample = self.queue_now().await;
+            sample["s"] = started.elapsed().as_secs().into();
+            samples.push(sample);
         }
         load.join().expect("pgbench thread");
         json!({"samples": samples, "after": self.queue_state().await})
@@ -618,6 +606,12 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
+        self.queue_now().await
+    }
+
+    /// pgferry's queue on the source now: its size on disk, live rows and
+    /// the dead rows the statistics count.
+    async fn queue_now(&self) -> Value {
         let row = self
             .ferry_src
             .query_one(
