@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use support::cluster::bindir;
 use support::setup::{checksum, expect_success, free_port, wait_serving};
 use support::{Agent, PgCluster, run_command};
@@ -24,6 +24,23 @@ const CATCH_UP_CHANGES: i64 = 200_000;
 /// millisecond: a bulk statement's heartbeat waits seconds, and looking
 /// without pause would take a core from the apply being timed).
 const LOOK_CLOSELY: Duration = Duration::from_millis(50);
+/// The target agent's settings the backlog is drained with: its defaults,
+/// which buy catch-up speed with memory (a 32 MiB net-change window that
+/// spans a 200k catch-up, a 16 MiB HTTP/2 window for a 100 ms round trip),
+/// and windows small enough that a 200k backlog fills them too.
+const BACKLOG_SETTINGS: [(&str, &[&str]); 2] = [
+    ("default", &[]),
+    (
+        "bounded",
+        &[
+            "--compact-window-bytes",
+            "16777216",
+            "--receive-window-bytes",
+            "4194304",
+        ],
+    ),
+];
+
 /// How long the queue is watched under load (`PGFERRY_BENCH_ONLY=soak`).
 const SOAK_SECONDS: u32 = 300;
 /// How often the queue is looked at meanwhile.
@@ -78,6 +95,8 @@ struct Bench {
     target_port: u16,
     /// The source agent's --compression.
     compression: &'static str,
+    /// Settings added to the target agent's defaults.
+    target_settings: &'static [&'static str],
     source_agent: Option<Agent>,
     target_agent: Option<Agent>,
 }
@@ -146,6 +165,7 @@ impl Bench {
             native_dst,
             target_port: free_port(),
             compression: "none",
+            target_settings: &[],
             source_agent: None,
             target_agent: None,
         };
@@ -227,13 +247,14 @@ impl Bench {
     /// Starts both agents; the source agent reaches the target through
     /// `via` (a relay port) when given.
     async fn start_pgferry(&mut self, via: Option<u16>) {
-        let target_args = vec![
+        let mut target_args = vec![
             "run".to_string(),
             "--target-db".into(),
             self.target_db(),
             "--listen".into(),
             format!("127.0.0.1:{}", self.target_port),
         ];
+        target_args.extend(self.target_settings.iter().map(|s| s.to_string()));
         let mut target = Agent::spawn("target-agent", &target_args);
         wait_serving(&mut target, self.target_port).await;
         let health = free_port();
@@ -576,12 +597,7 @@ impl Bench {
 
     /// After one of pgferry's measures, records [`Bench::queue_state`] under
     /// `key` (native has no queue).
-    async fn record_queue(
-        &self,
-        system: System,
-        queue: &mut serde_json::Map<String, Value>,
-        key: &str,
-    ) {
+    async fn record_queue(&self, system: System, queue: &mut Map<String, Value>, key: &str) {
         if system == System::Pgferry {
             queue.insert(key.into(), self.queue_state().await);
         }
@@ -674,15 +690,21 @@ impl Bench {
         })
     }
 
-    /// One catch-up of [`Bench::distance`], through `via` when set, with
-    /// `compression`; returns rows/s.
-    async fn distance_run(&mut self, via: Option<u16>, compression: &'static str) -> f64 {
+    /// Empties the catch-up table on both sides (the agents running): a
+    /// catch-up into a table left large would time its checksums too.
+    async fn empty_drain(&mut self) {
         self.ferry_src
             .batch_execute("truncate drain")
             .await
             .expect("truncate");
         self.wait_equal(System::Pgferry, "drain", Duration::from_secs(120))
             .await;
+    }
+
+    /// One catch-up of [`Bench::distance`], through `via` when set, with
+    /// `compression`; returns rows/s.
+    async fn distance_run(&mut self, via: Option<u16>, compression: &'static str) -> f64 {
+        self.empty_drain().await;
         self.stop_pgferry().await;
         self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS)
             .await;
@@ -814,8 +836,8 @@ async fn main() {
         .unwrap_or_else(|| "bench.json".into());
     eprintln!("setting up two clusters, pgferry and a native subscription...");
     let mut bench = Bench::new().await;
-    let mut results = serde_json::Map::new();
-    let mut queue = serde_json::Map::new();
+    let mut results = Map::new();
+    let mut queue = Map::new();
     for system in [System::Pgferry, System::Native] {
         let name = system.name();
         if system == System::Native {
@@ -870,12 +892,25 @@ async fn main() {
         .await
         .expect("drop subscription");
     bench.start_pgferry(None).await;
-    let mut small = (0, 0, f64::NAN);
-    let mut large = small;
+    let mut backlogs = Map::new();
     if selected("backlog") {
-        eprintln!("pgferry: backlog memory (200k, then 2M changes)...");
-        small = bench.backlog(200_000).await;
-        large = bench.backlog(2_000_000).await;
+        for (name, settings) in BACKLOG_SETTINGS {
+            eprintln!("pgferry: backlog memory (200k, then 2M changes), {name} settings...");
+            bench.target_settings = settings;
+            bench.empty_drain().await;
+            let mut sizes = Map::new();
+            for (size, changes) in [("200k", 200_000), ("2M", 2_000_000)] {
+                let (source, target, rate) = bench.backlog(changes).await;
+                sizes.insert(
+                    size.into(),
+                    json!({"source_rss_mib": source, "target_rss_mib": target, "rows_per_s": rate}),
+                );
+            }
+            backlogs.insert(name.into(), Value::Object(sizes));
+        }
+        bench.target_settings = &[];
+        bench.stop_pgferry().await;
+        bench.start_pgferry(None).await;
     }
     let mut distance = [f64::NAN; 4];
     if selected("distance") {
@@ -886,13 +921,7 @@ async fn main() {
         eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");
         results.insert("pgferry_soak".into(), bench.soak().await);
     }
-    results.insert(
-        "pgferry_backlog".into(),
-        json!({
-            "200k": {"source_rss_mib": small.0, "target_rss_mib": small.1, "rows_per_s": small.2},
-            "2M": {"source_rss_mib": large.0, "target_rss_mib": large.1, "rows_per_s": large.2},
-        }),
-    );
+    results.insert("pgferry_backlog".into(), Value::Object(backlogs));
     results.insert(
         "pgferry_distance".into(),
         json!({
@@ -943,19 +972,21 @@ fn print_table(r: &Value) {
         let b = n.pointer(at).map_or(f64::NAN, f);
         println!("| {name} | {a:.digits$} | {b:.digits$} | {:.2} |", a / b);
     }
-    let b = &r["pgferry_backlog"];
     println!();
     println!(
-        "| pgferry backlog | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |"
+        "| pgferry backlog, target settings | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |"
     );
     println!("|---|---|---|---|");
-    for size in ["200k", "2M"] {
-        println!(
-            "| {size} | {} | {} | {:.0} |",
-            b[size]["source_rss_mib"],
-            b[size]["target_rss_mib"],
-            f(&b[size]["rows_per_s"])
-        );
+    for (name, _) in BACKLOG_SETTINGS {
+        let b = &r["pgferry_backlog"][name];
+        for size in ["200k", "2M"] {
+            println!(
+                "| {size}, {name} | {} | {} | {:.0} |",
+                b[size]["source_rss_mib"],
+                b[size]["target_rss_mib"],
+                f(&b[size]["rows_per_s"])
+            );
+        }
     }
     let d = &r["pgferry_distance"];
     let (near, far) = (f(&d["loopback_rows_per_s"]), f(&d["relay_50ms_rows_per_s"]));

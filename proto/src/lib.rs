@@ -25,12 +25,13 @@ pub const PROTOCOL_VERSION: u32 = 5;
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
 
-/// HTTP/2 flow-control window of the replication stream, both agents: a
-/// stream carries at most one window per round trip (h2's 64 KiB default
-/// caps a 100 ms round trip at 640 KB/s; this one at 160 MiB/s, so a
-/// catch-up between datacenters is not held to one window per round trip),
-/// and the receiver may hold up to one window of data it has not applied
-/// yet, which is what bounds its memory.
+/// HTTP/2 flow-control window of the replication stream: the default of
+/// the target's --receive-window-bytes, and the source's (which receives
+/// only acknowledgements). A stream carries at most one window per round
+/// trip (h2's 64 KiB default caps a 100 ms round trip at 640 KB/s; this
+/// one at 160 MiB/s, so a catch-up between datacenters is not held to one
+/// window per round trip), and the receiver may hold up to one window of
+/// data it has not applied yet.
 pub const HTTP2_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// An error with its causes, outermost first: a transport error says only

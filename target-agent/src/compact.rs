@@ -22,6 +22,9 @@ use crate::apply::{RunKind, Step};
 /// slot in the key index and the text's allocation.
 const ENTRY_BYTES: usize = 128;
 
+/// The most changes a window sets room aside for when it is made.
+const PRESIZED_ENTRIES: usize = 1 << 21;
+
 /// A change waiting in the window.
 #[derive(Debug)]
 struct Held {
@@ -56,10 +59,16 @@ pub struct Compactor {
 impl Compactor {
     /// A window of about `limit` bytes (0: no compaction).
     pub fn new(limit: usize) -> Compactor {
+        // Sized for the most changes the window can hold, once: grown by
+        // doubling mid-batch, old and new tables would briefly coexist and
+        // the agent's peak memory would follow the batch, not the limit.
+        // A window beyond PRESIZED_ENTRIES (a setting of hundreds of MiB)
+        // grows as it fills instead of claiming its size up front.
+        let entries = (limit / ENTRY_BYTES).min(PRESIZED_ENTRIES);
         Compactor {
             limit,
-            held: VecDeque::new(),
-            latest: HashMap::new(),
+            held: VecDeque::with_capacity(entries),
+            latest: HashMap::with_capacity(entries),
             hasher: RandomState::new(),
             front: 0,
             bytes: 0,

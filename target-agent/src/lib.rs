@@ -104,7 +104,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         compact_window: args.compact_window_bytes,
     };
     tracing::info!(listen = %args.listen, tls = args.tls_cert.is_some(), "target agent running");
-    let window = pgferry_proto::HTTP2_WINDOW;
+    let window = args.receive_window_bytes;
     let served = server
         .tcp_nodelay(true)
         .initial_stream_window_size(window)
