@@ -458,3 +458,92 @@ async fn tls_settings_that_cannot_work_are_refused_by_name() {
         assert!(stderr.contains("tls-ca"), "{stderr}");
     }
 }
+
+/// `pgferry-*-agent` sessions of a cluster: (encrypted, all).
+async fn agent_sessions_encrypted(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "select count(*) filter (where s.ssl), count(*)
+             from pg_stat_activity a join pg_stat_ssl s using (pid)
+             where a.application_name like 'pgferry-%-agent'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reach_their_databases_over_tls_checked_against_the_given_ca() {
+    let mut r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (source_cert, source_key, _) = self_signed(dir.path(), "source-db");
+    let (target_cert, target_key, _) = self_signed(dir.path(), "target-db");
+    let read = |path: &str| std::fs::read_to_string(path).unwrap();
+    r.source
+        .enable_ssl(&read(&source_cert), &read(&source_key))
+        .await;
+    r.target
+        .enable_ssl(&read(&target_cert), &read(&target_key))
+        .await;
+    r.source_db.push_str(" sslmode=require");
+    r.target_db.push_str(" sslmode=require");
+    r.source_args = vec!["--source-db-ca".into(), source_cert];
+    r.target_args = vec!["--target-db-ca".into(), target_cert];
+    r.start_agents().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test select g, 'tls', now(), now() from generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    let (count, _) = r.wait_in_sync(Duration::from_secs(60)).await;
+    assert_eq!(count, 100);
+    for client in [&r.src, &r.dst] {
+        let (encrypted, all) = agent_sessions_encrypted(client).await;
+        assert!(all > 0, "the agents have sessions");
+        assert_eq!(encrypted, all, "every agent session is encrypted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_certificate_the_ca_did_not_sign_is_refused() {
+    let r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = self_signed(dir.path(), "source-db");
+    let (stranger, _, _) = self_signed(dir.path(), "stranger");
+    let read = |path: &str| std::fs::read_to_string(path).unwrap();
+    r.source.enable_ssl(&read(&cert), &read(&key)).await;
+    let status = |ca: String| {
+        let source_db = r.source_db.clone();
+        async move {
+            run_command(
+                "source-agent",
+                &["status", "--source-db", &source_db, "--source-db-ca", &ca],
+            )
+            .await
+        }
+    };
+    let refused = status(stranger).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an untrusted server is refused");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    expect_success("status with the right CA", &status(cert).await);
+
+    // A CA with a CONNINFO that rules TLS out cannot work: refused by name.
+    let disabled = format!("{} sslmode=disable", r.source_db);
+    let out = run_command(
+        "source-agent",
+        &[
+            "status",
+            "--source-db",
+            &disabled,
+            "--source-db-ca",
+            "/dev/null",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("source-db-ca"), "{stderr}");
+}

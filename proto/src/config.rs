@@ -95,6 +95,29 @@ pub fn read_file(setting: &'static str, path: &std::path::Path) -> Result<String
     })
 }
 
+/// Reads the PEM certificates of a CA file setting: its text and the
+/// certificates it holds, at least one. Checked at start because TLS
+/// libraries read them only when they connect, and a file with none would
+/// fail every connection, for ever.
+pub fn read_ca(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<(String, Vec<rustls_pki_types::CertificateDer<'static>>), ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = read_file(setting, path)?;
+    let invalid = |reason: String| ConfigError::Invalid { setting, reason };
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| invalid(format!("{}: {err}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(invalid(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok((pem, certificates))
+}
+
 /// Reads a shared secret from `path` (the `setting` flag): the file's text
 /// without surrounding white space, which must not be empty.
 pub fn read_secret(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {

@@ -1,10 +1,20 @@
 //! Connections to PostgreSQL and the one place that decides which database
 //! errors are worth retrying.
 
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::ConfigError;
 
 /// A CONNINFO (libpq `key=value` string or `postgres://` URL) that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +57,125 @@ pub fn parse_conninfo(
     Ok(config)
 }
 
+/// The TLS of this process's database sessions (see [`trust`]).
+static TLS: OnceLock<MakeRustlsConnect> = OnceLock::new();
+
+/// Decides, once at start, how this process's database sessions use TLS,
+/// as libpq does. With `ca` (the file of setting `setting`) TLS is
+/// required, and the server's certificate must chain to one of the file's
+/// certificates and name the CONNINFO's host (libpq's `verify-full`);
+/// a CONNINFO with `sslmode=disable` then contradicts it. Without `ca`,
+/// `sslmode=prefer` (the default) and `require` encrypt without checking
+/// who answers, as libpq does without a root certificate, and `disable`
+/// does not encrypt.
+pub fn trust(
+    setting: &'static str,
+    ca: Option<&Path>,
+    config: &mut Config,
+) -> Result<(), ConfigError> {
+    let tls = client_config(setting, ca, config)?;
+    // A second call (none is made) would change nothing.
+    let _ = TLS.set(MakeRustlsConnect::new(tls));
+    Ok(())
+}
+
+/// The TLS settings [`trust`] describes.
+fn client_config(
+    setting: &'static str,
+    ca: Option<&Path>,
+    config: &mut Config,
+) -> Result<ClientConfig, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let invalid = |reason: String| ConfigError::Invalid { setting, reason };
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| invalid(err.to_string()))?;
+    let tls = match ca {
+        Some(path) => {
+            if config.get_ssl_mode() == SslMode::Disable {
+                return Err(invalid(
+                    "the database's CONNINFO says sslmode=disable: a CA needs TLS".into(),
+                ));
+            }
+            config.ssl_mode(SslMode::Require);
+            let (_, certificates) = crate::config::read_ca(setting, path)?;
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates {
+                roots
+                    .add(certificate)
+                    .map_err(|err| invalid(format!("{}: {err}", path.display())))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider))),
+    };
+    Ok(tls.with_no_client_auth())
+}
+
+/// Trusts whichever certificate the server shows, as libpq's `require`
+/// does without a root certificate: the session is encrypted against
+/// eavesdropping, not proven to reach the right server. The handshake's
+/// signatures are still checked, so the session's keys are the
+/// certificate's.
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Opens a session and drives its connection on a background task.
 pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+    // A process that did not call trust() gets libpq's default.
+    let tls = TLS.get_or_init(|| {
+        let tls = client_config("database TLS", None, &mut Config::new())
+            .expect("ring supports TLS 1.2 and 1.3");
+        MakeRustlsConnect::new(tls)
+    });
+    let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(error = %error, "database connection ended");

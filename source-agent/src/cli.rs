@@ -23,6 +23,12 @@ pub struct Common {
     /// Source database: libpq key=value string or postgres:// URL.
     #[arg(long, env = "PGFERRY_SOURCE_DB")]
     pub source_db: String,
+    /// PEM file of the CA (or the certificate itself) the source database's
+    /// TLS certificate must come from: TLS is then required and the
+    /// certificate must name the CONNINFO's host (libpq's verify-full).
+    /// Without it, sslmode=prefer or require encrypt unchecked, as libpq.
+    #[arg(long, env = "PGFERRY_SOURCE_DB_CA")]
+    pub source_db_ca: Option<PathBuf>,
     /// TOML file with settings (keys are the flag names).
     #[arg(long, env = "PGFERRY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -103,13 +103,22 @@ pub async fn execute(command: Command) -> Result<()> {
 }
 
 async fn connect(common: &Common) -> Result<tokio_postgres::Client> {
-    let config = db::parse_conninfo("source-db", &common.source_db, APPLICATION_NAME)?;
-    db::connect(&config).await.map_err(Error::Connect)
+    db::connect(&database(common)?)
+        .await
+        .map_err(Error::Connect)
+}
+
+/// The source database's settings: its CONNINFO, and the TLS of every
+/// session this process opens to it.
+fn database(common: &Common) -> Result<tokio_postgres::Config> {
+    let mut config = db::parse_conninfo("source-db", &common.source_db, APPLICATION_NAME)?;
+    db::trust("source-db-ca", common.source_db_ca.as_deref(), &mut config)?;
+    Ok(config)
 }
 
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let db_config = db::parse_conninfo("source-db", &args.common.source_db, APPLICATION_NAME)?;
+    let db_config = database(&args.common)?;
     let token = pgferry_proto::config::read_optional_secret(
         "auth-token-file",
         args.auth_token_file.as_deref(),

@@ -8,8 +8,6 @@ use std::time::Duration;
 use pgferry_proto::config::ConfigError;
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
 use pgferry_proto::{PROTOCOL_VERSION, db};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
@@ -87,15 +85,7 @@ pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
     };
     let endpoint = match (args.target.starts_with("https://"), &args.tls_ca) {
         (true, Some(path)) => {
-            let pem = pgferry_proto::config::read_file("tls-ca", path)?;
-            // tonic reads the file's certificates only when it connects:
-            // a file with none would fail every connection, for ever.
-            let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|err| tls_ca(format!("{}: {err}", path.display())))?;
-            if certificates.is_empty() {
-                return Err(tls_ca(format!("{} holds no PEM certificate", path.display())).into());
-            }
+            let (pem, _) = pgferry_proto::config::read_ca("tls-ca", path)?;
             endpoint
                 .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
                 .map_err(|err| tls_ca(pgferry_proto::causes(&err)))?

@@ -24,6 +24,12 @@ pub struct Common {
     /// is the applier, the only one allowed to write replicated tables.
     #[arg(long, env = "PGFERRY_TARGET_DB")]
     pub target_db: String,
+    /// PEM file of the CA (or the certificate itself) the target database's
+    /// TLS certificate must come from: TLS is then required and the
+    /// certificate must name the CONNINFO's host (libpq's verify-full).
+    /// Without it, sslmode=prefer or require encrypt unchecked, as libpq.
+    #[arg(long, env = "PGFERRY_TARGET_DB_CA")]
+    pub target_db_ca: Option<PathBuf>,
     /// TOML file with settings (keys are the flag names).
     #[arg(long, env = "PGFERRY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -17,7 +17,7 @@ use pgferry_proto::{SERVICE_NAME, db, health};
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
-use crate::cli::{Command, RunArgs};
+use crate::cli::{Command, Common, RunArgs};
 use crate::error::{Error, Result};
 
 /// Name the agent's database sessions carry.
@@ -33,7 +33,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
 pub async fn execute(command: Command) -> Result<()> {
     match command {
         Command::Install { common } => {
-            let config = db::parse_conninfo("target-db", &common.target_db, APPLICATION_NAME)?;
+            let config = database(&common)?;
             let mut client = db::connect(&config).await.map_err(Error::Connect)?;
             let (before, after) = pgferry_proto::install::install(&mut client, MIGRATIONS).await?;
             if before == after {
@@ -47,9 +47,17 @@ pub async fn execute(command: Command) -> Result<()> {
     }
 }
 
+/// The target database's settings: its CONNINFO, and the TLS of every
+/// session this process opens to it.
+fn database(common: &Common) -> Result<tokio_postgres::Config> {
+    let mut config = db::parse_conninfo("target-db", &common.target_db, APPLICATION_NAME)?;
+    db::trust("target-db-ca", common.target_db_ca.as_deref(), &mut config)?;
+    Ok(config)
+}
+
 /// `run`: serve source agents until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let db_config = db::parse_conninfo("target-db", &args.common.target_db, APPLICATION_NAME)?;
+    let db_config = database(&args.common)?;
     let token = pgferry_proto::config::read_optional_secret(
         "auth-token-file",
         args.auth_token_file.as_deref(),

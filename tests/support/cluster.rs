@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
@@ -181,6 +182,43 @@ impl PgCluster {
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Turns TLS on, serving `cert_pem` with `key_pem` (a reload: sessions
+    /// already open stay as they are).
+    pub async fn enable_ssl(&self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, cert_pem).expect("server certificate");
+        std::fs::write(&key, key_pem).expect("server key");
+        // The server refuses a key others may read.
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("key file mode");
+        chown_to_postgres(&cert);
+        chown_to_postgres(&key);
+        let client = self.connect("postgres").await;
+        // One statement at a time: ALTER SYSTEM refuses a transaction block.
+        for statement in [
+            format!("alter system set ssl_cert_file = '{}'", cert.display()),
+            format!("alter system set ssl_key_file = '{}'", key.display()),
+            "alter system set ssl = on".into(),
+            "select pg_reload_conf()".into(),
+        ] {
+            client.batch_execute(&statement).await.expect("ssl on");
+        }
+        // The postmaster rereads its settings a moment after being asked.
+        super::wait_until("the server serves TLS", Duration::from_secs(10), || async {
+            let row = self
+                .connect("postgres")
+                .await
+                .query_one("show ssl", &[])
+                .await;
+            row.is_ok_and(|row| row.get::<_, String>(0) == "on")
+                .then_some(())
+        })
+        .await;
     }
 
     /// The server log, for failure messages.
