@@ -459,6 +459,16 @@ async fn tls_settings_that_cannot_work_are_refused_by_name() {
     }
 }
 
+/// Has `cluster` serve TLS with a new self-signed certificate for
+/// 127.0.0.1 (see [`self_signed`]); returns the certificate's file.
+async fn serve_tls(cluster: &support::PgCluster, dir: &std::path::Path, name: &str) -> String {
+    let (cert, key, pem) = self_signed(dir, name);
+    cluster
+        .enable_ssl(&pem, &std::fs::read_to_string(key).unwrap())
+        .await;
+    cert
+}
+
 /// `pgferry-*-agent` sessions of a cluster: (encrypted, all).
 async fn agent_sessions_encrypted(client: &tokio_postgres::Client) -> (i64, i64) {
     let row = client
@@ -477,15 +487,8 @@ async fn agent_sessions_encrypted(client: &tokio_postgres::Client) -> (i64, i64)
 async fn agents_reach_their_databases_over_tls_checked_against_the_given_ca() {
     let mut r = Replication::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let (source_cert, source_key, _) = self_signed(dir.path(), "source-db");
-    let (target_cert, target_key, _) = self_signed(dir.path(), "target-db");
-    let read = |path: &str| std::fs::read_to_string(path).unwrap();
-    r.source
-        .enable_ssl(&read(&source_cert), &read(&source_key))
-        .await;
-    r.target
-        .enable_ssl(&read(&target_cert), &read(&target_key))
-        .await;
+    let source_cert = serve_tls(&r.source, dir.path(), "source-db").await;
+    let target_cert = serve_tls(&r.target, dir.path(), "target-db").await;
     r.source_db.push_str(" sslmode=require");
     r.target_db.push_str(" sslmode=require");
     r.source_args = vec!["--source-db-ca".into(), source_cert];
@@ -510,10 +513,8 @@ async fn agents_reach_their_databases_over_tls_checked_against_the_given_ca() {
 async fn a_database_certificate_the_ca_did_not_sign_is_refused() {
     let r = Replication::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = self_signed(dir.path(), "source-db");
+    let cert = serve_tls(&r.source, dir.path(), "source-db").await;
     let (stranger, _, _) = self_signed(dir.path(), "stranger");
-    let read = |path: &str| std::fs::read_to_string(path).unwrap();
-    r.source.enable_ssl(&read(&cert), &read(&key)).await;
     let status = |ca: String| {
         let source_db = r.source_db.clone();
         async move {
