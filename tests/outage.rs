@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use support::setup::{APPLIER, APPLIER_PASSWORD, health, wait_serving};
+use support::setup::{
+    APPLIER, APPLIER_PASSWORD, counter, free_port, health, metrics, wait_serving,
+};
 use support::{Replication, wait_until};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -100,15 +102,35 @@ async fn applier_password_change_queues_changes_until_it_is_fixed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_agent_down_queues_changes_until_it_returns() {
     let mut r = Replication::new().await;
+    let metrics_port = free_port();
+    r.source_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
     r.start_agents().await;
     r.target_agent().kill9().await;
     write_during_outage(&r).await;
     wait_for_status_error(&r, "target agent").await;
+    // The delay metric shows the outage: a batch waits, older and older.
+    wait_until("the delay metric passes 2 s", SYNC, || async {
+        let page = metrics(metrics_port).await;
+        (counter(&page, "pgferry_delay_seconds") > 2.0
+            && counter(&page, "pgferry_batches_unacked") >= 1.0)
+            .then_some(())
+    })
+    .await;
     r.target_agent().restart();
     let port = r.target_port;
     wait_serving(r.target_agent(), port).await;
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 50);
+    wait_until("the delay metric is back to 0", SYNC, || async {
+        let page = metrics(metrics_port).await;
+        (counter(&page, "pgferry_delay_seconds") == 0.0
+            && counter(&page, "pgferry_batches_unacked") == 0.0)
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ pub mod ack;
 pub mod batch;
 pub mod capture;
 pub mod cli;
+pub mod delay;
 pub mod error;
 pub mod metrics;
 pub mod status;
@@ -171,6 +172,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
+    if args.metrics_listen.is_some() {
+        tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
+    }
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let (sent_tx, sent_rx) = watch::channel(0u64);

@@ -1,0 +1,54 @@
+//! How far behind the target is, as metrics to alert on. Read from the
+//! source database's batch list, not kept in memory, so an agent started
+//! after an outage reports the batches cut before it started.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::metrics;
+
+/// How often the delay is read: one lookup by key.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps the delay metrics current until `cancel`, on a session of its own.
+pub async fn watch_loop(config: Config, cancel: CancellationToken) {
+    let mut client = None;
+    loop {
+        if client.is_none() {
+            client = pgferry_proto::db::connect(&config).await.ok();
+        }
+        if let Some(c) = &client {
+            match read(c).await {
+                Ok((seconds, unacked)) => metrics::delay(seconds, unacked),
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not read the delay");
+                    client = None;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(READ_EVERY) => {}
+        }
+    }
+}
+
+/// Seconds since the oldest batch the target has not acknowledged was cut
+/// (0 when none waits), and how many batches wait.
+async fn read(client: &Client) -> Result<(f64, i64)> {
+    let row = client
+        .query_one(
+            "select coalesce(extract(epoch from now() - b.cut_at)::float8, 0),
+                    coalesce((select max(batch_id) from pgferry.batch), t.acked_batch) - t.acked_batch
+             from pgferry.target t
+             left join pgferry.batch b on b.batch_id = t.acked_batch + 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the delay"))?;
+    Ok((row.get(0), row.get(1)))
+}
