@@ -1,5 +1,6 @@
 //! Table management: column subsets, row filters with rows moving into and
-//! out of the filter, create-target, whole schemas, remove-table, sequences.
+//! out of the filter, create-target, whole schemas, remove-table, sequences,
+//! a column added to a replicated table.
 
 use std::time::Duration;
 
@@ -271,4 +272,86 @@ async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() 
         .batch_execute("insert into digoal.rmt_test values (9, 'local', now(), now())")
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_keep_its_value() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'first', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    // A change captured before the column existed is still queued when the
+    // column comes: applied, it must leave the column's default alone.
+    r.target_agent().kill9().await;
+    r.src
+        .batch_execute(
+            "update digoal.loc_test set info = 'before the column' where id = 1;
+             alter table digoal.loc_test add column extra text default 'd';
+             insert into digoal.loc_test values (2, 'second', now(), now(), 'x');",
+        )
+        .await
+        .unwrap();
+    r.target_agent().restart();
+    // The target lacks the column: nothing applies, and status says why.
+    wait_until("status names the missing column", SYNC, || async {
+        let status = r.status().await;
+        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
+        error.contains("extra").then_some(())
+    })
+    .await;
+    let target_rows = checksum(&r.dst, "digoal.rmt_test").await;
+    assert_eq!(
+        target_rows.0, 1,
+        "nothing applied while the column is missing"
+    );
+    r.dst
+        .batch_execute("alter table digoal.rmt_test add column extra text default 'd'")
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 2);
+    r.src
+        .batch_execute("update digoal.loc_test set extra = 'y' where id = 1")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    let extra: Vec<Option<String>> = r
+        .dst
+        .query("select extra from digoal.rmt_test order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(extra, [Some("y".to_string()), Some("x".to_string())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_on_the_target_first_replicates_from_the_source_alter_on() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'before', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    r.dst
+        .batch_execute("alter table digoal.rmt_test add column extra text")
+        .await
+        .unwrap();
+    // The stream announced the table without the column; rows after the
+    // ALTER carry it and must not lose it.
+    r.src
+        .batch_execute(
+            "alter table digoal.loc_test add column extra text;
+             insert into digoal.loc_test values (2, 'after', now(), now(), 'x');
+             update digoal.loc_test set extra = 'y' where id = 1;",
+        )
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 2);
 }

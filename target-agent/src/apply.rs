@@ -45,6 +45,8 @@ pub struct Run {
     pub table_id: u32,
     /// What the run does.
     pub kind: RunKind,
+    /// The columns its rows carry (see [`Step::shape`]).
+    pub shape: u32,
     /// Rows (upsert) or keys (delete) as JSON objects, in source order; an
     /// element holds a statement's rows as comma-separated objects, so the
     /// run's JSON array is its elements joined by commas.
@@ -71,6 +73,10 @@ pub struct Step {
     pub rows: String,
     /// How many rows `rows` holds.
     pub count: u32,
+    /// The columns the rows carry: 0, those the stream announced; another
+    /// number, a column list met since (see [`crate::shape`]). Keys and
+    /// truncates are always 0.
+    pub shape: u32,
 }
 
 /// A change's row text as elements of a JSON array: a statement's array
@@ -89,16 +95,18 @@ fn array_elements(text: String, statement_rows: u32) -> String {
 /// The steps a change stands for. For a compacted table (`split`) a
 /// statement's array gives one step per row. An update that changed the key
 /// deletes the old key first.
-pub fn steps(change: Change, split: bool) -> Vec<Step> {
+pub fn steps(change: Change, split: bool, shape: u32) -> Vec<Step> {
     let table_id = change.table_id;
     let statement_rows = change.statement_rows;
     let mut out = Vec::new();
     let mut add = |kind: RunKind, text: String, statement_rows: u32| {
+        let shape = if kind == RunKind::Delete { 0 } else { shape };
         let step = |rows: String, count: u32| Step {
             table_id,
             kind,
             rows,
             count,
+            shape,
         };
         let rows = match (split && statement_rows > 0).then(|| compact::elements(&text)) {
             Some(Some(rows)) => rows,
@@ -124,6 +132,7 @@ pub fn steps(change: Change, split: bool) -> Vec<Step> {
             kind: RunKind::Truncate,
             rows: String::new(),
             count: 1,
+            shape: 0,
         }),
     }
     out
@@ -145,6 +154,7 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
         match runs.last_mut() {
             Some(run)
                 if run.table_id == step.table_id
+                    && run.shape == step.shape
                     && run.count < RUN_ROWS
                     && matches!(
                         (run.kind, step.kind),
@@ -165,6 +175,7 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
             _ => runs.push(Run {
                 table_id: step.table_id,
                 kind: step.kind,
+                shape: step.shape,
                 rows: row.into_iter().collect(),
                 count: step.count,
                 also: Vec::new(),
@@ -226,8 +237,17 @@ pub struct Applier {
     source_id: String,
     /// Checked tables by the source's table id.
     plans: HashMap<u32, TablePlan>,
-    /// Prepared apply statements, per table and run kind.
-    statements: HashMap<(u32, RunKind), Statement>,
+    /// The tables as the stream announced them, and their columns sorted.
+    announced: HashMap<u32, (wire::TableSchema, Vec<String>)>,
+    /// Other column lists rows carried, by table and sorted columns: their
+    /// shape numbers (see [`Step::shape`]) and checked plans.
+    shapes: HashMap<(u32, Vec<String>), u32>,
+    /// Plans of those shapes, by table and shape.
+    shaped: HashMap<(u32, u32), TablePlan>,
+    /// Whether the server has MERGE (PostgreSQL 15 or newer).
+    merge: bool,
+    /// Prepared apply statements, per table, run kind and shape.
+    statements: HashMap<(u32, RunKind, u32), Statement>,
     /// Target sequences (regclass oids) by the source's sequence id.
     sequences: HashMap<u32, u32>,
     /// The initial copy in progress: table id and the COPY sink.
@@ -326,10 +346,24 @@ impl Applier {
             .await
             .map_err(Error::db("reading progress"))?
             .get(0);
+        let announced = hello
+            .tables
+            .iter()
+            .map(|table| {
+                let mut columns: Vec<String> =
+                    table.columns.iter().map(|c| c.name.clone()).collect();
+                columns.sort_unstable();
+                (table.table_id, (table.clone(), columns))
+            })
+            .collect();
         Ok(Applier {
             client: Arc::new(client),
             source_id: hello.source_id.clone(),
             plans,
+            announced,
+            shapes: HashMap::new(),
+            shaped: HashMap::new(),
+            merge,
             statements: HashMap::new(),
             sequences,
             copying: None,
@@ -409,8 +443,9 @@ impl Applier {
             });
         }
         for change in changes {
+            let shape = self.shape(batch_id, &change).await?;
             let key_columns = self.plans[&change.table_id].compact_key.as_deref();
-            for step in steps(change, key_columns.is_some()) {
+            for step in steps(change, key_columns.is_some(), shape) {
                 self.window.push(step, key_columns);
             }
         }
@@ -654,11 +689,11 @@ impl Applier {
             RunKind::Insert if self.inserts_as_upserts => RunKind::Upsert,
             kind => kind,
         };
-        let key = (run.table_id, kind);
+        let key = (run.table_id, kind, run.shape);
         if !self.statements.contains_key(&key) {
             // Answers are read in order: settle before waiting on a prepare.
             self.settle(batch_id).await?;
-            let plan = &self.plans[&run.table_id];
+            let plan = self.plan(run.table_id, run.shape);
             let sql = match kind {
                 RunKind::Insert => &plan.insert,
                 RunKind::Upsert => &plan.upsert,
@@ -694,6 +729,73 @@ impl Applier {
             self.wait_oldest(batch_id).await?;
         }
         Ok(())
+    }
+
+    /// The plan of a table's rows of shape `shape` (see [`Step::shape`]).
+    fn plan(&self, table_id: u32, shape: u32) -> &TablePlan {
+        match shape {
+            0 => &self.plans[&table_id],
+            _ => &self.shaped[&(table_id, shape)],
+        }
+    }
+
+    /// The shape of a change's rows (see [`Step::shape`]): 0 unless its
+    /// rows carry other columns than the stream announced; a column list
+    /// met for the first time is checked against the target table, which
+    /// must have every column the rows carry.
+    async fn shape(&mut self, batch_id: u64, change: &Change) -> Result<u32> {
+        let row = match &change.kind {
+            ChangeKind::Insert { new_row } | ChangeKind::Update { new_row, .. } => new_row,
+            ChangeKind::Delete { .. } | ChangeKind::Truncate => return Ok(0),
+        };
+        let (table, announced) = &self.announced[&change.table_id];
+        let Some(columns) = crate::shape::columns(row) else {
+            return Ok(0);
+        };
+        if columns == *announced {
+            return Ok(0);
+        }
+        let key = (change.table_id, columns);
+        if let Some(&shape) = self.shapes.get(&key) {
+            return Ok(shape);
+        }
+        let table = table.clone();
+        // Answers are read in order: settle before the check's queries.
+        self.settle(batch_id).await?;
+        let mut shaped = table.clone();
+        shaped.create_if_missing = false;
+        // Columns the stream announced keep the source's type; for others
+        // the target's is taken (the source's is not known here), so the
+        // check finds only what the target lacks.
+        let target_types =
+            schema::column_types(&self.client, &self.plans[&change.table_id]).await?;
+        shaped.columns = key
+            .1
+            .iter()
+            .map(|name| {
+                table
+                    .columns
+                    .iter()
+                    .find(|c| c.name == *name)
+                    .cloned()
+                    .unwrap_or_else(|| wire::Column {
+                        name: name.clone(),
+                        sql_type: target_types.get(name).cloned().unwrap_or_default(),
+                        not_null: false,
+                    })
+            })
+            .collect();
+        let plan = schema::check(&self.client, &shaped, self.merge).await?;
+        let shape = self.shapes.len() as u32 + 1;
+        tracing::info!(
+            table = %plan.name,
+            batch_id,
+            columns = %key.1.join(", "),
+            "rows carry other columns than announced (the source table changed)"
+        );
+        self.shapes.insert(key, shape);
+        self.shaped.insert((change.table_id, shape), plan);
+        Ok(shape)
     }
 
     /// Empties a truncate run's tables in one statement (rare: it is not
@@ -763,7 +865,7 @@ mod tests {
 
     /// The runs of changes to tables that are not compacted.
     fn runs_of(changes: impl IntoIterator<Item = Change>) -> Vec<Run> {
-        runs(changes.into_iter().flat_map(|c| super::steps(c, false)))
+        runs(changes.into_iter().flat_map(|c| super::steps(c, false, 0)))
     }
 
     proptest! {
@@ -841,6 +943,7 @@ mod tests {
                 Run {
                     table_id: 7,
                     kind: RunKind::Delete,
+                    shape: 0,
                     rows: vec!["{\"id\":1}".into()],
                     count: 1,
                     also: Vec::new(),
@@ -848,6 +951,7 @@ mod tests {
                 Run {
                     table_id: 7,
                     kind: RunKind::Upsert,
+                    shape: 0,
                     rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()],
                     count: 2,
                     also: Vec::new(),
@@ -889,7 +993,7 @@ mod tests {
                 old_key: r#"[{"id" : 1}, {"id" : 2}]"#.into(),
             },
         };
-        let got: Vec<_> = super::steps(delete, true)
+        let got: Vec<_> = super::steps(delete, true, 0)
             .into_iter()
             .map(|step| (step.rows, step.count))
             .collect();

@@ -240,6 +240,7 @@ mod tests {
             kind,
             rows,
             count: 1,
+            shape: 0,
         }
     }
 
@@ -284,6 +285,7 @@ mod tests {
                     kind: RunKind::Truncate,
                     rows: String::new(),
                     count: 1,
+                    shape: 0,
                 });
                 continue;
             }

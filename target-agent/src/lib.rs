@@ -11,6 +11,7 @@ pub mod guard;
 pub mod metrics;
 pub mod schema;
 pub mod server;
+pub mod shape;
 
 use pgferry_proto::wire::replication_server::ReplicationServer;
 use pgferry_proto::{SERVICE_NAME, db, health};

@@ -1,7 +1,7 @@
 //! Checks a source's announced tables against the target database and builds
 //! the statements that apply changes to them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pgferry_proto::sql::{ident, qualified};
 use pgferry_proto::wire::{SequenceSchema, TableSchema};
@@ -44,6 +44,19 @@ pub struct TablePlan {
     /// from it, no unique index but the key's, no exclusion constraint, no
     /// trigger but the guard.
     pub compact_key: Option<Vec<String>>,
+}
+
+/// The target table's columns and their types (format_type).
+pub async fn column_types(client: &Client, plan: &TablePlan) -> Result<HashMap<String, String>> {
+    let rows = client
+        .query(
+            "select attname::text, format_type(atttypid, atttypmod) from pg_attribute
+             where attrelid = $1::text::regclass and attnum > 0 and not attisdropped",
+            &[&plan.quoted],
+        )
+        .await
+        .map_err(Error::db("reading target columns"))?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Checks that the target table of `table` exists (creating it when the
