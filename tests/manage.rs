@@ -355,3 +355,44 @@ async fn a_column_added_on_the_target_first_replicates_from_the_source_alter_on(
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_on_the_source_is_left_alone_on_the_target() {
+    let mut r = Replication::new().await;
+    r.dst
+        .batch_execute("alter table digoal.rmt_test add column extra text")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute(
+            "alter table digoal.loc_test add column extra text;
+             insert into digoal.loc_test values (1, 'first', now(), now(), 'kept');",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    r.wait_in_sync(SYNC).await;
+    r.src
+        .batch_execute(
+            "alter table digoal.loc_test drop column extra;
+             update digoal.loc_test set info = 'after the drop' where id = 1;
+             insert into digoal.loc_test values (2, 'second', now(), now());",
+        )
+        .await
+        .unwrap();
+    wait_for_sql(
+        &r.dst,
+        "select count(*) = 2 and bool_and(info <> 'first') from digoal.rmt_test",
+        SYNC,
+    )
+    .await;
+    let extra: Vec<Option<String>> = r
+        .dst
+        .query("select extra from digoal.rmt_test order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(extra, [Some("kept".to_string()), None]);
+}
