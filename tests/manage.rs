@@ -396,3 +396,30 @@ async fn a_column_dropped_on_the_source_is_left_alone_on_the_target() {
         .collect();
     assert_eq!(extra, [Some("kept".to_string()), None]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_column_is_computed_on_each_side_not_replicated() {
+    let mut r = Replication::new().await;
+    for (client, table) in [(&r.src, "loc_test"), (&r.dst, "rmt_test")] {
+        client
+            .batch_execute(&format!(
+                "alter table digoal.{table} add column twice int generated always as (id * 2) stored"
+            ))
+            .await
+            .unwrap();
+    }
+    r.start_agents().await;
+    // After the initial copy, so these go as changes, not in the copy.
+    r.wait_in_sync(SYNC).await;
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test select g, 'a', now(), now() from generate_series(1, 10) g;
+             insert into digoal.loc_test values (100, 'x', now(), now());
+             update digoal.loc_test set info = 'b' where id = 1;
+             update digoal.loc_test set info = 'c';",
+        )
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 11);
+}

@@ -471,7 +471,10 @@ async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
                     array(select a.attnotnull from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum)
+                          order by a.attnum),
+                    array(select a.attname::text from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
              from pgferry.tables t order by t.table_id",
             &[],
         )
@@ -490,6 +493,7 @@ async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
                 target_table: row.get(3),
                 key_columns: row.get(4),
                 create_if_missing: row.get(5),
+                generated_columns: row.get(9),
                 columns: names
                     .into_iter()
                     .zip(types)

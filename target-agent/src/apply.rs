@@ -749,9 +749,11 @@ impl Applier {
             ChangeKind::Delete { .. } | ChangeKind::Truncate => return Ok(0),
         };
         let (table, announced) = &self.announced[&change.table_id];
-        let Some(columns) = crate::shape::columns(row) else {
+        let Some(mut columns) = crate::shape::columns(row) else {
             return Ok(0);
         };
+        // The target computes those itself (or has no such column).
+        columns.retain(|c| !table.generated_columns.contains(c));
         if columns == *announced {
             return Ok(0);
         }
