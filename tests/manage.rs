@@ -220,13 +220,7 @@ async fn sequences_stay_at_or_above_the_source_in_batch_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'kept', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
+    let mut r = replicating_one_row("kept").await;
     wait_for_sql(
         &r.dst,
         "select exists (select from pg_trigger where tgname = 'pgferry_guard')",
@@ -276,13 +270,7 @@ async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_keep_its_value() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'first', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
+    let mut r = replicating_one_row("first").await;
     // A change captured before the column existed is still queued when the
     // column comes: applied, it must leave the column's default alone.
     r.target_agent().kill9().await;
@@ -318,26 +306,13 @@ async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_kee
         .await
         .unwrap();
     r.wait_in_sync(SYNC).await;
-    let extra: Vec<Option<String>> = r
-        .dst
-        .query("select extra from digoal.rmt_test order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let extra = target_extra(&r).await;
     assert_eq!(extra, [Some("y".to_string()), Some("x".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_on_the_target_first_replicates_from_the_source_alter_on() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'before', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
+    let mut r = replicating_one_row("before").await;
     r.dst
         .batch_execute("alter table digoal.rmt_test add column extra text")
         .await
@@ -386,14 +361,7 @@ async fn a_column_dropped_on_the_source_is_left_alone_on_the_target() {
         SYNC,
     )
     .await;
-    let extra: Vec<Option<String>> = r
-        .dst
-        .query("select extra from digoal.rmt_test order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let extra = target_extra(&r).await;
     assert_eq!(extra, [Some("kept".to_string()), None]);
 }
 
@@ -422,4 +390,30 @@ async fn a_generated_column_is_computed_on_each_side_not_replicated() {
         .unwrap();
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 11);
+}
+
+/// Both agents replicating, row 1 (with `info`) on both sides.
+async fn replicating_one_row(info: &str) -> Replication {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .execute(
+            "insert into digoal.loc_test values (1, $1, now(), now())",
+            &[&info],
+        )
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    r
+}
+
+/// The target rows' `extra` column, by id.
+async fn target_extra(r: &Replication) -> Vec<Option<String>> {
+    r.dst
+        .query("select extra from digoal.rmt_test order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
