@@ -32,6 +32,32 @@ pub async fn cut(client: &Client, cut_batch: &Statement, applied: u64) -> Result
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
 }
 
+/// What tells a batch from another of its id (`BatchChunk.cut`), as SQL
+/// over a `pgferry.batch` row: the snapshot that cut it and when, in
+/// microseconds since 1970. A macro so that constant queries can hold it.
+macro_rules! cut_sql {
+    () => {
+        "snapshot::text || ' ' || (extract(epoch from cut_at) * 1000000)::bigint"
+    };
+}
+
+/// The cut of batch `batch_id` (see [`cut_sql`]), which the target records
+/// with the batch; empty when the batch is not kept.
+pub async fn cut_of(client: &Client, batch_id: u64) -> Result<String> {
+    let row = client
+        .query_opt(
+            concat!(
+                "select ",
+                cut_sql!(),
+                " from pgferry.batch where batch_id = $1"
+            ),
+            &[&(batch_id as i64)],
+        )
+        .await
+        .map_err(Error::db("reading a batch's cut"))?;
+    Ok(row.map(|row| row.get(0)).unwrap_or_default())
+}
+
 /// The newest and oldest batch ids the source still keeps.
 pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     let row = client
@@ -184,12 +210,18 @@ async fn cut_session(
     }
 }
 
-/// Whether a batch and its predecessor are still kept, and the initial
-/// copies the batch carries (see [`Shipper::send`]).
-pub const COPY_JOBS: &str = "
-    with kept as (select count(*) = 2 as ok from pgferry.batch
+/// Whether a batch and its predecessor are still kept, the batch's cut
+/// (see [`cut_sql`]), and the initial copies it carries (see
+/// [`Shipper::send`]).
+pub const COPY_JOBS: &str = concat!(
+    "
+    with kept as (select count(*) = 2 as ok,
+                         max(",
+    cut_sql!(),
+    ") filter (where batch_id = $1::bigint) as cut
+                  from pgferry.batch
                   where batch_id in ($1::bigint - 1, $1::bigint))
-    select kept.ok, t.table_id, t.source_schema || '.' || t.source_name,
+    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
            format('copy (select %s from %s where coalesce((%s), false)) to stdout',
                   coalesce((select string_agg(quote_ident(c), ', ' order by n)
                             from unnest(t.columns) with ordinality u(c, n)),
@@ -201,7 +233,8 @@ pub const COPY_JOBS: &str = "
     from kept
     left join pgferry.tables t
       on t.copy_batch = $1 and t.state = 'copying' and not t.removed
-    order by t.table_id";
+    order by t.table_id"
+);
 
 /// Changes of a batch, by `pgferry.batch_changes` (see its comment).
 pub const READ_BATCH: &str = "
@@ -269,21 +302,17 @@ impl Shipper {
                 self.copy_jobs(batch_id),
                 self.reader.query_raw(&self.read_batch, [batch_id as i64])
             );
-            let (kept, jobs) = checked?;
-            if !kept {
-                return Err(not_kept(batch_id));
-            }
+            let (cut, jobs) = checked?;
+            let cut = cut.ok_or_else(|| not_kept(batch_id))?;
             if !jobs.is_empty() {
                 // A table added after this stream began: announce it first.
                 return Ok(SendOutcome::TablesChanged);
             }
             let rows = rows.map_err(Error::db("reading a batch"))?;
-            return self.send_changes(batch_id, rows).await;
+            return self.send_changes(batch_id, cut, rows).await;
         }
-        let (kept, jobs) = self.copy_jobs(batch_id).await?;
-        if !kept {
-            return Err(not_kept(batch_id));
-        }
+        let (cut, jobs) = self.copy_jobs(batch_id).await?;
+        let cut = cut.ok_or_else(|| not_kept(batch_id))?;
         for job in jobs {
             if !self.known_tables.contains(&(job.table_id as u32)) {
                 return Ok(SendOutcome::TablesChanged);
@@ -297,30 +326,34 @@ impl Shipper {
             .query_raw(&self.read_batch, [batch_id as i64])
             .await
             .map_err(Error::db("reading a batch"))?;
-        self.send_changes(batch_id, rows).await
+        self.send_changes(batch_id, cut, rows).await
     }
 
-    /// Whether batch `batch_id` and its predecessor are still kept (a batch
-    /// without its cuts would read as empty), and the initial copies it
-    /// carries: one round trip, since it runs before every batch.
-    async fn copy_jobs(&self, batch_id: u64) -> Result<(bool, Vec<CopyJob>)> {
+    /// The cut of batch `batch_id` (see [`cut_sql`]) if it and its predecessor
+    /// are still kept (a batch without its cuts would read as empty), and
+    /// the initial copies it carries: one round trip, since it runs before
+    /// every batch.
+    async fn copy_jobs(&self, batch_id: u64) -> Result<(Option<String>, Vec<CopyJob>)> {
         let rows = self
             .reader
             .query(&self.copy_jobs, &[&(batch_id as i64)])
             .await
             .map_err(Error::db("listing initial copies"))?;
-        let kept = rows.first().is_some_and(|row| row.get(0));
+        let cut = rows
+            .first()
+            .filter(|row| row.get(0))
+            .and_then(|row| row.get(1));
         let jobs = rows
             .into_iter()
             .filter_map(|row| {
                 Some(CopyJob {
-                    table_id: row.get::<_, Option<i32>>(1)?,
-                    name: row.get(2),
-                    statement: row.get(3),
+                    table_id: row.get::<_, Option<i32>>(2)?,
+                    name: row.get(3),
+                    statement: row.get(4),
                 })
             })
             .collect();
-        Ok((kept, jobs))
+        Ok((cut, jobs))
     }
 
     /// Streams one table's initial copy. Its snapshot is taken now, after
@@ -443,7 +476,12 @@ impl Shipper {
     /// fast as chunks leave (the connection stops reading while we do not
     /// poll), so memory stays at about a chunk, and a small batch costs one
     /// round trip. A single statement reads one snapshot; no transaction.
-    async fn send_changes(&mut self, batch_id: u64, rows: RowStream) -> Result<SendOutcome> {
+    async fn send_changes(
+        &mut self,
+        batch_id: u64,
+        cut: String,
+        rows: RowStream,
+    ) -> Result<SendOutcome> {
         let limits = self.limits;
         let out = self.out.clone();
         futures::pin_mut!(rows);
@@ -496,6 +534,7 @@ impl Shipper {
             changes,
             last: true,
             sequences,
+            cut,
             ..Default::default()
         };
         if !send_chunk(&out, chunk).await {

@@ -276,12 +276,13 @@ async fn ready(
         .await
         .map_err(Error::Target)?
         .into_inner();
-    let last_applied = match inbound.message().await.map_err(Error::Target)? {
+    let ready = match inbound.message().await.map_err(Error::Target)? {
         Some(wire::TargetMessage {
             kind: Some(wire::target_message::Kind::Ready(ready)),
-        }) => ready.last_applied_batch,
+        }) => ready,
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
+    let last_applied = ready.last_applied_batch;
     let (oldest, newest) = batch::kept_range(db).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
@@ -293,6 +294,20 @@ async fn ready(
         return Err(Error::Diverged {
             target: last_applied,
             reason: format!("has already cleaned up every batch before {oldest}"),
+        });
+    }
+    // A batch of that id with another cut is another batch: the source
+    // lost the one the target applied (restored from a backup, or failed
+    // over to a standby behind it), and the target would skip this one as
+    // applied.
+    let cut = batch::cut_of(db, last_applied).await?;
+    if !ready.last_applied_cut.is_empty() && cut != ready.last_applied_cut {
+        return Err(Error::Diverged {
+            target: last_applied,
+            reason: format!(
+                "cut its batch {last_applied} at another time and snapshot ({cut}) than the one the target applied ({})",
+                ready.last_applied_cut
+            ),
         });
     }
     Ok((inbound, last_applied))

@@ -268,6 +268,8 @@ pub struct Applier {
     window: Compactor,
     /// The last batch committed for this source.
     last_applied: u64,
+    /// Its cut, as the source sent it (`BatchChunk.cut`; empty if unknown).
+    last_cut: String,
 }
 
 impl Applier {
@@ -338,14 +340,15 @@ impl Applier {
             )
             .await
             .map_err(Error::db("registering the source"))?;
-        let last: i64 = client
+        let progress = client
             .query_one(
-                "select last_batch from pgferry.progress where source_id = $1",
+                "select last_batch, coalesce(last_cut, '') from pgferry.progress
+                 where source_id = $1",
                 &[&hello.source_id],
             )
             .await
-            .map_err(Error::db("reading progress"))?
-            .get(0);
+            .map_err(Error::db("reading progress"))?;
+        let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
         let announced = hello
             .tables
             .iter()
@@ -374,12 +377,18 @@ impl Applier {
             inserts_as_upserts: false,
             window: Compactor::new(compact_window),
             last_applied: last as u64,
+            last_cut,
         })
     }
 
     /// The last batch committed for this source.
     pub fn last_applied(&self) -> u64 {
         self.last_applied
+    }
+
+    /// The cut of the last batch committed (empty if unknown).
+    pub fn last_cut(&self) -> &str {
+        &self.last_cut
     }
 
     /// Applies one chunk; returns the batch id when the chunk closed its
@@ -472,15 +481,18 @@ impl Applier {
         // Progress and commit in one round trip: this runs for every batch.
         self.client
             .batch_execute(&format!(
-                "update pgferry.progress set last_batch = {batch_id}, applied_at = now()
-                 where source_id = {};
+                "update pgferry.progress
+                    set last_batch = {batch_id}, applied_at = now(), last_cut = {}
+                  where source_id = {};
                  commit",
+                literal(&chunk.cut),
                 literal(&self.source_id)
             ))
             .await
             .map_err(Error::db("recording progress and committing a batch"))?;
         self.open_batch = None;
         self.last_applied = batch_id;
+        self.last_cut = chunk.cut;
         if self.inserts_as_upserts {
             self.conflicts.clear(&self.source_id);
         }

@@ -28,6 +28,7 @@ pub const APPLICATION_NAME: &str = "pgferry-target-agent";
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_schema.sql")),
     (2, include_str!("../sql/002_flushes.sql")),
+    (3, include_str!("../sql/003_batch_cuts.sql")),
 ];
 
 /// Runs one command to completion.

@@ -94,6 +94,7 @@ impl Replication for ReplicationService {
         let ready = wire::TargetMessage {
             kind: Some(wire::target_message::Kind::Ready(wire::Ready {
                 last_applied_batch: applier.last_applied(),
+                last_applied_cut: applier.last_cut().to_owned(),
             })),
         };
         out.send(Ok(ready)).await.ok();

@@ -256,6 +256,28 @@ impl PgCluster {
         run(ctl, "pg_ctl stop");
     }
 
+    /// Takes a file-level backup of the stopped server's data directory,
+    /// which [`PgCluster::restore`] puts back.
+    pub fn back_up(&self) {
+        let backup = self.dir.path().join("backup");
+        let _ = std::fs::remove_dir_all(&backup);
+        let mut cp = Command::new("cp");
+        cp.arg("-a").arg(self.data()).arg(&backup);
+        run(cp, "copying the data directory");
+    }
+
+    /// Replaces the stopped server's data directory with its backup: the
+    /// server starts as it was then (as after a restore, or a failover to
+    /// a standby that had not received what followed).
+    pub fn restore(&self) {
+        std::fs::remove_dir_all(self.data()).expect("remove the data directory");
+        let mut cp = Command::new("cp");
+        cp.arg("-a")
+            .arg(self.dir.path().join("backup"))
+            .arg(self.data());
+        run(cp, "restoring the data directory");
+    }
+
     /// `kill -9` of the postmaster; its children follow by themselves.
     pub fn kill9(&self) {
         let pidfile =
