@@ -28,13 +28,14 @@ async fn registered_tables(r: &Replication) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_table_refuses_keyless_missing_and_duplicate_tables() {
+async fn add_table_refuses_keyless_unlogged_missing_and_duplicate_tables() {
     let r = Replication::new().await;
     r.src
         .batch_execute(
             "create table digoal.nokey (a int, b text);
              create table digoal.nullable_unique (a int unique, b text);
              create table digoal.full (id int primary key, info text);
+             create unlogged table digoal.scratch (id int primary key);
              insert into digoal.full values (1);",
         )
         .await
@@ -44,6 +45,7 @@ async fn add_table_refuses_keyless_missing_and_duplicate_tables() {
         ("digoal.nokey", "no primary key"),
         ("digoal.nullable_unique", "no primary key"),
         ("digoal.nope", "does not exist"),
+        ("digoal.scratch", "UNLOGGED"),
         ("digoal.loc_test", "already replicated"),
         ("a.b.c", "not a table name"),
     ];

@@ -92,6 +92,17 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     if relkind != "r" && relkind != "p" {
         return Err(Error::NotATable(source.to_string()));
     }
+    let unlogged: bool = tx
+        .query_one(
+            "select relpersistence = 'u' from pg_class where oid = $1",
+            &[&relid],
+        )
+        .await
+        .map_err(Error::db("add-table"))?
+        .get(0);
+    if unlogged {
+        return Err(Error::Unlogged(source.to_string()));
+    }
     let key: Vec<String> = tx
         .query_opt(
             "select array(select a.attname::text
@@ -316,6 +327,7 @@ pub async fn add_schema(
             Ok(()) => report.added.push(name),
             Err(
                 err @ (Error::NoKey(_)
+                | Error::Unlogged(_)
                 | Error::AlreadyAdded(_)
                 | Error::NotATable(_)
                 | Error::SequenceAlreadyAdded(_)),

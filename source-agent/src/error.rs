@@ -37,6 +37,11 @@ pub enum Error {
     /// The table is not a plain table.
     #[error("{0} is not a table (only ordinary tables can be replicated)")]
     NotATable(String),
+    /// An UNLOGGED table.
+    #[error(
+        "table {0} is UNLOGGED: a crash of the source empties it without anything the capture can see, and the target would keep its rows; ALTER TABLE ... SET LOGGED first"
+    )]
+    Unlogged(String),
     /// No primary key or unique index over NOT NULL columns.
     #[error(
         "table {0} has no primary key or unique index over NOT NULL columns: the target could not match rows; add a primary key"
