@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use support::Replication;
 use support::setup::{Writer, counter, free_port, metrics};
-use support::{Replication, wait_until};
 
 const SYNC: Duration = Duration::from_secs(90);
 
@@ -143,68 +143,4 @@ async fn kill_source_database_mid_stream_loses_nothing() {
     }
     r.reconnect_source().await;
     finish(&mut r, writer).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skipped() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'before the backup', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
-    r.source_agent().terminate(Duration::from_secs(10)).await;
-    r.source.stop_server();
-    r.source.back_up();
-    r.source.start_server();
-    r.reconnect_source().await;
-    r.start_source_agent().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (2, 'after the backup', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
-    let applied = r.target_progress().await;
-    // The source goes back to the backup: the target has applied batches
-    // the source no longer has, and the source writes something new.
-    r.source_agent().terminate(Duration::from_secs(10)).await;
-    r.source.stop_server();
-    r.source.restore();
-    r.source.start_server();
-    r.reconnect_source().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (3, 'after the restore', now(), now())")
-        .await
-        .unwrap();
-    r.source_agent().restart();
-    // The source's batch of the target's last id is another batch now: it
-    // must not be sent (the target would skip it as applied), nor its
-    // changes deleted.
-    let status = wait_until("status shows the divergence", SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-        error
-            .contains("another time and snapshot")
-            .then_some(status)
-    })
-    .await;
-    assert!(
-        status["pending_changes"].as_i64().unwrap_or(0) >= 1,
-        "{status}"
-    );
-    assert_eq!(
-        r.target_progress().await,
-        applied,
-        "the target applied nothing more"
-    );
-    let ids: Vec<i32> = r
-        .dst
-        .query("select id from digoal.rmt_test order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(ids, [1, 2], "the target keeps what it had");
 }

@@ -11,4 +11,5 @@ mod kill;
 mod manage;
 mod order;
 mod outage;
+mod restore;
 mod seed;

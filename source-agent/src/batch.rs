@@ -58,6 +58,29 @@ pub async fn cut_of(client: &Client, batch_id: u64) -> Result<String> {
     Ok(row.map(|row| row.get(0)).unwrap_or_default())
 }
 
+/// Refuses a database whose transaction ids are behind its newest batch's
+/// snapshot: pgferry's tables were carried into another cluster (a logical
+/// dump restored), where every change would look older than the last cut
+/// and none would ever be cut.
+pub async fn check_transaction_ids(client: &Client) -> Result<()> {
+    let row = client
+        .query_opt(
+            "select pg_snapshot_xmax(pg_current_snapshot()) < pg_snapshot_xmax(snapshot),
+                    pg_snapshot_xmax(pg_current_snapshot())::text, snapshot::text
+             from pgferry.batch order by batch_id desc limit 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the newest batch"))?;
+    match row {
+        Some(row) if row.get::<_, bool>(0) => Err(Error::TransactionIdsBehind {
+            current: row.get(1),
+            newest: row.get(2),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The newest and oldest batch ids the source still keeps.
 pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
     let row = client

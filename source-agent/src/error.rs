@@ -37,6 +37,17 @@ pub enum Error {
     /// The table is not a plain table.
     #[error("{0} is not a table (only ordinary tables can be replicated)")]
     NotATable(String),
+    /// pgferry's tables hold snapshots of transaction ids this database has
+    /// not reached: they came from another cluster.
+    #[error(
+        "the source database's transaction ids (next {current}) are behind its newest batch's snapshot ({newest}): pgferry's schema came from another cluster (a logical dump restored?), where no change would ever be cut; drop schema pgferry cascade, run install and add the tables again (they are copied anew)"
+    )]
+    TransactionIdsBehind {
+        /// The database's next transaction id.
+        current: String,
+        /// The newest batch's snapshot.
+        newest: String,
+    },
     /// An UNLOGGED table.
     #[error(
         "table {0} is UNLOGGED: a crash of the source empties it without anything the capture can see, and the target would keep its rows; ALTER TABLE ... SET LOGGED first"

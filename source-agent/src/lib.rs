@@ -133,6 +133,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
+    batch::check_transaction_ids(&probe).await?;
     drop(probe);
 
     let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {

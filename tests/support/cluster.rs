@@ -180,6 +180,11 @@ impl PgCluster {
         cluster
     }
 
+    /// The cluster's directory (owned by the server's user).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -1,0 +1,135 @@
+//! A source database brought back from a backup behind the target, or
+//! carried into another cluster by a logical dump: the agents refuse to
+//! replicate, saying why, rather than skip or never ship changes.
+
+use std::time::Duration;
+
+use support::cluster::pg_command;
+use support::setup::wait_for_sql;
+use support::{Replication, run_command, wait_until};
+
+const SYNC: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skipped() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'before the backup', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    // The backup has every batch acknowledged (acknowledgements commit
+    // asynchronously: on disk before the server stops), so the restored
+    // source may cut again at once.
+    wait_for_sql(
+        &r.src,
+        "select acked_batch = (select max(batch_id) from pgferry.batch) from pgferry.target",
+        SYNC,
+    )
+    .await;
+    r.src.batch_execute("checkpoint").await.unwrap();
+    r.source_agent().terminate(Duration::from_secs(10)).await;
+    r.source.stop_server();
+    r.source.back_up();
+    r.source.start_server();
+    r.reconnect_source().await;
+    r.start_source_agent().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'after the backup', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    let applied = r.target_progress().await;
+    // The source goes back to the backup: the target has applied batches
+    // the source no longer has, and the source writes something new.
+    r.source_agent().terminate(Duration::from_secs(10)).await;
+    r.source.stop_server();
+    r.source.restore();
+    r.source.start_server();
+    r.reconnect_source().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (3, 'after the restore', now(), now())")
+        .await
+        .unwrap();
+    r.source_agent().restart();
+    // The source's batch of the target's last id is another batch now: it
+    // must not be sent (the target would skip it as applied), nor its
+    // changes deleted.
+    let status = wait_until("status shows the divergence", SYNC, || async {
+        let status = r.status().await;
+        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
+        error
+            .contains("another time and snapshot")
+            .then_some(status)
+    })
+    .await;
+    assert!(
+        status["pending_changes"].as_i64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    assert_eq!(
+        r.target_progress().await,
+        applied,
+        "the target applied nothing more"
+    );
+    let ids: Vec<i32> = r
+        .dst
+        .query("select id from digoal.rmt_test order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2], "the target keeps what it had");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_moved_by_a_logical_dump_into_another_cluster_is_refused() {
+    let mut r = Replication::new().await;
+    // The old cluster has used more transaction ids than the new one.
+    for _ in 0..300 {
+        r.src
+            .batch_execute("select pg_current_xact_id()")
+            .await
+            .unwrap();
+    }
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'moved', now(), now())")
+        .await
+        .unwrap();
+    // Cut into a batch (no target agent needed for that).
+    r.start_source_agent().await;
+    wait_for_sql(&r.src, "select count(*) > 1 from pgferry.batch", SYNC).await;
+    r.source_agent().terminate(Duration::from_secs(10)).await;
+    // pg_dump of the source database, restored into a new database of the
+    // target's cluster: pgferry's tables come along with their snapshots.
+    let dump = r.source.dir().join("digoal.dump");
+    let mut pg_dump = pg_command("pg_dump");
+    pg_dump
+        .args(["-Fc", "-f"])
+        .arg(&dump)
+        .args(["-d", &r.source.conninfo("digoal", "postgres", "")]);
+    assert!(pg_dump.status().unwrap().success(), "pg_dump");
+    r.dst.batch_execute("create database moved").await.unwrap();
+    let moved = r.target.conninfo("moved", "postgres", "");
+    let mut pg_restore = pg_command("pg_restore");
+    pg_restore.args(["-d", &moved]).arg(&dump);
+    assert!(pg_restore.status().unwrap().success(), "pg_restore");
+    let args = [
+        "run",
+        "--source-db",
+        &moved,
+        "--target",
+        "http://127.0.0.1:1",
+        "--source-id",
+        "dc1",
+    ];
+    let run = run_command("source-agent", &args);
+    let out = tokio::time::timeout(SYNC, run)
+        .await
+        .expect("the source agent refuses at once rather than run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("transaction ids"), "{stderr}");
+}
