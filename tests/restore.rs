@@ -1,6 +1,6 @@
-//! A source database brought back from a backup behind the target, or
-//! carried into another cluster by a logical dump: the agents refuse to
-//! replicate, saying why, rather than skip or never ship changes.
+//! A database brought back from a backup behind the other side, or a
+//! source carried into another cluster by a logical dump: the agents refuse
+//! to replicate, saying why, rather than skip or never ship changes.
 
 use std::time::Duration;
 
@@ -132,4 +132,56 @@ async fn a_source_moved_by_a_logical_dump_into_another_cluster_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("transaction ids"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_restored_from_a_backup_behind_the_source_is_refused() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'before the backup', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+    r.target_agent().terminate(Duration::from_secs(10)).await;
+    r.target.stop_server();
+    r.target.back_up();
+    r.target.start_server();
+    r.reconnect_target().await;
+    r.target_agent().restart();
+    for id in 2..=3 {
+        r.src
+            .execute(
+                "insert into digoal.loc_test values ($1, 'after the backup', now(), now())",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        // One batch each, acknowledged: the source deletes what it shipped.
+        r.wait_in_sync(SYNC).await;
+    }
+    // The target goes back to the backup: it lacks batches the source has
+    // deleted as acknowledged.
+    r.target_agent().terminate(Duration::from_secs(10)).await;
+    r.target.stop_server();
+    r.target.restore();
+    r.target.start_server();
+    r.reconnect_target().await;
+    r.target_agent().restart();
+    wait_until("status shows the divergence", SYNC, || async {
+        let status = r.status().await;
+        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
+        error.contains("refusing to send").then_some(())
+    })
+    .await;
+    let rows: i64 = r
+        .dst
+        .query_one("select count(*) from digoal.rmt_test", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 1,
+        "the restored target gets nothing it cannot get whole"
+    );
 }
