@@ -28,7 +28,7 @@ async fn registered_tables(r: &Replication) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_table_refuses_keyless_unlogged_missing_and_duplicate_tables() {
+async fn add_table_refuses_keyless_unlogged_partitioned_missing_and_duplicate_tables() {
     let r = Replication::new().await;
     r.src
         .batch_execute(
@@ -36,6 +36,9 @@ async fn add_table_refuses_keyless_unlogged_missing_and_duplicate_tables() {
              create table digoal.nullable_unique (a int unique, b text);
              create table digoal.full (id int primary key, info text);
              create unlogged table digoal.scratch (id int primary key);
+             create table digoal.parted (id int, region text, primary key (id, region))
+               partition by list (region);
+             create table digoal.parted_eu partition of digoal.parted for values in ('eu');
              insert into digoal.full values (1);",
         )
         .await
@@ -46,6 +49,8 @@ async fn add_table_refuses_keyless_unlogged_missing_and_duplicate_tables() {
         ("digoal.nullable_unique", "no primary key"),
         ("digoal.nope", "does not exist"),
         ("digoal.scratch", "UNLOGGED"),
+        ("digoal.parted", "partitioned"),
+        ("digoal.parted_eu", "a partition"),
         ("digoal.loc_test", "already replicated"),
         ("a.b.c", "not a table name"),
     ];

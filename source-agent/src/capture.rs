@@ -92,16 +92,20 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     if relkind != "r" && relkind != "p" {
         return Err(Error::NotATable(source.to_string()));
     }
-    let unlogged: bool = tx
+    let row = tx
         .query_one(
-            "select relpersistence = 'u' from pg_class where oid = $1",
+            "select relpersistence = 'u', relkind = 'p' or relispartition from pg_class where oid = $1",
             &[&relid],
         )
         .await
-        .map_err(Error::db("add-table"))?
-        .get(0);
-    if unlogged {
+        .map_err(Error::db("add-table"))?;
+    if row.get(0) {
         return Err(Error::Unlogged(source.to_string()));
+    }
+    // Statement triggers fire only for the table a statement names, and a
+    // row an UPDATE moves to another partition fires no UPDATE trigger.
+    if row.get(1) {
+        return Err(Error::Partitioned(source.to_string()));
     }
     let key: Vec<String> = tx
         .query_opt(
@@ -328,6 +332,7 @@ pub async fn add_schema(
             Err(
                 err @ (Error::NoKey(_)
                 | Error::Unlogged(_)
+                | Error::Partitioned(_)
                 | Error::AlreadyAdded(_)
                 | Error::NotATable(_)
                 | Error::SequenceAlreadyAdded(_)),

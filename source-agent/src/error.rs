@@ -48,6 +48,11 @@ pub enum Error {
         /// The newest batch's snapshot.
         newest: String,
     },
+    /// A partitioned table or a partition.
+    #[error(
+        "table {0} is partitioned or a partition: writes straight to a partition, and rows an UPDATE moves between partitions, would escape its capture; not supported yet"
+    )]
+    Partitioned(String),
     /// An UNLOGGED table.
     #[error(
         "table {0} is UNLOGGED: a crash of the source empties it without anything the capture can see, and the target would keep its rows; ALTER TABLE ... SET LOGGED first"
