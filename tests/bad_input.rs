@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
 use support::setup::{SEED_TABLE, expect_success};
-use support::{Replication, run_command, wait_until};
+use support::{Replication, run_command};
 
 const SYNC: Duration = Duration::from_secs(30);
 
@@ -117,20 +117,6 @@ async fn install_twice_is_harmless_and_keeps_the_queue() {
     assert_eq!(queued, 1);
 }
 
-/// Waits until `status` shows an error containing every part.
-async fn wait_for_refusal(r: &Replication, parts: &[&str]) -> String {
-    wait_until(
-        &format!("status shows an error naming {parts:?}"),
-        SYNC,
-        || async {
-            let status = r.status().await;
-            let error = status["last_error"].as_str()?.to_owned();
-            parts.iter().all(|p| error.contains(p)).then_some(error)
-        },
-    )
-    .await
-}
-
 /// Breaks the target with `sql`, starts the agents, writes one row, and
 /// waits until `status` names every one of `parts`; nothing may be applied.
 async fn refused_after(sql: &str, parts: &[&str]) -> Replication {
@@ -141,7 +127,10 @@ async fn refused_after(sql: &str, parts: &[&str]) -> Replication {
         .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
         .await
         .unwrap();
-    let error = wait_for_refusal(&r, parts).await;
+    let error = r.wait_for_error(parts).await["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     println!("status error: {error}");
     assert_eq!(r.target_progress().await, 0, "nothing applied");
     assert_eq!(
@@ -191,7 +180,10 @@ async fn an_oversized_message_is_refused_and_retried_not_skipped() {
         .batch_execute("insert into digoal.loc_test values (1, repeat('x', 20000), now(), now())")
         .await
         .unwrap();
-    let error = wait_for_refusal(&r, &["message length too large"]).await;
+    let error = r.wait_for_error(&["message length too large"]).await["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     println!("status error: {error}");
     assert_eq!(r.target_progress().await, before, "nothing applied");
     assert_eq!(
@@ -375,7 +367,10 @@ async fn refused_until_the_source_gets(
         .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
         .await
         .unwrap();
-    let error = wait_for_refusal(&r, parts).await;
+    let error = r.wait_for_error(parts).await["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     println!("status error: {error}");
     assert_eq!(r.target_progress().await, 0, "nothing applied");
     r.source_agent().kill9().await;

@@ -220,7 +220,7 @@ async fn sequences_stay_at_or_above_the_source_in_batch_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() {
-    let mut r = replicating_one_row("kept").await;
+    let mut r = Replication::replicating_one_row("kept").await;
     wait_for_sql(
         &r.dst,
         "select exists (select from pg_trigger where tgname = 'pgferry_guard')",
@@ -270,7 +270,7 @@ async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_keep_its_value() {
-    let mut r = replicating_one_row("first").await;
+    let mut r = Replication::replicating_one_row("first").await;
     // A change captured before the column existed is still queued when the
     // column comes: applied, it must leave the column's default alone.
     r.target_agent().kill9().await;
@@ -284,12 +284,7 @@ async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_kee
         .unwrap();
     r.target_agent().restart();
     // The target lacks the column: nothing applies, and status says why.
-    wait_until("status names the missing column", SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-        error.contains("extra").then_some(())
-    })
-    .await;
+    r.wait_for_error(&["extra"]).await;
     let target_rows = checksum(&r.dst, "digoal.rmt_test").await;
     assert_eq!(
         target_rows.0, 1,
@@ -312,7 +307,7 @@ async fn a_column_added_on_the_source_waits_for_the_target_and_older_changes_kee
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_on_the_target_first_replicates_from_the_source_alter_on() {
-    let mut r = replicating_one_row("before").await;
+    let mut r = Replication::replicating_one_row("before").await;
     r.dst
         .batch_execute("alter table digoal.rmt_test add column extra text")
         .await
@@ -390,21 +385,6 @@ async fn a_generated_column_is_computed_on_each_side_not_replicated() {
         .unwrap();
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 11);
-}
-
-/// Both agents replicating, row 1 (with `info`) on both sides.
-async fn replicating_one_row(info: &str) -> Replication {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .execute(
-            "insert into digoal.loc_test values (1, $1, now(), now())",
-            &[&info],
-        )
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
-    r
 }
 
 /// The target rows' `extra` column, by id.

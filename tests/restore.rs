@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use support::cluster::pg_command;
 use support::setup::wait_for_sql;
-use support::{Replication, run_command, wait_until};
+use support::{PgCluster, Replication, run_command};
 
 const SYNC: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skipped() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'before the backup', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
+    let mut r = Replication::replicating_one_row("before the backup").await;
     // The backup has every batch acknowledged (acknowledgements commit
     // asynchronously: on disk before the server stops), so the restored
     // source may cut again at once.
@@ -29,11 +23,7 @@ async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skippe
     )
     .await;
     r.src.batch_execute("checkpoint").await.unwrap();
-    r.source_agent().terminate(Duration::from_secs(10)).await;
-    r.source.stop_server();
-    r.source.back_up();
-    r.source.start_server();
-    r.reconnect_source().await;
+    offline(&mut r, Side::Source, PgCluster::back_up).await;
     r.start_source_agent().await;
     r.src
         .batch_execute("insert into digoal.loc_test values (2, 'after the backup', now(), now())")
@@ -43,11 +33,7 @@ async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skippe
     let applied = r.target_progress().await;
     // The source goes back to the backup: the target has applied batches
     // the source no longer has, and the source writes something new.
-    r.source_agent().terminate(Duration::from_secs(10)).await;
-    r.source.stop_server();
-    r.source.restore();
-    r.source.start_server();
-    r.reconnect_source().await;
+    offline(&mut r, Side::Source, PgCluster::restore).await;
     r.src
         .batch_execute("insert into digoal.loc_test values (3, 'after the restore', now(), now())")
         .await
@@ -56,14 +42,7 @@ async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skippe
     // The source's batch of the target's last id is another batch now: it
     // must not be sent (the target would skip it as applied), nor its
     // changes deleted.
-    let status = wait_until("status shows the divergence", SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-        error
-            .contains("another time and snapshot")
-            .then_some(status)
-    })
-    .await;
+    let status = r.wait_for_error(&["another time and snapshot"]).await;
     assert!(
         status["pending_changes"].as_i64().unwrap_or(0) >= 1,
         "{status}"
@@ -136,18 +115,8 @@ async fn a_source_moved_by_a_logical_dump_into_another_cluster_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_restored_from_a_backup_behind_the_source_is_refused() {
-    let mut r = Replication::new().await;
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'before the backup', now(), now())")
-        .await
-        .unwrap();
-    r.wait_in_sync(SYNC).await;
-    r.target_agent().terminate(Duration::from_secs(10)).await;
-    r.target.stop_server();
-    r.target.back_up();
-    r.target.start_server();
-    r.reconnect_target().await;
+    let mut r = Replication::replicating_one_row("before the backup").await;
+    offline(&mut r, Side::Target, PgCluster::back_up).await;
     r.target_agent().restart();
     for id in 2..=3 {
         r.src
@@ -162,18 +131,9 @@ async fn a_target_restored_from_a_backup_behind_the_source_is_refused() {
     }
     // The target goes back to the backup: it lacks batches the source has
     // deleted as acknowledged.
-    r.target_agent().terminate(Duration::from_secs(10)).await;
-    r.target.stop_server();
-    r.target.restore();
-    r.target.start_server();
-    r.reconnect_target().await;
+    offline(&mut r, Side::Target, PgCluster::restore).await;
     r.target_agent().restart();
-    wait_until("status shows the divergence", SYNC, || async {
-        let status = r.status().await;
-        let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-        error.contains("refusing to send").then_some(())
-    })
-    .await;
+    r.wait_for_error(&["refusing to send"]).await;
     let rows: i64 = r
         .dst
         .query_one("select count(*) from digoal.rmt_test", &[])
@@ -184,4 +144,33 @@ async fn a_target_restored_from_a_backup_behind_the_source_is_refused() {
         rows, 1,
         "the restored target gets nothing it cannot get whole"
     );
+}
+
+/// Which side [`offline`] works on.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// Stops one side's agent and database server, does `step` to the stopped
+/// data directory (a backup, a restore), and starts the server again; the
+/// agent stays stopped.
+async fn offline(r: &mut Replication, side: Side, step: fn(&PgCluster)) {
+    let agent = match side {
+        Side::Source => r.source_agent(),
+        Side::Target => r.target_agent(),
+    };
+    agent.terminate(Duration::from_secs(10)).await;
+    let cluster = match side {
+        Side::Source => &r.source,
+        Side::Target => &r.target,
+    };
+    cluster.stop_server();
+    step(cluster);
+    cluster.start_server();
+    match side {
+        Side::Source => r.reconnect_source().await,
+        Side::Target => r.reconnect_target().await,
+    }
 }

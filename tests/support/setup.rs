@@ -279,6 +279,37 @@ impl Replication {
         }
     }
 
+    /// Clusters and both agents replicating, row 1 (with `info`) on both
+    /// sides.
+    pub async fn replicating_one_row(info: &str) -> Replication {
+        let mut r = Replication::new().await;
+        r.start_agents().await;
+        r.src
+            .execute(
+                "insert into digoal.loc_test values (1, $1, now(), now())",
+                &[&info],
+            )
+            .await
+            .expect("row 1");
+        r.wait_in_sync(Duration::from_secs(60)).await;
+        r
+    }
+
+    /// Waits until `status` shows an error containing every one of
+    /// `parts`; returns that status.
+    pub async fn wait_for_error(&self, parts: &[&str]) -> serde_json::Value {
+        wait_until(
+            &format!("status shows an error naming {parts:?}"),
+            Duration::from_secs(90),
+            || async {
+                let status = self.status().await;
+                let error = status["last_error"].as_str()?;
+                parts.iter().all(|p| error.contains(p)).then_some(status)
+            },
+        )
+        .await
+    }
+
     /// `source-agent status --json`.
     pub async fn status(&self) -> serde_json::Value {
         let out = run_command(
