@@ -1,8 +1,13 @@
-//! Compiles the wire contract with protox (pure Rust, no system protoc).
+//! Compiles the wire contract with protox (pure Rust, no system protoc), and
+//! keeps its encoded descriptors for gRPC server reflection.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/pgferry.proto");
     let fds = protox::compile(["pgferry.proto"], ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("pgferry_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -351,32 +351,8 @@ async fn a_source_without_the_target_token_is_refused_and_one_with_it_replicates
     r.target_args = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
     r.source_args = vec!["--auth-token-file".into(), wrong.to_str().unwrap().into()];
     let right = vec!["--auth-token-file".into(), token.to_str().unwrap().into()];
-    refused_until_the_source_gets(r, &["missing or wrong token"], right).await;
-}
-
-/// Starts the agents, writes one row and waits until `status` names every
-/// one of `parts` with nothing applied; then restarts the source agent with
-/// `source_args` instead and waits until the target equals the source.
-async fn refused_until_the_source_gets(
-    mut r: Replication,
-    parts: &[&str],
-    source_args: Vec<String>,
-) {
-    r.start_agents().await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
-        .await
-        .unwrap();
-    let error = r.wait_for_error(parts).await["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    println!("status error: {error}");
-    assert_eq!(r.target_progress().await, 0, "nothing applied");
-    r.source_agent().kill9().await;
-    r.source_args = source_args;
-    r.start_source_agent().await;
-    r.wait_in_sync(SYNC).await;
+    r.refused_until_the_source_gets(&["missing or wrong token"], right)
+        .await;
 }
 
 /// A self-signed certificate for 127.0.0.1 in `dir`: (certificate file,
@@ -404,14 +380,15 @@ async fn a_source_that_does_not_trust_the_targets_certificate_is_refused_and_one
     r.target_url = format!("https://127.0.0.1:{}", r.target_port);
     r.target_ca = Some(pem);
     r.source_args = vec!["--tls-ca".into(), stranger];
-    refused_until_the_source_gets(r, &["certificate"], vec!["--tls-ca".into(), cert]).await;
+    r.refused_until_the_source_gets(&["certificate"], vec!["--tls-ca".into(), cert])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_settings_that_cannot_work_are_refused_by_name() {
     let r = Replication::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, _, _) = self_signed(dir.path(), "target");
+    let (cert, key, _) = self_signed(dir.path(), "target");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").unwrap();
     let garbage = garbage.to_str().unwrap();
@@ -424,6 +401,18 @@ async fn tls_settings_that_cannot_work_are_refused_by_name() {
             "tls-cert",
         ),
         (vec!["--tls-cert", cert.as_str()], "--tls-key"),
+        (vec!["--tls-client-ca", cert.as_str()], "--tls-cert"),
+        (
+            vec![
+                "--tls-cert",
+                cert.as_str(),
+                "--tls-key",
+                key.as_str(),
+                "--tls-client-ca",
+                garbage,
+            ],
+            "tls-client-ca",
+        ),
     ] {
         let all = [
             vec!["run", "--target-db", target_db, "--listen", &listen],
@@ -458,6 +447,31 @@ async fn tls_settings_that_cannot_work_are_refused_by_name() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (_, stderr) = fails("source-agent", &args).await;
         assert!(stderr.contains("tls-ca"), "{stderr}");
+    }
+    let https = format!("https://127.0.0.1:{port}");
+    for (target, client, setting) in [
+        (format!("http://127.0.0.1:{port}"), &cert, "tls-cert"),
+        (https.clone(), &garbage.to_string(), "tls-cert"),
+        (https, &cert, "tls-key"),
+    ] {
+        let mut args = source(target.clone(), target.starts_with("https").then_some(&cert));
+        let bad_key = if setting == "tls-key" {
+            garbage
+        } else {
+            key.as_str()
+        };
+        args.extend([
+            "--tls-cert".into(),
+            client.clone(),
+            "--tls-key".into(),
+            bad_key.into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = fails("source-agent", &args).await;
+        assert!(
+            stderr.contains(setting) && code == 64,
+            "{setting}: {stderr}"
+        );
     }
 }
 

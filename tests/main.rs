@@ -13,3 +13,4 @@ mod order;
 mod outage;
 mod restore;
 mod seed;
+mod trust;

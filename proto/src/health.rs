@@ -1,5 +1,7 @@
 //! grpc.health.v1 status that follows the agent's database: SERVING while a
-//! probe query answers, NOT_SERVING while it does not.
+//! probe finds the database up with pgferry's schema at this binary's
+//! version, NOT_SERVING while it is unreachable, lacks the schema, or has
+//! another version of it (every replication stream would fail until then).
 
 use std::time::Duration;
 
@@ -14,31 +16,45 @@ use crate::SERVICE_NAME;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Probes the database until `cancel` and keeps `reporter` in step, for the
-/// whole server ("") and for the replication service.
-pub async fn follow_database(reporter: HealthReporter, config: Config, cancel: CancellationToken) {
+/// whole server ("") and for the replication service. `migrations` are the
+/// binary's schema scripts, whose newest version the database must have.
+pub async fn follow_database(
+    reporter: HealthReporter,
+    config: Config,
+    migrations: &'static [(i32, &'static str)],
+    cancel: CancellationToken,
+) {
     let mut client = None;
-    let mut last = None;
+    let mut last: Option<Result<(), String>> = None;
     loop {
         if client.is_none() {
             client = crate::db::connect(&config).await.ok();
         }
-        let up = match &client {
-            Some(c) => c.simple_query("select 1").await.is_ok(),
-            None => false,
+        let now = match &client {
+            Some(c) => match crate::install::is_current(c, migrations).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("pgferry is not installed: run `install`".to_owned()),
+                Err(crate::install::InstallError::Db(_)) => {
+                    client = None;
+                    Err("the database does not answer".to_owned())
+                }
+                Err(err) => Err(err.to_string()),
+            },
+            None => Err("the database does not answer".to_owned()),
         };
-        if !up {
-            client = None;
-        }
-        if last != Some(up) {
-            let status = if up {
+        if last.as_ref() != Some(&now) {
+            let status = if now.is_ok() {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
             };
             reporter.set_service_status("", status).await;
             reporter.set_service_status(SERVICE_NAME, status).await;
-            tracing::info!(serving = up, "health changed");
-            last = Some(up);
+            match &now {
+                Ok(()) => tracing::info!(serving = true, "health changed"),
+                Err(why) => tracing::warn!(serving = false, reason = %why, "health changed"),
+            }
+            last = Some(now);
         }
         tokio::select! {
             biased;

@@ -1,6 +1,6 @@
 //! pgferry's wire contract (the gRPC service both agents speak) and the few
 //! pieces both agents share: layered configuration, database connections,
-//! shutdown signals, health reporting and log set-up.
+//! shutdown signals, health reporting, reflection and log set-up.
 
 pub mod change;
 pub mod config;
@@ -8,6 +8,7 @@ pub mod db;
 pub mod health;
 pub mod install;
 pub mod metrics;
+pub mod reflection;
 pub mod shutdown;
 pub mod sql;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 
 /// Schema scripts in order; `install` runs those newer than the database's.
-const MIGRATIONS: &[(i32, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/001_schema.sql")),
     (2, include_str!("../sql/002_cut_and_capture.sql")),
     (3, include_str!("../sql/003_update_statements.sql")),

@@ -123,6 +123,14 @@ pub struct RunArgs {
     /// alone, and the certificate must name the host of --target.
     #[arg(long, env = "PGFERRY_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) to present to a target agent that
+    /// requires one (its --tls-client-ca): it must name --source-id (as a
+    /// DNS subject alternative name, or as its common name when it has none).
+    #[arg(long, env = "PGFERRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PGFERRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// This source's name; the target keeps its progress under it.
     #[arg(long, env = "PGFERRY_SOURCE_ID")]
     pub source_id: String,

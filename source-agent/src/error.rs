@@ -104,7 +104,7 @@ pub enum Error {
     #[error("cannot reach the target agent: {}", pgferry_proto::causes(.0))]
     Transport(#[from] tonic::transport::Error),
     /// The target agent refused or failed the stream.
-    #[error("target agent: {}: {}", .0.code(), .0.message())]
+    #[error("target agent: {}", status_text(.0))]
     Target(tonic::Status),
     /// The target ended the stream (it is shutting down or restarting).
     #[error("target agent closed the stream")]
@@ -162,3 +162,13 @@ impl Error {
 
 /// Result with the source agent's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A status's code and message, and what caused it on this side (a
+/// transport error says why only in its causes: a TLS alert, a reset).
+fn status_text(status: &tonic::Status) -> String {
+    let text = format!("{}: {}", status.code(), status.message());
+    match std::error::Error::source(status) {
+        Some(cause) => format!("{text}: {}", pgferry_proto::causes(cause)),
+        None => text,
+    }
+}

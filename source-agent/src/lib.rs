@@ -155,12 +155,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tasks.spawn(health::follow_database(
             reporter,
             db_config.clone(),
+            capture::MIGRATIONS,
             cancel.child_token(),
         ));
         let shutdown = cancel.child_token();
         tasks.spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
+            let router = tonic::transport::Server::builder().add_service(service);
+            let served = pgferry_proto::reflection::serve(router)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     shutdown.cancelled_owned(),

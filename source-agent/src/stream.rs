@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::batch::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::cli::RunArgs;
@@ -86,9 +86,23 @@ pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
     let endpoint = match (args.target.starts_with("https://"), &args.tls_ca) {
         (true, Some(path)) => {
             let (pem, _) = pgferry_proto::config::read_ca("tls-ca", path)?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                tls = tls.identity(client_identity(cert, key)?);
+            }
             endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .tls_config(tls)
                 .map_err(|err| tls_ca(pgferry_proto::causes(&err)))?
+        }
+        (false, None) if args.tls_cert.is_some() => {
+            return Err(ConfigError::Invalid {
+                setting: "tls-cert",
+                reason: format!(
+                    "--target {} is not https: a client certificate needs TLS",
+                    args.target
+                ),
+            }
+            .into());
         }
         (false, None) => endpoint,
         (true, None) => {
@@ -109,6 +123,27 @@ pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
         .initial_connection_window_size(pgferry_proto::HTTP2_WINDOW * 2)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20)))
+}
+
+/// The client certificate and key of `--tls-cert` / `--tls-key`, checked
+/// here because the TLS library reads them only when it connects.
+fn client_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<Identity> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_pem = pgferry_proto::config::read_file("tls-cert", cert)?;
+    let key_pem = pgferry_proto::config::read_file("tls-key", key)?;
+    let invalid = |setting, path: &std::path::Path, reason: String| ConfigError::Invalid {
+        setting,
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| invalid("tls-cert", cert, err.to_string()))?;
+    if certificates.is_empty() {
+        return Err(invalid("tls-cert", cert, "holds no PEM certificate".into()).into());
+    }
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|err| invalid("tls-key", key, err.to_string()))?;
+    Ok(Identity::from_pem(cert_pem, key_pem))
 }
 
 async fn record_error(db_config: &Config, error: &str) {

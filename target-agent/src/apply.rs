@@ -20,7 +20,7 @@ use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
 use crate::compact::{self, Compactor};
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
-use crate::{guard, metrics, schema};
+use crate::{frame, guard, metrics, schema};
 
 /// What a run of changes does to its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -450,6 +450,27 @@ impl Applier {
                 seq: change.seq,
                 table_id: change.table_id,
             });
+        }
+        for change in &changes {
+            let old_key = match &change.kind {
+                ChangeKind::Delete { old_key } => Some((old_key, change.statement_rows)),
+                ChangeKind::Update {
+                    old_key: Some(old_key),
+                    ..
+                } => Some((old_key, 0)),
+                _ => None,
+            };
+            let key_columns = &self.announced[&change.table_id].0.key_columns;
+            if let Some(problem) =
+                old_key.and_then(|(key, rows)| frame::key_problem(key, rows, key_columns))
+            {
+                return Err(Error::BadKey {
+                    batch_id,
+                    seq: change.seq,
+                    table: self.plans[&change.table_id].name.clone(),
+                    problem,
+                });
+            }
         }
         for change in changes {
             let shape = self.shape(batch_id, &change).await?;

@@ -82,10 +82,17 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u32).range(65_535..=1 << 30),
     )]
     pub receive_window_bytes: u32,
-    /// File with a token every source agent must present; without it any
-    /// peer that reaches --listen may replicate.
+    /// File with a token every source agent must present. Without it, or
+    /// --tls-client-ca, any peer that reaches --listen could write the
+    /// replicated tables, so the agent then listens on loopback only
+    /// (unless --allow-unauthenticated).
     #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Serve peers that present neither a token nor a client certificate on
+    /// an address other than loopback: anyone who reaches --listen can then
+    /// write the replicated tables. Only for a network nothing else reaches.
+    #[arg(long, env = "PGFERRY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     /// PEM certificate (chain) this agent presents: with --tls-key, --listen
     /// speaks TLS, and source agents reach it at https:// with --tls-ca.
     #[arg(long, env = "PGFERRY_TLS_CERT", requires = "tls_key")]
@@ -93,6 +100,13 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "PGFERRY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the authority that signs the source agents'
+    /// client certificates (mutual TLS, with --tls-cert): a peer without
+    /// one it signed is refused at the handshake, and each source may use
+    /// only a source id its certificate names (its DNS subject alternative
+    /// names, or its common name when it has none).
+    #[arg(long, env = "PGFERRY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub enum Error {
     /// The peer did not present the token set by --auth-token-file.
     #[error("missing or wrong token: give the source agent the target's --auth-token-file")]
     Unauthenticated,
+    /// The peer's client certificate does not allow what it asked for.
+    #[error("client certificate: {0}")]
+    Certificate(String),
     /// The source broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -141,6 +144,18 @@ pub enum Error {
         #[source]
         source: pgferry_proto::change::WireError,
     },
+    /// A change's key cannot find its row.
+    #[error("batch {batch_id}: change {seq} for table {table}: {problem}")]
+    BadKey {
+        /// The batch.
+        batch_id: u64,
+        /// The change.
+        seq: u64,
+        /// The target table.
+        table: String,
+        /// What is wrong (which column; never the values).
+        problem: String,
+    },
     /// A change for a table the hello did not announce.
     #[error(
         "batch {batch_id}: change {seq} is for table id {table_id}, which the source did not announce"
@@ -193,9 +208,11 @@ impl From<Error> for Status {
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::InsertConflict { .. } => Code::Aborted,
             Error::Unauthenticated => Code::Unauthenticated,
-            Error::Protocol(_) | Error::Wire { .. } | Error::UnknownTableId { .. } => {
-                Code::InvalidArgument
-            }
+            Error::Certificate(_) => Code::PermissionDenied,
+            Error::Protocol(_)
+            | Error::Wire { .. }
+            | Error::BadKey { .. }
+            | Error::UnknownTableId { .. } => Code::InvalidArgument,
             Error::Config(_) | Error::Conninfo(_) | Error::Io { .. } => Code::Internal,
         };
         Status::new(code, err.to_string())

@@ -3,15 +3,18 @@
 //! the only session the guard lets write the replicated tables.
 
 pub mod apply;
+pub mod auth;
 pub mod cli;
 pub mod compact;
 pub mod durable;
 pub mod error;
+pub mod frame;
 pub mod guard;
 pub mod metrics;
 pub mod schema;
 pub mod server;
 pub mod shape;
+pub mod tls;
 
 use pgferry_proto::wire::replication_server::ReplicationServer;
 use pgferry_proto::{SERVICE_NAME, db, health};
@@ -60,26 +63,23 @@ fn database(common: &Common) -> Result<tokio_postgres::Config> {
 /// `run`: serve source agents until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = database(&args.common)?;
-    let token = pgferry_proto::config::read_optional_secret(
-        "auth-token-file",
-        args.auth_token_file.as_deref(),
-    )?;
-    let mut server = tonic::transport::Server::builder();
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let identity = tonic::transport::Identity::from_pem(
-            pgferry_proto::config::read_file("tls-cert", cert)?,
-            pgferry_proto::config::read_file("tls-key", key)?,
-        );
-        server = server
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|err| pgferry_proto::config::ConfigError::Invalid {
-                setting: "tls-cert",
-                reason: format!(
-                    "not a usable certificate and key: {}",
-                    pgferry_proto::causes(&err)
-                ),
-            })?;
-    }
+    let client_ca = args
+        .tls_client_ca
+        .as_deref()
+        .map(tls::client_verifier)
+        .transpose()?;
+    let acceptor = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, client_ca.clone())?),
+        _ => None,
+    };
+    let gate = auth::Gate {
+        token: pgferry_proto::config::read_optional_secret(
+            "auth-token-file",
+            args.auth_token_file.as_deref(),
+        )?,
+        client_ca,
+    };
+    check_exposure(&args, &gate)?;
     let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
@@ -104,18 +104,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tasks.spawn(health::follow_database(
         reporter,
         db_config.clone(),
+        MIGRATIONS,
         cancel.child_token(),
     ));
     let service = server::ReplicationService {
         db_config,
         cancel: cancel.child_token(),
-        token,
+        gate,
         conflicts: Default::default(),
         compact_window: args.compact_window_bytes,
     };
-    tracing::info!(listen = %args.listen, tls = args.tls_cert.is_some(), "target agent running");
+    tracing::info!(
+        listen = %args.listen,
+        tls = args.tls_cert.is_some(),
+        client_certificates = args.tls_client_ca.is_some(),
+        token = args.auth_token_file.is_some(),
+        "target agent running"
+    );
     let window = args.receive_window_bytes;
-    let served = server
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(window)
         .initial_connection_window_size(2 * window)
@@ -126,12 +133,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(args.max_message_bytes)
                 .max_encoding_message_size(args.max_message_bytes),
-        )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            cancel.clone().cancelled_owned(),
-        )
-        .await;
+        );
+    let router = pgferry_proto::reflection::serve(router);
+    let shutdown = cancel.clone().cancelled_owned();
+    let served = match acceptor {
+        Some(acceptor) => {
+            let incoming = tls::incoming(listener, acceptor, cancel.child_token());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
@@ -139,4 +157,31 @@ pub async fn run(args: RunArgs) -> Result<()> {
         context: "serving",
         source: std::io::Error::other(err),
     })
+}
+
+/// Refuses to serve unauthenticated peers beyond loopback: through the
+/// applier, whoever reaches --listen as a source writes the replicated
+/// tables. `--allow-unauthenticated` overrides it, with a warning.
+fn check_exposure(args: &RunArgs, gate: &auth::Gate) -> Result<()> {
+    let authenticated = gate.token.is_some() || gate.client_ca.is_some();
+    if authenticated || args.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if args.allow_unauthenticated {
+        tracing::warn!(
+            listen = %args.listen,
+            "serving unauthenticated peers beyond loopback (--allow-unauthenticated): anyone who reaches this address can write the replicated tables"
+        );
+        return Ok(());
+    }
+    Err(pgferry_proto::config::ConfigError::Invalid {
+        setting: "listen",
+        reason: format!(
+            "{} is not a loopback address and neither --auth-token-file nor --tls-client-ca is set: \
+             any peer that reaches it could write the replicated tables. Set one of them \
+             (or --allow-unauthenticated on a network nothing else reaches)",
+            args.listen
+        ),
+    }
+    .into())
 }

@@ -17,6 +17,13 @@ pub const DURABLE_BATCH: &str = "pgferry_durable_batch";
 /// Streams that ended in an error (the batch was rolled back).
 pub const APPLY_ERRORS: &str = "pgferry_apply_errors_total";
 
+/// Peers refused before anything was applied, by reason: `token`,
+/// `tls` (the TLS handshake failed), `certificate` (a replication stream
+/// without a client certificate, with one --tls-client-ca did not sign, or
+/// one that names no source id) or `source_id` (the hello's source
+/// id is not one the certificate names).
+pub const REFUSED_PEERS: &str = "pgferry_refused_peers_total";
+
 /// A batch committed.
 pub fn batch_applied(batch_id: u64) {
     metrics::counter!(BATCHES_APPLIED).increment(1);
@@ -48,4 +55,9 @@ pub fn changes_compacted(count: usize) {
 /// A stream ended in an error.
 pub fn apply_failed() {
     metrics::counter!(APPLY_ERRORS).increment(1);
+}
+
+/// A peer was refused for `reason` (see [`REFUSED_PEERS`]).
+pub fn peer_refused(reason: &'static str) {
+    metrics::counter!(REFUSED_PEERS, "reason" => reason).increment(1);
 }

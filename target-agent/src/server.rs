@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::apply::{Applier, InsertConflicts};
+use crate::auth::Gate;
 use crate::durable;
 use crate::error::Error;
 use crate::metrics;
@@ -23,16 +24,13 @@ pub struct ReplicationService {
     pub db_config: Config,
     /// Stops every stream at shutdown, between chunks.
     pub cancel: CancellationToken,
-    /// The bearer token sources must present, if one is set.
-    pub token: Option<String>,
+    /// What a peer must show before its hello is read.
+    pub gate: Gate,
     /// Batches to apply with upserts when resent, shared by all streams.
     pub conflicts: Arc<InsertConflicts>,
     /// Bytes of a batch held back to drop overwritten changes.
     pub compact_window: usize,
 }
-
-/// The metadata key that carries the token.
-pub const AUTHORIZATION: &str = "authorization";
 
 #[tonic::async_trait]
 impl Replication for ReplicationService {
@@ -42,18 +40,8 @@ impl Replication for ReplicationService {
         &self,
         request: Request<Streaming<wire::SourceMessage>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
-        let peer = request.remote_addr();
-        if let Some(token) = &self.token {
-            let presented = request
-                .metadata()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if presented != Some(token.as_str()) {
-                tracing::warn!(peer = ?peer, "refused a source without the right token");
-                return Err(Error::Unauthenticated.into());
-            }
-        }
+        let admitted = self.gate.admit(&request)?;
+        let peer = admitted.peer;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(wire::SourceMessage {
@@ -61,6 +49,7 @@ impl Replication for ReplicationService {
             }) => hello,
             _ => return Err(Error::Protocol("the first message must be hello".into()).into()),
         };
+        admitted.check_source_id(&hello.source_id)?;
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(Error::ProtocolVersion {
                 got: hello.protocol_version,

@@ -3,6 +3,7 @@
 //! replication set-up with the seed's tables.
 
 pub mod agent;
+pub mod certs;
 pub mod cluster;
 pub mod setup;
 

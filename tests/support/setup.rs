@@ -34,6 +34,8 @@ pub struct Replication {
     pub target_db: String,
     /// Where the target agent listens.
     pub target_port: u16,
+    /// Its --listen address (loopback unless a test says otherwise).
+    pub target_listen: String,
     /// The target agent's address as the source agent is given it.
     pub target_url: String,
     /// The certificate (PEM) the harness trusts when the target agent
@@ -147,6 +149,7 @@ impl Replication {
             source_db,
             target_db,
             target_port,
+            target_listen: format!("127.0.0.1:{target_port}"),
             target_url: format!("http://127.0.0.1:{target_port}"),
             target_ca: None,
             source_health_port: free_port(),
@@ -170,7 +173,7 @@ impl Replication {
             "--target-db".into(),
             self.target_db.clone(),
             "--listen".into(),
-            format!("127.0.0.1:{}", self.target_port),
+            self.target_listen.clone(),
         ];
         let args = [args, self.target_args.clone()].concat();
         let mut agent = Agent::spawn("target-agent", &args);
@@ -293,6 +296,31 @@ impl Replication {
             .expect("row 1");
         r.wait_in_sync(Duration::from_secs(60)).await;
         r
+    }
+
+    /// Starts the agents, writes one row and waits until `status` names every
+    /// one of `parts` with nothing applied; then restarts the source agent with
+    /// `source_args` instead and waits until the target equals the source.
+    pub async fn refused_until_the_source_gets(
+        &mut self,
+        parts: &[&str],
+        source_args: Vec<String>,
+    ) {
+        self.start_agents().await;
+        self.src
+            .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+            .await
+            .unwrap();
+        let error = self.wait_for_error(parts).await["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        println!("status error: {error}");
+        assert_eq!(self.target_progress().await, 0, "nothing applied");
+        self.source_agent().kill9().await;
+        self.source_args = source_args;
+        self.start_source_agent().await;
+        self.wait_in_sync(Duration::from_secs(90)).await;
     }
 
     /// Waits until `status` shows an error containing every one of
