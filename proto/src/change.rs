@@ -78,6 +78,14 @@ pub enum WireError {
         /// The change's sequence number.
         seq: u64,
     },
+    /// A row or key that is not a JSON object.
+    #[error("change {seq}: {field} is not a JSON object")]
+    NotAnObject {
+        /// The change's sequence number.
+        seq: u64,
+        /// The field.
+        field: &'static str,
+    },
 }
 
 impl From<Change> for wire::Change {
@@ -136,6 +144,25 @@ impl TryFrom<wire::Change> for Change {
             if !(rows.starts_with('[') && rows.ends_with(']')) {
                 return Err(WireError::NotRows { seq });
             }
+        } else {
+            // An object's text cannot be empty: the applier would take an
+            // empty row for an empty statement and apply nothing for it.
+            let object = |field, text: &str| {
+                (text.starts_with('{') && text.ends_with('}'))
+                    .then_some(())
+                    .ok_or(WireError::NotAnObject { seq, field })
+            };
+            match &kind {
+                ChangeKind::Insert { new_row } => object("new_row", new_row)?,
+                ChangeKind::Update { old_key, new_row } => {
+                    object("new_row", new_row)?;
+                    if let Some(old_key) = old_key {
+                        object("old_key", old_key)?;
+                    }
+                }
+                ChangeKind::Delete { old_key } => object("old_key", old_key)?,
+                ChangeKind::Truncate => {}
+            }
         }
         Ok(Change {
             seq,
@@ -152,11 +179,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn kind() -> impl Strategy<Value = ChangeKind> {
+        let object = || any::<String>().prop_map(|text| format!("{{{text}}}"));
         prop_oneof![
-            any::<String>().prop_map(|new_row| ChangeKind::Insert { new_row }),
-            (proptest::option::of(any::<String>()), any::<String>())
+            object().prop_map(|new_row| ChangeKind::Insert { new_row }),
+            (proptest::option::of(object()), object())
                 .prop_map(|(old_key, new_row)| ChangeKind::Update { old_key, new_row }),
-            any::<String>().prop_map(|old_key| ChangeKind::Delete { old_key }),
+            object().prop_map(|old_key| ChangeKind::Delete { old_key }),
             Just(ChangeKind::Truncate),
         ]
     }
@@ -204,6 +232,22 @@ mod tests {
             Change::try_from(wire).unwrap_err().to_string(),
             "change 9: statement_rows set on a change that holds no array of rows"
         );
+    }
+
+    #[test]
+    fn a_row_that_is_not_an_object_is_refused() {
+        for text in ["", "[1]", "42", "{"] {
+            let wire = wire::Change {
+                seq: 4,
+                op: wire::Op::Insert.into(),
+                new_row: Some(text.into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                Change::try_from(wire).unwrap_err().to_string(),
+                "change 4: new_row is not a JSON object"
+            );
+        }
     }
 
     #[test]

@@ -434,6 +434,15 @@ impl Applier {
             }
             self.apply_copy(batch_id, copy).await?;
         }
+        if let Some((table_id, _)) = &self.copying
+            && !chunk.changes.is_empty()
+        {
+            // The session is in COPY until the copy ends: a statement sent
+            // now would wait behind it for ever, holding the table's lock.
+            return Err(Error::Protocol(format!(
+                "batch {batch_id}: changes inside the initial copy of table id {table_id}"
+            )));
+        }
         let changes = chunk
             .changes
             .into_iter()

@@ -293,6 +293,26 @@ impl PgCluster {
         run(kill, "kill -9 postmaster");
     }
 
+    /// Sends `signal` (e.g. "-STOP", "-CONT") to the postmaster and every
+    /// process it started, so the whole server freezes or thaws.
+    pub fn signal_all(&self, signal: &str) {
+        let pidfile =
+            std::fs::read_to_string(self.data().join("postmaster.pid")).expect("pid file");
+        let pid = pidfile.lines().next().expect("pid line").trim().to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .expect("pgrep");
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        // A child that just exited is no error.
+        let _ = Command::new("kill").arg(signal).args(&pids).status();
+    }
+
     /// CONNINFO for `user` (password `pw`) on database `db`.
     pub fn conninfo(&self, db: &str, user: &str, pw: &str) -> String {
         let password = if pw.is_empty() {

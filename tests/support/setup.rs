@@ -241,9 +241,29 @@ impl Replication {
     /// Waits until the target matches the source, the source queue is empty
     /// and every table's initial copy is acked; returns the checksum.
     pub async fn wait_in_sync(&mut self, timeout: Duration) -> (i64, i64) {
+        self.wait_tables_in_sync(&[("digoal.loc_test", "digoal.rmt_test")], timeout)
+            .await
+    }
+
+    /// [`Replication::wait_in_sync`] for `tables` (source, target) pairs;
+    /// returns the first pair's checksum.
+    pub async fn wait_tables_in_sync(
+        &mut self,
+        tables: &[(&str, &str)],
+        timeout: Duration,
+    ) -> (i64, i64) {
         let result = tokio::time::timeout(timeout, async {
             loop {
-                let (source, target) = self.checksums().await;
+                let mut first = None;
+                let mut equal = true;
+                for (source, target) in tables {
+                    let sums = (
+                        checksum(&self.src, source).await,
+                        checksum(&self.dst, target).await,
+                    );
+                    equal &= sums.0 == sums.1;
+                    first.get_or_insert(sums.0);
+                }
                 let settled: bool = self
                     .src
                     .query_one(
@@ -255,8 +275,8 @@ impl Replication {
                     .await
                     .expect("queue and table states")
                     .get(0);
-                if source == target && settled {
-                    return source;
+                if equal && settled {
+                    return first.expect("a table");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -265,7 +285,13 @@ impl Replication {
         match result {
             Ok(sum) => sum,
             Err(_) => {
-                let (s, t) = self.checksums().await;
+                let mut sums = Vec::new();
+                for (source, target) in tables {
+                    sums.push((
+                        checksum(&self.src, source).await,
+                        checksum(&self.dst, target).await,
+                    ));
+                }
                 let logs = format!(
                     "source agent:\n{}\ntarget agent:\n{}",
                     self.source_agent
@@ -277,7 +303,7 @@ impl Replication {
                         .map(|a| a.log())
                         .unwrap_or_default()
                 );
-                panic!("not in sync after {timeout:?}: source {s:?}, target {t:?}\n{logs}");
+                panic!("not in sync after {timeout:?}: (source, target) {sums:?}\n{logs}");
             }
         }
     }
