@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::Rng;
-use proptest::test_runner::{RngAlgorithm, TestRng};
+use proptest::test_runner::TestRng;
 use support::Replication;
 use support::proxy::Proxy;
-use support::setup::{APPLIER, Writer, checksum, source_agent};
+use support::setup::{APPLIER, Writer, checksum, session_or_pause, source_agent};
 
 /// Accounts that never close; money moves between them.
 const ACCOUNTS: u64 = 50;
@@ -119,13 +119,9 @@ impl Checker {
         let task = tokio::spawn(async move {
             let mut anomalies = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                let Ok((client, connection)) =
-                    tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await
-                else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let Some(client) = session_or_pause(&conninfo).await else {
                     continue;
                 };
-                tokio::spawn(connection);
                 while !flag.load(Ordering::Relaxed) {
                     let Ok(row) = client
                         .query_one(
@@ -158,18 +154,6 @@ impl Checker {
         let anomalies = self.task.await.expect("checker task");
         (self.samples.load(Ordering::Relaxed), anomalies)
     }
-}
-
-fn seed() -> u64 {
-    std::env::var("PGFERRY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
 }
 
 /// A number in `range` from the schedule's generator.
@@ -210,15 +194,12 @@ async fn bank() -> (Replication, Proxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_under_random_faults_never_shows_a_torn_transaction_and_ends_equal() {
-    let seed = seed();
+    let (seed, mut rng) = support::seeded();
     let faults: usize = std::env::var("PGFERRY_FAULTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     println!("PGFERRY_SEED={seed} PGFERRY_FAULTS={faults}");
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
 
     let (mut r, proxy) = bank().await;
     let checker = Checker::start(r.target.conninfo("digoal", "postgres", ""));

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use pgferry_proto::wire::{self, source_message::Kind};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestRunner};
 use prost::Message;
 use support::Replication;
 use support::setup::checksum;
@@ -470,21 +470,9 @@ async fn send(port: u16, plan: &Plan) -> String {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("PGFERRY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_hostile_streams_change_nothing_and_the_real_source_keeps_replicating() {
-    let seed = seed();
+    let (seed, rng) = support::seeded();
     println!("PGFERRY_SEED={seed}");
     let streams: usize = std::env::var("PGFERRY_HOSTILE_STREAMS")
         .ok()
@@ -501,12 +489,7 @@ async fn generated_hostile_streams_change_nothing_and_the_real_source_keeps_repl
     r.start_agents().await;
     r.wait_in_sync(Duration::from_secs(60)).await;
 
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let strategy = plan();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..streams {

@@ -136,6 +136,27 @@ async fn mutual_tls_admits_only_a_source_whose_certificate_names_its_source_id()
     r.source_args = with(&dc1);
     r.start_source_agent().await;
     r.wait_in_sync(Duration::from_secs(60)).await;
+
+    // Rotating the client CA: a file with the old and the new CA accepts
+    // certificates of both.
+    let both = dir.path().join("both-ca.pem");
+    std::fs::write(&both, format!("{}{}", ca.ca_pem, stranger.ca_pem)).unwrap();
+    r.target_agent().kill9().await;
+    let at = r
+        .target_args
+        .iter()
+        .position(|a| a == "--tls-client-ca")
+        .unwrap();
+    r.target_args[at + 1] = both.to_str().unwrap().into();
+    r.start_target_agent().await;
+    r.source_agent().kill9().await;
+    r.source_args = with(&forged);
+    r.start_source_agent().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'new CA', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

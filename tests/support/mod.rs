@@ -41,3 +41,20 @@ pub fn queued_rows(alias: &str) -> String {
                                   then json_build_array({alias}.new_row) else {alias}.new_row end) r"
     )
 }
+
+/// The seed of a randomized test and its generator: `PGFERRY_SEED` when set
+/// (to replay a run), else one from the clock. Print the seed.
+pub fn seeded() -> (u64, proptest::test_runner::TestRng) {
+    use proptest::test_runner::{RngAlgorithm, TestRng};
+    let seed = std::env::var("PGFERRY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    (seed, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}

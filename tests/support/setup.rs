@@ -582,13 +582,9 @@ impl Writer {
             let mut committed = 0u64;
             let mut round = 0i64;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((client, connection)) =
-                    tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await
-                else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let Some(client) = session_or_pause(&conninfo).await else {
                     continue;
                 };
-                tokio::spawn(connection);
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     round += 1;
                     if client.batch_execute(&transaction(round)).await.is_err() {
@@ -607,6 +603,21 @@ impl Writer {
     pub async fn stop(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("writer task")
+    }
+}
+
+/// A session on `conninfo`, or after a pause `None` when the server does
+/// not answer (it may be down for a fault): callers loop until they stop.
+pub async fn session_or_pause(conninfo: &str) -> Option<Client> {
+    match tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            Some(client)
+        }
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
     }
 }
 
