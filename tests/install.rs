@@ -2,9 +2,24 @@
 //! data; running it again changes nothing; an older binary refuses a newer
 //! schema.
 
-use pgferry_proto::install::{InstallError, install, is_current};
-use support::setup::expect_success;
-use support::{PgCluster, run_command};
+use std::time::Duration;
+
+use pgferry_proto::install::{InstallError, Schema, install, is_current};
+use support::setup::{APPLIER, SEED_TABLE, expect_success, source_agent};
+use support::{Agent, PgCluster, Replication, run_command};
+
+/// pgferry's source schema as first released (version 1, its functions
+/// inline), which installations in the field may still have.
+const SOURCE_V1: &str = include_str!("fixtures/source_schema_v1.sql");
+
+/// A schema of migrations alone.
+fn migrations<'a>(migrations: &'a [(i32, &'a str)]) -> Schema<'a> {
+    Schema {
+        migrations,
+        functions: &[],
+        after_change: "",
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
@@ -19,9 +34,9 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         (2, "alter table pgferry.kept add column y int default 2;"),
     ];
 
-    assert_eq!(install(&mut client, v1).await.unwrap(), (0, 1));
+    assert_eq!(install(&mut client, &migrations(v1)).await.unwrap(), (0, 1));
     assert_eq!(
-        install(&mut client, v1).await.unwrap(),
+        install(&mut client, &migrations(v1)).await.unwrap(),
         (1, 1),
         "a second install is a no-op"
     );
@@ -30,7 +45,7 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         Err(InstallError::Outdated { found: 1, known: 2 })
     ));
     assert_eq!(
-        install(&mut client, v2).await.unwrap(),
+        install(&mut client, &migrations(v2)).await.unwrap(),
         (1, 2),
         "v2 runs only its new script"
     );
@@ -45,7 +60,7 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         "data survives the upgrade"
     );
     assert!(matches!(
-        install(&mut client, v1).await,
+        install(&mut client, &migrations(v1)).await,
         Err(InstallError::TooNew { found: 2, known: 1 })
     ));
 }
@@ -54,8 +69,9 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
 async fn agents_refuse_a_schema_older_than_theirs_until_install_upgrades_it() {
     let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
     let mut client = cluster.connect("postgres").await;
-    let source_v1: &[(i32, &str)] = &[(1, include_str!("../source-agent/sql/001_schema.sql"))];
-    install(&mut client, source_v1).await.unwrap();
+    install(&mut client, &migrations(&[(1, SOURCE_V1)]))
+        .await
+        .unwrap();
     client
         .batch_execute("create table t (id int primary key); insert into t values (1);")
         .await
@@ -90,4 +106,133 @@ async fn agents_refuse_a_schema_older_than_theirs_until_install_upgrades_it() {
         .unwrap()
         .get(0);
     assert_eq!(version, 5, "upgraded to the newest version");
+}
+
+/// The catalog of schema pgferry and of the capture triggers, as sorted
+/// lines: functions with a digest of their definitions, columns, indexes,
+/// constraints, storage options, and the triggers on `digoal.loc_test`.
+async fn catalog(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "select 'function ' || p.oid::regprocedure::text || ' ' || md5(pg_get_functiondef(p.oid))
+               from pg_proc p where p.pronamespace = 'pgferry'::regnamespace
+             union all
+             select format('column %s.%s %s %s %s %s %s', table_name, column_name, data_type,
+                           is_nullable, column_default, is_identity, identity_generation)
+               from information_schema.columns where table_schema = 'pgferry'
+             union all
+             select 'index ' || indexdef from pg_indexes where schemaname = 'pgferry'
+             union all
+             select format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+               from pg_constraint where connamespace = 'pgferry'::regnamespace
+             union all
+             select format('options %s %s %s', c.relname, c.reloptions, t.reloptions)
+               from pg_class c left join pg_class t on t.oid = c.reltoastrelid
+              where c.relnamespace = 'pgferry'::regnamespace and c.relkind = 'r'
+             union all
+             select format('trigger %s %s %s', tgname, tgenabled, pg_get_triggerdef(oid))
+               from pg_trigger where tgrelid = 'digoal.loc_test'::regclass
+             order by 1",
+            &[],
+        )
+        .await
+        .expect("catalog");
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_from_the_first_schema_with_changes_queued_ends_like_a_fresh_install_and_ships_them()
+ {
+    let mut r = Replication::new().await;
+    r.start_target_agent().await;
+    r.source
+        .connect("postgres")
+        .await
+        .batch_execute("create database upgraded")
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute(&format!(
+            "create table digoal.old_test {SEED_TABLE}; alter table digoal.old_test owner to {APPLIER};"
+        ))
+        .await
+        .unwrap();
+    let mut old = r.source.connect("upgraded").await;
+    old.batch_execute(&format!(
+        "create schema digoal; create table digoal.loc_test {SEED_TABLE};"
+    ))
+    .await
+    .unwrap();
+    install(&mut old, &migrations(&[(1, SOURCE_V1)]))
+        .await
+        .unwrap();
+    // Registered as version 1's add-table did, its (empty) copy already
+    // acknowledged, then written to: some changes cut into a batch that is
+    // not acknowledged, the rest not cut at all.
+    old.batch_execute(
+        "insert into pgferry.tables (relid, source_schema, source_name, target_schema,
+                                     target_name, key_columns, state)
+         values ('digoal.loc_test'::regclass, 'digoal', 'loc_test', 'digoal', 'old_test',
+                 '{id}', 'replicating');
+         select pgferry.attach(table_id) from pgferry.tables;
+         insert into digoal.loc_test select g, 'v1 ' || g, now(), now() from generate_series(1, 100) g;
+         update digoal.loc_test set info = info || ' updated' where id % 3 = 0;
+         select pgferry.cut_batch(100);
+         delete from digoal.loc_test where id % 5 = 0;
+         update digoal.loc_test set id = id + 1000 where id % 7 = 0;",
+    )
+    .await
+    .unwrap();
+    let queued: i64 = old
+        .query_one("select count(*) from pgferry.queue", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(queued > 100, "changes queued before the upgrade: {queued}");
+
+    let upgraded_db = r.source.conninfo("upgraded", "postgres", "");
+    source_agent(&["install", "--source-db", &upgraded_db]).await;
+    let old = r.source.connect("upgraded").await;
+    let kept: i64 = old
+        .query_one("select count(*) from pgferry.queue", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, queued, "the upgrade kept every queued change");
+    let fresh = catalog(&r.src).await;
+    assert_eq!(
+        catalog(&old).await,
+        fresh,
+        "an upgraded schema is a fresh one"
+    );
+    let functions = fresh.iter().filter(|l| l.starts_with("function")).count();
+    let triggers = fresh.iter().filter(|l| l.starts_with("trigger")).count();
+    assert!(functions >= 10 && triggers >= 4, "{fresh:#?}");
+
+    let health = support::setup::free_port();
+    let mut agent = Agent::spawn(
+        "source-agent",
+        &[
+            "run".into(),
+            "--source-db".into(),
+            upgraded_db,
+            "--target".into(),
+            r.target_url.clone(),
+            "--source-id".into(),
+            "upgraded".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{health}"),
+        ],
+    );
+    support::setup::wait_serving(&mut agent, health).await;
+    support::wait_until(
+        "the queued changes reached the target",
+        Duration::from_secs(60),
+        || async {
+            let source = support::setup::checksum(&old, "digoal.loc_test").await;
+            let target = support::setup::checksum(&r.dst, "digoal.old_test").await;
+            (source == target && source.0 > 0).then_some(())
+        },
+    )
+    .await;
 }

@@ -1,7 +1,11 @@
-//! Versioned install of pgferry's schema on either side: scripts numbered
-//! from 1, the database records the newest it ran, and `install` runs only
-//! the newer ones, in one transaction, so it upgrades in place and a second
-//! run changes nothing.
+//! Versioned install of pgferry's schema on either side, in one transaction.
+//! Migrations change tables: numbered from 1, never edited once released,
+//! the database records the newest it ran and `install` runs only the newer
+//! ones. Functions have one live body each, in a file of its own, and every
+//! `install` creates or replaces them all after the migrations; a function
+//! whose arguments or result type change needs a migration that drops the
+//! old one first. So an install upgrades in place, and a second run changes
+//! nothing.
 
 use tokio_postgres::Client;
 
@@ -31,12 +35,26 @@ pub enum InstallError {
     },
 }
 
-/// Runs the scripts of `migrations` (version, SQL) newer than the database's
-/// in one transaction. Returns the version before and after.
-pub async fn install(
-    client: &mut Client,
-    migrations: &[(i32, &str)],
-) -> Result<(i32, i32), InstallError> {
+/// One side's schema.
+pub struct Schema<'a> {
+    /// Migrations (version, SQL) in order.
+    pub migrations: &'a [(i32, &'a str)],
+    /// Every function's `create or replace`, in an order in which each finds
+    /// what it refers to.
+    pub functions: &'a [&'a str],
+    /// Run last, when the install changed a migration or a function: what
+    /// must follow them (the source re-creates its capture triggers).
+    pub after_change: &'a str,
+}
+
+/// The digest of every function in schema pgferry, to tell whether the
+/// install changed one.
+const FUNCTIONS_DIGEST: &str = "select coalesce(md5(string_agg(pg_get_functiondef(p.oid), '' order by p.oid::regprocedure::text)), '')
+     from pg_proc p where p.pronamespace = 'pgferry'::regnamespace";
+
+/// Runs the migrations newer than the database's, then every function, in
+/// one transaction. Returns the version before and after.
+pub async fn install(client: &mut Client, schema: &Schema<'_>) -> Result<(i32, i32), InstallError> {
     let tx = client.transaction().await?;
     tx.batch_execute(
         "create schema if not exists pgferry;
@@ -51,16 +69,24 @@ pub async fn install(
         )
         .await?
         .get(0);
-    let newest = migrations.last().map_or(0, |m| m.0);
+    let newest = schema.migrations.last().map_or(0, |m| m.0);
     if before > newest {
         return Err(InstallError::TooNew {
             found: before,
             known: newest,
         });
     }
-    for (version, script) in migrations.iter().filter(|m| m.0 > before) {
+    let digest_before: String = tx.query_one(FUNCTIONS_DIGEST, &[]).await?.get(0);
+    for (version, script) in schema.migrations.iter().filter(|m| m.0 > before) {
         tx.batch_execute(script).await?;
         tracing::info!(version, "applied schema script");
+    }
+    for function in schema.functions {
+        tx.batch_execute(function).await?;
+    }
+    let digest_after: String = tx.query_one(FUNCTIONS_DIGEST, &[]).await?.get(0);
+    if before != newest || digest_before != digest_after {
+        tx.batch_execute(schema.after_change).await?;
     }
     tx.execute("delete from pgferry.schema_version", &[])
         .await?;

@@ -3,21 +3,45 @@
 
 use tokio_postgres::{Client, GenericClient};
 
+use pgferry_proto::install::Schema;
+
 use crate::error::{Error, Result};
 
-/// Schema scripts in order; `install` runs those newer than the database's.
+/// Migrations in order; `install` runs those newer than the database's.
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../sql/001_schema.sql")),
-    (2, include_str!("../sql/002_cut_and_capture.sql")),
-    (3, include_str!("../sql/003_update_statements.sql")),
-    (4, include_str!("../sql/004_lean_queue.sql")),
-    (5, include_str!("../sql/005_statement_rows.sql")),
+    (1, include_str!("../sql/migrations/001_schema.sql")),
+    (2, include_str!("../sql/migrations/002_cut_and_capture.sql")),
+    (
+        3,
+        include_str!("../sql/migrations/003_update_statements.sql"),
+    ),
+    (4, include_str!("../sql/migrations/004_lean_queue.sql")),
+    (5, include_str!("../sql/migrations/005_statement_rows.sql")),
 ];
+
+/// The source schema: the migrations, every function's one live body
+/// (each after those it calls from plain SQL), and the triggers re-made.
+pub const SCHEMA: Schema = Schema {
+    migrations: MIGRATIONS,
+    functions: &[
+        include_str!("../sql/functions/detach.sql"),
+        include_str!("../sql/functions/attach.sql"),
+        include_str!("../sql/functions/capture.sql"),
+        include_str!("../sql/functions/capture_updates.sql"),
+        include_str!("../sql/functions/xid8_after.sql"),
+        include_str!("../sql/functions/committed_ranges.sql"),
+        include_str!("../sql/functions/cut_batch.sql"),
+        include_str!("../sql/functions/batch_changes.sql"),
+        include_str!("../sql/functions/forget_removed.sql"),
+        include_str!("../sql/functions/acknowledge.sql"),
+    ],
+    after_change: include_str!("../sql/after_change.sql"),
+};
 
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.
 pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
-    Ok(pgferry_proto::install::install(client, MIGRATIONS).await?)
+    Ok(pgferry_proto::install::install(client, &SCHEMA).await?)
 }
 
 /// Fails with [`Error::NotInstalled`] unless `install` has run, and with

@@ -27,12 +27,19 @@ use crate::error::{Error, Result};
 /// Name the agent's database sessions carry.
 pub const APPLICATION_NAME: &str = "pgferry-target-agent";
 
-/// Schema scripts in order; `install` runs those newer than the database's.
+/// Migrations in order; `install` runs those newer than the database's.
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../sql/001_schema.sql")),
-    (2, include_str!("../sql/002_flushes.sql")),
-    (3, include_str!("../sql/003_batch_cuts.sql")),
+    (1, include_str!("../sql/migrations/001_schema.sql")),
+    (2, include_str!("../sql/migrations/002_flushes.sql")),
+    (3, include_str!("../sql/migrations/003_batch_cuts.sql")),
 ];
+
+/// The target schema: the migrations and the guard function.
+pub const SCHEMA: pgferry_proto::install::Schema = pgferry_proto::install::Schema {
+    migrations: MIGRATIONS,
+    functions: &[include_str!("../sql/functions/guard.sql")],
+    after_change: "",
+};
 
 /// Runs one command to completion.
 pub async fn execute(command: Command) -> Result<()> {
@@ -40,7 +47,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Install { common } => {
             let config = database(&common)?;
             let mut client = db::connect(&config).await.map_err(Error::Connect)?;
-            let (before, after) = pgferry_proto::install::install(&mut client, MIGRATIONS).await?;
+            let (before, after) = pgferry_proto::install::install(&mut client, &SCHEMA).await?;
             if before == after {
                 println!("pgferry target schema is current (version {after})");
             } else {

@@ -1,61 +1,8 @@
--- Version 5: a statement's rows are queued together.
---
--- A statement-level capture (INSERT, DELETE and key-keeping UPDATE of a
--- table without a row filter) queues its rows as JSON arrays of about
--- 64 KiB each, one queue row per array, instead of one queue row per row.
--- A 1M-row INSERT: 2.4 s with a queue row per row, 1.6 s in arrays, 0.9 s
--- with no capture (scratch cluster, one-off); the cutter and
--- the reader then handle about a thousand queue rows, not a million. Rows
--- of one statement never share a key, so their order inside and across
--- its arrays does not matter; statements keep their order by seq.
---
--- Each row counts 64 bytes beyond its own size, which bounds an array of
--- narrow rows to about a thousand; a row wider than the budget shares its
--- array only with rows before it. OFFSET 0 keeps each row's JSON built
--- once: flattened, the planner builds it for the size and again for the
--- array (1M rows: 1.9 s -> 1.6 s, with no capture 0.9 s; one-off).
---
--- A statement of one row is queued as before, one object: the arrays'
--- window and grouping cost a single-row UPDATE a tenth of its TPS, the
--- check for a second row (inside the insert, not a query of its own) about
--- 3% (pgbench as in capture_cost.sh, one-off: 7,669 TPS with arrays, 8,788
--- with a row per row, 8,531 with the check).
-
--- How many rows new_row or old_key holds as an array; null: one object
--- (a row-level capture, or a statement of one row).
-alter table pgferry.queue add column statement_rows int;
-
--- Arrays past 2 kB live in the queue's TOAST table: its vacuum must not
--- truncate either (see version 2), or multi-row captures would queue
--- behind the exclusive lock.
-alter table pgferry.queue set (toast.vacuum_truncate = false);
-
--- Version 4's, but each statement's rows in arrays.
-create or replace function pgferry.capture_updates() returns trigger
-language plpgsql security definer as $$
-declare
-    v_single bigint;
-begin
-    -- Schema-qualified down to the operators: it runs with its caller's
-    -- search_path (see capture_update in version 2).
-    insert into pgferry.queue (table_id, op, new_row)
-    select tg_argv[0]::pg_catalog.int4, 'U', pg_catalog.row_to_json(n.*) from pgferry_new n
-    where not exists (select from pgferry_new offset 1);
-    get diagnostics v_single = row_count;
-    if v_single > 0 then
-        return null;
-    end if;
-    insert into pgferry.queue (table_id, op, new_row, statement_rows)
-    select tg_argv[0]::pg_catalog.int4, 'U', pg_catalog.json_agg(r), pg_catalog.count(*)
-    from (select r, pg_catalog.int8div(pg_catalog.sum(pg_catalog.int4pl(pg_catalog.pg_column_size(r), 64))
-                                           over (rows unbounded preceding), 65536) as part
-          from (select pg_catalog.row_to_json(n.*) as r from pgferry_new n offset 0) n) parts
-    group by part;
-    return null;
-end
-$$;
-
--- Version 4's, but a statement's rows in arrays.
+-- The one capture function of every replicated table: called per statement
+-- for INSERT and DELETE (reading the transition table; far cheaper for
+-- multi-row statements) and TRUNCATE, per row for UPDATE and for tables
+-- with a row filter.
+-- Arguments: table id, mode, key count, keys..., replicated columns...
 create or replace function pgferry.capture() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -152,25 +99,4 @@ begin
     end if;
     return null;
 end
-$$;
-
-drop function pgferry.batch_changes(bigint);
-
--- Version 4's, with each change's statement_rows.
-create function pgferry.batch_changes(p_batch bigint)
-returns table (seq bigint, table_id int, op "char", old_key json, new_row json, statement_rows int)
-language sql stable as $$
-    select q.seq, q.table_id, q.op, q.old_key, q.new_row, q.statement_rows
-    from pgferry.batch p
-    join pgferry.batch c on c.batch_id = p_batch
-    cross join lateral pgferry.committed_ranges(c.snapshot, p.snapshot) r
-    -- OFFSET 0 keeps this a lookup per range: joined flat, the planner
-    -- took the ranges for a filter over a sequential scan of the queue.
-    cross join lateral (select * from pgferry.queue q
-                        where q.txid >= r.lo and q.txid < r.hi offset 0) q
-    join pgferry.tables t on t.table_id = q.table_id
-    where p.batch_id = p_batch - 1
-      and (t.copy_snapshot is null or not pg_visible_in_snapshot(q.txid, t.copy_snapshot))
-      and (t.removed_batch is null or p_batch <= t.removed_batch)
-    order by q.seq
 $$;
