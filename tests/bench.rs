@@ -41,6 +41,10 @@ const BACKLOG_SETTINGS: [(&str, &[&str]); 2] = [
     ),
 ];
 
+/// How long the target agent is down in the recovery measure: past the
+/// source agent's --max-backoff (5 s), so its reconnect back-off is grown.
+const RECOVERY_OUTAGE: Duration = Duration::from_secs(7);
+
 /// How long the queue is watched under load (`PGFERRY_BENCH_ONLY=soak`).
 const SOAK_SECONDS: u32 = 300;
 /// How often the queue is looked at meanwhile.
@@ -692,6 +696,51 @@ impl Bench {
 
     /// Empties the catch-up table on both sides (the agents running): a
     /// catch-up into a table left large would time its checksums too.
+    /// Measure: recovery after a target outage. The target agent stops for
+    /// longer than the source agent's reconnect back-off can grow
+    /// (`--max-backoff`, 5 s), a row is written meanwhile, and the target
+    /// agent starts again: milliseconds from its start until that row is on
+    /// the target, for each of three outages.
+    async fn recovery(&mut self) -> Vec<f64> {
+        let mut times = Vec::new();
+        for outage in 0..3 {
+            let mut target = self.target_agent.take().expect("target agent running");
+            target.terminate(Duration::from_secs(30)).await;
+            tokio::time::sleep(RECOVERY_OUTAGE).await;
+            let id = 9_000_000 + outage;
+            self.ferry_src
+                .execute("insert into hb values ($1, clock_timestamp())", &[&id])
+                .await
+                .expect("row written during the outage");
+            let look = self
+                .ferry_dst
+                .prepare("select exists (select from hb where id = $1)")
+                .await
+                .expect("prepare the look");
+            let started = Instant::now();
+            target.restart();
+            loop {
+                let seen: bool = self
+                    .ferry_dst
+                    .query_one(&look, &[&id])
+                    .await
+                    .expect("look")
+                    .get(0);
+                if seen {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "row never arrived"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            self.target_agent = Some(target);
+        }
+        times
+    }
+
     async fn empty_drain(&mut self) {
         self.ferry_src
             .batch_execute("truncate drain")
@@ -917,6 +966,12 @@ async fn main() {
         eprintln!("pgferry: catch-up on loopback and through a 50 ms relay, plain and zstd...");
         distance = bench.distance().await;
     }
+    let mut recovery = Vec::new();
+    if selected("recovery") {
+        eprintln!("pgferry: first batch after three target outages...");
+        recovery = bench.recovery().await;
+    }
+    results.insert("pgferry_recovery_ms".into(), json!(recovery));
     if std::env::var("PGFERRY_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|n| n == "soak")) {
         eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");
         results.insert("pgferry_soak".into(), bench.soak().await);
@@ -1005,6 +1060,17 @@ fn print_table(r: &Value) {
         far_z / near_z
     );
     println!();
+    if let Some(times) = r["pgferry_recovery_ms"]
+        .as_array()
+        .filter(|t| !t.is_empty())
+    {
+        let times: Vec<String> = times.iter().map(|t| format!("{:.0}", f(t))).collect();
+        println!(
+            "pgferry: a row written during a 7 s target outage is on the target {} ms after the target agent starts again",
+            times.join(" / ")
+        );
+        println!();
+    }
     if let Some(samples) = r["pgferry_soak"]["samples"].as_array() {
         println!("| pgferry queue at 500 TPS, after s | size, MiB | rows | dead rows |");
         println!("|---|---|---|---|");

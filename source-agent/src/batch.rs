@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config, IsolationLevel, RowStream, Statement};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
 /// Cut batches that may wait to be applied before the cutter holds off and
@@ -106,6 +107,9 @@ pub struct Pace {
     pub idle_tick: Duration,
     /// The longest wait between cuts under load (see [`Pace::interval`]).
     pub max_coalesce: Duration,
+    /// `--max-backoff`: the longest wait before the cutter retries after
+    /// losing the source database.
+    pub max_backoff: Duration,
 }
 
 /// How long the cutter waits per change the last batch carried: at a few
@@ -141,21 +145,24 @@ pub async fn cut_loop(
     sent_rx: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(pace.max_backoff);
     loop {
-        match cut_session(&config, pace, &cut_tx, &mut applied_rx, &sent_rx, &cancel).await {
+        let wait = match cut_session(&config, pace, &cut_tx, &mut applied_rx, &sent_rx, &cancel)
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() => {
-                tracing::warn!(error = %err, "batch cutter lost the source database; retrying");
+                let wait = backoff.failed(false);
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "batch cutter lost the source database; retrying");
+                wait
             }
             Err(err) => return Err(err),
-        }
+        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -662,6 +669,7 @@ mod tests {
         tick: Duration::from_millis(1),
         idle_tick: Duration::from_millis(10),
         max_coalesce: Duration::from_millis(10),
+        max_backoff: Duration::from_secs(5),
     };
 
     #[test]

@@ -144,6 +144,15 @@ impl Error {
         move |source| Error::Db { context, source }
     }
 
+    /// Whether the target's host refused the connection outright (no
+    /// agent listens there: it is down or restarting).
+    pub fn is_connection_refused(&self) -> bool {
+        std::iter::successors(Some(self as &dyn std::error::Error), |err| err.source()).any(|err| {
+            err.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    }
+
     /// Whether the run loop should try again (after a back-off) rather than
     /// stop: everything that a returning database, agent or network can cure.
     pub fn is_retryable(&self) -> bool {

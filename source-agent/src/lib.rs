@@ -4,6 +4,7 @@
 //! order, to a target agent; acks delete them from the queue.
 
 pub mod ack;
+pub mod backoff;
 pub mod batch;
 pub mod capture;
 pub mod cli;
@@ -186,6 +187,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             tick: args.tick,
             idle_tick: args.idle_tick,
             max_coalesce: args.max_coalesce,
+            max_backoff: args.max_backoff,
         },
         cut_tx,
         applied_rx,

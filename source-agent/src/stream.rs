@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::backoff::Backoff;
 use crate::batch::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
@@ -36,8 +37,7 @@ pub async fn run(
     sent_tx: watch::Sender<u64>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let min_backoff = Duration::from_millis(100);
-    let mut backoff = min_backoff;
+    let mut backoff = Backoff::new(args.max_backoff);
     loop {
         let mut progressed = false;
         let result = session(
@@ -54,23 +54,27 @@ pub async fn run(
             return result;
         }
         if progressed {
-            backoff = min_backoff;
+            backoff.reset();
         }
-        match result {
-            Ok(()) => tracing::info!("target closed the stream; reconnecting"),
+        let wait = match result {
+            Ok(()) => {
+                tracing::info!("target closed the stream; reconnecting");
+                backoff.failed(false)
+            }
             Err(err) if err.is_retryable() => {
+                let wait = backoff.failed(err.is_connection_refused());
                 metrics::session_failed();
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "replication session failed");
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "replication session failed");
                 record_error(&db_config, &err.to_string()).await;
+                wait
             }
             Err(err) => return Err(err),
-        }
+        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(args.max_backoff);
     }
 }
 

@@ -1,0 +1,82 @@
+//! How long to wait before trying again, for every loop of the source agent
+//! that retries (the replication session, the cutter): from 100 ms,
+//! doubling after each failure up to `--max-backoff`, with jitter so that
+//! agents that failed together do not retry in step. A target that refused
+//! the connection outright is tried again soon whatever the back-off has
+//! grown to: a refused connect costs it nothing, and a target agent that
+//! comes back after an outage should get its first batch at once, not up to
+//! `--max-backoff` later.
+
+use std::time::Duration;
+
+/// The first wait, and the one after progress.
+const LEAST: Duration = Duration::from_millis(100);
+
+/// The wait after a refused connection.
+const AFTER_REFUSED: Duration = Duration::from_millis(200);
+
+/// A back-off that honours `--max-backoff`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// `--max-backoff`: the longest wait.
+    most: Duration,
+    /// The wait before jitter the next failure gets.
+    next: Duration,
+}
+
+impl Backoff {
+    /// A back-off whose waits never exceed `most`.
+    pub fn new(most: Duration) -> Backoff {
+        Backoff {
+            most,
+            next: LEAST.min(most),
+        }
+    }
+
+    /// Back to the shortest wait (the last attempt made progress).
+    pub fn reset(&mut self) {
+        self.next = LEAST.min(self.most);
+    }
+
+    /// The wait before the next attempt, after a failure; `refused` says the
+    /// peer refused the connection outright.
+    pub fn failed(&mut self, refused: bool) -> Duration {
+        let base = if refused {
+            AFTER_REFUSED.min(self.most)
+        } else {
+            let base = self.next;
+            self.next = (self.next * 2).min(self.most);
+            base
+        };
+        // Half to all of it.
+        base.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_up_to_max_backoff_with_jitter_and_reset_on_progress() {
+        let most = Duration::from_secs(1);
+        let mut backoff = Backoff::new(most);
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.failed(false)).collect();
+        for (wait, base) in waits
+            .iter()
+            .zip([100u64, 200, 400, 800, 1000, 1000, 1000, 1000])
+        {
+            let base = Duration::from_millis(base);
+            assert!(*wait >= base / 2 && *wait <= base, "{wait:?} for {base:?}");
+        }
+        assert!(
+            backoff.failed(true) <= AFTER_REFUSED,
+            "a refused connect is retried soon"
+        );
+        backoff.reset();
+        assert!(backoff.failed(false) <= LEAST);
+        let mut tiny = Backoff::new(Duration::from_millis(10));
+        assert!(tiny.failed(false) <= Duration::from_millis(10));
+        assert!(tiny.failed(true) <= Duration::from_millis(10));
+    }
+}
