@@ -45,6 +45,10 @@ const BACKLOG_SETTINGS: [(&str, &[&str]); 2] = [
 /// source agent's --max-backoff (5 s), so its reconnect back-off is grown.
 const RECOVERY_OUTAGE: Duration = Duration::from_secs(7);
 
+/// INSERTs of the single-statement measure (then half as many UPDATEs and
+/// half as many DELETEs).
+const SINGLE_INSERTS: u32 = 100_000;
+
 /// How long the queue is watched under load (`PGFERRY_BENCH_ONLY=soak`).
 const SOAK_SECONDS: u32 = 300;
 /// How often the queue is looked at meanwhile.
@@ -59,7 +63,11 @@ const TABLES: &str = "
     create table t_plain (id int primary key, v int not null, info text);
     create table hb (id int primary key, sent timestamptz);
     create table bulk (id int primary key, v int);
-    create table drain (id int primary key, v int, info text);";
+    create table drain (id int primary key, v int, info text);
+    create table single_rep (id int primary key, v int not null);
+    create table single_plain (id int primary key, v int not null);
+    create sequence single_rep_insert; create sequence single_rep_delete;
+    create sequence single_plain_insert; create sequence single_plain_delete;";
 
 const PRELOAD: &str = "
     insert into t_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
@@ -156,7 +164,8 @@ impl Bench {
         ferry_dst
             .batch_execute(
                 "alter table t_rep owner to applier; alter table hb owner to applier;
-                 alter table bulk owner to applier; alter table drain owner to applier;",
+                 alter table bulk owner to applier; alter table drain owner to applier;
+                 alter table single_rep owner to applier;",
             )
             .await
             .expect("owners");
@@ -196,7 +205,13 @@ impl Bench {
             "install",
             &run_command("target-agent", &["install", "--target-db", &target_db]).await,
         );
-        for table in ["public.t_rep", "public.hb", "public.bulk", "public.drain"] {
+        for table in [
+            "public.t_rep",
+            "public.hb",
+            "public.bulk",
+            "public.drain",
+            "public.single_rep",
+        ] {
             let out = run_command(
                 "source-agent",
                 &["add-table", "--source-db", &source_db, table],
@@ -215,7 +230,7 @@ impl Bench {
     /// decodes all of the cluster's WAL, pgferry's writes too).
     async fn set_up_native(&mut self) {
         self.native_src
-            .batch_execute("create publication p for table t_rep, hb, bulk, drain")
+            .batch_execute("create publication p for table t_rep, hb, bulk, drain, single_rep")
             .await
             .expect("publication");
         let conninfo = self.source.conninfo("native", "postgres", "");
@@ -396,6 +411,39 @@ impl Bench {
             );
         }
         (rep / 3.0, plain / 3.0, (1.0 - rep / plain) * 100.0)
+    }
+
+    /// Measure: the writers' own time for single-statement autocommit
+    /// changes, the workload that compacts least: 100k INSERTs, 50k UPDATEs
+    /// and 50k DELETEs, one row each, from one pgbench client, on the
+    /// replicated table and on an identical plain one, phase by phase in
+    /// turn. Returns the seconds (replicated, plain), summed over the phases.
+    /// Each DELETE takes its id in a subquery: `nextval` in the WHERE
+    /// clause itself would run for every row scanned.
+    fn single_statements(&self, system: System) -> (f64, f64) {
+        let (mut rep, mut plain) = (0.0, 0.0);
+        for (statements, phase) in [
+            (
+                SINGLE_INSERTS,
+                "insert into {t} values (nextval('{t}_insert'), 0);",
+            ),
+            (
+                SINGLE_INSERTS / 2,
+                "\\set id random(1, 100000)\nupdate {t} set v = v + 1 where id = :id;",
+            ),
+            (
+                SINGLE_INSERTS / 2,
+                "delete from {t} where id = (select nextval('{t}_delete'));",
+            ),
+        ] {
+            for (table, seconds) in [("single_rep", &mut rep), ("single_plain", &mut plain)] {
+                let script = phase.replace("{t}", table);
+                let count = statements.to_string();
+                let tps = self.pgbench(system, &script, &["-c", "1", "-t", &count]);
+                *seconds += statements as f64 / tps;
+            }
+        }
+        (rep, plain)
     }
 
     /// Writes the catch-up workload to `drain`: inserts, updates and
@@ -903,6 +951,14 @@ async fn main() {
                 .record_queue(system, &mut queue, "after_overhead")
                 .await;
         }
+        let (mut single_rep, mut single_plain) = (nan, nan);
+        if selected("single") {
+            eprintln!("{name}: 200k single-statement autocommit changes...");
+            (single_rep, single_plain) = bench.single_statements(system);
+            bench
+                .wait_equal(system, "single_rep", Duration::from_secs(300))
+                .await;
+        }
         let mut catch_up = nan;
         if selected("catch_up") {
             eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
@@ -929,6 +985,8 @@ async fn main() {
             name.into(),
             json!({
                 "overhead_pct": overhead, "tps_replicated": rep, "tps_plain": plain,
+                "single_s": {"replicated": single_rep, "plain": single_plain,
+                             "ratio": single_rep / single_plain},
                 "catch_up_rows_per_s": catch_up,
                 "lag_ms": {"p50": p50, "p99": p99, "max": max},
                 "bulk_insert_s": insert, "bulk_update_s": update,
@@ -1010,6 +1068,21 @@ fn print_table(r: &Value) {
             "capture overhead, % (paired 5 s slices)",
             "/overhead_pct",
             1,
+        ),
+        (
+            "200k single-statement changes, writers' s, replicated table",
+            "/single_s/replicated",
+            1,
+        ),
+        (
+            "200k single-statement changes, writers' s, plain table",
+            "/single_s/plain",
+            1,
+        ),
+        (
+            "200k single-statement changes, replicated / plain",
+            "/single_s/ratio",
+            2,
         ),
         (
             "catch-up of 200k changes, rows/s",
