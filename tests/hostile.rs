@@ -536,3 +536,71 @@ async fn generated_hostile_streams_change_nothing_and_the_real_source_keeps_repl
     let (count, _) = r.wait_in_sync(Duration::from_secs(60)).await;
     assert_eq!(count, checksum(&r.src, "digoal.loc_test").await.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_open_is_rolled_back_after_the_idle_timeout_and_other_sources_go_on() {
+    let mut r = Replication::new().await;
+    r.target_args = vec![
+        "--batch-idle-timeout".into(),
+        "2s".into(),
+        // Every change goes to the database at once, so the open batch
+        // holds its row's lock.
+        "--compact-window-bytes".into(),
+        "0".into(),
+    ];
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'first', now(), now())")
+        .await
+        .unwrap();
+    r.start_agents().await;
+    r.wait_in_sync(Duration::from_secs(60)).await;
+
+    let plan = Plan {
+        source_id: "idler".into(),
+        repeat_first: false,
+        changes: Vec::new(),
+        at: 0,
+        chunk: 1,
+        fault: Fault::NeverEnds,
+        flips: Vec::new(),
+        end: End::Close,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello(&plan, pgferry_proto::PROTOCOL_VERSION, true))
+        .await
+        .unwrap();
+    let update = change(wire::Op::Update, None, Some(row(1, "idler")));
+    tx.send(chunk(1, vec![update], false)).await.unwrap();
+    let mut client = wire::replication_client::ReplicationClient::connect(format!(
+        "http://127.0.0.1:{}",
+        r.target_port
+    ))
+    .await
+    .unwrap();
+    let mut answers = client
+        .replicate(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("hello accepted")
+        .into_inner();
+
+    // The real source's change of the same row waits behind the idle batch
+    // until the target gives up on it.
+    r.src
+        .batch_execute("update digoal.loc_test set info = 'second' where id = 1")
+        .await
+        .unwrap();
+    let status = loop {
+        match answers.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("--batch-idle-timeout"),
+        "{status:?}"
+    );
+    r.wait_in_sync(Duration::from_secs(30)).await;
+    drop(tx);
+}

@@ -391,6 +391,11 @@ impl Applier {
         &self.last_cut
     }
 
+    /// The batch whose transaction is open, if any.
+    pub fn open_batch(&self) -> Option<u64> {
+        self.open_batch
+    }
+
     /// Applies one chunk; returns the batch id when the chunk closed its
     /// batch and the batch is committed. On error the batch is rolled back.
     pub async fn apply_chunk(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {

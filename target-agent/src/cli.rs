@@ -82,6 +82,11 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u32).range(65_535..=1 << 30),
     )]
     pub receive_window_bytes: u32,
+    /// How long a batch may stay open without a chunk before it is rolled
+    /// back and its stream ended: an open batch holds the locks of the rows
+    /// it wrote, which other sources' batches would wait on.
+    #[arg(long, env = "PGFERRY_BATCH_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub batch_idle_timeout: std::time::Duration,
     /// File with a token every source agent must present. Without it, or
     /// --tls-client-ca, any peer that reaches --listen could write the
     /// replicated tables, so the agent then listens on loopback only

@@ -144,6 +144,14 @@ pub enum Error {
         #[source]
         source: pgferry_proto::change::WireError,
     },
+    /// A batch waited too long for its next chunk and was rolled back.
+    #[error("batch {batch_id}: no chunk came for {waited:?} (--batch-idle-timeout); rolled back")]
+    BatchIdle {
+        /// The batch.
+        batch_id: u64,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// A change's key cannot find its row.
     #[error("batch {batch_id}: change {seq} for table {table}: {problem}")]
     BadKey {
@@ -207,6 +215,7 @@ impl From<Error> for Status {
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::InsertConflict { .. } => Code::Aborted,
+            Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,
             Error::Certificate(_) => Code::PermissionDenied,
             Error::Protocol(_)

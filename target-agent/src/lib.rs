@@ -120,6 +120,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         gate,
         conflicts: Default::default(),
         compact_window: args.compact_window_bytes,
+        batch_idle_timeout: args.batch_idle_timeout,
     };
     tracing::info!(
         listen = %args.listen,

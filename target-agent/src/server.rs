@@ -3,6 +3,7 @@
 //! status; then chunks are applied in order and each committed batch acked.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pgferry_proto::wire::{self, replication_server::Replication};
 use pgferry_proto::{PROTOCOL_VERSION, db};
@@ -30,6 +31,9 @@ pub struct ReplicationService {
     pub conflicts: Arc<InsertConflicts>,
     /// Bytes of a batch held back to drop overwritten changes.
     pub compact_window: usize,
+    /// How long an open batch may wait for its next chunk (see
+    /// `--batch-idle-timeout`).
+    pub batch_idle_timeout: Duration,
 }
 
 #[tonic::async_trait]
@@ -94,7 +98,7 @@ impl Replication for ReplicationService {
             inbound,
             out,
             applied_tx,
-            self.cancel.clone(),
+            (self.cancel.clone(), self.batch_idle_timeout),
             hello.source_id,
         ));
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -103,18 +107,38 @@ impl Replication for ReplicationService {
 
 /// Applies chunks until the source closes the stream, an error, or shutdown,
 /// reporting each batch applied on `out` and on `applied_tx` (for `durable`).
+/// A batch left open longer than `idle_timeout` without a chunk is rolled
+/// back and the stream ended: its transaction holds the locks of the rows it
+/// wrote, which every other source's batches touching them would wait on.
 async fn serve_stream(
     mut applier: Applier,
     mut inbound: Streaming<wire::SourceMessage>,
     out: mpsc::Sender<Result<wire::TargetMessage, Status>>,
     applied_tx: watch::Sender<u64>,
-    cancel: CancellationToken,
+    (cancel, idle_timeout): (CancellationToken, Duration),
     source_id: String,
 ) {
     loop {
+        let open = applier.open_batch();
+        let idle = async move {
+            match open {
+                Some(batch_id) => {
+                    tokio::time::sleep(idle_timeout).await;
+                    batch_id
+                }
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            batch_id = idle => {
+                metrics::apply_failed();
+                let err = Error::BatchIdle { batch_id, waited: idle_timeout };
+                tracing::warn!(source_id = %source_id, error = %err, "batch rolled back");
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
             message = inbound.message() => message,
         };
         let chunk = match message {
