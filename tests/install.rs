@@ -105,7 +105,7 @@ async fn agents_refuse_a_schema_older_than_theirs_until_install_upgrades_it() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5, "upgraded to the newest version");
+    assert_eq!(version, 6, "upgraded to the newest version");
 }
 
 /// The catalog of schema pgferry and of the capture triggers, as sorted

@@ -300,3 +300,65 @@ async fn services(address: &str) -> Vec<String> {
         other => panic!("not a service list: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_s_search_path_cannot_take_over_the_capture_functions() {
+    let mut r = Replication::new().await;
+    r.start_agents().await;
+    // Functions and an operator that would match the capture functions'
+    // calls better than pg_catalog's, were those calls not qualified: run
+    // as the functions' owner, each would record who it ran as.
+    r.src
+        .batch_execute(
+            "create role mallory login password 'mallory-pw';
+             grant usage on schema digoal to mallory;
+             grant select, insert, update, delete on digoal.loc_test to mallory;
+             create schema evil authorization mallory;
+             create table evil.pwned (who text);
+             grant insert on evil.pwned to public;
+             create function evil.pwn() returns boolean language sql as
+               $$ insert into evil.pwned values (current_user) returning true $$;
+             create function evil.row_to_json(record) returns json language plpgsql as
+               $$ begin perform evil.pwn(); return '{}'; end $$;
+             create function evil.to_jsonb(anyelement) returns jsonb language plpgsql as
+               $$ begin perform evil.pwn(); return '{}'; end $$;
+             create function evil.json_build_object(text, jsonb) returns json language sql as
+               $$ select case when evil.pwn() then '{}'::pg_catalog.json end $$;
+             create function evil.int4eq(integer, integer) returns boolean language sql as
+               $$ select evil.pwn() $$;
+             create operator evil.= (function = evil.int4eq, leftarg = integer, rightarg = integer);
+             alter function evil.pwn() owner to mallory;",
+        )
+        .await
+        .unwrap();
+    let mallory = r.source.conninfo("digoal", "mallory", "mallory-pw");
+    let (client, connection) = tokio_postgres::connect(&mallory, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "set search_path = evil, pg_catalog;
+             insert into digoal.loc_test values (1, 'one', now(), now());
+             insert into digoal.loc_test select g, 'many', now(), now() from generate_series(2, 5) g;
+             update digoal.loc_test set info = 'changed' where id operator(pg_catalog.=) 1;
+             update digoal.loc_test set info = 'all changed';
+             delete from digoal.loc_test where id operator(pg_catalog.=) 2;
+             delete from digoal.loc_test where id > 3;",
+        )
+        .await
+        .unwrap();
+    r.wait_in_sync(Duration::from_secs(60)).await;
+    // Mallory's functions may run as mallory (her own statements); never
+    // as the capture functions' owner.
+    let pwned: i64 = r
+        .src
+        .query_one(
+            "select count(*) from evil.pwned where who <> 'mallory'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pwned, 0, "a writer's function ran inside capture");
+}

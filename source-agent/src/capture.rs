@@ -17,6 +17,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (4, include_str!("../sql/migrations/004_lean_queue.sql")),
     (5, include_str!("../sql/migrations/005_statement_rows.sql")),
+    (
+        6,
+        include_str!("../sql/migrations/006_statement_capture.sql"),
+    ),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -27,7 +31,8 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/detach.sql"),
         include_str!("../sql/functions/attach.sql"),
         include_str!("../sql/functions/capture.sql"),
-        include_str!("../sql/functions/capture_updates.sql"),
+        include_str!("../sql/functions/capture_rows.sql"),
+        include_str!("../sql/functions/capture_deletes.sql"),
         include_str!("../sql/functions/xid8_after.sql"),
         include_str!("../sql/functions/committed_ranges.sql"),
         include_str!("../sql/functions/cut_batch.sql"),

@@ -23,14 +23,24 @@ begin
         || coalesce((select string_agg(format(', %L', c), '' order by n)
                      from unnest(t.columns) with ordinality u(c, n)), '');
     if t.row_filter is null then
-        execute format('create trigger pgferry_capture_insert after insert on %s
-                        referencing new table as pgferry_new for each statement
-                        execute function pgferry.capture(%s)',
-                       v_rel, format('%L, %L, %s', t.table_id, '', v_args));
+        if t.columns is null then
+            execute format('create trigger pgferry_capture_insert after insert on %s
+                            referencing new table as pgferry_new for each statement
+                            execute function pgferry.capture_rows(%L, %L)',
+                           v_rel, t.table_id, 'I');
+        else
+            execute format('create trigger pgferry_capture_insert after insert on %s
+                            referencing new table as pgferry_new for each statement
+                            execute function pgferry.capture(%s)',
+                           v_rel, format('%L, %L, %s', t.table_id, '', v_args));
+        end if;
+        -- A delete carries the key alone, whatever the columns replicated.
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
-                        execute function pgferry.capture(%s)',
-                       v_rel, format('%L, %L, %s', t.table_id, '', v_args));
+                        execute function pgferry.capture_deletes(%s)',
+                       v_rel, format('%L', t.table_id)
+                              || (select string_agg(format(', %L', k), '' order by n)
+                                  from unnest(t.key_columns) with ordinality u(k, n)));
         v_same_key := (select string_agg(format('old.%1$I is not distinct from new.%1$I', k), ' and ')
                        from unnest(t.key_columns) k);
         if t.columns is null then
@@ -39,8 +49,8 @@ begin
             -- triggers fire before statement triggers).
             execute format('create trigger pgferry_capture_update after update on %s
                             referencing new table as pgferry_new for each statement
-                            execute function pgferry.capture_updates(%L)',
-                           v_rel, t.table_id);
+                            execute function pgferry.capture_rows(%L, %L)',
+                           v_rel, t.table_id, 'U');
         else
             -- Most updates keep the key: the server tells those apart by
             -- the WHEN clause, without calling a function.

@@ -1,13 +1,13 @@
--- The one capture function of every replicated table: called per statement
--- for INSERT and DELETE (reading the transition table; far cheaper for
--- multi-row statements) and TRUNCATE, per row for UPDATE and for tables
--- with a row filter.
+-- The capture function of what capture_rows and capture_deletes do not
+-- take: called per statement for TRUNCATE and for INSERT into a table with a
+-- column list (reading the transition table; far cheaper for multi-row
+-- statements), per row for the UPDATEs of such a table, for an UPDATE that
+-- changes the key and for every change of a table with a row filter.
 -- Arguments: table id, mode, key count, keys..., replicated columns...
 create or replace function pgferry.capture() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_nkeys int;
-    v_keys text[];
     v_cols text[];
     v_all jsonb;
     v_new jsonb;
@@ -23,48 +23,23 @@ begin
     end if;
     v_nkeys := tg_argv[2]::int;
     if tg_level = 'STATEMENT' then
-        -- n.* and o.* are whole rows even when the table has a column n or o.
-        v_keys := tg_argv[3:2 + v_nkeys];
+        -- n.* is the whole row even when the table has a column n.
         v_cols := tg_argv[3 + v_nkeys:];
-        -- A transition table exists only for its own operation.
-        if tg_op = 'INSERT' then
-            insert into pgferry.queue (table_id, op, new_row)
-            select tg_argv[0]::int, 'I', r
-            from (select case when cardinality(v_cols) = 0 then row_to_json(n.*)
-                              else (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json
-                         end as r
-                  from pgferry_new n) n
-            where not exists (select from pgferry_new offset 1);
-            get diagnostics v_single = row_count;
-            if v_single = 0 then
-                insert into pgferry.queue (table_id, op, new_row, statement_rows)
-                select tg_argv[0]::int, 'I', json_agg(r), count(*)
-                from (select r, sum(pg_column_size(r) + 64) over (rows unbounded preceding) / 65536 as part
-                      from (select case when cardinality(v_cols) = 0 then row_to_json(n.*)
-                                        else (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json
-                                   end as r
-                            from pgferry_new n offset 0) n) parts
-                group by part;
-            end if;
-        else
-            insert into pgferry.queue (table_id, op, old_key)
-            select tg_argv[0]::int, 'D', r
-            from (select case when v_nkeys = 1 then json_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
-                              else (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)::json
-                         end as r
-                  from pgferry_old o) o
-            where not exists (select from pgferry_old offset 1);
-            get diagnostics v_single = row_count;
-            if v_single = 0 then
-                insert into pgferry.queue (table_id, op, old_key, statement_rows)
-                select tg_argv[0]::int, 'D', json_agg(r), count(*)
-                from (select r, sum(pg_column_size(r) + 64) over (rows unbounded preceding) / 65536 as part
-                      from (select case when v_nkeys = 1 then json_build_object(v_keys[1], to_jsonb(o.*) -> v_keys[1])
-                                        else (select jsonb_object_agg(k, to_jsonb(o.*) -> k) from unnest(v_keys) k)::json
-                                   end as r
-                            from pgferry_old o offset 0) o) parts
-                group by part;
-            end if;
+        -- Only an INSERT of a table with a column list comes here per
+        -- statement (see attach).
+        insert into pgferry.queue (table_id, op, new_row)
+        select tg_argv[0]::int, 'I', r
+        from (select (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json as r
+              from pgferry_new n) n
+        where not exists (select from pgferry_new offset 1);
+        get diagnostics v_single = row_count;
+        if v_single = 0 then
+            insert into pgferry.queue (table_id, op, new_row, statement_rows)
+            select tg_argv[0]::int, 'I', json_agg(r), count(*)
+            from (select r, sum(pg_column_size(r) + 64) over (rows unbounded preceding) / 65536 as part
+                  from (select (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json as r
+                        from pgferry_new n offset 0) n) parts
+            group by part;
         end if;
         return null;
     end if;
