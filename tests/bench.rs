@@ -151,6 +151,10 @@ impl Bench {
                 admin.batch_execute(sql).await.expect(sql);
             }
         }
+        if pinned() {
+            source.pids().iter().for_each(|pid| pin(pid, 0));
+            target.pids().iter().for_each(|pid| pin(pid, 1));
+        }
         let ferry_src = source.connect("ferry").await;
         let ferry_dst = target.connect("ferry").await;
         let native_src = source.connect("native").await;
@@ -275,6 +279,9 @@ impl Bench {
         ];
         target_args.extend(self.target_settings.iter().map(|s| s.to_string()));
         let mut target = Agent::spawn("target-agent", &target_args);
+        if pinned() {
+            pin(&target.pid().to_string(), 1);
+        }
         wait_serving(&mut target, self.target_port).await;
         let health = free_port();
         let source_args = vec![
@@ -291,6 +298,9 @@ impl Bench {
             self.compression.into(),
         ];
         let mut source = Agent::spawn("source-agent", &source_args);
+        if pinned() {
+            pin(&source.pid().to_string(), 0);
+        }
         wait_serving(&mut source, health).await;
         self.source_agent = Some(source);
         self.target_agent = Some(target);
@@ -368,7 +378,14 @@ impl Bench {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("script.sql");
         std::fs::write(&file, script).expect("script");
-        let out = std::process::Command::new(bindir().join("pgbench"))
+        let mut command = if pinned() {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.args(["-c", "0"]).arg(bindir().join("pgbench"));
+            taskset
+        } else {
+            std::process::Command::new(bindir().join("pgbench"))
+        };
+        let out = command
             .args([
                 "-n",
                 "-h",
@@ -919,6 +936,26 @@ fn script(table: &str) -> String {
     format!("\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n")
 }
 
+/// With `PGFERRY_BENCH_PIN=1`, the source's side (its cluster, the source
+/// agent, pgbench) runs on CPU 0 and the target's (its cluster, the target
+/// agent) on CPU 1, as if the target were another host: what the source's
+/// writers measure is then the source's cost alone.
+fn pinned() -> bool {
+    std::env::var("PGFERRY_BENCH_PIN").is_ok_and(|pin| pin == "1")
+}
+
+/// Pins every thread of process `pid` to `cpu` (`taskset`); threads and
+/// processes it starts later inherit it.
+fn pin(pid: &str, cpu: u32) {
+    // It fails for a server process that exited meanwhile, which is no error.
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), pid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("taskset runs");
+}
+
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
 /// five-minute `soak` runs only when listed there.
@@ -1030,6 +1067,7 @@ async fn main() {
         recovery = bench.recovery().await;
     }
     results.insert("pgferry_recovery_ms".into(), json!(recovery));
+    results.insert("pinned".into(), json!(pinned()));
     if std::env::var("PGFERRY_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|n| n == "soak")) {
         eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");
         results.insert("pgferry_soak".into(), bench.soak().await);
@@ -1059,6 +1097,10 @@ async fn main() {
 
 fn print_table(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    if r["pinned"].as_bool() == Some(true) {
+        println!("PGFERRY_BENCH_PIN=1: the source's side on CPU 0, the target's on CPU 1");
+        println!();
+    }
     let (p, n) = (&r["pgferry"], &r["native"]);
     println!("| measure | pgferry | native | pgferry / native |");
     println!("|---|---|---|---|");

@@ -293,9 +293,8 @@ impl PgCluster {
         run(kill, "kill -9 postmaster");
     }
 
-    /// Sends `signal` (e.g. "-STOP", "-CONT") to the postmaster and every
-    /// process it started, so the whole server freezes or thaws.
-    pub fn signal_all(&self, signal: &str) {
+    /// The postmaster's process id and those of the processes it started.
+    pub fn pids(&self) -> Vec<String> {
         let pidfile =
             std::fs::read_to_string(self.data().join("postmaster.pid")).expect("pid file");
         let pid = pidfile.lines().next().expect("pid line").trim().to_owned();
@@ -309,8 +308,14 @@ impl PgCluster {
                 .split_whitespace()
                 .map(str::to_owned),
         );
+        pids
+    }
+
+    /// Sends `signal` (e.g. "-STOP", "-CONT") to the postmaster and every
+    /// process it started, so the whole server freezes or thaws.
+    pub fn signal_all(&self, signal: &str) {
         // A child that just exited is no error.
-        let _ = Command::new("kill").arg(signal).args(&pids).status();
+        let _ = Command::new("kill").arg(signal).args(self.pids()).status();
     }
 
     /// CONNINFO for `user` (password `pw`) on database `db`.
