@@ -41,6 +41,9 @@ const BACKLOG_SETTINGS: [(&str, &[&str]); 2] = [
     ),
 ];
 
+/// What the relay of the far lag measure adds each way (a 50 ms round trip).
+const FAR_DELAY: Duration = Duration::from_millis(25);
+
 /// How long the target agent is down in the recovery measure: past the
 /// source agent's --max-backoff (5 s), so its reconnect back-off is grown.
 const RECOVERY_OUTAGE: Duration = Duration::from_secs(7);
@@ -549,6 +552,48 @@ impl Bench {
         (pick(0.5), pick(0.99), *lags.last().expect("samples"))
     }
 
+    /// Measure: lag as in [`Bench::lag`], through a relay adding
+    /// [`FAR_DELAY`] each way where each system crosses the network:
+    /// between the agents for pgferry, between subscriber and publisher for
+    /// native. Returns (p50, p99, max) in ms.
+    async fn lag_far(&mut self, system: System) -> (f64, f64, f64) {
+        let connect = |port: u16| {
+            format!(
+                "alter subscription s connection 'host=127.0.0.1 port={port} user=postgres dbname=native'"
+            )
+        };
+        match system {
+            System::Pgferry => {
+                let relay = relay(self.target_port, FAR_DELAY).await;
+                self.stop_pgferry().await;
+                self.start_pgferry(Some(relay)).await;
+            }
+            System::Native => {
+                let relay = relay(self.source.port, FAR_DELAY).await;
+                self.native_dst
+                    .batch_execute(&connect(relay))
+                    .await
+                    .expect("subscription through the relay");
+            }
+        }
+        // Streaming through the relay before the clock runs.
+        self.heartbeat(system, 8_000_000, Duration::from_secs(60))
+            .await;
+        let lags = self.lag(system).await;
+        match system {
+            System::Pgferry => {
+                self.stop_pgferry().await;
+                self.start_pgferry(None).await;
+            }
+            System::Native => self
+                .native_dst
+                .batch_execute(&connect(self.source.port))
+                .await
+                .expect("subscription direct"),
+        }
+        lags
+    }
+
     /// Runs `script` with pgbench at 500 TPS (4 clients) for `seconds` on
     /// `system`'s source, on a thread of its own.
     fn paced_pgbench(
@@ -759,8 +804,6 @@ impl Bench {
         })
     }
 
-    /// Empties the catch-up table on both sides (the agents running): a
-    /// catch-up into a table left large would time its checksums too.
     /// Measure: recovery after a target outage. The target agent stops for
     /// longer than the source agent's reconnect back-off can grow
     /// (`--max-backoff`, 5 s), a row is written meanwhile, and the target
@@ -806,6 +849,8 @@ impl Bench {
         times
     }
 
+    /// Empties the catch-up table on both sides (the agents running): a
+    /// catch-up into a table left large would time its checksums too.
     async fn empty_drain(&mut self) {
         self.ferry_src
             .batch_execute("truncate drain")
@@ -1012,6 +1057,11 @@ async fn main() {
             (p50, p99, max) = bench.lag(system).await;
             bench.record_queue(system, &mut queue, "after_lag").await;
         }
+        let (mut far_p50, mut far_p99, mut far_max) = (nan, nan, nan);
+        if selected("lag_far") {
+            eprintln!("{name}: lag at 500 TPS for 30 s through a 25 ms-each-way relay...");
+            (far_p50, far_p99, far_max) = bench.lag_far(system).await;
+        }
         let (mut insert, mut update) = (nan, nan);
         if selected("bulk") {
             eprintln!("{name}: bulk 1M-row insert and update...");
@@ -1026,6 +1076,7 @@ async fn main() {
                              "ratio": single_rep / single_plain},
                 "catch_up_rows_per_s": catch_up,
                 "lag_ms": {"p50": p50, "p99": p99, "max": max},
+                "lag_far_ms": {"p50": far_p50, "p99": far_p99, "max": far_max},
                 "bulk_insert_s": insert, "bulk_update_s": update,
             }),
         );
@@ -1134,6 +1185,16 @@ fn print_table(r: &Value) {
         ("lag p50 at 500 TPS, ms", "/lag_ms/p50", 1),
         ("lag p99 at 500 TPS, ms", "/lag_ms/p99", 1),
         ("lag max at 500 TPS, ms", "/lag_ms/max", 1),
+        (
+            "lag p50 at 500 TPS through a 50 ms round-trip relay, ms",
+            "/lag_far_ms/p50",
+            1,
+        ),
+        (
+            "lag p99 at 500 TPS through a 50 ms round-trip relay, ms",
+            "/lag_far_ms/p99",
+            1,
+        ),
         ("bulk INSERT of 1M rows, s", "/bulk_insert_s", 1),
         ("bulk UPDATE of 1M rows, s", "/bulk_update_s", 1),
     ];
