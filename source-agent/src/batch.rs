@@ -15,19 +15,20 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
-/// Cut batches that may wait to be applied before the cutter holds off and
-/// lets the next batch grow: one being applied, one on its way.
-const MAX_UNAPPLIED_CUTS: i64 = 2;
-
 /// The cut, prepared once per session: it runs for every batch.
 const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
 
 /// Cuts the next batch if committed changes wait and fewer than
-/// [`MAX_UNAPPLIED_CUTS`] cut batches are beyond `applied`, the last batch
-/// the target reported applied. Returns its id.
-pub async fn cut(client: &Client, cut_batch: &Statement, applied: u64) -> Result<Option<u64>> {
+/// `max_unapplied` cut batches are beyond `applied`, the last batch the
+/// target reported applied. Returns its id.
+pub async fn cut(
+    client: &Client,
+    cut_batch: &Statement,
+    applied: u64,
+    max_unapplied: u32,
+) -> Result<Option<u64>> {
     let row = client
-        .query_one(cut_batch, &[&MAX_UNAPPLIED_CUTS, &(applied as i64)])
+        .query_one(cut_batch, &[&i64::from(max_unapplied), &(applied as i64)])
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
@@ -110,6 +111,9 @@ pub struct Pace {
     /// `--max-backoff`: the longest wait before the cutter retries after
     /// losing the source database.
     pub max_backoff: Duration,
+    /// `--max-unapplied-batches`: cut batches that may wait to be applied
+    /// before the cutter holds off and lets the next batch grow.
+    pub max_unapplied: u32,
 }
 
 /// How long the cutter waits per change the last batch carried: at a few
@@ -225,7 +229,7 @@ async fn cut_session(
         }
         let applied = *applied_rx.borrow_and_update();
         last_cut = tokio::time::Instant::now();
-        if let Some(batch_id) = cut(&client, &cut_batch, applied).await? {
+        if let Some(batch_id) = cut(&client, &cut_batch, applied, pace.max_unapplied).await? {
             tracing::debug!(
                 batch_id,
                 took_us = last_cut.elapsed().as_micros() as u64,
@@ -670,6 +674,7 @@ mod tests {
         idle_tick: Duration::from_millis(10),
         max_coalesce: Duration::from_millis(10),
         max_backoff: Duration::from_secs(5),
+        max_unapplied: 2,
     };
 
     #[test]

@@ -188,6 +188,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             idle_tick: args.idle_tick,
             max_coalesce: args.max_coalesce,
             max_backoff: args.max_backoff,
+            max_unapplied: args.max_unapplied_batches,
         },
         cut_tx,
         applied_rx,
