@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-/// What is wrong with a key `text` (a key object, or with `statement_rows`
-/// > 0 a JSON array of them) that must carry every one of `key_columns`,
-/// not null. Says which column, never the values.
+/// What is wrong with a key `text` (a key object, or a JSON array of them
+/// when `statement_rows` is not 0) that must carry every one of
+/// `key_columns`, not null. Says which column, never the values.
 pub fn key_problem(text: &str, statement_rows: u32, key_columns: &[String]) -> Option<String> {
     let one = |key: &HashMap<&str, &RawValue>| {
         key_columns
