@@ -118,6 +118,22 @@ pub fn read_ca(
     Ok((pem, certificates))
 }
 
+/// The certificates of a CA file setting (see [`read_ca`]) as the roots a
+/// TLS peer's chain must lead to.
+pub fn read_roots(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<rustls::RootCertStore, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_ca(setting, path)?.1 {
+        roots.add(certificate).map_err(|err| ConfigError::Invalid {
+            setting,
+            reason: format!("{}: {err}", path.display()),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Reads a shared secret from `path` (the `setting` flag): the file's text
 /// without surrounding white space, which must not be empty.
 pub fn read_secret(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {

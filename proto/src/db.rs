@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
@@ -98,14 +98,7 @@ fn client_config(
                 ));
             }
             config.ssl_mode(SslMode::Require);
-            let (_, certificates) = crate::config::read_ca(setting, path)?;
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates {
-                roots
-                    .add(certificate)
-                    .map_err(|err| invalid(format!("{}: {err}", path.display())))?;
-            }
-            builder.with_root_certificates(roots)
+            builder.with_root_certificates(crate::config::read_roots(setting, path)?)
         }
         None => builder
             .dangerous()

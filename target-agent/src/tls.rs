@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgferry_proto::config::{ConfigError, read_ca, read_file};
+use pgferry_proto::config::{ConfigError, read_file, read_roots};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,12 +40,7 @@ pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, Confi
         setting: "tls-client-ca",
         reason: format!("{}: {reason}", path.display()),
     };
-    let mut roots = RootCertStore::empty();
-    for certificate in read_ca("tls-client-ca", path)?.1 {
-        roots
-            .add(certificate)
-            .map_err(|err| invalid(err.to_string()))?;
-    }
+    let roots = read_roots("tls-client-ca", path)?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|err| invalid(err.to_string()))
