@@ -52,6 +52,15 @@ const RECOVERY_OUTAGE: Duration = Duration::from_secs(7);
 /// half as many DELETEs).
 const SINGLE_INSERTS: u32 = 100_000;
 
+/// The single-statement INSERTs: [`SINGLE_INSERTS`] unless
+/// `PGFERRY_BENCH_SINGLE_INSERTS` says fewer, for a quick look at a change.
+fn single_inserts() -> u32 {
+    std::env::var("PGFERRY_BENCH_SINGLE_INSERTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SINGLE_INSERTS)
+}
+
 /// How long the queue is watched under load (`PGFERRY_BENCH_ONLY=soak`).
 const SOAK_SECONDS: u32 = 300;
 /// How often the queue is looked at meanwhile.
@@ -444,15 +453,15 @@ impl Bench {
         let (mut rep, mut plain) = (0.0, 0.0);
         for (statements, phase) in [
             (
-                SINGLE_INSERTS,
+                single_inserts(),
                 "insert into {t} values (nextval('{t}_insert'), 0);",
             ),
             (
-                SINGLE_INSERTS / 2,
+                single_inserts() / 2,
                 "\\set id random(1, 100000)\nupdate {t} set v = v + 1 where id = :id;",
             ),
             (
-                SINGLE_INSERTS / 2,
+                single_inserts() / 2,
                 "delete from {t} where id = (select nextval('{t}_delete'));",
             ),
         ] {
@@ -1019,6 +1028,12 @@ async fn main() {
     let mut queue = Map::new();
     for system in [System::Pgferry, System::Native] {
         let name = system.name();
+        // PGFERRY_BENCH_SYSTEMS=pgferry (or native) measures one system.
+        if std::env::var("PGFERRY_BENCH_SYSTEMS")
+            .is_ok_and(|only| !only.split(',').any(|n| n == name))
+        {
+            continue;
+        }
         if system == System::Native {
             bench.stop_pgferry().await;
             eprintln!("native: subscribing...");
@@ -1083,7 +1098,7 @@ async fn main() {
     }
     bench
         .native_dst
-        .batch_execute("drop subscription s")
+        .batch_execute("drop subscription if exists s")
         .await
         .expect("drop subscription");
     bench.start_pgferry(None).await;

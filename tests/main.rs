@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod batch_cut;
+mod capture;
 mod compact;
 mod copy;
 mod faults;

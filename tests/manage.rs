@@ -227,8 +227,17 @@ async fn remove_table_stops_capture_drops_pending_changes_and_lifts_the_guard() 
         SYNC,
     )
     .await;
-    // Changes captured but never cut (the agent is down) are dropped.
+    // Changes captured but never cut (the agent is down) are dropped. A
+    // statement the killed agent sent just before may still run on the
+    // server (a cut that would take the row): wait for its sessions to end.
     r.source_agent().kill9().await;
+    wait_for_sql(
+        &r.src,
+        "select not exists (select from pg_stat_activity
+                            where application_name = 'pgferry-source-agent')",
+        SYNC,
+    )
+    .await;
     r.src
         .batch_execute("insert into digoal.loc_test values (2, 'dropped', now(), now())")
         .await

@@ -5,6 +5,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use pgferry_proto::install::Schema;
 
+use crate::cli::CaptureChoice;
 use crate::error::{Error, Result};
 
 /// Migrations in order; `install` runs those newer than the database's.
@@ -47,6 +48,84 @@ pub const SCHEMA: Schema = Schema {
 /// Returns the version before and after.
 pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
     Ok(pgferry_proto::install::install(client, &SCHEMA).await?)
+}
+
+/// The extension with the compiled capture functions.
+const EXTENSION: &str = "pgferry_capture";
+
+/// Makes the capture triggers call the compiled functions or the PL/pgSQL
+/// ones, as `choice` says, and re-makes every table's triggers if that
+/// changed (attach calls the compiled ones whenever they exist), in one
+/// transaction. Returns whether the compiled ones are in use.
+pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> {
+    let mut tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("choosing the capture"))?;
+    let row = tx
+        .query_one(
+            "select exists (select from pg_available_extensions where name = $1),
+                    exists (select from pg_extension where extname = $1)",
+            &[&EXTENSION],
+        )
+        .await
+        .map_err(Error::db("looking for the compiled capture"))?;
+    let (available, installed): (bool, bool) = (row.get(0), row.get(1));
+    let wanted = match choice {
+        CaptureChoice::Plpgsql => false,
+        CaptureChoice::Auto | CaptureChoice::Compiled if installed => true,
+        CaptureChoice::Compiled if !available => {
+            return Err(Error::CompiledCaptureUnavailable(
+                "which this server does not have".into(),
+            ));
+        }
+        CaptureChoice::Auto if !available => false,
+        CaptureChoice::Auto | CaptureChoice::Compiled => {
+            // A failure (the role may not create it) leaves the transaction
+            // usable through the savepoint.
+            let savepoint = tx
+                .savepoint("create_extension")
+                .await
+                .map_err(Error::db("choosing the capture"))?;
+            match savepoint
+                .batch_execute("create extension pgferry_capture schema pgferry")
+                .await
+            {
+                Ok(()) => {
+                    savepoint
+                        .commit()
+                        .await
+                        .map_err(Error::db("choosing the capture"))?;
+                    true
+                }
+                Err(err) if choice == CaptureChoice::Compiled => {
+                    return Err(Error::CompiledCaptureUnavailable(format!(
+                        "which could not be created: {}",
+                        pgferry_proto::db::describe(&err)
+                    )));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %pgferry_proto::db::describe(&err), "the compiled capture could not be created; using PL/pgSQL");
+                    false
+                }
+            }
+        }
+    };
+    if wanted != installed {
+        if !wanted {
+            // Cascade: the triggers that call its functions, made again below.
+            tx.batch_execute("drop extension pgferry_capture cascade")
+                .await
+                .map_err(Error::db("dropping the compiled capture"))?;
+        }
+        tx.batch_execute(SCHEMA.after_change)
+            .await
+            .map_err(Error::db("re-making the capture triggers"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(Error::db("choosing the capture"))?;
+    Ok(wanted)
 }
 
 /// Fails with [`Error::NotInstalled`] unless `install` has run, and with

@@ -42,6 +42,11 @@ pub enum Command {
         /// Source database and config file.
         #[command(flatten)]
         common: Common,
+        /// Which capture functions the triggers call: the compiled ones of
+        /// the pgferry_capture extension, PL/pgSQL, or the compiled ones
+        /// when the server has the extension and this role may create it.
+        #[arg(long, value_enum, default_value_t = CaptureChoice::Auto)]
+        capture: CaptureChoice,
     },
     /// Start replicating a table (or every table of a schema): its rows are
     /// copied to the target, then its changes stream.
@@ -181,6 +186,17 @@ pub struct RunArgs {
     /// File with the token the target agent expects (its --auth-token-file).
     #[arg(long, env = "PGFERRY_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+}
+
+/// `install --capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureChoice {
+    /// Compiled when the extension is available and may be created, else PL/pgSQL.
+    Auto,
+    /// The pgferry_capture extension; an error without it.
+    Compiled,
+    /// PL/pgSQL (drops the extension if an earlier install created it).
+    Plpgsql,
 }
 
 /// How batches are compressed on the wire.

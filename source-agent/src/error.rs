@@ -28,6 +28,11 @@ pub enum Error {
     /// `install` failed; nothing was changed.
     #[error("install: {0}")]
     Install(#[from] pgferry_proto::install::InstallError),
+    /// `install --capture compiled` without a usable pgferry_capture extension.
+    #[error(
+        "setting `capture`: compiled capture needs the pgferry_capture extension, {0} (build and install it with source-agent/capture-extension/build.sh, or install with --capture plpgsql)"
+    )]
+    CompiledCaptureUnavailable(String),
     /// A table name is not SCHEMA.TABLE.
     #[error("`{0}` is not a table name: write SCHEMA.TABLE")]
     BadTableName(String),

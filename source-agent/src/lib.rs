@@ -27,7 +27,7 @@ pub const APPLICATION_NAME: &str = "pgferry-source-agent";
 /// Runs one command to completion.
 pub async fn execute(command: Command) -> Result<()> {
     match command {
-        Command::Install { common } => {
+        Command::Install { common, capture } => {
             let mut client = connect(&common).await?;
             let (before, after) = capture::install(&mut client).await?;
             if before == after {
@@ -35,6 +35,15 @@ pub async fn execute(command: Command) -> Result<()> {
             } else {
                 println!("pgferry source schema installed: version {before} -> {after}");
             }
+            let compiled = capture::choose(&mut client, capture).await?;
+            println!(
+                "capture: {}",
+                if compiled {
+                    "compiled (extension pgferry_capture)"
+                } else {
+                    "PL/pgSQL"
+                }
+            );
         }
         Command::AddTable {
             common,

@@ -2,7 +2,9 @@
 -- ALWAYS so that session_replication_role cannot switch capture off. With a
 -- row filter, an update is captured as PostgreSQL 15 publications do: old
 -- and new row match: update; only the old: delete; only the new: insert;
--- neither: nothing. A filter that yields NULL does not match.
+-- neither: nothing. A filter that yields NULL does not match. The statement
+-- triggers call the compiled capture functions of extension pgferry_capture
+-- when `install` created it (see capture.rs), else their PL/pgSQL twins.
 create or replace function pgferry.attach(p_table_id int) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -12,6 +14,9 @@ declare
     v_filter text;
     v_same_key text;
     v_trigger name;
+    v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
+    v_rows text := case when v_compiled then 'pgferry.compiled_capture_rows' else 'pgferry.capture_rows' end;
+    v_deletes text := case when v_compiled then 'pgferry.compiled_capture_deletes' else 'pgferry.capture_deletes' end;
 begin
     select * into strict t from pgferry.tables where table_id = p_table_id;
     perform pgferry.detach(p_table_id);
@@ -26,8 +31,8 @@ begin
         if t.columns is null then
             execute format('create trigger pgferry_capture_insert after insert on %s
                             referencing new table as pgferry_new for each statement
-                            execute function pgferry.capture_rows(%L, %L)',
-                           v_rel, t.table_id, 'I');
+                            execute function %s(%L, %L)',
+                           v_rel, v_rows, t.table_id, 'I');
         else
             execute format('create trigger pgferry_capture_insert after insert on %s
                             referencing new table as pgferry_new for each statement
@@ -37,8 +42,8 @@ begin
         -- A delete carries the key alone, whatever the columns replicated.
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
-                        execute function pgferry.capture_deletes(%s)',
-                       v_rel, format('%L', t.table_id)
+                        execute function %s(%s)',
+                       v_rel, v_deletes, format('%L', t.table_id)
                               || (select string_agg(format(', %L', k), '' order by n)
                                   from unnest(t.key_columns) with ordinality u(k, n)));
         v_same_key := (select string_agg(format('old.%1$I is not distinct from new.%1$I', k), ' and ')
@@ -49,8 +54,8 @@ begin
             -- triggers fire before statement triggers).
             execute format('create trigger pgferry_capture_update after update on %s
                             referencing new table as pgferry_new for each statement
-                            execute function pgferry.capture_rows(%L, %L)',
-                           v_rel, t.table_id, 'U');
+                            execute function %s(%L, %L)',
+                           v_rel, v_rows, t.table_id, 'U');
         else
             -- Most updates keep the key: the server tells those apart by
             -- the WHEN clause, without calling a function.

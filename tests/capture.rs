@@ -1,0 +1,114 @@
+//! The compiled capture (extension pgferry_capture, which tests/test.sh
+//! builds and installs) and the PL/pgSQL one queue the same changes, and
+//! `install --capture` switches between them.
+
+use support::PgCluster;
+use support::setup::source_agent;
+use tokio_postgres::Client;
+
+const TABLES: &str = r#"
+    create table pairs (a int, b text, n text, r numeric, at timestamptz, doc jsonb, raw bytea,
+                        primary key (a, b));
+    create table solo (id int primary key, v text);
+"#;
+
+/// Every path of both captures: single- and multi-row statements, several
+/// arrays for one statement, a key change, quotes and backslashes, NULLs,
+/// a transaction that inserts and deletes, a TRUNCATE.
+const WORKLOAD: &str = r#"
+    insert into pairs values (1, 'x', 'it''s', 1.5, '2026-01-01 00:00+00', '{"k": [1, 2]}', '\x0102');
+    insert into pairs select g, 'y\z', null, g / 3.0, null, null, null from generate_series(2, 4) g;
+    insert into solo select g, repeat('w', 500) from generate_series(1, 300) g;
+    update pairs set n = 'changed' where a = 1;
+    update pairs set r = r + 1 where a > 1;
+    update pairs set b = 'moved' where a = 2;
+    update solo set v = 'v' where id <= 2;
+    delete from pairs where a = 3;
+    delete from pairs where a in (1, 4);
+    delete from solo where id > 100;
+    insert into solo values (1000, 'a'), (1001, 'b');
+    begin; insert into solo values (2000, 'in tx'); delete from solo where id = 2000; commit;
+    truncate solo;
+"#;
+
+type QueueRow = (i32, String, Option<String>, Option<String>, Option<i32>);
+
+async fn queue(client: &Client) -> Vec<QueueRow> {
+    client
+        .query(
+            "select table_id, op::text, old_key::jsonb::text, new_row::jsonb::text, statement_rows
+             from pgferry.queue order by seq",
+            &[],
+        )
+        .await
+        .expect("queue")
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+async fn compiled_triggers(client: &Client) -> i64 {
+    client
+        .query_one(
+            "select count(*) from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+             where p.proname in ('compiled_capture_rows', 'compiled_capture_deletes')",
+            &[],
+        )
+        .await
+        .expect("triggers")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_and_plpgsql_capture_queue_the_same_changes() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let admin = cluster.connect("postgres").await;
+    for db in ["compiled", "plpgsql"] {
+        admin
+            .batch_execute(&format!("create database {db}"))
+            .await
+            .unwrap();
+    }
+    let mut queues = Vec::new();
+    for (db, choice, said) in [
+        ("compiled", "compiled", "capture: compiled"),
+        ("plpgsql", "plpgsql", "capture: PL/pgSQL"),
+    ] {
+        let conninfo = cluster.conninfo(db, "postgres", "");
+        let out = source_agent(&["install", "--source-db", &conninfo, "--capture", choice]).await;
+        assert!(out.contains(said), "{out}");
+        let client = cluster.connect(db).await;
+        client.batch_execute(TABLES).await.unwrap();
+        for table in ["public.pairs", "public.solo"] {
+            source_agent(&["add-table", "--source-db", &conninfo, table]).await;
+        }
+        assert_eq!(compiled_triggers(&client).await > 0, db == "compiled");
+        client.batch_execute(WORKLOAD).await.unwrap();
+        queues.push(queue(&client).await);
+    }
+    assert!(
+        queues[0].iter().any(|row| row.4.is_some_and(|n| n > 1))
+            && queues[0]
+                .iter()
+                .filter(|row| row.0 == 2 && row.1 == "I")
+                .count()
+                > 2,
+        "multi-row statements queued as several arrays: {:?}",
+        queues[0]
+    );
+    assert_eq!(queues[0], queues[1]);
+
+    // Back to PL/pgSQL: the extension goes, the triggers are made again and
+    // capture goes on.
+    let conninfo = cluster.conninfo("compiled", "postgres", "");
+    let out = source_agent(&["install", "--source-db", &conninfo, "--capture", "plpgsql"]).await;
+    assert!(out.contains("capture: PL/pgSQL"), "{out}");
+    let client = cluster.connect("compiled").await;
+    assert_eq!(compiled_triggers(&client).await, 0);
+    let queued = queue(&client).await.len();
+    client
+        .batch_execute("insert into solo values (1, 'after')")
+        .await
+        .unwrap();
+    assert_eq!(queue(&client).await.len(), queued + 1);
+}
