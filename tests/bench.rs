@@ -90,6 +90,8 @@ const PRELOAD: &str = "
 enum System {
     Pgferry,
     Native,
+    /// Slony-I 2.2, the trigger-based peer written in C, when installed.
+    Slony,
 }
 
 impl System {
@@ -97,6 +99,7 @@ impl System {
         match self {
             System::Pgferry => "pgferry",
             System::Native => "native",
+            System::Slony => "slony",
         }
     }
 
@@ -104,6 +107,7 @@ impl System {
         match self {
             System::Pgferry => "ferry",
             System::Native => "native",
+            System::Slony => "slony",
         }
     }
 }
@@ -116,6 +120,10 @@ struct Bench {
     ferry_dst: Client,
     native_src: Client,
     native_dst: Client,
+    slony_src: Client,
+    slony_dst: Client,
+    /// Slony's two slon daemons (origin's, subscriber's) while it runs.
+    slons: Vec<std::process::Child>,
     target_port: u16,
     /// The source agent's --compression.
     compression: &'static str,
@@ -157,6 +165,7 @@ impl Bench {
             for sql in [
                 "create database ferry",
                 "create database native",
+                "create database slony",
                 "create role applier login password 'applier-pw'",
                 "grant create on database ferry to applier",
             ] {
@@ -171,11 +180,14 @@ impl Bench {
         let ferry_dst = target.connect("ferry").await;
         let native_src = source.connect("native").await;
         let native_dst = target.connect("native").await;
-        for client in [&ferry_src, &native_src] {
+        let slony_src = source.connect("slony").await;
+        let slony_dst = target.connect("slony").await;
+        for client in [&ferry_src, &native_src, &slony_src] {
             client.batch_execute(TABLES).await.expect("tables");
             client.batch_execute(PRELOAD).await.expect("preload");
         }
         native_dst.batch_execute(TABLES).await.expect("tables");
+        slony_dst.batch_execute(TABLES).await.expect("tables");
         ferry_dst.batch_execute(TABLES).await.expect("tables");
         ferry_dst
             .batch_execute(
@@ -192,6 +204,9 @@ impl Bench {
             ferry_dst,
             native_src,
             native_dst,
+            slony_src,
+            slony_dst,
+            slons: Vec::new(),
             target_port: free_port(),
             compression: "none",
             target_settings: &[],
@@ -279,6 +294,81 @@ impl Bench {
         }
     }
 
+    /// Replicates the measured tables with Slony-I: a cluster of two nodes,
+    /// one set, the subscriber's initial copy done; slon's settings are its
+    /// defaults but the SYNC check interval (`-s 100`, 2 s by default),
+    /// which is what bounds its lag. Done once the other systems' turns are
+    /// over, as native's is.
+    async fn set_up_slony(&mut self) {
+        let node = |cluster: &PgCluster| cluster.conninfo("slony", "postgres", "");
+        let mut script = format!(
+            "cluster name = bench;
+             node 1 admin conninfo = '{source}';
+             node 2 admin conninfo = '{target}';
+             init cluster (id = 1, comment = 'source');
+             create set (id = 1, origin = 1, comment = 'measured tables');\n",
+            source = node(&self.source),
+            target = node(&self.target),
+        );
+        for (id, table) in ["t_rep", "hb", "drain", "single_rep"].iter().enumerate() {
+            script.push_str(&format!(
+                "set add table (set id = 1, origin = 1, id = {}, fully qualified name = 'public.{table}');\n",
+                id + 1
+            ));
+        }
+        script.push_str(&format!(
+            "store node (id = 2, comment = 'target', event node = 1);
+             store path (server = 1, client = 2, conninfo = '{source}');
+             store path (server = 2, client = 1, conninfo = '{target}');\n",
+            source = node(&self.source),
+            target = node(&self.target),
+        ));
+        slonik(&script);
+        let origin = self.slon(&self.source, 0);
+        let subscriber = self.slon(&self.target, 1);
+        self.slons = vec![origin, subscriber];
+        // slonik waits for the slons to confirm the nodes before subscribing.
+        slonik(&format!(
+            "cluster name = bench;
+             node 1 admin conninfo = '{source}';
+             node 2 admin conninfo = '{target}';
+             subscribe set (id = 1, provider = 1, receiver = 2, forward = no);\n",
+            source = node(&self.source),
+            target = node(&self.target),
+        ));
+        self.wait_equal(System::Slony, "t_rep", Duration::from_secs(300))
+            .await;
+    }
+
+    /// Starts a slon daemon for `cluster`'s node, on `cpu` when pinned; its
+    /// output goes to `PGFERRY_BENCH_LOGS`/slon-N.log, when set.
+    fn slon(&self, cluster: &PgCluster, cpu: u32) -> std::process::Child {
+        let log = match std::env::var("PGFERRY_BENCH_LOGS") {
+            Ok(dir) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::path::Path::new(&dir).join(format!("slon-{cpu}.log")))
+                    .expect("slon log"),
+            ),
+            Err(_) => std::process::Stdio::null(),
+        };
+        // Under taskset from the start: slon forks its worker at once.
+        let mut command = std::process::Command::new("taskset");
+        if pinned() {
+            command.args(["-c", &cpu.to_string()]);
+        } else {
+            command.args(["-c", "0-1023"]);
+        }
+        command
+            .args(["slon", "-s", "100", "bench"])
+            .arg(cluster.conninfo("slony", "postgres", ""))
+            .stdout(log)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("slon runs")
+    }
+
     /// Starts both agents; the source agent reaches the target through
     /// `via` (a relay port) when given.
     async fn start_pgferry(&mut self, via: Option<u16>) {
@@ -347,6 +437,11 @@ impl Bench {
                 .batch_execute("alter subscription s disable")
                 .await
                 .expect("disable"),
+            System::Slony => {
+                if let Some(mut subscriber) = self.slons.pop() {
+                    stop_process(&mut subscriber);
+                }
+            }
         }
     }
 
@@ -358,6 +453,10 @@ impl Bench {
                 .batch_execute("alter subscription s enable")
                 .await
                 .expect("enable"),
+            System::Slony => {
+                let subscriber = self.slon(&self.target, 1);
+                self.slons.push(subscriber);
+            }
         }
     }
 
@@ -365,6 +464,7 @@ impl Bench {
         match system {
             System::Pgferry => (&self.ferry_src, &self.ferry_dst),
             System::Native => (&self.native_src, &self.native_dst),
+            System::Slony => (&self.slony_src, &self.slony_dst),
         }
     }
 
@@ -564,8 +664,12 @@ impl Bench {
     /// Measure: lag as in [`Bench::lag`], through a relay adding
     /// [`FAR_DELAY`] each way where each system crosses the network:
     /// between the agents for pgferry, between subscriber and publisher for
-    /// native. Returns (p50, p99, max) in ms.
+    /// native. Returns (p50, p99, max) in ms; not measured for Slony-I
+    /// (its subscriber's path to the origin would go through the relay).
     async fn lag_far(&mut self, system: System) -> (f64, f64, f64) {
+        if system == System::Slony {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
         let connect = |port: u16| {
             format!(
                 "alter subscription s connection 'host=127.0.0.1 port={port} user=postgres dbname=native'"
@@ -584,6 +688,7 @@ impl Bench {
                     .await
                     .expect("subscription through the relay");
             }
+            System::Slony => unreachable!("returned above"),
         }
         // Streaming through the relay before the clock runs.
         self.heartbeat(system, 8_000_000, Duration::from_secs(60))
@@ -599,6 +704,7 @@ impl Bench {
                 .batch_execute(&connect(self.source.port))
                 .await
                 .expect("subscription direct"),
+            System::Slony => unreachable!("returned above"),
         }
         lags
     }
@@ -1010,6 +1116,69 @@ fn pin(pid: &str, cpu: u32) {
         .expect("taskset runs");
 }
 
+/// Runs a slonik script, which must succeed.
+fn slonik(script: &str) {
+    use std::io::Write as _;
+    let mut slonik = std::process::Command::new("slonik")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("slonik runs");
+    slonik
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("slonik script");
+    let out = slonik.wait_with_output().expect("slonik");
+    assert!(
+        out.status.success(),
+        "slonik: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops a process with SIGTERM, then SIGKILL if it lingers.
+fn stop_process(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Why Slony-I cannot be measured here, if it cannot: its programs and
+/// the server's library are Debian's `slony1-2-bin` and
+/// `postgresql-NN-slony1-2`.
+fn slony_missing() -> Option<String> {
+    let found = |program: &str| {
+        std::process::Command::new(program)
+            .arg("-v")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let library = std::fs::read_dir(bindir().join("../lib")).is_ok_and(|dir| {
+        dir.flatten()
+            .any(|f| f.file_name().to_string_lossy().starts_with("slony1_funcs"))
+    });
+    if found("slonik") && found("slon") && library {
+        None
+    } else {
+        Some(
+            "Slony-I is not installed (apt-get install postgresql-15-slony1-2 slony1-2-bin)".into(),
+        )
+    }
+}
+
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
 /// five-minute `soak` runs only when listed there.
@@ -1026,7 +1195,7 @@ async fn main() {
     let mut bench = Bench::new().await;
     let mut results = Map::new();
     let mut queue = Map::new();
-    for system in [System::Pgferry, System::Native] {
+    for system in [System::Pgferry, System::Native, System::Slony] {
         let name = system.name();
         // PGFERRY_BENCH_SYSTEMS=pgferry (or native) measures one system.
         if std::env::var("PGFERRY_BENCH_SYSTEMS")
@@ -1038,6 +1207,28 @@ async fn main() {
             bench.stop_pgferry().await;
             eprintln!("native: subscribing...");
             bench.set_up_native().await;
+        }
+        if system == System::Slony {
+            if let Some(why) = slony_missing() {
+                eprintln!("slony: skipped: {why}");
+                results.insert(name.into(), json!({ "skipped": why }));
+                continue;
+            }
+            bench.stop_pgferry().await;
+            // Native's walsender would decode Slony's writes too.
+            bench
+                .native_dst
+                .batch_execute(
+                    "do $$ begin
+                         if exists (select from pg_subscription where subname = 's') then
+                             alter subscription s disable;
+                         end if;
+                     end $$",
+                )
+                .await
+                .expect("native paused");
+            eprintln!("slony: subscribing...");
+            bench.set_up_slony().await;
         }
         let nan = f64::NAN;
         let (mut rep, mut plain, mut overhead) = (nan, nan, nan);
@@ -1078,7 +1269,7 @@ async fn main() {
             (far_p50, far_p99, far_max) = bench.lag_far(system).await;
         }
         let (mut insert, mut update) = (nan, nan);
-        if selected("bulk") {
+        if selected("bulk") && system != System::Slony {
             eprintln!("{name}: bulk 1M-row insert and update...");
             (insert, update) = bench.bulk(system).await;
             bench.record_queue(system, &mut queue, "after_bulk").await;
@@ -1095,6 +1286,9 @@ async fn main() {
                 "bulk_insert_s": insert, "bulk_update_s": update,
             }),
         );
+        for mut slon in std::mem::take(&mut bench.slons) {
+            stop_process(&mut slon);
+        }
     }
     bench
         .native_dst
@@ -1167,9 +1361,9 @@ fn print_table(r: &Value) {
         println!("PGFERRY_BENCH_PIN=1: the source's side on CPU 0, the target's on CPU 1");
         println!();
     }
-    let (p, n) = (&r["pgferry"], &r["native"]);
-    println!("| measure | pgferry | native | pgferry / native |");
-    println!("|---|---|---|---|");
+    let (p, n, sl) = (&r["pgferry"], &r["native"], &r["slony"]);
+    println!("| measure | pgferry | native | Slony-I | pgferry / native | pgferry / Slony-I |");
+    println!("|---|---|---|---|---|---|");
     // Name, where in each system's results, decimals.
     let rows = [
         (
@@ -1216,7 +1410,16 @@ fn print_table(r: &Value) {
     for (name, at, digits) in rows {
         let a = p.pointer(at).map_or(f64::NAN, f);
         let b = n.pointer(at).map_or(f64::NAN, f);
-        println!("| {name} | {a:.digits$} | {b:.digits$} | {:.2} |", a / b);
+        let c = sl.pointer(at).map_or(f64::NAN, f);
+        println!(
+            "| {name} | {a:.digits$} | {b:.digits$} | {c:.digits$} | {:.2} | {:.2} |",
+            a / b,
+            a / c
+        );
+    }
+    if let Some(why) = sl["skipped"].as_str() {
+        println!();
+        println!("Slony-I: not measured: {why}");
     }
     println!();
     println!(
