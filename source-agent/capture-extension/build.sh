@@ -10,14 +10,19 @@ cd "$(dirname "$0")"
 bindir=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 major=$("$bindir/postgres" --version | sed -E 's/.* ([0-9]+)[.].*/\1/')
 pg_config="$bindir/pg_config"
-if [ ! -x "$pg_config" ] || [ ! -d "$("$pg_config" --includedir-server 2>/dev/null)" ] \
-    || ! ldconfig -p 2>/dev/null | grep -q libclang; then
+headers=$("$pg_config" --includedir-server 2>/dev/null || true)
+clang_missing() {
+    command -v dpkg-query >/dev/null &&
+        ! dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q "ok installed"
+}
+if [ ! -f "$headers/postgres.h" ] || clang_missing; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         # The headers of the server's own version: a newer candidate would
         # upgrade the client packages too.
         version=$(dpkg-query -W -f='${Version}' "postgresql-$major")
-        apt-get install -y -qq "postgresql-server-dev-$major=$version" libclang-dev >/dev/null ||
-            { apt-get update -qq && apt-get install -y -qq "postgresql-server-dev-$major=$version" libclang-dev >/dev/null; }
+        packages=("postgresql-server-dev-$major=$version" libclang-dev)
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null; }
     else
         echo "building the compiled capture needs postgresql-server-dev-$major and libclang-dev" >&2
         exit 1

@@ -26,7 +26,11 @@ begin
     update pgferry.tables set copy_snapshot = null
     where state = 'replicating' and copy_snapshot is not null
       and pg_snapshot_xmax(copy_snapshot) <= pg_snapshot_xmin(v_snapshot);
-    perform pgferry.forget_removed();
+    -- Its join walked the whole queue at every ack, though a table is
+    -- seldom being removed.
+    if exists (select from pgferry.tables where removed) then
+        perform pgferry.forget_removed();
+    end if;
     return v_deleted;
 end
 $$;
