@@ -161,10 +161,11 @@ pub struct RunArgs {
     #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub max_coalesce: Duration,
     /// Cut batches that may wait to be applied before the cutter holds off
-    /// and lets the next batch grow (2: one being applied, one on its way).
-    /// On a long link raise it toward --window: with 2 the cutter cuts about
-    /// once per round trip, which every change then waits for.
-    #[arg(long, env = "PGFERRY_MAX_UNAPPLIED_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    /// and lets the next batch grow. As many as --window by default: with
+    /// only 2 the cutter cut about once per round trip on a long link, which
+    /// every change then waited for; under load the coalescing, not this,
+    /// sets the batches' size.
+    #[arg(long, env = "PGFERRY_MAX_UNAPPLIED_BATCHES", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unapplied_batches: u32,
     /// How many batches may be sent and not yet acknowledged.
     #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
