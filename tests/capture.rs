@@ -83,6 +83,9 @@ async fn compiled_and_plpgsql_capture_queue_the_same_changes() {
             source_agent(&["add-table", "--source-db", &conninfo, table]).await;
         }
         assert_eq!(compiled_triggers(&client).await > 0, db == "compiled");
+        let status = source_agent(&["status", "--source-db", &conninfo, "--json"]).await;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["capture"], choice, "{status}");
         client.batch_execute(WORKLOAD).await.unwrap();
         queues.push(queue(&client).await);
     }

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Replication state as `status` prints it.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// Which functions the capture triggers call: `compiled` (extension
+    /// pgferry_capture) or `plpgsql` (see `install --capture`).
+    pub capture: String,
     /// Every registered table.
     pub tables: Vec<TableStatus>,
     /// Every replicated sequence.
@@ -87,7 +90,9 @@ pub async fn read(client: &Client) -> Result<Status> {
             "select (select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint from pgferry.queue),
                     coalesce((select extract(epoch from now() - min(captured_at))::float8 from pgferry.queue), 0),
                     (select max(batch_id) from pgferry.batch),
-                    t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text
+                    t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text,
+                    case when exists (select from pg_extension where extname = 'pgferry_capture')
+                         then 'compiled' else 'plpgsql' end
              from pgferry.target t",
             &[],
         )
@@ -139,6 +144,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         })
         .collect();
     Ok(Status {
+        capture: row.get(7),
         tables,
         sequences,
         pending_changes: row.get(0),
@@ -153,6 +159,7 @@ pub async fn read(client: &Client) -> Result<Status> {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "capture:          {}", self.capture)?;
         writeln!(f, "pending changes:  {}", self.pending_changes)?;
         writeln!(f, "oldest pending:   {:.1}s", self.oldest_pending_age_secs)?;
         writeln!(
