@@ -153,8 +153,14 @@ impl Bench {
             let slow = "log_lock_waits = on\nsession_preload_libraries = 'auto_explain'\n\
                         auto_explain.log_min_duration = '5s'\n";
             let durable = format!("{durable}{slow}");
+            // PGFERRY_BENCH_STATEMENTS=1: where the source's time goes.
+            let source_extra = if statements_shown() {
+                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n"
+            } else {
+                ""
+            };
             (
-                PgCluster::start_with(&format!("{durable}{logical}")),
+                PgCluster::start_with(&format!("{durable}{logical}{source_extra}")),
                 PgCluster::start_with(&format!("{durable}{subscriber}")),
             )
         })
@@ -197,6 +203,14 @@ impl Bench {
             )
             .await
             .expect("owners");
+        if statements_shown() {
+            for client in [&ferry_src, &native_src, &slony_src] {
+                client
+                    .batch_execute("create extension pg_stat_statements")
+                    .await
+                    .expect("pg_stat_statements");
+            }
+        }
         let mut bench = Bench {
             source,
             target,
@@ -292,6 +306,41 @@ impl Bench {
             assert!(Instant::now() < deadline, "native table sync not done");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// With `PGFERRY_BENCH_STATEMENTS=1`: prints the source database's
+    /// statements that took most time since the last call (nested ones
+    /// too: what the capture and the agents run), then starts counting
+    /// afresh; `None` only starts afresh.
+    async fn statements(&self, system: System, measure: Option<&str>) {
+        if !statements_shown() {
+            return;
+        }
+        let (src, _) = self.sessions(system);
+        if let Some(measure) = measure {
+            eprintln!(
+                "{}: source statements during {measure} (ms, calls, statement):",
+                system.name()
+            );
+            for row in src
+                .query(
+                    "select round(total_exec_time)::bigint, calls,
+                            left(regexp_replace(query, '\\s+', ' ', 'g'), 120)
+                     from pg_stat_statements
+                     where dbid = (select oid from pg_database where datname = current_database())
+                     order by total_exec_time desc limit 20",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_statements")
+            {
+                let (ms, calls, query): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+                eprintln!("{ms:>8} {calls:>8}  {query}");
+            }
+        }
+        src.batch_execute("select pg_stat_statements_reset()")
+            .await
+            .expect("pg_stat_statements_reset");
     }
 
     /// Replicates the measured tables with Slony-I: a cluster of two nodes,
@@ -1179,6 +1228,11 @@ fn slony_missing() -> Option<String> {
     }
 }
 
+/// Whether `PGFERRY_BENCH_STATEMENTS=1` asks for the source's statements.
+fn statements_shown() -> bool {
+    std::env::var("PGFERRY_BENCH_STATEMENTS").is_ok_and(|on| on == "1")
+}
+
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
 /// five-minute `soak` runs only when listed there.
@@ -1234,7 +1288,9 @@ async fn main() {
         let (mut rep, mut plain, mut overhead) = (nan, nan, nan);
         if selected("overhead") {
             eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
+            bench.statements(system, None).await;
             (rep, plain, overhead) = bench.overhead(system);
+            bench.statements(system, Some("overhead")).await;
             bench
                 .record_queue(system, &mut queue, "after_overhead")
                 .await;
@@ -1242,7 +1298,9 @@ async fn main() {
         let (mut single_rep, mut single_plain) = (nan, nan);
         if selected("single") {
             eprintln!("{name}: 200k single-statement autocommit changes...");
+            bench.statements(system, None).await;
             (single_rep, single_plain) = bench.single_statements(system);
+            bench.statements(system, Some("single")).await;
             bench
                 .wait_equal(system, "single_rep", Duration::from_secs(300))
                 .await;
