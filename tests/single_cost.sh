@@ -4,7 +4,8 @@
 # DELETEs on a plain table, on one replicated with the PL/pgSQL capture and
 # on one with the compiled capture (each in a database of its own, as
 # `install --capture` picks per database), in turn, two rounds (the first
-# warms the cache up). Prints TPS per phase and the seconds of the three.
+# warms the cache up). Prints TPS and WAL bytes per statement for each phase,
+# and the seconds of the three.
 # One throwaway cluster (fsync on); release build; the compiled capture must
 # be installed (source-agent/capture-extension/build.sh).
 set -euo pipefail
@@ -13,10 +14,15 @@ source tests/prereqs.sh
 cargo build --release -p source-agent
 
 source tests/scratch_cluster.sh
+lsn() { psql -qXtA "$db" -c "select pg_current_wal_insert_lsn()"; }
 run() { # database, table, statement (with the table as %s twice at most), count
     printf "$3" "$2" "$2" >"$dir/s.sql"
+    local before
+    before=$(lsn)
     "$PG_BINDIR/pgbench" -n -h "$dir" -p "$port" -U postgres -c 1 -t "$4" -f "$dir/s.sql" "$1" 2>/dev/null |
         awk '/^tps/ {printf "%.0f", $3}'
+    # WAL bytes per statement (checkpoints' full-page images included).
+    printf "/%s" "$(psql -qXtA "$db" -c "select round(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$before') / $4)")"
 }
 for capture in plpgsql compiled; do
     sql "create database $capture"
@@ -28,7 +34,7 @@ for capture in plpgsql compiled; do
 done
 sql "create table s_rep (id int primary key, v int not null);
      create sequence s_rep_insert; create sequence s_rep_delete;"
-echo "| round | capture | INSERT TPS | UPDATE TPS | DELETE TPS | seconds |"
+echo "| round | capture | INSERT TPS / WAL bytes each | UPDATE | DELETE | seconds |"
 echo "|---|---|---|---|---|---|"
 for round in 1 2; do
     for database in plpgsql compiled postgres; do
@@ -39,6 +45,6 @@ for round in 1 2; do
         name=$database
         [ "$database" = postgres ] && name="none (plain table)"
         awk -v r=$round -v t="$name" -v i=$i -v u=$u -v d=$d \
-            'BEGIN { printf "| %d | %s | %d | %d | %d | %.1f |\n", r, t, i, u, d, 20000/i + 10000/u + 10000/d }'
+            'BEGIN { printf "| %d | %s | %s | %s | %s | %.1f |\n", r, t, i, u, d, 20000/i + 10000/u + 10000/d }'
     done
 done
