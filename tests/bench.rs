@@ -402,15 +402,16 @@ impl Bench {
             ),
             Err(_) => std::process::Stdio::null(),
         };
-        // Under taskset from the start: slon forks its worker at once.
-        let mut command = std::process::Command::new("taskset");
-        if pinned() {
-            command.args(["-c", &cpu.to_string()]);
+        // Pinned from the start (slon forks its worker at once).
+        let mut command = if pinned() {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string(), "slon"]);
+            taskset
         } else {
-            command.args(["-c", "0-1023"]);
-        }
+            std::process::Command::new("slon")
+        };
         command
-            .args(["slon", "-s", "100", "bench"])
+            .args(["-s", "100", "bench"])
             .arg(cluster.conninfo("slony", "postgres", ""))
             .stdout(log)
             .stderr(std::process::Stdio::null())

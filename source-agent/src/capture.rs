@@ -51,7 +51,7 @@ pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
 }
 
 /// The extension with the compiled capture functions.
-const EXTENSION: &str = "pgferry_capture";
+pub(crate) const EXTENSION: &str = "pgferry_capture";
 
 /// Makes the capture triggers call the compiled functions or the PL/pgSQL
 /// ones, as `choice` says, and re-makes every table's triggers if that
@@ -88,7 +88,7 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
                 .await
                 .map_err(Error::db("choosing the capture"))?;
             match savepoint
-                .batch_execute("create extension pgferry_capture schema pgferry")
+                .batch_execute(&format!("create extension {EXTENSION} schema pgferry"))
                 .await
             {
                 Ok(()) => {
@@ -114,7 +114,7 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
     if wanted != installed {
         if !wanted {
             // Cascade: the triggers that call its functions, made again below.
-            tx.batch_execute("drop extension pgferry_capture cascade")
+            tx.batch_execute(&format!("drop extension {EXTENSION} cascade"))
                 .await
                 .map_err(Error::db("dropping the compiled capture"))?;
         }

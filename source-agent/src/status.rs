@@ -91,10 +91,10 @@ pub async fn read(client: &Client) -> Result<Status> {
                     coalesce((select extract(epoch from now() - min(captured_at))::float8 from pgferry.queue), 0),
                     (select max(batch_id) from pgferry.batch),
                     t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text,
-                    case when exists (select from pg_extension where extname = 'pgferry_capture')
+                    case when exists (select from pg_extension where extname = $1)
                          then 'compiled' else 'plpgsql' end
              from pgferry.target t",
-            &[],
+            &[&crate::capture::EXTENSION],
         )
         .await
         .map_err(Error::db("reading status"))?;

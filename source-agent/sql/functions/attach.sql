@@ -28,17 +28,13 @@ begin
         || coalesce((select string_agg(format(', %L', c), '' order by n)
                      from unnest(t.columns) with ordinality u(c, n)), '');
     if t.row_filter is null then
-        if t.columns is null then
-            execute format('create trigger pgferry_capture_insert after insert on %s
-                            referencing new table as pgferry_new for each statement
-                            execute function %s(%L, %L)',
-                           v_rel, v_rows, t.table_id, 'I');
-        else
-            execute format('create trigger pgferry_capture_insert after insert on %s
-                            referencing new table as pgferry_new for each statement
-                            execute function pgferry.capture(%s)',
-                           v_rel, format('%L, %L, %s', t.table_id, '', v_args));
-        end if;
+        execute format('create trigger pgferry_capture_insert after insert on %s
+                        referencing new table as pgferry_new for each statement
+                        execute function %s',
+                       v_rel, case when t.columns is null
+                                   then format('%s(%L, %L)', v_rows, t.table_id, 'I')
+                                   else format('pgferry.capture(%L, %L, %s)', t.table_id, '', v_args)
+                              end);
         -- A delete carries the key alone, whatever the columns replicated.
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
