@@ -422,6 +422,10 @@ impl Bench {
     /// Starts both agents; the source agent reaches the target through
     /// `via` (a relay port) when given.
     async fn start_pgferry(&mut self, via: Option<u16>) {
+        // Agents still running would hold the target's port (the new target
+        // agent failed to bind while the old one served) and their logs
+        // would be lost.
+        self.stop_pgferry().await;
         let mut target_args = vec![
             "run".to_string(),
             "--target-db".into(),

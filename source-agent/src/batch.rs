@@ -116,13 +116,16 @@ pub struct Pace {
     pub max_unapplied: u32,
 }
 
-/// How long the cutter waits per change the last batch carried. Below a
-/// thousand changes a second (the lag measure's 500) each batch is cut a
-/// tick after the last; above, the batches grow until the wait reaches
-/// `max_coalesce`: each batch costs the source a cut, a read and an
-/// acknowledgement whatever its size, which a writer's few thousand
-/// single-row commits a second must not pay hundreds of times a second.
-const COALESCE_PER_CHANGE: Duration = Duration::from_millis(1);
+/// How long the cutter waits per change the last batch carried. Below two
+/// thousand changes a second each batch is cut a tick after the last;
+/// above, the batches grow until the wait reaches `max_coalesce`: each
+/// batch costs the source a cut, a read and an acknowledgement whatever
+/// its size, which a writer's few thousand single-row commits a second
+/// must not pay hundreds of times a second. At 1 ms per change the bench's
+/// lag load (about 800 changes a second: 500 TPS and heartbeats) sat near
+/// the threshold and its batches drifted to 3-6 ms apart (debug log of
+/// `PGFERRY_BENCH_ONLY=lag`), with the same writers' cost as now.
+const COALESCE_PER_CHANGE: Duration = Duration::from_micros(500);
 
 impl Pace {
     /// The least time between two cuts after a batch of `changes`.
@@ -215,12 +218,13 @@ async fn cut_session(
     let mut last_cut = tokio::time::Instant::now();
     loop {
         // An applied batch may have been what held the next cut back: cut
-        // at once rather than at the next tick.
+        // at once rather than at the next tick. The tick counts from the
+        // last look's start, so a look's own time does not add to it.
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
             Ok(()) = applied_rx.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(last_cut + wait) => {}
         }
         let gathered = last_cut + pace.interval(*sent_rx.borrow());
         tokio::select! {
@@ -686,7 +690,7 @@ mod tests {
 
     #[test]
     fn a_busy_source_gathers_changes_up_to_the_limit() {
-        assert_eq!(PACE.interval(4), Duration::from_millis(4));
+        assert_eq!(PACE.interval(4), Duration::from_millis(2));
         assert_eq!(PACE.interval(20), PACE.max_coalesce);
         assert_eq!(PACE.interval(1_000_000), PACE.max_coalesce);
     }

@@ -155,7 +155,7 @@ pub struct RunArgs {
     #[arg(long, env = "PGFERRY_IDLE_TICK", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub idle_tick: Duration,
     /// The longest the cutter lets changes gather under load: after a batch
-    /// of n changes it waits n x 200 us (at least --tick, at most this)
+    /// of n changes it waits n x 500 us (at least --tick, at most this)
     /// before the next cut, so a busy source ships fewer, larger batches
     /// and a quiet one is not slowed down.
     #[arg(long, env = "PGFERRY_MAX_COALESCE", default_value = "25ms", value_parser = humantime::parse_duration)]
