@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgferry_proto::install::{InstallError, Schema, install, is_current};
+use pgferry_runtime::install::{InstallError, Schema, install, is_current};
 use support::setup::{APPLIER, SEED_TABLE, expect_success, source_agent};
 use support::{Agent, PgCluster, Replication, run_command};
 

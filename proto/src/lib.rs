@@ -1,17 +1,10 @@
-//! pgferry's wire contract (the gRPC service both agents speak) and the few
-//! pieces both agents share: layered configuration, database connections,
-//! shutdown signals, health reporting, reflection and log set-up.
+//! pgferry's wire contract: the gRPC service both agents speak, generated
+//! from `proto/pgferry.proto`, the conversions of its messages into the
+//! domain's changes, and the descriptors that serve reflection. Anything
+//! that only needs to speak to an agent depends on this crate alone.
 
 pub mod change;
-pub mod config;
-pub mod db;
-pub mod health;
-pub mod install;
-pub mod metrics;
 pub mod reflection;
-pub mod shutdown;
-pub mod sql;
-pub mod telemetry;
 
 /// Types and service stubs generated from `proto/pgferry.proto`.
 #[allow(missing_docs)]
@@ -25,28 +18,3 @@ pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
-
-/// HTTP/2 flow-control window of the replication stream: the default of
-/// the target's --receive-window-bytes, and the source's (which receives
-/// only acknowledgements). A stream carries at most one window per round
-/// trip (h2's 64 KiB default caps a 100 ms round trip at 640 KB/s; this
-/// one at 160 MiB/s, so a catch-up between datacenters is not held to one
-/// window per round trip), and the receiver may hold up to one window of
-/// data it has not applied yet.
-pub const HTTP2_WINDOW: u32 = 16 * 1024 * 1024;
-
-/// An error with its causes, outermost first: a transport error says only
-/// "transport error", the reason (refused, a certificate not trusted) is
-/// further down. A cause its wrapper already quotes is not repeated.
-pub fn causes(err: &dyn std::error::Error) -> String {
-    let mut text = String::new();
-    for message in std::iter::successors(Some(err), |err| err.source()).map(ToString::to_string) {
-        if !text.contains(&message) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&message);
-        }
-    }
-    text
-}

@@ -9,6 +9,10 @@
 
 use std::time::Duration;
 
+use pgferry_runtime::recovery::Recovery;
+
+use crate::error::Error;
+
 /// The first wait, and the one after progress.
 const LEAST: Duration = Duration::from_millis(100);
 
@@ -38,8 +42,20 @@ impl Backoff {
         self.next = LEAST.min(self.most);
     }
 
-    /// The wait before the next attempt, after a failure; `refused` says the
-    /// peer refused the connection outright.
+    /// The wait before trying again after `err`, by what it needs
+    /// ([`Error::recovery`]); `None`: stop. A failure that needs an operator
+    /// is tried again at `--max-backoff`, so replication resumes on its own
+    /// once the fix is in, without hammering what is broken meanwhile.
+    pub fn after(&mut self, err: &Error) -> Option<Duration> {
+        match err.recovery() {
+            Recovery::Retry => Some(self.failed(err.is_connection_refused())),
+            Recovery::Operator => Some(jitter(self.most)),
+            Recovery::Stop => None,
+        }
+    }
+
+    /// The wait before the next attempt, after a failure that passes;
+    /// `refused` says the peer refused the connection outright.
     pub fn failed(&mut self, refused: bool) -> Duration {
         let base = if refused {
             AFTER_REFUSED.min(self.most)
@@ -48,9 +64,14 @@ impl Backoff {
             self.next = (self.next * 2).min(self.most);
             base
         };
-        // Half to all of it.
-        base.mul_f64(0.5 + fastrand::f64() / 2.0)
+        jitter(base)
     }
+}
+
+/// Half to all of `base`, so agents that failed together do not retry in
+/// step.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]
@@ -58,7 +79,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_double_up_to_max_backoff_with_jitter_and_reset_on_progress() {
+    fn waits_double_up_to_max_backoff_with_jitter_and_an_operator_is_waited_for_at_max_backoff() {
         let most = Duration::from_secs(1);
         let mut backoff = Backoff::new(most);
         let waits: Vec<Duration> = (0..8).map(|_| backoff.failed(false)).collect();
@@ -75,6 +96,13 @@ mod tests {
         );
         backoff.reset();
         assert!(backoff.failed(false) <= LEAST);
+        let diverged = Error::Diverged {
+            target: 7,
+            reason: "has cut only up to batch 5".into(),
+        };
+        let wait = backoff.after(&diverged).expect("retried slowly");
+        assert!(wait >= most / 2 && wait <= most, "{wait:?}");
+        assert_eq!(backoff.after(&Error::AlreadyRunning), None, "a stop");
         let mut tiny = Backoff::new(Duration::from_millis(10));
         assert!(tiny.failed(false) <= Duration::from_millis(10));
         assert!(tiny.failed(true) <= Duration::from_millis(10));

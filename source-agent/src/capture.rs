@@ -3,7 +3,7 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-use pgferry_proto::install::Schema;
+use pgferry_runtime::install::Schema;
 
 use crate::cli::CaptureChoice;
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ pub const SCHEMA: Schema = Schema {
 /// Creates pgferry's schema, or upgrades it in place; a no-op when current.
 /// Returns the version before and after.
 pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
-    Ok(pgferry_proto::install::install(client, &SCHEMA).await?)
+    Ok(pgferry_runtime::install::install(client, &SCHEMA).await?)
 }
 
 /// The extension with the compiled capture functions.
@@ -101,11 +101,11 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
                 Err(err) if choice == CaptureChoice::Compiled => {
                     return Err(Error::CompiledCaptureUnavailable(format!(
                         "which could not be created: {}",
-                        pgferry_proto::db::describe(&err)
+                        pgferry_runtime::db::describe(&err)
                     )));
                 }
                 Err(err) => {
-                    tracing::warn!(error = %pgferry_proto::db::describe(&err), "the compiled capture could not be created; using PL/pgSQL");
+                    tracing::warn!(error = %pgferry_runtime::db::describe(&err), "the compiled capture could not be created; using PL/pgSQL");
                     false
                 }
             }
@@ -131,7 +131,7 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
 /// Fails with [`Error::NotInstalled`] unless `install` has run, and with
 /// an install error unless it ran this binary's scripts.
 pub async fn ensure_installed(client: &Client) -> Result<()> {
-    if pgferry_proto::install::is_current(client, MIGRATIONS).await? {
+    if pgferry_runtime::install::is_current(client, MIGRATIONS).await? {
         Ok(())
     } else {
         Err(Error::NotInstalled)

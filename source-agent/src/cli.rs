@@ -1,5 +1,5 @@
 //! The command line: subcommands and their settings. Every flag can also come
-//! from `PGFERRY_<FLAG>` or from `--config FILE.toml` (see `pgferry_proto::config`).
+//! from `PGFERRY_<FLAG>` or from `--config FILE.toml` (see `pgferry_runtime::config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
     let mut client = None;
     loop {
         if client.is_none() {
-            client = pgferry_proto::db::connect(&config).await.ok();
+            client = pgferry_runtime::db::connect(&config).await.ok();
         }
         if let Some(c) = &client {
             match read(c).await {

@@ -1,20 +1,24 @@
 //! The source agent's one error type. Each variant names what it is about
-//! (table, batch, setting) and knows whether trying again can help.
+//! (table, batch, setting) and knows what it needs: a retry, an operator or
+//! a stop ([`Recovery`]).
+
+use pgferry_runtime::recovery::Recovery;
+use tonic::Code;
 
 /// Everything that can go wrong on the source side.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A setting is missing or invalid.
     #[error(transparent)]
-    Config(#[from] pgferry_proto::config::ConfigError),
+    Config(#[from] pgferry_runtime::config::ConfigError),
     /// The CONNINFO does not parse.
     #[error(transparent)]
-    Conninfo(#[from] pgferry_proto::db::BadConninfo),
+    Conninfo(#[from] pgferry_runtime::db::BadConninfo),
     /// The source database did not accept the connection.
-    #[error("cannot connect to the source database: {}", pgferry_proto::db::describe(.0))]
+    #[error("cannot connect to the source database: {}", pgferry_runtime::db::describe(.0))]
     Connect(#[source] tokio_postgres::Error),
     /// A statement failed on the source database.
-    #[error("source database, {context}: {}", pgferry_proto::db::describe(.source))]
+    #[error("source database, {context}: {}", pgferry_runtime::db::describe(.source))]
     Db {
         /// What the agent was doing.
         context: &'static str,
@@ -27,7 +31,7 @@ pub enum Error {
     NotInstalled,
     /// `install` failed; nothing was changed.
     #[error("install: {0}")]
-    Install(#[from] pgferry_proto::install::InstallError),
+    Install(#[from] pgferry_runtime::install::InstallError),
     /// `install --capture compiled` without a usable pgferry_capture extension.
     #[error(
         "setting `capture`: compiled capture needs the pgferry_capture extension, {0} (build and install it with source-agent/capture-extension/build.sh, or install with --capture plpgsql)"
@@ -106,7 +110,7 @@ pub enum Error {
     #[error("setting `auth-token-file`: the token must be printable ASCII")]
     BadToken,
     /// Could not reach the target agent.
-    #[error("cannot reach the target agent: {}", pgferry_proto::causes(.0))]
+    #[error("cannot reach the target agent: {}", pgferry_runtime::causes(.0))]
     Transport(#[from] tonic::transport::Error),
     /// The target agent refused or failed the stream.
     #[error("target agent: {}", status_text(.0))]
@@ -157,20 +161,66 @@ impl Error {
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
         })
     }
-
-    /// Whether the run loop should try again (after a back-off) rather than
-    /// stop: everything that a returning database, agent or network can cure.
-    pub fn is_retryable(&self) -> bool {
+    /// What this failure needs before replication can go on, for every
+    /// loop that retries (the session, the cutter). Matched in full, so a
+    /// new variant must say.
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Error::Connect(_)
-            | Error::Transport(_)
-            | Error::Target(_)
-            | Error::TargetClosed
-            | Error::Protocol(_) => true,
-            Error::Db { source, .. } => pgferry_proto::db::is_retryable(source),
-            Error::Diverged { .. } => true,
-            _ => false,
+            Error::Connect(source) | Error::Db { source, .. } => {
+                pgferry_runtime::db::recovery(source)
+            }
+            Error::Transport(_) | Error::TargetClosed | Error::Protocol(_) => Recovery::Retry,
+            Error::Target(status) => target_recovery(status.code()),
+            Error::NotInstalled | Error::Diverged { .. } => Recovery::Operator,
+            Error::Config(_)
+            | Error::Conninfo(_)
+            | Error::Install(_)
+            | Error::CompiledCaptureUnavailable(_)
+            | Error::BadTableName(_)
+            | Error::UnknownTable(_)
+            | Error::NotATable(_)
+            | Error::TransactionIdsBehind { .. }
+            | Error::Partitioned(_)
+            | Error::Unlogged(_)
+            | Error::NoKey(_)
+            | Error::BadColumns { .. }
+            | Error::BadFilter { .. }
+            | Error::EmptySchema(_)
+            | Error::NotASequence(_)
+            | Error::SequenceAlreadyAdded(_)
+            | Error::AlreadyAdded(_)
+            | Error::NotReplicated(_)
+            | Error::BadTarget(_)
+            | Error::BadToken
+            | Error::AlreadyRunning
+            | Error::Io { .. } => Recovery::Stop,
         }
+    }
+}
+
+/// What a status the target agent answered with needs: the target maps its
+/// own errors to codes in one place (target-agent/src/error.rs); those that
+/// pass are retried, those that stay (a change the target refuses, a table
+/// it lacks, credentials) need an operator.
+fn target_recovery(code: Code) -> Recovery {
+    match code {
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Internal
+        | Code::Unavailable
+        | Code::ResourceExhausted => Recovery::Retry,
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::DataLoss
+        | Code::Unauthenticated => Recovery::Operator,
     }
 }
 
@@ -182,7 +232,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn status_text(status: &tonic::Status) -> String {
     let text = format!("{}: {}", status.code(), status.message());
     match std::error::Error::source(status) {
-        Some(cause) => format!("{text}: {}", pgferry_proto::causes(cause)),
+        Some(cause) => format!("{text}: {}", pgferry_runtime::causes(cause)),
         None => text,
     }
 }

@@ -5,16 +5,21 @@
 
 pub mod ack;
 pub mod backoff;
-pub mod batch;
 pub mod capture;
+pub mod catalog;
+pub mod channel;
 pub mod cli;
+pub mod copy;
+pub mod cut;
 pub mod delay;
 pub mod error;
 pub mod metrics;
+pub mod ship;
 pub mod status;
 pub mod stream;
+pub mod upkeep;
 
-use pgferry_proto::{db, health};
+use pgferry_runtime::{db, health};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -130,7 +135,7 @@ fn database(common: &Common) -> Result<tokio_postgres::Config> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = database(&args.common)?;
-    let token = pgferry_proto::config::read_optional_secret(
+    let token = pgferry_runtime::config::read_optional_secret(
         "auth-token-file",
         args.auth_token_file.as_deref(),
     )?;
@@ -139,19 +144,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     {
         return Err(Error::BadToken);
     }
-    let endpoint = stream::endpoint(&args)?;
+    let endpoint = channel::endpoint(&args)?;
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
-    batch::check_transaction_ids(&probe).await?;
+    cut::check_transaction_ids(&probe).await?;
     drop(probe);
 
-    let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
+    let cancel = pgferry_runtime::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
     })?;
     if let Some(addr) = args.metrics_listen {
-        pgferry_proto::metrics::serve(addr)?;
+        pgferry_runtime::metrics::serve(addr)?;
     }
     let tasks = TaskTracker::new();
     if let Some(addr) = args.health_listen {
@@ -183,16 +188,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
 
-    tasks.spawn(ack::vacuum_loop(db_config.clone(), cancel.child_token()));
+    tasks.spawn(upkeep::vacuum_loop(db_config.clone(), cancel.child_token()));
     if args.metrics_listen.is_some() {
         tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
     }
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let (sent_tx, sent_rx) = watch::channel(0u64);
-    let mut cutter = tasks.spawn(batch::cut_loop(
+    let mut cutter = tasks.spawn(cut::cut_loop(
         db_config.clone(),
-        batch::Pace {
+        cut::Pace {
             tick: args.tick,
             idle_tick: args.idle_tick,
             max_coalesce: args.max_coalesce,

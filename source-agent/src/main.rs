@@ -4,8 +4,8 @@ use source_agent::cli::Cli;
 use source_agent::error::Error;
 
 fn main() {
-    let cli: Cli = pgferry_proto::config::parse().unwrap_or_else(|err| err.exit());
-    pgferry_proto::telemetry::init();
+    let cli: Cli = pgferry_runtime::config::parse().unwrap_or_else(|err| err.exit());
+    pgferry_runtime::telemetry::init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     if let Err(err) = runtime.block_on(source_agent::execute(cli.command)) {
         eprintln!("error: {err}");

@@ -2,6 +2,7 @@
 //! target is, and the last error, read from the source database alone (so it
 //! works while the agent or the target is down).
 
+use pgferry_runtime::recovery::Recovery;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -205,5 +206,33 @@ impl std::fmt::Display for Status {
             writeln!(f, "  sequence {} -> {}", s.source, s.target)?;
         }
         Ok(())
+    }
+}
+
+/// Records the error that stopped replication, for `status`.
+async fn record_error_on(client: &Client, error: &str) -> Result<()> {
+    client
+        .execute(
+            "update pgferry.target set last_error = $1, last_error_at = now()",
+            &[&error],
+        )
+        .await
+        .map_err(Error::db("recording the last error"))?;
+    Ok(())
+}
+
+/// Records the error that stopped a replication session where `status`
+/// shows it, on a session of its own (the failed one may be gone).
+pub async fn record_error(db_config: &tokio_postgres::Config, error: &Error) {
+    let text = match error.recovery() {
+        Recovery::Operator => format!("needs an operator: {error}"),
+        Recovery::Retry | Recovery::Stop => error.to_string(),
+    };
+    let recorded = match pgferry_runtime::db::connect(db_config).await {
+        Ok(client) => record_error_on(&client, &text).await,
+        Err(err) => Err(Error::Connect(err)),
+    };
+    if let Err(err) = recorded {
+        tracing::warn!(error = %err, "could not record the error in the source database");
     }
 }

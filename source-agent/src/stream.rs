@@ -5,20 +5,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pgferry_proto::config::ConfigError;
+use pgferry_proto::PROTOCOL_VERSION;
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
-use pgferry_proto::{PROTOCOL_VERSION, db};
+use pgferry_runtime::db;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
-use crate::batch::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::cli::RunArgs;
+use crate::cut;
 use crate::error::{Error, Result};
-use crate::{ack, metrics};
+use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
+use crate::{ack, catalog, metrics, status};
+use pgferry_runtime::recovery::Recovery;
 
 /// Largest message either way; a chunk of `chunk_rows` changes must fit.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -61,102 +63,26 @@ pub async fn run(
                 tracing::info!("target closed the stream; reconnecting");
                 backoff.failed(false)
             }
-            Err(err) if err.is_retryable() => {
-                let wait = backoff.failed(err.is_connection_refused());
+            Err(err) => {
+                let Some(wait) = backoff.after(&err) else {
+                    return Err(err);
+                };
                 metrics::session_failed();
-                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "replication session failed");
-                record_error(&db_config, &err.to_string()).await;
+                tracing::warn!(
+                    error = %err,
+                    needs_operator = err.recovery() == Recovery::Operator,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "replication session failed"
+                );
+                status::record_error(&db_config, &err).await;
                 wait
             }
-            Err(err) => return Err(err),
         };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-    }
-}
-
-/// The target agent's endpoint from `--target` and `--tls-ca`: https
-/// trusts the certificates in the CA file alone, and needs one.
-pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(args.target.clone())
-        .map_err(|_| Error::BadTarget(args.target.clone()))?;
-    let tls_ca = |reason: String| ConfigError::Invalid {
-        setting: "tls-ca",
-        reason,
-    };
-    let endpoint = match (args.target.starts_with("https://"), &args.tls_ca) {
-        (true, Some(path)) => {
-            let (pem, _) = pgferry_proto::config::read_ca("tls-ca", path)?;
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-                tls = tls.identity(client_identity(cert, key)?);
-            }
-            endpoint
-                .tls_config(tls)
-                .map_err(|err| tls_ca(pgferry_proto::causes(&err)))?
-        }
-        (false, None) if args.tls_cert.is_some() => {
-            return Err(ConfigError::Invalid {
-                setting: "tls-cert",
-                reason: format!(
-                    "--target {} is not https: a client certificate needs TLS",
-                    args.target
-                ),
-            }
-            .into());
-        }
-        (false, None) => endpoint,
-        (true, None) => {
-            return Err(tls_ca(format!(
-                "--target {} is https: give the CA to trust",
-                args.target
-            ))
-            .into());
-        }
-        (false, Some(_)) => {
-            return Err(tls_ca(format!("--target {} is not https", args.target)).into());
-        }
-    };
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(pgferry_proto::HTTP2_WINDOW)
-        .initial_connection_window_size(pgferry_proto::HTTP2_WINDOW * 2)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20)))
-}
-
-/// The client certificate and key of `--tls-cert` / `--tls-key`, checked
-/// here because the TLS library reads them only when it connects.
-fn client_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<Identity> {
-    use rustls_pki_types::pem::PemObject;
-    let cert_pem = pgferry_proto::config::read_file("tls-cert", cert)?;
-    let key_pem = pgferry_proto::config::read_file("tls-key", key)?;
-    let invalid = |setting, path: &std::path::Path, reason: String| ConfigError::Invalid {
-        setting,
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|err| invalid("tls-cert", cert, err.to_string()))?;
-    if certificates.is_empty() {
-        return Err(invalid("tls-cert", cert, "holds no PEM certificate".into()).into());
-    }
-    rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|err| invalid("tls-key", key, err.to_string()))?;
-    Ok(Identity::from_pem(cert_pem, key_pem))
-}
-
-async fn record_error(db_config: &Config, error: &str) {
-    let recorded = match db::connect(db_config).await {
-        Ok(client) => ack::record_error(&client, error).await,
-        Err(err) => Err(Error::Connect(err)),
-    };
-    if let Err(err) = recorded {
-        tracing::warn!(error = %err, "could not record the error in the source database");
     }
 }
 
@@ -181,18 +107,18 @@ async fn session(
     let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
     // One round trip: tokio-postgres pipelines requests polled together.
     let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked) = tokio::try_join!(
-        tables_version(&reader),
-        table_schemas(&reader),
-        sequence_schemas(&reader),
+        catalog::tables_version(&reader),
+        catalog::table_schemas(&reader),
+        catalog::sequence_schemas(&reader),
         async {
             reader
-                .prepare(batch::READ_BATCH)
+                .prepare(ship::READ_BATCH)
                 .await
                 .map_err(Error::db("preparing the batch read"))
         },
         async {
             reader
-                .prepare(batch::COPY_JOBS)
+                .prepare(ship::COPY_JOBS)
                 .await
                 .map_err(Error::db("preparing the batch check"))
         },
@@ -322,7 +248,7 @@ async fn ready(
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
     let last_applied = ready.last_applied_batch;
-    let (oldest, newest) = batch::kept_range(db).await?;
+    let (oldest, newest) = cut::kept_range(db).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
             target: last_applied,
@@ -339,7 +265,7 @@ async fn ready(
     // lost the one the target applied (restored from a backup, or failed
     // over to a standby behind it), and the target would skip this one as
     // applied.
-    let cut = batch::cut_of(db, last_applied).await?;
+    let cut = cut::cut_of(db, last_applied).await?;
     if !ready.last_applied_cut.is_empty() && cut != ready.last_applied_cut {
         return Err(Error::Diverged {
             target: last_applied,
@@ -389,7 +315,7 @@ async fn send_batches(
     loop {
         loop {
             if tokio::time::Instant::now() >= next_check {
-                if tables_version(&shipper.reader).await? != version {
+                if catalog::tables_version(&shipper.reader).await? != version {
                     tracing::info!(
                         batch_id = next,
                         "table list changed; announcing it on a new stream"
@@ -497,91 +423,4 @@ async fn acknowledge_durable(acker: &Client, mut durable: watch::Receiver<u64>) 
         metrics::batch_acked(batch_id);
     }
     Ok(())
-}
-
-async fn tables_version(client: &Client) -> Result<i64> {
-    Ok(client
-        .query_one("select tables_version from pgferry.target", &[])
-        .await
-        .map_err(Error::db("reading the table list version"))?
-        .get(0))
-}
-
-/// The announced schema of every registered table (removed ones too, while
-/// changes cut before their removal are still shipping).
-async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
-    let rows = client
-        .query(
-            "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
-                    t.target_name, t.key_columns, t.create_target,
-                    array(select a.attname::text from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select a.attnotnull from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select a.attname::text from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
-             from pgferry.tables t order by t.table_id",
-            &[],
-        )
-        .await
-        .map_err(Error::db("reading the table list"))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let names: Vec<String> = row.get(6);
-            let types: Vec<String> = row.get(7);
-            let not_null: Vec<bool> = row.get(8);
-            wire::TableSchema {
-                table_id: row.get::<_, i32>(0) as u32,
-                source_name: row.get(1),
-                target_schema: row.get(2),
-                target_table: row.get(3),
-                key_columns: row.get(4),
-                create_if_missing: row.get(5),
-                generated_columns: row.get(9),
-                columns: names
-                    .into_iter()
-                    .zip(types)
-                    .zip(not_null)
-                    .map(|((name, sql_type), not_null)| wire::Column {
-                        name,
-                        sql_type,
-                        not_null,
-                    })
-                    .collect(),
-            }
-        })
-        .collect())
-}
-
-/// The announced sequences.
-async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> {
-    let rows = client
-        .query(
-            "select seq_id, source_schema || '.' || source_name, target_schema, target_name,
-                    create_target
-             from pgferry.sequences order by seq_id",
-            &[],
-        )
-        .await
-        .map_err(Error::db("reading the sequence list"))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| wire::SequenceSchema {
-            seq_id: row.get::<_, i32>(0) as u32,
-            source_name: row.get(1),
-            target_schema: row.get(2),
-            target_name: row.get(3),
-            create_if_missing: row.get(4),
-        })
-        .collect())
 }

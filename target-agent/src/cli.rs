@@ -1,5 +1,5 @@
 //! The command line. Every flag can also come from `PGFERRY_<FLAG>` or from
-//! `--config FILE.toml` (see `pgferry_proto::config`).
+//! `--config FILE.toml` (see `pgferry_runtime::config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "PGFERRY_RECEIVE_WINDOW_BYTES",
-        default_value_t = pgferry_proto::HTTP2_WINDOW,
+        default_value_t = pgferry_runtime::HTTP2_WINDOW,
         // HTTP/2's least window, and the most whose connection window
         // (twice it) HTTP/2 can still express.
         value_parser = clap::value_parser!(u32).range(65_535..=1 << 30),

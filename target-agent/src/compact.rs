@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, RandomState};
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::apply::{RunKind, Step};
+use crate::step::{RunKind, Step};
 
 /// What a held change costs beyond its text, roughly: the held entry, its
 /// slot in the key index and the text's allocation.
@@ -185,12 +185,6 @@ pub fn key_of(row: &str, columns: &[String]) -> Option<String> {
     let key = de.deserialize_map(KeyVisitor(columns)).ok()?;
     de.end().ok()?;
     key
-}
-
-/// The elements of a statement's JSON array of rows.
-pub fn elements(array: &str) -> Option<Vec<&str>> {
-    let raw: Vec<&RawValue> = serde_json::from_str(array).ok()?;
-    Some(raw.into_iter().map(RawValue::get).collect())
 }
 
 struct KeyVisitor<'c>(&'c [String]);
@@ -370,7 +364,7 @@ mod tests {
         assert_eq!(key_of(r#"{"a": 10}"#, &columns), None);
         assert_eq!(key_of("[1]", &columns), None);
         assert_eq!(
-            elements(r#"[{"a":1}, {"a":2}]"#),
+            crate::step::elements(r#"[{"a":1}, {"a":2}]"#),
             Some(vec![r#"{"a":1}"#, r#"{"a":2}"#])
         );
     }

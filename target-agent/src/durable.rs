@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use pgferry_proto::{db, wire};
+use pgferry_proto::wire;
+use pgferry_runtime::db;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config, Statement};
 use tonic::Status;

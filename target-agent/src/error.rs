@@ -1,6 +1,7 @@
 //! The target agent's one error type, and the one place that turns it into a
 //! gRPC status for the source agent.
 
+use pgferry_runtime::recovery::Recovery;
 use tonic::{Code, Status};
 
 /// Everything that can go wrong on the target side.
@@ -8,15 +9,15 @@ use tonic::{Code, Status};
 pub enum Error {
     /// A setting is missing or invalid.
     #[error(transparent)]
-    Config(#[from] pgferry_proto::config::ConfigError),
+    Config(#[from] pgferry_runtime::config::ConfigError),
     /// The CONNINFO does not parse.
     #[error(transparent)]
-    Conninfo(#[from] pgferry_proto::db::BadConninfo),
+    Conninfo(#[from] pgferry_runtime::db::BadConninfo),
     /// The target database did not accept the connection.
-    #[error("cannot connect to the target database: {}", pgferry_proto::db::describe(.0))]
+    #[error("cannot connect to the target database: {}", pgferry_runtime::db::describe(.0))]
     Connect(#[source] tokio_postgres::Error),
     /// A statement failed on the target database.
-    #[error("target database, {context}: {}", pgferry_proto::db::describe(.source))]
+    #[error("target database, {context}: {}", pgferry_runtime::db::describe(.source))]
     Db {
         /// What the agent was doing.
         context: &'static str,
@@ -29,7 +30,7 @@ pub enum Error {
     NotInstalled,
     /// `install` failed; nothing was changed.
     #[error("install: {0}")]
-    Install(#[from] pgferry_proto::install::InstallError),
+    Install(#[from] pgferry_runtime::install::InstallError),
     /// The source speaks another protocol version.
     #[error(
         "source speaks protocol version {got}; this target-agent speaks {speaks}: run matching versions"
@@ -58,7 +59,7 @@ pub enum Error {
         source_table: String,
     },
     /// `--create-target` could not create the table.
-    #[error("could not create target table {table}: {}", pgferry_proto::db::describe(.source))]
+    #[error("could not create target table {table}: {}", pgferry_runtime::db::describe(.source))]
     Create {
         /// The target table.
         table: String,
@@ -109,7 +110,7 @@ pub enum Error {
         expected: u64,
     },
     /// A change failed to apply; the whole batch is rolled back.
-    #[error("batch {batch_id}, table {table}: {}", pgferry_proto::db::describe(.source))]
+    #[error("batch {batch_id}, table {table}: {}", pgferry_runtime::db::describe(.source))]
     Apply {
         /// The batch.
         batch_id: u64,
@@ -124,7 +125,7 @@ pub enum Error {
     /// upserts.
     #[error(
         "batch {batch_id}, table {table}: an inserted key is already on the target (a row not written by pgferry); the batch is retried with upserts: {}",
-        pgferry_proto::db::describe(.source)
+        pgferry_runtime::db::describe(.source)
     )]
     InsertConflict {
         /// The batch.
@@ -200,13 +201,10 @@ impl From<Error> for Status {
             Error::Connect(_) => Code::Unavailable,
             Error::Db { source, .. }
             | Error::Apply { source, .. }
-            | Error::Create { source, .. } => {
-                if pgferry_proto::db::is_retryable(source) {
-                    Code::Unavailable
-                } else {
-                    Code::FailedPrecondition
-                }
-            }
+            | Error::Create { source, .. } => match pgferry_runtime::db::recovery(source) {
+                Recovery::Retry => Code::Unavailable,
+                Recovery::Operator | Recovery::Stop => Code::FailedPrecondition,
+            },
             Error::NotInstalled
             | Error::Install(_)
             | Error::ProtocolVersion { .. }

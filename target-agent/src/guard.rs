@@ -3,18 +3,30 @@
 //! DELETE, TRUNCATE and COPY from every session not logged in as the applier
 //! role; write privileges granted to other roles are revoked as a second wall.
 
-use pgferry_proto::sql::{ident, literal};
+use pgferry_runtime::sql::{ident, literal};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::schema::TablePlan;
 
 /// The guard trigger's name on every replicated target table.
 pub const TRIGGER: &str = "pgferry_guard";
 
+/// A target table the guard stands on.
+#[derive(Debug, Clone, Copy)]
+pub struct Guarded<'a> {
+    /// Its schema, unquoted.
+    pub schema: &'a str,
+    /// Its name, unquoted.
+    pub table: &'a str,
+    /// schema.table, quoted for SQL.
+    pub quoted: &'a str,
+    /// schema.table, for logs.
+    pub name: &'a str,
+}
+
 /// Makes sure `table` is guarded for `applier`; changes nothing when it
 /// already is, so that a reconnect does not take table locks.
-pub async fn ensure(client: &Client, table: &TablePlan, applier: &str) -> Result<()> {
+pub async fn ensure(client: &Client, table: Guarded<'_>, applier: &str) -> Result<()> {
     let guarded: bool = client
         .query_one(
             "select exists (
@@ -27,7 +39,7 @@ pub async fn ensure(client: &Client, table: &TablePlan, applier: &str) -> Result
         .map_err(Error::db("checking the guard"))?
         .get(0);
     if !guarded {
-        let t = &table.quoted;
+        let t = table.quoted;
         let trigger = ident(TRIGGER);
         // One simple-query string runs as one transaction: all or nothing.
         client
@@ -50,7 +62,7 @@ pub async fn ensure(client: &Client, table: &TablePlan, applier: &str) -> Result
 /// Revokes INSERT, UPDATE, DELETE and TRUNCATE from every role but the
 /// applier and PUBLIC's grants too. A grant the applier cannot revoke (made
 /// by another grantor) is logged, not fatal: the trigger still stands.
-async fn revoke_other_writers(client: &Client, table: &TablePlan, applier: &str) -> Result<()> {
+async fn revoke_other_writers(client: &Client, table: Guarded<'_>, applier: &str) -> Result<()> {
     let grantees: Vec<String> = client
         .query(
             "select distinct case when a.grantee = 0 then 'public' else quote_ident(r.rolname) end
@@ -75,19 +87,19 @@ async fn revoke_other_writers(client: &Client, table: &TablePlan, applier: &str)
         match client.batch_execute(&revoke).await {
             Ok(()) => tracing::info!(table = %table.name, grantee, "revoked write privileges"),
             Err(error) => {
-                tracing::warn!(table = %table.name, grantee, error = %pgferry_proto::db::describe(&error), "could not revoke write privileges")
+                tracing::warn!(table = %table.name, grantee, error = %pgferry_runtime::db::describe(&error), "could not revoke write privileges")
             }
         }
     }
     Ok(())
 }
 
-/// Records which tables `source_id` now replicates (`plans`) and lifts the
+/// Records which tables `source_id` now replicates (`tables`) and lifts the
 /// guard from the ones it no longer does, unless another source still
 /// replicates them. Privileges revoked earlier are not granted back.
-pub async fn track(client: &Client, source_id: &str, plans: &[&TablePlan]) -> Result<()> {
-    let schemas: Vec<&str> = plans.iter().map(|p| p.schema.as_str()).collect();
-    let names: Vec<&str> = plans.iter().map(|p| p.table.as_str()).collect();
+pub async fn track(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -> Result<()> {
+    let schemas: Vec<&str> = tables.iter().map(|t| t.schema).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.table).collect();
     let released = client
         .query(
             "with gone as (

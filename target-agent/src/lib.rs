@@ -14,10 +14,12 @@ pub mod metrics;
 pub mod schema;
 pub mod server;
 pub mod shape;
+pub mod step;
 pub mod tls;
 
+use pgferry_proto::SERVICE_NAME;
 use pgferry_proto::wire::replication_server::ReplicationServer;
-use pgferry_proto::{SERVICE_NAME, db, health};
+use pgferry_runtime::{db, health};
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
@@ -35,7 +37,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 /// The target schema: the migrations and the guard function.
-pub const SCHEMA: pgferry_proto::install::Schema = pgferry_proto::install::Schema {
+pub const SCHEMA: pgferry_runtime::install::Schema = pgferry_runtime::install::Schema {
     migrations: MIGRATIONS,
     functions: &[include_str!("../sql/functions/guard.sql")],
     after_change: "",
@@ -47,7 +49,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Install { common } => {
             let config = database(&common)?;
             let mut client = db::connect(&config).await.map_err(Error::Connect)?;
-            let (before, after) = pgferry_proto::install::install(&mut client, &SCHEMA).await?;
+            let (before, after) = pgferry_runtime::install::install(&mut client, &SCHEMA).await?;
             if before == after {
                 println!("pgferry target schema is current (version {after})");
             } else {
@@ -80,19 +82,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         _ => None,
     };
     let gate = auth::Gate {
-        token: pgferry_proto::config::read_optional_secret(
+        token: pgferry_runtime::config::read_optional_secret(
             "auth-token-file",
             args.auth_token_file.as_deref(),
         )?,
         client_ca,
     };
     check_exposure(&args, &gate)?;
-    let cancel = pgferry_proto::shutdown::on_signal().map_err(|source| Error::Io {
+    let cancel = pgferry_runtime::shutdown::on_signal().map_err(|source| Error::Io {
         context: "installing signal handlers",
         source,
     })?;
     if let Some(addr) = args.metrics_listen {
-        pgferry_proto::metrics::serve(addr)?;
+        pgferry_runtime::metrics::serve(addr)?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -182,7 +184,7 @@ fn check_exposure(args: &RunArgs, gate: &auth::Gate) -> Result<()> {
         );
         return Ok(());
     }
-    Err(pgferry_proto::config::ConfigError::Invalid {
+    Err(pgferry_runtime::config::ConfigError::Invalid {
         setting: "listen",
         reason: format!(
             "{} is not a loopback address and neither --auth-token-file nor --tls-client-ca is set: \

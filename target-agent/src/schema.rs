@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use pgferry_proto::sql::{ident, qualified};
 use pgferry_proto::wire::{SequenceSchema, TableSchema};
+use pgferry_runtime::sql::{ident, qualified};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ pub struct TablePlan {
     /// Insert-or-update of a run of rows, keeping the last row per key.
     pub upsert: String,
     /// Plain insert of a run of rows the source inserted (see
-    /// [`crate::apply::RunKind::Insert`]).
+    /// [`crate::step::RunKind::Insert`]).
     pub insert: String,
     /// Delete of a run of keys.
     pub delete: String,
@@ -44,6 +44,18 @@ pub struct TablePlan {
     /// from it, no unique index but the key's, no exclusion constraint, no
     /// trigger but the guard.
     pub compact_key: Option<Vec<String>>,
+}
+
+impl TablePlan {
+    /// The table as the guard sees it.
+    pub fn guarded(&self) -> crate::guard::Guarded<'_> {
+        crate::guard::Guarded {
+            schema: &self.schema,
+            table: &self.table,
+            quoted: &self.quoted,
+            name: &self.name,
+        }
+    }
 }
 
 /// The target table's columns and their types (format_type).

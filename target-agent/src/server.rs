@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pgferry_proto::PROTOCOL_VERSION;
 use pgferry_proto::wire::{self, replication_server::Replication};
-use pgferry_proto::{PROTOCOL_VERSION, db};
+use pgferry_runtime::db;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Config;
 use tokio_stream::wrappers::ReceiverStream;

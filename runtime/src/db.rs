@@ -15,6 +15,7 @@ use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ConfigError;
+use crate::recovery::Recovery;
 
 /// A CONNINFO (libpq `key=value` string or `postgres://` URL) that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -177,19 +178,30 @@ pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-/// Whether an operation that failed with `err` may succeed if tried again:
-/// lost connections, shutdowns, serialization failures and deadlocks, lack
-/// of resources. Constraint violations, missing objects, bad SQL and
-/// privilege errors need a person.
-pub fn is_retryable(err: &tokio_postgres::Error) -> bool {
-    let Some(code) = err.code() else {
-        // No SQLSTATE: the connection broke or never opened.
-        return true;
+/// What an operation that failed with `err` needs before it can succeed:
+/// see [`recovery_of`].
+pub fn recovery(err: &tokio_postgres::Error) -> Recovery {
+    recovery_of(err.code())
+}
+
+/// What a database error of SQLSTATE `code` (none: the connection broke or
+/// never opened) needs. Lost connections, shutdowns, lack of resources,
+/// serialization failures and deadlocks pass: try again. Everything else
+/// (constraint violations, missing objects, bad SQL, privileges, failed
+/// authentication) stays until a person acts.
+pub fn recovery_of(code: Option<&SqlState>) -> Recovery {
+    let Some(code) = code else {
+        return Recovery::Retry;
     };
     let class = &code.code()[..2];
-    matches!(class, "08" | "53" | "57" | "58")
+    if matches!(class, "08" | "53" | "57" | "58")
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
+    {
+        Recovery::Retry
+    } else {
+        Recovery::Operator
+    }
 }
 
 /// A short description of a database error for logs, statuses and `status`:
@@ -207,6 +219,42 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstates_that_pass_are_retried_and_the_rest_need_an_operator() {
+        for passing in [
+            SqlState::CONNECTION_FAILURE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::QUERY_CANCELED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::DISK_FULL,
+            SqlState::IO_ERROR,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ] {
+            assert_eq!(recovery_of(Some(&passing)), Recovery::Retry, "{passing:?}");
+        }
+        assert_eq!(recovery_of(None), Recovery::Retry, "a broken connection");
+        for lasting in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::NOT_NULL_VIOLATION,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::SYNTAX_ERROR,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            SqlState::INVALID_PASSWORD,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ] {
+            assert_eq!(
+                recovery_of(Some(&lasting)),
+                Recovery::Operator,
+                "{lasting:?}"
+            );
+        }
+    }
 
     #[test]
     fn sessions_run_without_jit_and_keep_given_options() {

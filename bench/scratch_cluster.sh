@@ -1,4 +1,4 @@
-# Sourced by the cost scripts (tests/capture_cost.sh, tests/statement_cost.sh):
+# Sourced by the cost scripts (bench/capture_cost.sh, bench/statement_cost.sh):
 # one throwaway cluster on a Unix socket in its own directory (no TCP port to
 # collide with), as the postgres user when run as root, stopped and removed
 # on exit. Sets $dir, $port and $db, and sql() runs one statement quietly.

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source tests/prereqs.sh
 cargo build --release -p source-agent
 
-source tests/scratch_cluster.sh
+source bench/scratch_cluster.sh
 tps() {
     printf '\\set id random(1, 100000)\nupdate %s set v = v + 1 where id = :id;\n' "$1" >"$dir/$1.sql"
     "$PG_BINDIR/pgbench" -n -h "$dir" -p "$port" -U postgres -c 4 -j 2 -T 5 -f "$dir/$1.sql" postgres 2>/dev/null |

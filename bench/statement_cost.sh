@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/prereqs.sh
 cargo build --release -p source-agent
-source tests/scratch_cluster.sh
+source bench/scratch_cluster.sh
 
 sql "create table bulk (id int primary key, v int);
      create table chunks as

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 source tests/prereqs.sh
 cargo build --release -p source-agent
 
-source tests/scratch_cluster.sh
+source bench/scratch_cluster.sh
 lsn() { psql -qXtA "$db" -c "select pg_current_wal_insert_lsn()"; }
 run() { # database, table, statement (with the table as %s twice at most), count
     printf "$3" "$2" "$2" >"$dir/s.sql"

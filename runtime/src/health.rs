@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::SERVICE_NAME;
+use pgferry_proto::SERVICE_NAME;
 
 /// How often the database is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);

@@ -1,0 +1,759 @@
+//! The benchmark: pgferry and PostgreSQL's native logical replication, one
+//! after the other between the same two throwaway clusters, measuring
+//! capture overhead, catch-up throughput, lag, bulk statements (and the
+//! change queue's size after each), the agents' memory with a backlog, and
+//! catch-up across a 50 ms link. Prints a table and writes JSON
+//! (`bench.json`, or the path given as the first argument).
+//!
+//! Run it with `bench/bench.sh` (release build of the agents).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use support::cluster::bindir;
+use support::setup::{checksum, expect_success, free_port, wait_serving};
+use support::{Agent, PgCluster, run_command};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::Client;
+
+mod measure;
+mod relay;
+mod report;
+mod slony;
+
+use measure::*;
+use relay::*;
+use report::*;
+use slony::*;
+
+/// Rows preloaded in the tables pgbench updates.
+const PGBENCH_ROWS: i64 = 100_000;
+
+const TABLES: &str = "
+    create table t_rep (id int primary key, v int not null, info text);
+    create table t_plain (id int primary key, v int not null, info text);
+    create table hb (id int primary key, sent timestamptz);
+    create table bulk (id int primary key, v int);
+    create table drain (id int primary key, v int, info text);
+    create table single_rep (id int primary key, v int not null);
+    create table single_plain (id int primary key, v int not null);
+    create sequence single_rep_insert; create sequence single_rep_delete;
+    create sequence single_plain_insert; create sequence single_plain_delete;";
+
+const PRELOAD: &str = "
+    insert into t_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
+    insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;";
+
+/// Which replication system a measurement is of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum System {
+    Pgferry,
+    Native,
+    /// Slony-I 2.2, the trigger-based peer written in C, when installed.
+    Slony,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Pgferry => "pgferry",
+            System::Native => "native",
+            System::Slony => "slony",
+        }
+    }
+
+    fn db(self) -> &'static str {
+        match self {
+            System::Pgferry => "ferry",
+            System::Native => "native",
+            System::Slony => "slony",
+        }
+    }
+}
+
+/// Both clusters, sessions on both sides for each system, and pgferry's agents.
+struct Bench {
+    source: PgCluster,
+    target: PgCluster,
+    ferry_src: Client,
+    ferry_dst: Client,
+    native_src: Client,
+    native_dst: Client,
+    slony_src: Client,
+    slony_dst: Client,
+    /// Slony's two slon daemons (origin's, subscriber's) while it runs.
+    slons: Vec<std::process::Child>,
+    target_port: u16,
+    /// The source agent's --compression.
+    compression: &'static str,
+    /// Settings added to the target agent's defaults.
+    target_settings: &'static [&'static str],
+    source_agent: Option<Agent>,
+    target_agent: Option<Agent>,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let (source, target) = tokio::task::spawn_blocking(|| {
+            // Durable settings, as in production (the test suite's
+            // clusters run with fsync off); PGFERRY_BENCH_FSYNC=off compares.
+            let fsync = std::env::var("PGFERRY_BENCH_FSYNC").unwrap_or_else(|_| "on".into());
+            let durable = format!(
+                "fsync = {fsync}\nfull_page_writes = {fsync}\nsynchronous_commit = on\n\
+                 shared_buffers = 256MB\nmax_wal_size = 2GB\n"
+            );
+            let logical = "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n";
+            // The subscriber's launcher restarts an apply worker no sooner
+            // than wal_retrieve_retry_interval (5 s) after its last start:
+            // a catch-up run soon after subscribing would time that wait.
+            let subscriber = "wal_retrieve_retry_interval = 100ms\n";
+            // Slow statements and lock waits go to the server logs, which
+            // PGFERRY_BENCH_LOGS keeps.
+            let slow = "log_lock_waits = on\nsession_preload_libraries = 'auto_explain'\n\
+                        auto_explain.log_min_duration = '5s'\n";
+            let durable = format!("{durable}{slow}");
+            // PGFERRY_BENCH_STATEMENTS=1: where the source's time goes.
+            let source_extra = if statements_shown() {
+                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n"
+            } else {
+                ""
+            };
+            (
+                PgCluster::start_with(&format!("{durable}{logical}{source_extra}")),
+                PgCluster::start_with(&format!("{durable}{subscriber}")),
+            )
+        })
+        .await
+        .expect("clusters start");
+        for cluster in [&source, &target] {
+            let admin = cluster.connect("postgres").await;
+            for sql in [
+                "create database ferry",
+                "create database native",
+                "create database slony",
+                "create role applier login password 'applier-pw'",
+                "grant create on database ferry to applier",
+            ] {
+                admin.batch_execute(sql).await.expect(sql);
+            }
+        }
+        if pinned() {
+            source.pids().iter().for_each(|pid| pin(pid, 0));
+            target.pids().iter().for_each(|pid| pin(pid, 1));
+        }
+        let ferry_src = source.connect("ferry").await;
+        let ferry_dst = target.connect("ferry").await;
+        let native_src = source.connect("native").await;
+        let native_dst = target.connect("native").await;
+        let slony_src = source.connect("slony").await;
+        let slony_dst = target.connect("slony").await;
+        for client in [&ferry_src, &native_src, &slony_src] {
+            client.batch_execute(TABLES).await.expect("tables");
+            client.batch_execute(PRELOAD).await.expect("preload");
+        }
+        native_dst.batch_execute(TABLES).await.expect("tables");
+        slony_dst.batch_execute(TABLES).await.expect("tables");
+        ferry_dst.batch_execute(TABLES).await.expect("tables");
+        ferry_dst
+            .batch_execute(
+                "alter table t_rep owner to applier; alter table hb owner to applier;
+                 alter table bulk owner to applier; alter table drain owner to applier;
+                 alter table single_rep owner to applier;",
+            )
+            .await
+            .expect("owners");
+        if statements_shown() {
+            for client in [&ferry_src, &native_src, &slony_src] {
+                client
+                    .batch_execute("create extension pg_stat_statements")
+                    .await
+                    .expect("pg_stat_statements");
+            }
+        }
+        let mut bench = Bench {
+            source,
+            target,
+            ferry_src,
+            ferry_dst,
+            native_src,
+            native_dst,
+            slony_src,
+            slony_dst,
+            slons: Vec::new(),
+            target_port: free_port(),
+            compression: "none",
+            target_settings: &[],
+            source_agent: None,
+            target_agent: None,
+        };
+        bench.set_up_pgferry().await;
+        bench
+    }
+
+    fn source_db(&self) -> String {
+        self.source.conninfo("ferry", "postgres", "")
+    }
+
+    fn target_db(&self) -> String {
+        self.target.conninfo("ferry", "applier", "applier-pw")
+    }
+
+    async fn set_up_pgferry(&mut self) {
+        let source_db = self.source_db();
+        let target_db = self.target_db();
+        expect_success(
+            "install",
+            &run_command("source-agent", &["install", "--source-db", &source_db]).await,
+        );
+        expect_success(
+            "install",
+            &run_command("target-agent", &["install", "--target-db", &target_db]).await,
+        );
+        for table in [
+            "public.t_rep",
+            "public.hb",
+            "public.bulk",
+            "public.drain",
+            "public.single_rep",
+        ] {
+            let out = run_command(
+                "source-agent",
+                &["add-table", "--source-db", &source_db, table],
+            )
+            .await;
+            expect_success("add-table", &out);
+        }
+        self.start_pgferry(None).await;
+        self.wait_equal(System::Pgferry, "t_rep", Duration::from_secs(120))
+            .await;
+    }
+
+    /// Subscribes the target to the source's tables. Done once pgferry's
+    /// turn is over, so that neither system's replication uses the two
+    /// cores while the other is measured (a subscription's walsender
+    /// decodes all of the cluster's WAL, pgferry's writes too).
+    async fn set_up_native(&mut self) {
+        self.native_src
+            .batch_execute("create publication p for table t_rep, hb, bulk, drain, single_rep")
+            .await
+            .expect("publication");
+        let conninfo = self.source.conninfo("native", "postgres", "");
+        self.native_dst
+            .batch_execute(&format!(
+                "create subscription s connection '{conninfo}' publication p"
+            ))
+            .await
+            .expect("subscription");
+        self.wait_equal(System::Native, "t_rep", Duration::from_secs(120))
+            .await;
+        // Every table's initial sync done, or a measure taken right away
+        // would time the native apply waiting for its table sync workers.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let syncing: i64 = self
+                .native_dst
+                .query_one(
+                    "select count(*) from pg_subscription_rel where srsubstate <> 'r'",
+                    &[],
+                )
+                .await
+                .expect("subscription state")
+                .get(0);
+            if syncing == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "native table sync not done");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// With `PGFERRY_BENCH_STATEMENTS=1`: prints the source database's
+    /// statements that took most time since the last call (nested ones
+    /// too: what the capture and the agents run), then starts counting
+    /// afresh; `None` only starts afresh.
+    async fn statements(&self, system: System, measure: Option<&str>) {
+        if !statements_shown() {
+            return;
+        }
+        let (src, _) = self.sessions(system);
+        if let Some(measure) = measure {
+            eprintln!(
+                "{}: source statements during {measure} (ms, calls, statement):",
+                system.name()
+            );
+            for row in src
+                .query(
+                    "select round(total_exec_time)::bigint, calls,
+                            left(regexp_replace(query, '\\s+', ' ', 'g'), 120)
+                     from pg_stat_statements
+                     where dbid = (select oid from pg_database where datname = current_database())
+                     order by total_exec_time desc limit 20",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_statements")
+            {
+                let (ms, calls, query): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+                eprintln!("{ms:>8} {calls:>8}  {query}");
+            }
+        }
+        src.batch_execute("select pg_stat_statements_reset()")
+            .await
+            .expect("pg_stat_statements_reset");
+    }
+
+    /// Starts both agents; the source agent reaches the target through
+    /// `via` (a relay port) when given.
+    async fn start_pgferry(&mut self, via: Option<u16>) {
+        // Agents still running would hold the target's port (the new target
+        // agent failed to bind while the old one served) and their logs
+        // would be lost.
+        self.stop_pgferry().await;
+        let mut target_args = vec![
+            "run".to_string(),
+            "--target-db".into(),
+            self.target_db(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.target_port),
+        ];
+        target_args.extend(self.target_settings.iter().map(|s| s.to_string()));
+        let mut target = Agent::spawn("target-agent", &target_args);
+        if pinned() {
+            pin(&target.pid().to_string(), 1);
+        }
+        wait_serving(&mut target, self.target_port).await;
+        let health = free_port();
+        let source_args = vec![
+            "run".to_string(),
+            "--source-db".into(),
+            self.source_db(),
+            "--target".into(),
+            format!("http://127.0.0.1:{}", via.unwrap_or(self.target_port)),
+            "--source-id".into(),
+            "bench".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{health}"),
+            "--compression".into(),
+            self.compression.into(),
+        ];
+        let mut source = Agent::spawn("source-agent", &source_args);
+        if pinned() {
+            pin(&source.pid().to_string(), 0);
+        }
+        wait_serving(&mut source, health).await;
+        self.source_agent = Some(source);
+        self.target_agent = Some(target);
+    }
+
+    /// Stops both agents; returns their peak RSS in MiB (source, target).
+    /// With `PGFERRY_BENCH_LOGS=DIR`, their logs are appended to
+    /// DIR/source-agent.log and DIR/target-agent.log (with
+    /// `PGFERRY_AGENT_LOG=debug` they time every batch).
+    async fn stop_pgferry(&mut self) -> (u64, u64) {
+        let mut peaks = (0, 0);
+        if let Some(mut agent) = self.source_agent.take() {
+            peaks.0 = peak_rss_mib(agent.pid());
+            agent.terminate(Duration::from_secs(30)).await;
+            keep_log("source-agent", &agent);
+        }
+        if let Some(mut agent) = self.target_agent.take() {
+            peaks.1 = peak_rss_mib(agent.pid());
+            agent.terminate(Duration::from_secs(30)).await;
+            keep_log("target-agent", &agent);
+        }
+        peaks
+    }
+
+    async fn stop_consumer(&mut self, system: System) {
+        match system {
+            System::Pgferry => {
+                self.stop_pgferry().await;
+            }
+            System::Native => self
+                .native_dst
+                .batch_execute("alter subscription s disable")
+                .await
+                .expect("disable"),
+            System::Slony => {
+                if let Some(mut subscriber) = self.slons.pop() {
+                    stop_process(&mut subscriber);
+                }
+            }
+        }
+    }
+
+    async fn start_consumer(&mut self, system: System) {
+        match system {
+            System::Pgferry => self.start_pgferry(None).await,
+            System::Native => self
+                .native_dst
+                .batch_execute("alter subscription s enable")
+                .await
+                .expect("enable"),
+            System::Slony => {
+                let subscriber = self.slon(&self.target, 1);
+                self.slons.push(subscriber);
+            }
+        }
+    }
+
+    fn sessions(&self, system: System) -> (&Client, &Client) {
+        match system {
+            System::Pgferry => (&self.ferry_src, &self.ferry_dst),
+            System::Native => (&self.native_src, &self.native_dst),
+            System::Slony => (&self.slony_src, &self.slony_dst),
+        }
+    }
+
+    /// Waits until `table` has the same checksum on both sides.
+    async fn wait_equal(&self, system: System, table: &str, timeout: Duration) {
+        let (src, dst) = self.sessions(system);
+        let deadline = Instant::now() + timeout;
+        let source = checksum(src, table).await;
+        loop {
+            if checksum(dst, table).await == source {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} {table}: not equal after {timeout:?}",
+                system.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn pgbench(&self, system: System, script: &str, args: &[&str]) -> f64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("script.sql");
+        std::fs::write(&file, script).expect("script");
+        let mut command = if pinned() {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.args(["-c", "0"]).arg(bindir().join("pgbench"));
+            taskset
+        } else {
+            std::process::Command::new(bindir().join("pgbench"))
+        };
+        let out = command
+            .args([
+                "-n",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.source.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .arg("-f")
+            .arg(&file)
+            .arg(system.db())
+            .output()
+            .expect("pgbench runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pgbench: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("pgbench prints tps")
+    }
+
+    /// Runs `script` with pgbench at 500 TPS (4 clients) for `seconds` on
+    /// `system`'s source, on a thread of its own.
+    fn paced_pgbench(
+        &self,
+        system: System,
+        script: String,
+        seconds: u32,
+    ) -> std::thread::JoinHandle<std::process::Output> {
+        let port = self.source.port;
+        std::thread::spawn(move || {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = dir.path().join("script.sql");
+            std::fs::write(&file, script).expect("script");
+            std::process::Command::new(bindir().join("pgbench"))
+                .args([
+                    "-n",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-R",
+                    "500",
+                    "-T",
+                    &seconds.to_string(),
+                    "-f",
+                ])
+                .arg(&file)
+                .arg(system.db())
+                .output()
+                .expect("pgbench runs")
+        })
+    }
+}
+
+/// Appends an agent's log to `PGFERRY_BENCH_LOGS`/NAME.log, when set.
+fn keep_log(name: &str, agent: &Agent) {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("PGFERRY_BENCH_LOGS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("log directory");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::path::Path::new(&dir).join(format!("{name}.log")))
+        .and_then(|mut file| file.write_all(agent.log().as_bytes()))
+        .expect("keep the agent's log");
+}
+
+/// Copies both servers' logs to `PGFERRY_BENCH_LOGS`, when set.
+fn keep_server_logs(bench: &Bench) {
+    let Ok(dir) = std::env::var("PGFERRY_BENCH_LOGS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("log directory");
+    for (name, cluster) in [("source", &bench.source), ("target", &bench.target)] {
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}-server.log")),
+            cluster.log(),
+        )
+        .expect("keep a server log");
+    }
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// pgbench's script of single-row updates of `table`.
+fn script(table: &str) -> String {
+    format!("\\set id random(1, {PGBENCH_ROWS})\nupdate {table} set v = v + 1 where id = :id;\n")
+}
+
+/// With `PGFERRY_BENCH_PIN=1`, the source's side (its cluster, the source
+/// agent, pgbench) runs on CPU 0 and the target's (its cluster, the target
+/// agent) on CPU 1, as if the target were another host: what the source's
+/// writers measure is then the source's cost alone.
+fn pinned() -> bool {
+    std::env::var("PGFERRY_BENCH_PIN").is_ok_and(|pin| pin == "1")
+}
+
+/// Pins every thread of process `pid` to `cpu` (`taskset`); threads and
+/// processes it starts later inherit it.
+fn pin(pid: &str, cpu: u32) {
+    // It fails for a server process that exited meanwhile, which is no error.
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), pid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("taskset runs");
+}
+
+/// Whether `PGFERRY_BENCH_STATEMENTS=1` asks for the source's statements.
+fn statements_shown() -> bool {
+    std::env::var("PGFERRY_BENCH_STATEMENTS").is_ok_and(|on| on == "1")
+}
+
+/// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
+/// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
+/// five-minute `soak` runs only when listed there.
+fn selected(name: &str) -> bool {
+    std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
+}
+
+#[tokio::main]
+async fn main() {
+    let json_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bench.json".into());
+    eprintln!("setting up two clusters, pgferry and a native subscription...");
+    let mut bench = Bench::new().await;
+    let mut results = Map::new();
+    let mut queue = Map::new();
+    for system in [System::Pgferry, System::Native, System::Slony] {
+        let name = system.name();
+        // PGFERRY_BENCH_SYSTEMS=pgferry (or native) measures one system.
+        if std::env::var("PGFERRY_BENCH_SYSTEMS")
+            .is_ok_and(|only| !only.split(',').any(|n| n == name))
+        {
+            continue;
+        }
+        if system == System::Native {
+            bench.stop_pgferry().await;
+            eprintln!("native: subscribing...");
+            bench.set_up_native().await;
+        }
+        if system == System::Slony {
+            if let Some(why) = slony_missing() {
+                eprintln!("slony: skipped: {why}");
+                results.insert(name.into(), json!({ "skipped": why }));
+                continue;
+            }
+            bench.stop_pgferry().await;
+            // Native's walsender would decode Slony's writes too.
+            bench
+                .native_dst
+                .batch_execute(
+                    "do $$ begin
+                         if exists (select from pg_subscription where subname = 's') then
+                             alter subscription s disable;
+                         end if;
+                     end $$",
+                )
+                .await
+                .expect("native paused");
+            eprintln!("slony: subscribing...");
+            bench.set_up_slony().await;
+        }
+        let nan = f64::NAN;
+        let (mut rep, mut plain, mut overhead) = (nan, nan, nan);
+        if selected("overhead") {
+            eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
+            bench.statements(system, None).await;
+            (rep, plain, overhead) = bench.overhead(system);
+            bench.statements(system, Some("overhead")).await;
+            bench
+                .record_queue(system, &mut queue, "after_overhead")
+                .await;
+        }
+        let (mut single_rep, mut single_plain) = (nan, nan);
+        if selected("single") {
+            eprintln!("{name}: 200k single-statement autocommit changes...");
+            bench.statements(system, None).await;
+            (single_rep, single_plain) = bench.single_statements(system);
+            bench.statements(system, Some("single")).await;
+            bench
+                .wait_equal(system, "single_rep", Duration::from_secs(300))
+                .await;
+        }
+        let mut catch_up = nan;
+        if selected("catch_up") {
+            eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
+            catch_up = bench.catch_up(system).await;
+            // Also lets the acks and the vacuum of the 200k changes finish
+            // before the lag is measured.
+            bench
+                .record_queue(system, &mut queue, "after_catch_up")
+                .await;
+        }
+        let (mut p50, mut p99, mut max) = (nan, nan, nan);
+        if selected("lag") {
+            eprintln!("{name}: lag at 500 TPS for 30 s...");
+            (p50, p99, max) = bench.lag(system).await;
+            bench.record_queue(system, &mut queue, "after_lag").await;
+        }
+        let (mut far_p50, mut far_p99, mut far_max) = (nan, nan, nan);
+        if selected("lag_far") {
+            eprintln!("{name}: lag at 500 TPS for 30 s through a 25 ms-each-way relay...");
+            (far_p50, far_p99, far_max) = bench.lag_far(system).await;
+        }
+        let (mut insert, mut update) = (nan, nan);
+        if selected("bulk") && system != System::Slony {
+            eprintln!("{name}: bulk 1M-row insert and update...");
+            (insert, update) = bench.bulk(system).await;
+            bench.record_queue(system, &mut queue, "after_bulk").await;
+        }
+        results.insert(
+            name.into(),
+            json!({
+                "overhead_pct": overhead, "tps_replicated": rep, "tps_plain": plain,
+                "single_s": {"replicated": single_rep, "plain": single_plain,
+                             "ratio": single_rep / single_plain},
+                "catch_up_rows_per_s": catch_up,
+                "lag_ms": {"p50": p50, "p99": p99, "max": max},
+                "lag_far_ms": {"p50": far_p50, "p99": far_p99, "max": far_max},
+                "bulk_insert_s": insert, "bulk_update_s": update,
+            }),
+        );
+        for mut slon in std::mem::take(&mut bench.slons) {
+            stop_process(&mut slon);
+        }
+    }
+    bench
+        .native_dst
+        .batch_execute("drop subscription if exists s")
+        .await
+        .expect("drop subscription");
+    bench.start_pgferry(None).await;
+    let mut backlogs = Map::new();
+    if selected("backlog") {
+        for (name, settings) in BACKLOG_SETTINGS {
+            eprintln!("pgferry: backlog memory (200k, then 2M changes), {name} settings...");
+            bench.target_settings = settings;
+            bench.empty_drain().await;
+            let mut sizes = Map::new();
+            for (size, changes) in [("200k", 200_000), ("2M", 2_000_000)] {
+                let (source, target, rate) = bench.backlog(changes).await;
+                sizes.insert(
+                    size.into(),
+                    json!({"source_rss_mib": source, "target_rss_mib": target, "rows_per_s": rate}),
+                );
+            }
+            backlogs.insert(name.into(), Value::Object(sizes));
+        }
+        bench.target_settings = &[];
+        bench.stop_pgferry().await;
+        bench.start_pgferry(None).await;
+    }
+    let mut distance = [f64::NAN; 4];
+    if selected("distance") {
+        eprintln!("pgferry: catch-up on loopback and through a 50 ms relay, plain and zstd...");
+        distance = bench.distance().await;
+    }
+    let mut recovery = Vec::new();
+    if selected("recovery") {
+        eprintln!("pgferry: first batch after three target outages...");
+        recovery = bench.recovery().await;
+    }
+    results.insert("pgferry_recovery_ms".into(), json!(recovery));
+    results.insert("pinned".into(), json!(pinned()));
+    if std::env::var("PGFERRY_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|n| n == "soak")) {
+        eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");
+        results.insert("pgferry_soak".into(), bench.soak().await);
+    }
+    results.insert("pgferry_backlog".into(), Value::Object(backlogs));
+    results.insert(
+        "pgferry_distance".into(),
+        json!({
+            "loopback_rows_per_s": distance[0], "relay_50ms_rows_per_s": distance[1],
+            "loopback_zstd_rows_per_s": distance[2], "relay_50ms_zstd_rows_per_s": distance[3],
+        }),
+    );
+    results.insert("pgferry_queue".into(), Value::Object(queue));
+    let results = Value::Object(results);
+    print_table(&results);
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .expect("write json");
+    eprintln!("wrote {json_path}");
+    bench.stop_pgferry().await;
+    keep_server_logs(&bench);
+    drop(bench.source);
+    drop(bench.target);
+}

@@ -1,0 +1,15 @@
+//! One module per measure of the benchmark.
+
+mod backlog;
+mod bulk;
+mod catch_up;
+mod distance;
+mod lag;
+mod overhead;
+mod queue;
+mod recovery;
+mod single;
+
+pub(crate) use backlog::*;
+pub(crate) use catch_up::*;
+pub(crate) use queue::*;

@@ -1,0 +1,156 @@
+//! The results table printed after a run.
+
+use crate::*;
+
+pub(crate) fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    if r["pinned"].as_bool() == Some(true) {
+        println!("PGFERRY_BENCH_PIN=1: the source's side on CPU 0, the target's on CPU 1");
+        println!();
+    }
+    let (p, n, sl) = (&r["pgferry"], &r["native"], &r["slony"]);
+    println!("| measure | pgferry | native | Slony-I | pgferry / native | pgferry / Slony-I |");
+    println!("|---|---|---|---|---|---|");
+    // Name, where in each system's results, decimals.
+    let rows = [
+        (
+            "capture overhead, % (paired 5 s slices)",
+            "/overhead_pct",
+            1,
+        ),
+        (
+            "200k single-statement changes, writers' s, replicated table",
+            "/single_s/replicated",
+            1,
+        ),
+        (
+            "200k single-statement changes, writers' s, plain table",
+            "/single_s/plain",
+            1,
+        ),
+        (
+            "200k single-statement changes, replicated / plain",
+            "/single_s/ratio",
+            2,
+        ),
+        (
+            "catch-up of 200k changes, rows/s",
+            "/catch_up_rows_per_s",
+            0,
+        ),
+        ("lag p50 at 500 TPS, ms", "/lag_ms/p50", 1),
+        ("lag p99 at 500 TPS, ms", "/lag_ms/p99", 1),
+        ("lag max at 500 TPS, ms", "/lag_ms/max", 1),
+        (
+            "lag p50 at 500 TPS through a 50 ms round-trip relay, ms",
+            "/lag_far_ms/p50",
+            1,
+        ),
+        (
+            "lag p99 at 500 TPS through a 50 ms round-trip relay, ms",
+            "/lag_far_ms/p99",
+            1,
+        ),
+        ("bulk INSERT of 1M rows, s", "/bulk_insert_s", 1),
+        ("bulk UPDATE of 1M rows, s", "/bulk_update_s", 1),
+    ];
+    for (name, at, digits) in rows {
+        let a = p.pointer(at).map_or(f64::NAN, f);
+        let b = n.pointer(at).map_or(f64::NAN, f);
+        let c = sl.pointer(at).map_or(f64::NAN, f);
+        println!(
+            "| {name} | {a:.digits$} | {b:.digits$} | {c:.digits$} | {:.2} | {:.2} |",
+            a / b,
+            a / c
+        );
+    }
+    if let Some(why) = sl["skipped"].as_str() {
+        println!();
+        println!("Slony-I: not measured: {why}");
+    }
+    println!();
+    println!(
+        "| pgferry backlog, target settings | source agent peak RSS, MiB | target agent peak RSS, MiB | drain rows/s |"
+    );
+    println!("|---|---|---|---|");
+    for (name, _) in BACKLOG_SETTINGS {
+        let b = &r["pgferry_backlog"][name];
+        for size in ["200k", "2M"] {
+            println!(
+                "| {size}, {name} | {} | {} | {:.0} |",
+                b[size]["source_rss_mib"],
+                b[size]["target_rss_mib"],
+                f(&b[size]["rows_per_s"])
+            );
+        }
+    }
+    let d = &r["pgferry_distance"];
+    let (near, far) = (f(&d["loopback_rows_per_s"]), f(&d["relay_50ms_rows_per_s"]));
+    let (near_z, far_z) = (
+        f(&d["loopback_zstd_rows_per_s"]),
+        f(&d["relay_50ms_zstd_rows_per_s"]),
+    );
+    println!();
+    println!(
+        "| pgferry catch-up of 200k changes | loopback, rows/s | 50 ms relay, rows/s | relay / loopback |"
+    );
+    println!("|---|---|---|---|");
+    println!("| plain | {near:.0} | {far:.0} | {:.2} |", far / near);
+    println!(
+        "| --compression zstd | {near_z:.0} | {far_z:.0} | {:.2} |",
+        far_z / near_z
+    );
+    println!();
+    if let Some(times) = r["pgferry_recovery_ms"]
+        .as_array()
+        .filter(|t| !t.is_empty())
+    {
+        let times: Vec<String> = times.iter().map(|t| format!("{:.0}", f(t))).collect();
+        println!(
+            "pgferry: a row written during a 7 s target outage is on the target {} ms after the target agent starts again",
+            times.join(" / ")
+        );
+        println!();
+    }
+    if let Some(samples) = r["pgferry_soak"]["samples"].as_array() {
+        println!("| pgferry queue at 500 TPS, after s | size, MiB | rows | dead rows |");
+        println!("|---|---|---|---|");
+        for sample in samples
+            .iter()
+            .filter(|s| s["s"].as_u64().unwrap_or(0) % 60 < 10)
+        {
+            println!(
+                "| {} | {:.1} | {} | {} |",
+                sample["s"],
+                f(&sample["size_mib"]),
+                sample["live"],
+                sample["dead"]
+            );
+        }
+        let most = |key: &str| samples.iter().map(|s| f(&s[key])).fold(0.0, f64::max);
+        println!(
+            "| most in any sample | {:.1} | {} | {} |",
+            most("size_mib"),
+            most("live"),
+            most("dead")
+        );
+        let after = &r["pgferry_soak"]["after"];
+        println!(
+            "| acked and vacuumed, after the run | {:.1} | {} | {} |",
+            f(&after["size_mib"]),
+            after["live"],
+            after["dead"]
+        );
+        println!();
+    }
+    println!("| pgferry queue, acked and vacuumed, after | size, MiB | rows | dead rows |");
+    println!("|---|---|---|---|");
+    for (key, value) in r["pgferry_queue"].as_object().into_iter().flatten() {
+        println!(
+            "| {key} | {:.1} | {} | {} |",
+            f(&value["size_mib"]),
+            value["live"],
+            value["dead"]
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The catalog the stream's hello announces: every registered table's
+//! columns, types and key, every replicated sequence, and the version of
+//! that list, so a running session knows when to announce it again.
+
+use pgferry_proto::wire;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// The version of the table and sequence list, bumped by every change of
+/// it.
+pub async fn tables_version(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one("select tables_version from pgferry.target", &[])
+        .await
+        .map_err(Error::db("reading the table list version"))?
+        .get(0))
+}
+
+/// The announced schema of every registered table (removed ones too, while
+/// changes cut before their removal are still shipping).
+pub async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
+    let rows = client
+        .query(
+            "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
+                    t.target_name, t.key_columns, t.create_target,
+                    array(select a.attname::text from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum),
+                    array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum),
+                    array(select a.attnotnull from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
+                          order by a.attnum),
+                    array(select a.attname::text from pg_attribute a
+                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+                            and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
+             from pgferry.tables t order by t.table_id",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the table list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let names: Vec<String> = row.get(6);
+            let types: Vec<String> = row.get(7);
+            let not_null: Vec<bool> = row.get(8);
+            wire::TableSchema {
+                table_id: row.get::<_, i32>(0) as u32,
+                source_name: row.get(1),
+                target_schema: row.get(2),
+                target_table: row.get(3),
+                key_columns: row.get(4),
+                create_if_missing: row.get(5),
+                generated_columns: row.get(9),
+                columns: names
+                    .into_iter()
+                    .zip(types)
+                    .zip(not_null)
+                    .map(|((name, sql_type), not_null)| wire::Column {
+                        name,
+                        sql_type,
+                        not_null,
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// The announced sequences.
+pub async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> {
+    let rows = client
+        .query(
+            "select seq_id, source_schema || '.' || source_name, target_schema, target_name,
+                    create_target
+             from pgferry.sequences order by seq_id",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the sequence list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| wire::SequenceSchema {
+            seq_id: row.get::<_, i32>(0) as u32,
+            source_name: row.get(1),
+            target_schema: row.get(2),
+            target_name: row.get(3),
+            create_if_missing: row.get(4),
+        })
+        .collect())
+}

@@ -1,0 +1,314 @@
+//! Shipping a batch: its header (is it still kept, its cut, the copies it
+//! carries), its changes read in seq order and sent in bounded chunks, and
+//! the replicated sequences' values.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
+
+use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::wire;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, RowStream, Statement};
+
+use crate::copy::CopyJob;
+use crate::cut::cut_sql;
+use crate::error::{Error, Result};
+
+/// Whether a batch and its predecessor are still kept, the batch's cut
+/// (see `cut::cut_sql`), and the initial copies it carries (see
+/// [`Shipper::send`]).
+pub const COPY_JOBS: &str = concat!(
+    "
+    with kept as (select count(*) = 2 as ok,
+                         max(",
+    cut_sql!(),
+    ") filter (where batch_id = $1::bigint) as cut
+                  from pgferry.batch
+                  where batch_id in ($1::bigint - 1, $1::bigint))
+    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
+           format('copy (select %s from %s where coalesce((%s), false)) to stdout',
+                  coalesce((select string_agg(quote_ident(c), ', ' order by n)
+                            from unnest(t.columns) with ordinality u(c, n)),
+                           (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)
+                            from pg_attribute a
+                            where a.attrelid = t.relid and a.attnum > 0
+                              and not a.attisdropped and a.attgenerated = '')),
+                  t.relid::regclass, coalesce(t.row_filter, 'true'))
+    from kept
+    left join pgferry.tables t
+      on t.copy_batch = $1 and t.state = 'copying' and not t.removed
+    order by t.table_id"
+);
+
+/// Changes of a batch, by `pgferry.batch_changes` (see its comment).
+pub const READ_BATCH: &str = "
+    select seq, table_id, op::text, old_key::text, new_row::text, statement_rows
+    from pgferry.batch_changes($1::bigint)";
+
+/// How much one message on the wire may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Rows per message (a statement's array counts each of its rows; one
+    /// larger than this still goes alone).
+    pub rows: u32,
+    /// Bytes of row data per message (a single larger row still goes alone).
+    pub bytes: usize,
+}
+
+/// Everything a session needs to ship batches: its own database sessions,
+/// the tables the target was told about, and the outbound stream.
+pub struct Shipper {
+    /// Reads batches and records copy progress.
+    pub reader: Client,
+    /// [`READ_BATCH`], prepared on `reader`.
+    pub read_batch: Statement,
+    /// [`COPY_JOBS`], prepared on `reader`.
+    pub copy_jobs: Statement,
+    /// Whether a table announced on this stream had not finished its copy
+    /// when the stream began; only then may a batch carry a copy for it.
+    pub copies_possible: bool,
+    /// Whether any sequence is replicated (their values go with each batch).
+    pub has_sequences: bool,
+    /// Reads initial copies, each in its own REPEATABLE READ transaction.
+    pub copier: Client,
+    /// Message size limits.
+    pub limits: ChunkLimits,
+    /// Table ids announced in this stream's hello.
+    pub known_tables: HashSet<u32>,
+    /// Sequence values sent on this stream, so unchanged ones are not resent.
+    pub sequences_sent: HashMap<u32, i64>,
+    /// The stream to the target.
+    pub out: mpsc::Sender<wire::SourceMessage>,
+}
+
+impl Shipper {
+    /// Sends batch `batch_id`: the initial copies it carries, then its
+    /// changes in chunks, then the sequence values; the last chunk is
+    /// marked. Memory stays at about one chunk: reads go through a portal
+    /// or COPY, and the outbound channel is bounded.
+    pub async fn send(&mut self, batch_id: u64) -> Result<SendOutcome> {
+        if !self.copies_possible {
+            // No copy can come before the changes: ask for both at once
+            // (tokio-postgres pipelines requests polled together).
+            let (checked, rows) = tokio::join!(
+                self.copy_jobs(batch_id),
+                self.reader.query_raw(&self.read_batch, [batch_id as i64])
+            );
+            let (cut, jobs) = checked?;
+            let cut = cut.ok_or_else(|| not_kept(batch_id))?;
+            if !jobs.is_empty() {
+                // A table added after this stream began: announce it first.
+                return Ok(SendOutcome::TablesChanged);
+            }
+            let rows = rows.map_err(Error::db("reading a batch"))?;
+            return self.send_changes(batch_id, cut, rows).await;
+        }
+        let (cut, jobs) = self.copy_jobs(batch_id).await?;
+        let cut = cut.ok_or_else(|| not_kept(batch_id))?;
+        for job in jobs {
+            if !self.known_tables.contains(&(job.table_id as u32)) {
+                return Ok(SendOutcome::TablesChanged);
+            }
+            if !self.copy(batch_id, &job).await? {
+                return Ok(SendOutcome::PeerGone);
+            }
+        }
+        let rows = self
+            .reader
+            .query_raw(&self.read_batch, [batch_id as i64])
+            .await
+            .map_err(Error::db("reading a batch"))?;
+        self.send_changes(batch_id, cut, rows).await
+    }
+
+    /// The cut of batch `batch_id` (see `cut::cut_sql`) if it and its predecessor
+    /// are still kept (a batch without its cuts would read as empty), and
+    /// the initial copies it carries: one round trip, since it runs before
+    /// every batch.
+    async fn copy_jobs(&self, batch_id: u64) -> Result<(Option<String>, Vec<CopyJob>)> {
+        let rows = self
+            .reader
+            .query(&self.copy_jobs, &[&(batch_id as i64)])
+            .await
+            .map_err(Error::db("listing initial copies"))?;
+        let cut = rows
+            .first()
+            .filter(|row| row.get(0))
+            .and_then(|row| row.get(1));
+        let jobs = rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(CopyJob {
+                    table_id: row.get::<_, Option<i32>>(2)?,
+                    name: row.get(3),
+                    statement: row.get(4),
+                })
+            })
+            .collect();
+        Ok((cut, jobs))
+    }
+}
+
+impl Shipper {
+    /// Streams the batch's changes as one statement: rows arrive only as
+    /// fast as chunks leave (the connection stops reading while we do not
+    /// poll), so memory stays at about a chunk, and a small batch costs one
+    /// round trip. A single statement reads one snapshot; no transaction.
+    async fn send_changes(
+        &mut self,
+        batch_id: u64,
+        cut: String,
+        rows: RowStream,
+    ) -> Result<SendOutcome> {
+        let limits = self.limits;
+        let out = self.out.clone();
+        futures::pin_mut!(rows);
+        let mut changes = Vec::new();
+        let mut bytes = 0usize;
+        let mut rows_in_chunk = 0u64;
+        let mut rows_sent = 0u64;
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(Error::db("reading a batch"))?
+        {
+            let change = to_change(&row)?;
+            if !self.known_tables.contains(&change.table_id) {
+                return Ok(SendOutcome::TablesChanged);
+            }
+            let change_rows = u64::from(change.rows());
+            let change = wire::Change::from(change);
+            let size = change.old_key.as_ref().map_or(0, String::len)
+                + change.new_row.as_ref().map_or(0, String::len);
+            // Keep messages under the byte budget too: wide rows would
+            // otherwise make a chunk of `rows` changes too large to send.
+            let full =
+                rows_in_chunk + change_rows > u64::from(limits.rows) || bytes + size > limits.bytes;
+            if full && !changes.is_empty() {
+                rows_sent += rows_in_chunk;
+                let chunk = wire::BatchChunk {
+                    batch_id,
+                    changes: std::mem::take(&mut changes),
+                    ..Default::default()
+                };
+                if !send_chunk(&out, chunk).await {
+                    return Ok(SendOutcome::PeerGone);
+                }
+                bytes = 0;
+                rows_in_chunk = 0;
+            }
+            bytes += size;
+            rows_in_chunk += change_rows;
+            changes.push(change);
+        }
+        rows_sent += rows_in_chunk;
+        let sequences = if self.has_sequences {
+            sequence_values(&self.reader, &mut self.sequences_sent).await?
+        } else {
+            Vec::new()
+        };
+        let chunk = wire::BatchChunk {
+            batch_id,
+            changes,
+            last: true,
+            sequences,
+            cut,
+            ..Default::default()
+        };
+        if !send_chunk(&out, chunk).await {
+            return Ok(SendOutcome::PeerGone);
+        }
+        tracing::debug!(batch_id, changes = rows_sent, "sent batch");
+        Ok(SendOutcome::Sent { changes: rows_sent })
+    }
+}
+
+fn not_kept(batch_id: u64) -> Error {
+    Error::Protocol(format!(
+        "batch {batch_id} or its predecessor is no longer kept on the source"
+    ))
+}
+
+/// Sends one chunk; false when the stream is gone.
+pub(crate) async fn send_chunk(
+    out: &mpsc::Sender<wire::SourceMessage>,
+    chunk: wire::BatchChunk,
+) -> bool {
+    let message = wire::SourceMessage {
+        kind: Some(wire::source_message::Kind::Chunk(chunk)),
+    };
+    out.send(message).await.is_ok()
+}
+
+/// Current values of the replicated sequences that changed since last sent.
+/// Read at send time, so each is at least its value when the batch was cut.
+async fn sequence_values(
+    client: &Client,
+    sent: &mut HashMap<u32, i64>,
+) -> Result<Vec<wire::SequenceValue>> {
+    let rows = client
+        .query(
+            "select s.seq_id, pg_sequence_last_value(c.oid)
+             from pgferry.sequences s join pg_class c on c.oid = s.relid",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading sequences"))?;
+    let mut values = Vec::new();
+    for row in rows {
+        let seq_id = row.get::<_, i32>(0) as u32;
+        let Some(last_value) = row.get::<_, Option<i64>>(1) else {
+            continue;
+        };
+        if sent.insert(seq_id, last_value) != Some(last_value) {
+            values.push(wire::SequenceValue { seq_id, last_value });
+        }
+    }
+    Ok(values)
+}
+
+/// How sending a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The whole batch is on its way.
+    Sent {
+        /// How many changes it held.
+        changes: u64,
+    },
+    /// A change belongs to a table the stream's hello did not announce: the
+    /// stream must start over with the current table list.
+    TablesChanged,
+    /// The stream closed under us.
+    PeerGone,
+}
+
+fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
+    let seq = row.get::<_, i64>(0) as u64;
+    let table_id = row.get::<_, i32>(1) as u32;
+    let op: &str = row.get(2);
+    let old_key: Option<String> = row.get(3);
+    let new_row: Option<String> = row.get(4);
+    let statement_rows = row.get::<_, Option<i32>>(5).unwrap_or(0) as u32;
+    let broken = || Error::Protocol(format!("queue row {seq} ({op}) lacks its data"));
+    let kind = match op {
+        "I" => ChangeKind::Insert {
+            new_row: new_row.ok_or_else(broken)?,
+        },
+        "U" => ChangeKind::Update {
+            old_key,
+            new_row: new_row.ok_or_else(broken)?,
+        },
+        "D" => ChangeKind::Delete {
+            old_key: old_key.ok_or_else(broken)?,
+        },
+        "T" => ChangeKind::Truncate,
+        _ => return Err(broken()),
+    };
+    Ok(Change {
+        seq,
+        table_id,
+        statement_rows,
+        kind,
+    })
+}

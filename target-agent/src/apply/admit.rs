@@ -1,0 +1,122 @@
+//! Admission of a stream: the target's schema version, the applier
+//! session's settings, every announced table and sequence checked and
+//! guarded, and the source's progress read. Nothing is written to a
+//! replicated table here.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use pgferry_proto::wire;
+use tokio_postgres::Client;
+
+use super::{Applier, InsertConflicts};
+use crate::compact::Compactor;
+use crate::error::{Error, Result};
+use crate::guard;
+use crate::schema::{self, TablePlan};
+
+impl Applier {
+    /// Checks every announced table, guards it, and reads the source's
+    /// progress. Nothing is written to a replicated table here. Each batch's
+    /// changes pass a window of `compact_window` bytes that drops those a
+    /// later change of the same row overwrites (see [`crate::compact`]).
+    pub async fn start(
+        client: Client,
+        hello: &wire::Hello,
+        conflicts: Arc<InsertConflicts>,
+        compact_window: usize,
+    ) -> Result<Applier> {
+        if !pgferry_runtime::install::is_current(&client, crate::MIGRATIONS).await? {
+            return Err(Error::NotInstalled);
+        }
+        let applier: String = client
+            .query_one("select session_user::text", &[])
+            .await
+            .map_err(Error::db("reading the applier role"))?
+            .get(0);
+        // COPY data arrives in these text forms (see the source's copy).
+        // Batches commit asynchronously, as native subscriptions do: the
+        // source deletes a batch only once `durable` says it is on disk.
+        // Every apply statement finds rows by key: no sequential scan and
+        // no hash or merge join, even where statistics from when the table
+        // was empty make one look cheap (the batch may have filled the
+        // table since).
+        client
+            .batch_execute(
+                "set datestyle = 'ISO, MDY'; set intervalstyle = 'postgres';
+                 set synchronous_commit = off; set enable_seqscan = off;
+                 set enable_hashjoin = off; set enable_mergejoin = off",
+            )
+            .await
+            .map_err(Error::db("setting up the applier session"))?;
+        let merge: bool = client
+            .query_one(
+                "select current_setting('server_version_num')::int >= 150000",
+                &[],
+            )
+            .await
+            .map_err(Error::db("reading the server version"))?
+            .get(0);
+        let mut plans = HashMap::new();
+        for table in &hello.tables {
+            let plan = schema::check(&client, table, merge).await?;
+            guard::ensure(&client, plan.guarded(), &applier).await?;
+            plans.insert(table.table_id, plan);
+        }
+        let guarded: Vec<_> = plans.values().map(TablePlan::guarded).collect();
+        guard::track(&client, &hello.source_id, &guarded).await?;
+        let mut sequences = HashMap::new();
+        for sequence in &hello.sequences {
+            sequences.insert(
+                sequence.seq_id,
+                schema::check_sequence(&client, sequence).await?,
+            );
+        }
+        client
+            .execute(
+                "insert into pgferry.progress (source_id) values ($1) on conflict do nothing",
+                &[&hello.source_id],
+            )
+            .await
+            .map_err(Error::db("registering the source"))?;
+        let progress = client
+            .query_one(
+                "select last_batch, coalesce(last_cut, '') from pgferry.progress
+                 where source_id = $1",
+                &[&hello.source_id],
+            )
+            .await
+            .map_err(Error::db("reading progress"))?;
+        let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
+        let announced = hello
+            .tables
+            .iter()
+            .map(|table| {
+                let mut columns: Vec<String> =
+                    table.columns.iter().map(|c| c.name.clone()).collect();
+                columns.sort_unstable();
+                (table.table_id, (table.clone(), columns))
+            })
+            .collect();
+        Ok(Applier {
+            client: Arc::new(client),
+            source_id: hello.source_id.clone(),
+            plans,
+            announced,
+            shapes: HashMap::new(),
+            shaped: HashMap::new(),
+            merge,
+            statements: HashMap::new(),
+            sequences,
+            copying: None,
+            open_batch: None,
+            begin_check: None,
+            in_flight: VecDeque::new(),
+            conflicts,
+            inserts_as_upserts: false,
+            window: Compactor::new(compact_window),
+            last_applied: last as u64,
+            last_cut,
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! Applying batches: each batch in one transaction that also moves the
+//! source's progress record, so a batch is applied exactly once whatever
+//! crashes when. Changes are applied set-based: a run of consecutive changes
+//! of one kind to one table becomes one statement, runs in source order.
+//! Here: the applier and a batch's transaction (begin, changes, sequences,
+//! progress, commit or roll back); admission, pipelining, the initial copy
+//! and schema drift have a module each below.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::wire;
+use pgferry_runtime::sql::literal;
+use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
+
+use crate::compact::Compactor;
+use crate::error::{Error, Result};
+use crate::schema::TablePlan;
+use crate::step::{self, RunKind};
+use crate::{frame, metrics};
+use pipeline::{InFlight, send};
+
+mod admit;
+mod copy;
+mod drift;
+mod pipeline;
+
+/// Batches, per source, whose plain inserts met a key already on the
+/// target: a row the source never wrote there. Such a batch fails once
+/// (rolled back whole) and, sent again, is applied with upserts.
+#[derive(Debug, Default)]
+pub struct InsertConflicts(std::sync::Mutex<HashMap<String, u64>>);
+
+impl InsertConflicts {
+    fn mark(&self, source_id: &str, batch_id: u64) {
+        self.lock().insert(source_id.to_string(), batch_id);
+    }
+
+    fn marked(&self, source_id: &str, batch_id: u64) -> bool {
+        self.lock().get(source_id) == Some(&batch_id)
+    }
+
+    fn clear(&self, source_id: &str) {
+        self.lock().remove(source_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The applier: the one session that writes a source's tables on the target.
+pub struct Applier {
+    /// The applier's own session; the guard lets only its role write.
+    client: Arc<Client>,
+    /// The source whose progress this applier moves.
+    source_id: String,
+    /// Checked tables by the source's table id.
+    plans: HashMap<u32, TablePlan>,
+    /// The tables as the stream announced them, and their columns sorted.
+    announced: HashMap<u32, (wire::TableSchema, Vec<String>)>,
+    /// Other column lists rows carried, by table and sorted columns: their
+    /// shape numbers (see [`Step::shape`]) and checked plans.
+    shapes: HashMap<(u32, Vec<String>), u32>,
+    /// Plans of those shapes, by table and shape.
+    shaped: HashMap<(u32, u32), TablePlan>,
+    /// Whether the server has MERGE (PostgreSQL 15 or newer).
+    merge: bool,
+    /// Prepared apply statements, per table, run kind and shape.
+    statements: HashMap<(u32, RunKind, u32), Statement>,
+    /// Target sequences (regclass oids) by the source's sequence id.
+    sequences: HashMap<u32, u32>,
+    /// The initial copy in progress: table id and the COPY sink.
+    copying: Option<(u32, Pin<Box<CopyInSink<Bytes>>>)>,
+    /// The batch whose transaction is open, if any.
+    open_batch: Option<u64>,
+    /// The open batch's progress check, sent with its first statements and
+    /// read before its commit.
+    begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
+    /// Statements sent and not answered yet, oldest first, with the table
+    /// each writes: the server works on one while the next chunk arrives.
+    in_flight: VecDeque<(String, RunKind, InFlight<u64>)>,
+    /// Batches to apply with upserts for their inserts, shared by streams.
+    conflicts: Arc<InsertConflicts>,
+    /// Whether the open batch is one of them.
+    inserts_as_upserts: bool,
+    /// The open batch's changes not yet sent, net of those overwritten.
+    window: Compactor,
+    /// The last batch committed for this source.
+    last_applied: u64,
+    /// Its cut, as the source sent it (`BatchChunk.cut`; empty if unknown).
+    last_cut: String,
+}
+
+impl Applier {
+    /// The last batch committed for this source.
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// The cut of the last batch committed (empty if unknown).
+    pub fn last_cut(&self) -> &str {
+        &self.last_cut
+    }
+
+    /// The batch whose transaction is open, if any.
+    pub fn open_batch(&self) -> Option<u64> {
+        self.open_batch
+    }
+
+    /// Applies one chunk; returns the batch id when the chunk closed its
+    /// batch and the batch is committed. On error the batch is rolled back.
+    pub async fn apply_chunk(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+        let result = self.apply_chunk_inner(chunk).await;
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    /// Rolls back the open batch, if any (the stream ended mid-batch).
+    pub async fn abort(&mut self) {
+        // Dropping the sink aborts the COPY; answers to dropped requests
+        // are read and discarded by the connection.
+        self.copying = None;
+        self.begin_check = None;
+        self.in_flight.clear();
+        self.window.clear();
+        if let Some(batch_id) = self.open_batch.take()
+            && let Err(error) = self.client.batch_execute("rollback").await
+        {
+            tracing::debug!(batch_id, error = %error, "rollback failed; the session is gone anyway");
+        }
+    }
+
+    async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+        let batch_id = chunk.batch_id;
+        match self.open_batch {
+            Some(open) if open == batch_id => {}
+            Some(open) => {
+                return Err(Error::Protocol(format!(
+                    "batch {batch_id} started before batch {open} ended"
+                )));
+            }
+            None => self.begin(batch_id).await?,
+        }
+        if let Some(copy) = chunk.copy {
+            if copy.begin {
+                // What came before the copy is applied before it.
+                self.send_held(batch_id).await?;
+            }
+            self.apply_copy(batch_id, copy).await?;
+        }
+        if let Some((table_id, _)) = &self.copying
+            && !chunk.changes.is_empty()
+        {
+            // The session is in COPY until the copy ends: a statement sent
+            // now would wait behind it for ever, holding the table's lock.
+            return Err(Error::Protocol(format!(
+                "batch {batch_id}: changes inside the initial copy of table id {table_id}"
+            )));
+        }
+        let changes = chunk
+            .changes
+            .into_iter()
+            .map(Change::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Wire { batch_id, source })?;
+        let count = changes.iter().map(|c| c.rows() as usize).sum();
+        if let Some(change) = changes
+            .iter()
+            .find(|c| !self.plans.contains_key(&c.table_id))
+        {
+            return Err(Error::UnknownTableId {
+                batch_id,
+                seq: change.seq,
+                table_id: change.table_id,
+            });
+        }
+        for change in &changes {
+            let old_key = match &change.kind {
+                ChangeKind::Delete { old_key } => Some((old_key, change.statement_rows)),
+                ChangeKind::Update {
+                    old_key: Some(old_key),
+                    ..
+                } => Some((old_key, 0)),
+                _ => None,
+            };
+            let key_columns = &self.announced[&change.table_id].0.key_columns;
+            if let Some(problem) =
+                old_key.and_then(|(key, rows)| frame::key_problem(key, rows, key_columns))
+            {
+                return Err(Error::BadKey {
+                    batch_id,
+                    seq: change.seq,
+                    table: self.plans[&change.table_id].name.clone(),
+                    problem,
+                });
+            }
+        }
+        for change in changes {
+            let shape = self.shape(batch_id, &change).await?;
+            let key_columns = self.plans[&change.table_id].compact_key.as_deref();
+            for step in step::steps(change, key_columns.is_some(), shape) {
+                self.window.push(step, key_columns);
+            }
+        }
+        if chunk.last {
+            self.send_held(batch_id).await?;
+        } else {
+            let overflow = self.window.overflow();
+            self.send_steps(batch_id, overflow).await?;
+        }
+        metrics::changes_compacted(self.window.take_dropped());
+        metrics::changes_applied(count);
+        if !chunk.last {
+            return Ok(None);
+        }
+        if let Some((table_id, _)) = &self.copying {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id} ended inside the initial copy of table id {table_id}"
+            )));
+        }
+        self.settle(batch_id).await?;
+        for value in chunk.sequences {
+            self.raise_sequence(batch_id, value).await?;
+        }
+        // Progress and commit in one round trip: this runs for every batch.
+        self.client
+            .batch_execute(&format!(
+                "update pgferry.progress
+                    set last_batch = {batch_id}, applied_at = now(), last_cut = {}
+                  where source_id = {};
+                 commit",
+                literal(&chunk.cut),
+                literal(&self.source_id)
+            ))
+            .await
+            .map_err(Error::db("recording progress and committing a batch"))?;
+        self.open_batch = None;
+        self.last_applied = batch_id;
+        self.last_cut = chunk.cut;
+        if self.inserts_as_upserts {
+            self.conflicts.clear(&self.source_id);
+        }
+        metrics::batch_applied(batch_id);
+        tracing::debug!(source_id = %self.source_id, batch_id, "applied batch");
+        Ok(Some(batch_id))
+    }
+
+    /// Opens the batch's transaction and sends, without waiting, the check
+    /// that it is the next one, made under the progress row's lock (which
+    /// also keeps a second stream of the same source from applying anything
+    /// concurrently). [`Applier::settle`] reads the answer before the commit.
+    async fn begin(&mut self, batch_id: u64) -> Result<()> {
+        // Set first: whatever fails below, abort() rolls back.
+        self.open_batch = Some(batch_id);
+        self.inserts_as_upserts = self.conflicts.marked(&self.source_id, batch_id);
+        if self.inserts_as_upserts {
+            tracing::info!(source_id = %self.source_id, batch_id, "applying the batch's inserts as upserts");
+        }
+        let client = Arc::clone(&self.client);
+        let sql = format!(
+            "begin; select last_batch from pgferry.progress where source_id = {} for update",
+            literal(&self.source_id)
+        );
+        let mut check: InFlight<Vec<SimpleQueryMessage>> =
+            Box::pin(async move { client.simple_query(&sql).await });
+        if let Some(Err(source)) = send(&mut check).await {
+            return Err(Error::db("starting a batch")(source));
+        }
+        self.begin_check = Some(check);
+        Ok(())
+    }
+
+    /// Raises a target sequence to at least the source's value, never lowers it.
+    async fn raise_sequence(&mut self, batch_id: u64, value: wire::SequenceValue) -> Result<()> {
+        let oid = *self.sequences.get(&value.seq_id).ok_or_else(|| {
+            Error::Protocol(format!(
+                "batch {batch_id}: unknown sequence id {}",
+                value.seq_id
+            ))
+        })?;
+        self.client
+            .execute(
+                "select setval(c, $2) from (select $1::oid::regclass as c) s
+                 where coalesce(pg_sequence_last_value(c) < $2, true)",
+                &[&oid, &value.last_value],
+            )
+            .await
+            .map_err(Error::db("raising a sequence"))?;
+        Ok(())
+    }
+}

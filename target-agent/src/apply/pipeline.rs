@@ -1,0 +1,200 @@
+//! Statement pipelining: a run's statement is sent without waiting for
+//! its answer, up to a few in flight, and the answers are read back in the
+//! order sent; the first failure is the batch's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+
+use super::Applier;
+use crate::error::{Error, Result};
+use crate::schema::TablePlan;
+use crate::step::{self, Run, RunKind, Step};
+
+/// A request sent to the server whose answer is still to be read.
+pub(super) type InFlight<T> =
+    Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send>>;
+
+/// Statements in flight before the applier waits for the oldest: enough to
+/// keep the server busy, few enough to bound memory (each holds a chunk).
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Polls a request once, which sends it (tokio-postgres writes a request
+/// when first polled and pipelines the ones not yet answered); returns its
+/// result if that came at once.
+pub(super) async fn send<T>(request: &mut InFlight<T>) -> Option<Result<T, tokio_postgres::Error>> {
+    match futures_util::poll!(request.as_mut()) {
+        std::task::Poll::Ready(result) => Some(result),
+        std::task::Poll::Pending => None,
+    }
+}
+
+impl Applier {
+    /// Waits for every answer of the open batch, in order; the first
+    /// failure is the batch's error.
+    pub(super) async fn settle(&mut self, batch_id: u64) -> Result<()> {
+        while self.wait_oldest(batch_id).await? {}
+        Ok(())
+    }
+
+    /// Waits for the oldest unanswered request: the progress check, then
+    /// statements in the order sent. Answers must be read in that order (the
+    /// connection hands them out in order and stops while one is unread).
+    /// Returns false when none was left.
+    async fn wait_oldest(&mut self, batch_id: u64) -> Result<bool> {
+        if let Some(check) = self.begin_check.take() {
+            let messages = check.await.map_err(Error::db("starting a batch"))?;
+            let last: u64 = messages
+                .iter()
+                .find_map(|message| match message {
+                    SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    Error::Protocol(format!("no progress row for source {}", self.source_id))
+                })?;
+            let expected = last + 1;
+            if batch_id != expected {
+                return Err(Error::OutOfSequence {
+                    source_id: self.source_id.clone(),
+                    got: batch_id,
+                    expected,
+                });
+            }
+            return Ok(true);
+        }
+        let Some((table, kind, statement)) = self.in_flight.pop_front() else {
+            return Ok(false);
+        };
+        statement
+            .await
+            .map_err(|source| self.run_failed(batch_id, table, kind, source))?;
+        Ok(true)
+    }
+
+    /// The error of a run's statement. A plain insert that met its key on
+    /// the target marks the batch to be applied with upserts when resent.
+    fn run_failed(
+        &self,
+        batch_id: u64,
+        table: String,
+        kind: RunKind,
+        source: tokio_postgres::Error,
+    ) -> Error {
+        if kind == RunKind::Insert && source.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            self.conflicts.mark(&self.source_id, batch_id);
+            return Error::InsertConflict {
+                batch_id,
+                table,
+                source,
+            };
+        }
+        Error::Apply {
+            batch_id,
+            table,
+            source,
+        }
+    }
+
+    /// Sends the statements of every change the window holds, in order.
+    pub(super) async fn send_held(&mut self, batch_id: u64) -> Result<()> {
+        loop {
+            let steps = self.window.drain(step::RUN_ROWS);
+            if steps.is_empty() {
+                return Ok(());
+            }
+            self.send_steps(batch_id, steps).await?;
+        }
+    }
+
+    /// Sends the statements of `steps`' runs, in order.
+    pub(super) async fn send_steps(&mut self, batch_id: u64, steps: Vec<Step>) -> Result<()> {
+        for run in step::runs(steps) {
+            self.apply_run(batch_id, run).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a run's statement without waiting for its answer, unless
+    /// [`MAX_IN_FLIGHT`] are unanswered: then it waits for the oldest.
+    async fn apply_run(&mut self, batch_id: u64, run: Run) -> Result<()> {
+        if !run.also.is_empty() {
+            return self.truncate_together(batch_id, &run).await;
+        }
+        let kind = match run.kind {
+            RunKind::Insert if self.inserts_as_upserts => RunKind::Upsert,
+            kind => kind,
+        };
+        let key = (run.table_id, kind, run.shape);
+        if !self.statements.contains_key(&key) {
+            // Answers are read in order: settle before waiting on a prepare.
+            self.settle(batch_id).await?;
+            let plan = self.plan(run.table_id, run.shape);
+            let sql = match kind {
+                RunKind::Insert => &plan.insert,
+                RunKind::Upsert => &plan.upsert,
+                RunKind::Delete => &plan.delete,
+                RunKind::Truncate => &plan.truncate,
+            };
+            let statement = self
+                .client
+                .prepare(sql)
+                .await
+                .map_err(|source| Error::Apply {
+                    batch_id,
+                    table: plan.name.clone(),
+                    source,
+                })?;
+            self.statements.insert(key, statement);
+        }
+        let statement = self.statements[&key].clone();
+        let table = self.plans[&run.table_id].name.clone();
+        let client = Arc::clone(&self.client);
+        let params: Vec<String> = match run.kind {
+            RunKind::Truncate => Vec::new(),
+            _ => vec![format!("[{}]", run.rows.join(","))],
+        };
+        let mut request: InFlight<u64> =
+            Box::pin(async move { client.execute_raw(&statement, params).await });
+        if let Some(result) = send(&mut request).await {
+            result.map_err(|source| self.run_failed(batch_id, table, kind, source))?;
+            return Ok(());
+        }
+        self.in_flight.push_back((table, kind, request));
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            self.wait_oldest(batch_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The plan of a table's rows of shape `shape` (see [`Step::shape`]).
+    fn plan(&self, table_id: u32, shape: u32) -> &TablePlan {
+        match shape {
+            0 => &self.plans[&table_id],
+            _ => &self.shaped[&(table_id, shape)],
+        }
+    }
+
+    /// Empties a truncate run's tables in one statement (rare: it is not
+    /// prepared, and runs on a settled session).
+    async fn truncate_together(&mut self, batch_id: u64, run: &Run) -> Result<()> {
+        self.settle(batch_id).await?;
+        let plans: Vec<&TablePlan> = std::iter::once(&run.table_id)
+            .chain(&run.also)
+            .map(|table_id| &self.plans[table_id])
+            .collect();
+        let quoted: Vec<&str> = plans.iter().map(|plan| plan.quoted.as_str()).collect();
+        let names: Vec<&str> = plans.iter().map(|plan| plan.name.as_str()).collect();
+        self.client
+            .batch_execute(&format!("truncate only {}", quoted.join(", ")))
+            .await
+            .map_err(|source| Error::Apply {
+                batch_id,
+                table: names.join(", "),
+                source,
+            })
+    }
+}
