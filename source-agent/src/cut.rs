@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio_postgres::{Client, Config, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::links::{BatchId, ChangeCount, CutterEnds};
 
 const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
 
@@ -18,11 +18,11 @@ const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
 pub async fn cut(
     client: &Client,
     cut_batch: &Statement,
-    applied: u64,
+    applied: BatchId,
     max_unapplied: u32,
 ) -> Result<Option<u64>> {
     let row = client
-        .query_one(cut_batch, &[&i64::from(max_unapplied), &(applied as i64)])
+        .query_one(cut_batch, &[&i64::from(max_unapplied), &(applied.0 as i64)])
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
@@ -124,7 +124,7 @@ const COALESCE_PER_CHANGE: Duration = Duration::from_micros(500);
 
 impl Pace {
     /// The least time between two cuts after a batch of `changes`.
-    fn interval(&self, changes: u64) -> Duration {
+    fn interval(&self, ChangeCount(changes): ChangeCount) -> Duration {
         let gather = COALESCE_PER_CHANGE.saturating_mul(changes.min(u32::MAX as u64) as u32);
         gather.min(self.max_coalesce).max(self.tick)
     }
@@ -137,22 +137,18 @@ const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// Keeps cutting batches at `pace`, and whenever the target applied one
 /// (no sooner after the last cut than the size of the last batch sent,
-/// `sent_rx`, calls for), until `cancel`, publishing the newest batch id on
-/// `cut_tx`. Holds the database's source-agent lock so that two agents
+/// `ends.last_sent`, calls for), until `cancel`, publishing the newest batch id on
+/// `ends.newest_cut`. Holds the database's source-agent lock so that two agents
 /// never cut (or ship) batches of one queue.
 pub async fn cut_loop(
     config: Config,
     pace: Pace,
-    cut_tx: watch::Sender<u64>,
-    mut applied_rx: watch::Receiver<u64>,
-    sent_rx: watch::Receiver<u64>,
+    mut ends: CutterEnds,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(pace.max_backoff);
     loop {
-        let wait = match cut_session(&config, pace, &cut_tx, &mut applied_rx, &sent_rx, &cancel)
-            .await
-        {
+        let wait = match cut_session(&config, pace, &mut ends, &cancel).await {
             Ok(()) => return Ok(()),
             Err(err) => {
                 let Some(wait) = backoff.after(&err) else {
@@ -177,9 +173,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 async fn cut_session(
     config: &Config,
     pace: Pace,
-    cut_tx: &watch::Sender<u64>,
-    applied_rx: &mut watch::Receiver<u64>,
-    sent_rx: &watch::Receiver<u64>,
+    ends: &mut CutterEnds,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let client = pgferry_runtime::db::connect(config)
@@ -204,7 +198,7 @@ async fn cut_session(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (_, newest) = kept_range(&client).await?;
-    cut_tx.send_replace(newest);
+    ends.newest_cut.send_replace(BatchId(newest));
     let cut_batch = client
         .prepare(CUT_BATCH)
         .await
@@ -219,16 +213,16 @@ async fn cut_session(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            Ok(()) = applied_rx.changed() => {}
+            Ok(()) = ends.applied.changed() => {}
             _ = tokio::time::sleep_until(last_cut + wait) => {}
         }
-        let gathered = last_cut + pace.interval(*sent_rx.borrow());
+        let gathered = last_cut + pace.interval(*ends.last_sent.borrow());
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(gathered) => {}
         }
-        let applied = *applied_rx.borrow_and_update();
+        let applied = *ends.applied.borrow_and_update();
         last_cut = tokio::time::Instant::now();
         if let Some(batch_id) = cut(&client, &cut_batch, applied, pace.max_unapplied).await? {
             tracing::debug!(
@@ -236,7 +230,7 @@ async fn cut_session(
                 took_us = last_cut.elapsed().as_micros() as u64,
                 "cut batch"
             );
-            cut_tx.send_replace(batch_id);
+            ends.newest_cut.send_replace(BatchId(batch_id));
             wait = pace.tick;
             last_found = tokio::time::Instant::now();
         } else if last_found.elapsed() >= IDLE_AFTER {
@@ -259,14 +253,14 @@ mod tests {
 
     #[test]
     fn a_quiet_source_is_cut_every_tick() {
-        assert_eq!(PACE.interval(0), PACE.tick);
-        assert_eq!(PACE.interval(1), PACE.tick);
+        assert_eq!(PACE.interval(ChangeCount(0)), PACE.tick);
+        assert_eq!(PACE.interval(ChangeCount(1)), PACE.tick);
     }
 
     #[test]
     fn a_busy_source_gathers_changes_up_to_the_limit() {
-        assert_eq!(PACE.interval(4), Duration::from_millis(2));
-        assert_eq!(PACE.interval(20), PACE.max_coalesce);
-        assert_eq!(PACE.interval(1_000_000), PACE.max_coalesce);
+        assert_eq!(PACE.interval(ChangeCount(4)), Duration::from_millis(2));
+        assert_eq!(PACE.interval(ChangeCount(20)), PACE.max_coalesce);
+        assert_eq!(PACE.interval(ChangeCount(1_000_000)), PACE.max_coalesce);
     }
 }

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cut;
 pub mod delay;
 pub mod error;
+pub mod links;
 pub mod metrics;
 pub mod ship;
 pub mod status;
@@ -20,7 +21,6 @@ pub mod stream;
 pub mod upkeep;
 
 use pgferry_runtime::{db, health};
-use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{Command, Common, RunArgs};
@@ -192,9 +192,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if args.metrics_listen.is_some() {
         tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
     }
-    let (cut_tx, cut_rx) = watch::channel(0u64);
-    let (applied_tx, applied_rx) = watch::channel(0u64);
-    let (sent_tx, sent_rx) = watch::channel(0u64);
+    let (cutter_ends, stream_ends) = links::links();
     let mut cutter = tasks.spawn(cut::cut_loop(
         db_config.clone(),
         cut::Pace {
@@ -204,9 +202,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             max_backoff: args.max_backoff,
             max_unapplied: args.max_unapplied_batches,
         },
-        cut_tx,
-        applied_rx,
-        sent_rx,
+        cutter_ends,
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
@@ -214,9 +210,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args,
         (endpoint, token),
         db_config,
-        cut_rx,
-        applied_tx,
-        sent_tx,
+        stream_ends,
         cancel.child_token(),
     );
     tokio::pin!(streamer);

@@ -18,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
+use crate::links::{BatchId, ChangeCount, StreamEnds};
 use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
@@ -34,28 +35,24 @@ pub async fn run(
     args: RunArgs,
     (endpoint, token): (Endpoint, Option<String>),
     db_config: Config,
-    cut_rx: watch::Receiver<u64>,
-    applied_tx: watch::Sender<u64>,
-    sent_tx: watch::Sender<u64>,
+    ends: StreamEnds,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(args.max_backoff);
     loop {
-        let mut progressed = false;
+        let durable_before = *ends.durable.borrow();
         let result = session(
             &args,
             (&endpoint, token.as_deref()),
             &db_config,
-            cut_rx.clone(),
-            (&applied_tx, &sent_tx),
+            &ends,
             &cancel,
-            &mut progressed,
         )
         .await;
         if cancel.is_cancelled() {
             return result;
         }
-        if progressed {
+        if *ends.durable.borrow() > durable_before {
             backoff.reset();
         }
         let wait = match result {
@@ -94,11 +91,10 @@ async fn session(
     args: &RunArgs,
     (endpoint, token): (&Endpoint, Option<&str>),
     db_config: &Config,
-    mut cut_rx: watch::Receiver<u64>,
-    (applied_tx, sent_tx): (&watch::Sender<u64>, &watch::Sender<u64>),
+    ends: &StreamEnds,
     cancel: &CancellationToken,
-    progressed: &mut bool,
 ) -> Result<()> {
+    let mut newest_cut = ends.newest_cut.clone();
     // The target first: until its HTTP/2 window grants come back (the
     // connection's a round trip after connecting) a new connection carries
     // only 64 KiB, and they travel while the database work below runs.
@@ -182,12 +178,12 @@ async fn session(
     // initial copy may be due: a copy sent again would record a new
     // snapshot here for a copy the target already holds.
     let speculate = !shipper.copies_possible;
-    applied_tx.send_replace(acked);
+    ends.applied.send_replace(BatchId(acked));
     let send = send_batches(
         args,
         shipper,
-        (&mut cut_rx, sent_tx),
-        applied_tx.subscribe(),
+        (&mut newest_cut, &ends.last_sent),
+        ends.applied.subscribe(),
         acked + 1,
         version,
         cancel,
@@ -206,8 +202,8 @@ async fn session(
     };
     tracing::info!(last_applied, "stream ready");
 
-    applied_tx.send_replace(last_applied);
-    let receive = receive_acks(&mut inbound, &acker, applied_tx, last_applied, progressed);
+    ends.applied.send_replace(BatchId(last_applied));
+    let receive = receive_acks(&mut inbound, &acker, ends, last_applied);
     tokio::pin!(receive);
     tokio::select! {
         biased;
@@ -300,8 +296,8 @@ const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 async fn send_batches(
     args: &RunArgs,
     mut shipper: Shipper,
-    (cut_rx, sent_tx): (&mut watch::Receiver<u64>, &watch::Sender<u64>),
-    mut applied_rx: watch::Receiver<u64>,
+    (newest_cut, last_sent): (&mut watch::Receiver<BatchId>, &watch::Sender<ChangeCount>),
+    mut applied: watch::Receiver<BatchId>,
     first: u64,
     version: i64,
     cancel: &CancellationToken,
@@ -327,7 +323,7 @@ async fn send_batches(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
-                cut = cut_rx.wait_for(|newest| *newest >= next) => {
+                cut = newest_cut.wait_for(|newest| newest.0 >= next) => {
                     cut.map_err(|_| Error::Protocol("batch cutter stopped".into()))?;
                     break;
                 }
@@ -337,11 +333,11 @@ async fn send_batches(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            applied = applied_rx.wait_for(|applied| next.saturating_sub(*applied) <= window) => {
-                if applied.is_err() { return Ok(()); }
+            moved = applied.wait_for(|applied| next.saturating_sub(applied.0) <= window) => {
+                if moved.is_err() { return Ok(()); }
             }
         }
-        let resume = *applied_rx.borrow() + 1;
+        let resume = applied.borrow().0 + 1;
         if resume > next {
             next = resume;
             continue;
@@ -349,7 +345,7 @@ async fn send_batches(
         match shipper.send(next).await? {
             SendOutcome::Sent { changes } => {
                 metrics::batch_sent(changes);
-                sent_tx.send_replace(changes);
+                last_sent.send_replace(ChangeCount(changes));
             }
             SendOutcome::TablesChanged => {
                 tracing::info!(batch_id = next, "table list changed; restarting the stream");
@@ -370,9 +366,8 @@ async fn send_batches(
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
     acker: &Client,
-    applied_tx: &watch::Sender<u64>,
+    ends: &StreamEnds,
     last_applied: u64,
-    progressed: &mut bool,
 ) -> Result<()> {
     let (durable_tx, durable_rx) = watch::channel(last_applied);
     let receive = async move {
@@ -382,7 +377,7 @@ async fn receive_acks(
             match message.kind {
                 Some(wire::target_message::Kind::Applied(a)) if a.batch_id == applied + 1 => {
                     applied = a.batch_id;
-                    applied_tx.send_replace(applied);
+                    ends.applied.send_replace(BatchId(applied));
                     metrics::batch_applied(applied);
                 }
                 Some(wire::target_message::Kind::Durable(d))
@@ -390,7 +385,7 @@ async fn receive_acks(
                 {
                     durable = d.batch_id;
                     durable_tx.send_replace(durable);
-                    *progressed = true;
+                    ends.durable.send_replace(BatchId(durable));
                 }
                 other => {
                     return Err(Error::Protocol(format!(

@@ -1,10 +1,41 @@
-//! Checks of what a peer sends that the apply statements would not catch
-//! themselves, made before any SQL: a key that lacks one of its columns
-//! matches no row, so a delete by it would succeed and do nothing.
+//! What a peer sends, decoded and checked before any SQL: the stream's
+//! messages in their expected order (a hello, then chunks), and what the
+//! apply statements would not catch themselves: a key that lacks one of its
+//! columns matches no row, so a delete by it would succeed and do nothing.
 
 use std::collections::HashMap;
 
+use pgferry_proto::PROTOCOL_VERSION;
+use pgferry_proto::wire::{self, source_message::Kind};
 use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+
+/// The stream's first message, which must be a hello of this protocol
+/// version.
+pub fn hello(message: Option<wire::SourceMessage>) -> Result<wire::Hello> {
+    let Some(wire::SourceMessage {
+        kind: Some(Kind::Hello(hello)),
+    }) = message
+    else {
+        return Err(Error::Protocol("the first message must be hello".into()));
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Error::ProtocolVersion {
+            got: hello.protocol_version,
+            speaks: PROTOCOL_VERSION,
+        });
+    }
+    Ok(hello)
+}
+
+/// Every later message, which must be a batch chunk.
+pub fn chunk(message: wire::SourceMessage) -> Result<wire::BatchChunk> {
+    match message.kind {
+        Some(Kind::Chunk(chunk)) => Ok(chunk),
+        _ => Err(Error::Protocol("expected a batch chunk".into())),
+    }
+}
 
 /// What is wrong with a key `text` (a key object, or a JSON array of them
 /// when `statement_rows` is not 0) that must carry every one of

@@ -13,6 +13,7 @@ pub mod guard;
 pub mod metrics;
 pub mod schema;
 pub mod server;
+pub mod session;
 pub mod shape;
 pub mod step;
 pub mod tls;
@@ -28,6 +29,10 @@ use crate::error::{Error, Result};
 
 /// Name the agent's database sessions carry.
 pub const APPLICATION_NAME: &str = "pgferry-target-agent";
+
+/// How long shutdown waits for the streams to stop (each rolls back its
+/// open batch) before the agent exits anyway, saying so.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Migrations in order; `install` runs those newer than the database's.
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
@@ -123,6 +128,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         conflicts: Default::default(),
         compact_window: args.compact_window_bytes,
         batch_idle_timeout: args.batch_idle_timeout,
+        tasks: tasks.clone(),
     };
     tracing::info!(
         listen = %args.listen,
@@ -162,7 +168,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     cancel.cancel();
     tasks.close();
-    tasks.wait().await;
+    // Streams stop between chunks and roll back an open batch; a statement
+    // the server is still running holds that up.
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            tasks = tasks.len(),
+            "shutdown overran its grace; stopping with streams still running (their open batches roll back)"
+        );
+    }
     served.map_err(|err| Error::Io {
         context: "serving",
         source: std::io::Error::other(err),

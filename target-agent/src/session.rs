@@ -1,0 +1,160 @@
+//! One source's stream: admission (its tables checked and guarded, its
+//! progress read, made durable and sent as Ready), then one loop that
+//! applies chunks in order and reports each committed batch, shutdown first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgferry_proto::wire;
+use pgferry_runtime::db;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use crate::apply::Applier;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::server::ReplicationService;
+use crate::{durable, frame};
+
+/// Admits the source of `hello` and starts its session on the service's
+/// task tracker; returns the stream of what goes back to the source.
+pub async fn open(
+    service: &ReplicationService,
+    hello: wire::Hello,
+    inbound: Streaming<wire::SourceMessage>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
+    let client = db::connect(&service.db_config)
+        .await
+        .map_err(Error::Connect)?;
+    let applier = Applier::start(
+        client,
+        &hello,
+        Arc::clone(&service.conflicts),
+        service.compact_window,
+    )
+    .await
+    .inspect_err(|err| {
+        tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
+    })?;
+    let flusher = durable::Flusher::connect(&service.db_config, &hello.source_id).await?;
+    // The source deletes what Ready reports applied: the progress just
+    // read may be an asynchronous commit still on its way to disk.
+    flusher.flush().await?;
+    tracing::info!(
+        source_id = %hello.source_id,
+        peer = ?peer,
+        tables = hello.tables.len(),
+        last_applied = applier.last_applied(),
+        "source connected"
+    );
+    let (out, out_rx) = mpsc::channel(16);
+    let ready = wire::TargetMessage {
+        kind: Some(wire::target_message::Kind::Ready(wire::Ready {
+            last_applied_batch: applier.last_applied(),
+            last_applied_cut: applier.last_cut().to_owned(),
+        })),
+    };
+    out.send(Ok(ready)).await.ok();
+    let (applied_tx, applied_rx) = watch::channel(applier.last_applied());
+    service
+        .tasks
+        .spawn(durable::report(flusher, applied_rx, out.clone()));
+    service.tasks.spawn(serve_stream(
+        applier,
+        inbound,
+        out,
+        applied_tx,
+        (service.cancel.clone(), service.batch_idle_timeout),
+        hello.source_id,
+    ));
+    Ok(out_rx)
+}
+
+/// Applies chunks until the source closes the stream, an error, or shutdown,
+/// reporting each batch applied on `out` and on `applied_tx` (for `durable`).
+/// A batch left open longer than `idle_timeout` without a chunk is rolled
+/// back and the stream ended: its transaction holds the locks of the rows it
+/// wrote, which every other source's batches touching them would wait on.
+async fn serve_stream(
+    mut applier: Applier,
+    mut inbound: Streaming<wire::SourceMessage>,
+    out: mpsc::Sender<Result<wire::TargetMessage, Status>>,
+    applied_tx: watch::Sender<u64>,
+    (cancel, idle_timeout): (CancellationToken, Duration),
+    source_id: String,
+) {
+    loop {
+        let open = applier.open_batch();
+        let idle = async move {
+            match open {
+                Some(batch_id) => {
+                    tokio::time::sleep(idle_timeout).await;
+                    batch_id
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            batch_id = idle => {
+                metrics::apply_failed();
+                let err = Error::BatchIdle { batch_id, waited: idle_timeout };
+                tracing::warn!(source_id = %source_id, error = %err, "batch rolled back");
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
+            message = inbound.message() => message,
+        };
+        let chunk = match message.map(|message| message.map(frame::chunk)) {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(err))) => {
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
+            Ok(None) => break,
+            Err(status) => {
+                // Oversized or undecodable messages land here too: tell the
+                // source why (if it is still there) rather than just hang up.
+                tracing::warn!(source_id = %source_id, code = ?status.code(), message = status.message(), "source stream failed");
+                metrics::apply_failed();
+                out.send(Err(status)).await.ok();
+                break;
+            }
+        };
+        if chunk.batch_id <= applier.last_applied() {
+            // Sent ahead of Ready by a source that had not yet heard this
+            // batch was applied (see the proto's stream description).
+            if chunk.last {
+                metrics::batch_skipped();
+                tracing::debug!(source_id = %source_id, batch_id = chunk.batch_id, "skipped a batch applied before");
+            }
+            continue;
+        }
+        match applier.apply_chunk(chunk).await {
+            Ok(Some(batch_id)) => {
+                let applied = wire::TargetMessage {
+                    kind: Some(wire::target_message::Kind::Applied(wire::Applied {
+                        batch_id,
+                    })),
+                };
+                if out.send(Ok(applied)).await.is_err() {
+                    break;
+                }
+                // Only now: a durable report must never overtake its batch's
+                // applied report on the stream.
+                applied_tx.send_replace(batch_id);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                metrics::apply_failed();
+                tracing::warn!(source_id = %source_id, error = %err, "batch failed; rolled back");
+                out.send(Err(err.into())).await.ok();
+                break;
+            }
+        }
+    }
+    applier.abort().await;
+}
