@@ -282,6 +282,18 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
     let (code, stderr) = fails("source-agent", &args).await;
     assert_eq!(code, 64, "a malformed value is bad configuration");
     assert!(stderr.contains("--window"), "{stderr}");
+    for (setting, zero) in [
+        ("--window", "0"),
+        ("--chunk-rows", "0"),
+        ("--chunk-bytes", "0"),
+    ] {
+        let mut args = args.to_vec();
+        args.truncate(args.len() - 2);
+        args.extend([setting, zero]);
+        let (code, stderr) = fails("source-agent", &args).await;
+        assert_eq!(code, 64, "{setting} {zero} is bad configuration");
+        assert!(stderr.contains(setting), "{stderr}");
+    }
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, format!("source-db = \"{}\"\n", r.source_db)).unwrap();

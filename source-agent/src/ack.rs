@@ -2,9 +2,11 @@
 //! of every batch up to k go, and so do the cuts before k (cut k stays as the
 //! start of batch k+1); tables whose copy is acked start replicating.
 
+use tokio::sync::watch;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{Error, Result};
+use crate::metrics;
 
 /// Sets up the acknowledging session and prepares [`acknowledge`]'s
 /// statement on it. Acknowledgements commit asynchronously: one that a
@@ -39,4 +41,22 @@ pub async fn acknowledge(
         .await
         .map_err(Error::db("cleaning up acked batches"))?;
     Ok(row.get(0))
+}
+
+/// Acknowledges the newest durable batch each time it moves; reports that
+/// come while an acknowledgement runs fold into the next one. Ends once the
+/// reports end and the last one is acknowledged.
+pub async fn acknowledge_durable(acker: &Client, mut durable: watch::Receiver<u64>) -> Result<()> {
+    let statement = prepare(acker).await?;
+    // What the target reports applied on connecting is durable there. Its
+    // cleanup here (a previous session's last acks may not have come) can
+    // take a while: it runs while the first batches go out, not before.
+    let reconnected = *durable.borrow_and_update();
+    acknowledge(acker, &statement, reconnected, false).await?;
+    while durable.changed().await.is_ok() {
+        let batch_id = *durable.borrow_and_update();
+        acknowledge(acker, &statement, batch_id, true).await?;
+        metrics::batch_acked(batch_id);
+    }
+    Ok(())
 }

@@ -168,15 +168,15 @@ pub struct RunArgs {
     #[arg(long, env = "PGFERRY_MAX_UNAPPLIED_BATCHES", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unapplied_batches: u32,
     /// How many batches may be sent and not yet acknowledged.
-    #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8)]
+    #[arg(long, env = "PGFERRY_WINDOW", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
     /// Rows per message on the wire.
-    #[arg(long, env = "PGFERRY_CHUNK_ROWS", default_value_t = 1000)]
+    #[arg(long, env = "PGFERRY_CHUNK_ROWS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_rows: u32,
     /// Bytes of row data per message on the wire (keep well under the
     /// target's --max-message-bytes).
-    #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 1024 * 1024)]
-    pub chunk_bytes: usize,
+    #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_bytes: u64,
     /// Compression of batches on the wire: worth its CPU on a link slower
     /// than the agents and databases; on a fast one it only costs.
     #[arg(long, env = "PGFERRY_COMPRESSION", value_enum, default_value_t = Compression::None)]

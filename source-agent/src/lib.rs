@@ -135,16 +135,7 @@ fn database(common: &Common) -> Result<tokio_postgres::Config> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = database(&args.common)?;
-    let token = pgferry_runtime::config::read_optional_secret(
-        "auth-token-file",
-        args.auth_token_file.as_deref(),
-    )?;
-    if let Some(token) = &token
-        && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
-    {
-        return Err(Error::BadToken);
-    }
-    let endpoint = channel::endpoint(&args)?;
+    let settings = stream::Settings::from_args(&args)?;
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
@@ -206,13 +197,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cancel.child_token(),
     ));
     tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
-    let streamer = stream::run(
-        args,
-        (endpoint, token),
-        db_config,
-        stream_ends,
-        cancel.child_token(),
-    );
+    let streamer = stream::run(settings, db_config, stream_ends, cancel.child_token());
     tokio::pin!(streamer);
     // Whichever ends first (shutdown, or an error neither can retry), the
     // other follows; the first error is the one reported.

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Config};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
@@ -28,27 +29,65 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for the target to ack what was sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs sessions with the target at `endpoint` (presenting `token` when
-/// set) until `cancel`, recording each failure where
-/// `status` shows it and backing off between attempts.
+/// What a replication session takes from `run`'s settings, which clap and
+/// [`Settings::from_args`] have checked.
+pub struct Settings {
+    /// `--source-id`.
+    pub source_id: String,
+    /// `--target` with its TLS settings (see [`crate::channel::endpoint`]).
+    pub endpoint: Endpoint,
+    /// The token of `--auth-token-file`, presented as a bearer token.
+    pub token: Option<String>,
+    /// `--window`: batches sent beyond the last one applied.
+    pub window: u64,
+    /// `--chunk-rows` and `--chunk-bytes`.
+    pub limits: ChunkLimits,
+    /// `--compression`.
+    pub compression: Option<CompressionEncoding>,
+    /// `--max-backoff`.
+    pub max_backoff: Duration,
+}
+
+impl Settings {
+    /// The session's settings from `args`, reading the token file and
+    /// checking the target's address and TLS files.
+    pub fn from_args(args: &RunArgs) -> Result<Settings> {
+        let token = pgferry_runtime::config::read_optional_secret(
+            "auth-token-file",
+            args.auth_token_file.as_deref(),
+        )?;
+        if let Some(token) = &token
+            && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
+        {
+            return Err(Error::BadToken);
+        }
+        Ok(Settings {
+            source_id: args.source_id.clone(),
+            endpoint: crate::channel::endpoint(args)?,
+            token,
+            window: args.window,
+            limits: ChunkLimits {
+                rows: args.chunk_rows,
+                bytes: usize::try_from(args.chunk_bytes).unwrap_or(usize::MAX),
+            },
+            compression: args.compression.encoding(),
+            max_backoff: args.max_backoff,
+        })
+    }
+}
+
+/// Runs sessions with the target until `cancel`, recording each failure
+/// where `status` shows it and backing off between attempts.
 pub async fn run(
-    args: RunArgs,
-    (endpoint, token): (Endpoint, Option<String>),
+    settings: Settings,
     db_config: Config,
     ends: StreamEnds,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let mut backoff = Backoff::new(args.max_backoff);
+    let mut backoff = Backoff::new(settings.max_backoff);
     loop {
         let durable_before = *ends.durable.borrow();
-        let result = session(
-            &args,
-            (&endpoint, token.as_deref()),
-            &db_config,
-            &ends,
-            &cancel,
-        )
-        .await;
+        let result = session(&settings, &db_config, &ends, &cancel).await;
         if cancel.is_cancelled() {
             return result;
         }
@@ -84,12 +123,10 @@ pub async fn run(
 }
 
 /// One stream: hello, ready, then batches out and acks in until an error,
-/// the target closing, a change of the table list, or shutdown. The target
-/// is reached at `endpoint`, presenting `token` when one is set.
-#[tracing::instrument(skip_all, fields(source_id = %args.source_id))]
+/// the target closing, a change of the table list, or shutdown.
+#[tracing::instrument(skip_all, fields(source_id = %settings.source_id))]
 async fn session(
-    args: &RunArgs,
-    (endpoint, token): (&Endpoint, Option<&str>),
+    settings: &Settings,
     db_config: &Config,
     ends: &StreamEnds,
     cancel: &CancellationToken,
@@ -98,7 +135,7 @@ async fn session(
     // The target first: until its HTTP/2 window grants come back (the
     // connection's a round trip after connecting) a new connection carries
     // only 64 KiB, and they travel while the database work below runs.
-    let channel = endpoint.connect().await?;
+    let channel = settings.endpoint.connect().await?;
     let connect = || async { db::connect(db_config).await.map_err(Error::Connect) };
     let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
     // One round trip: tokio-postgres pipelines requests polled together.
@@ -133,7 +170,7 @@ async fn session(
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    if let Some(encoding) = args.compression.encoding() {
+    if let Some(encoding) = settings.compression {
         client = client.send_compressed(encoding);
     }
     let (out, out_rx) = mpsc::channel(4);
@@ -144,17 +181,14 @@ async fn session(
         copies_possible,
         has_sequences: !sequences.is_empty(),
         copier,
-        limits: ChunkLimits {
-            rows: args.chunk_rows.max(1),
-            bytes: args.chunk_bytes.max(1),
-        },
+        limits: settings.limits,
         known_tables: tables.iter().map(|t| t.table_id).collect(),
         sequences_sent: HashMap::new(),
         out,
     };
     let hello = wire::Hello {
         protocol_version: PROTOCOL_VERSION,
-        source_id: args.source_id.clone(),
+        source_id: settings.source_id.clone(),
         tables,
         sequences,
     };
@@ -166,7 +200,7 @@ async fn session(
         .await
         .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
-    if let Some(token) = token {
+    if let Some(token) = &settings.token {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| Error::BadToken)?;
@@ -180,7 +214,7 @@ async fn session(
     let speculate = !shipper.copies_possible;
     ends.applied.send_replace(BatchId(acked));
     let send = send_batches(
-        args,
+        settings.window,
         shipper,
         (&mut newest_cut, &ends.last_sent),
         ends.applied.subscribe(),
@@ -294,7 +328,7 @@ const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// resumes after it. Each sent batch's size goes to `sent_tx` (the cutter
 /// paces itself by it).
 async fn send_batches(
-    args: &RunArgs,
+    window: u64,
     mut shipper: Shipper,
     (newest_cut, last_sent): (&mut watch::Receiver<BatchId>, &watch::Sender<ChangeCount>),
     mut applied: watch::Receiver<BatchId>,
@@ -302,7 +336,6 @@ async fn send_batches(
     version: i64,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let window = args.window.max(1);
     let mut next = first;
     // Looked at every TABLES_CHECK_EVERY, busy or idle, not before every
     // batch: a batch that needs a table this stream did not announce says
@@ -399,23 +432,5 @@ async fn receive_acks(
         drop(durable_tx);
         Ok(())
     };
-    tokio::try_join!(receive, acknowledge_durable(acker, durable_rx)).map(|_| ())
-}
-
-/// Acknowledges the newest durable batch each time it moves; reports that
-/// come while an acknowledgement runs fold into the next one. Ends once the
-/// reports end and the last one is acknowledged.
-async fn acknowledge_durable(acker: &Client, mut durable: watch::Receiver<u64>) -> Result<()> {
-    let statement = ack::prepare(acker).await?;
-    // What the target reports applied on connecting is durable there. Its
-    // cleanup here (a previous session's last acks may not have come) can
-    // take a while: it runs while the first batches go out, not before.
-    let reconnected = *durable.borrow_and_update();
-    ack::acknowledge(acker, &statement, reconnected, false).await?;
-    while durable.changed().await.is_ok() {
-        let batch_id = *durable.borrow_and_update();
-        ack::acknowledge(acker, &statement, batch_id, true).await?;
-        metrics::batch_acked(batch_id);
-    }
-    Ok(())
+    tokio::try_join!(receive, ack::acknowledge_durable(acker, durable_rx)).map(|_| ())
 }

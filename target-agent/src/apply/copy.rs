@@ -31,11 +31,6 @@ impl Applier {
             source,
         };
         if copy.begin {
-            if self.copying.is_some() {
-                return Err(Error::Protocol(format!(
-                    "batch {batch_id}: a copy began inside another"
-                )));
-            }
             self.client
                 .batch_execute(&plan.clear)
                 .await
@@ -48,16 +43,10 @@ impl Applier {
             tracing::info!(table = %plan.name, batch_id, "initial copy started");
             self.copying = Some((copy.table_id, Box::pin(sink)));
         }
-        let Some((table_id, sink)) = self.copying.as_mut() else {
-            return Err(Error::Protocol(format!(
-                "batch {batch_id}: copy data without a copy"
-            )));
-        };
-        if *table_id != copy.table_id {
-            return Err(Error::Protocol(format!(
-                "batch {batch_id}: copy data for another table"
-            )));
-        }
+        let (_, sink) = self
+            .copying
+            .as_mut()
+            .expect("frame::check_chunk lets copy data through only inside its copy");
         if !copy.data.is_empty() {
             sink.send(Bytes::from(copy.data))
                 .await

@@ -141,14 +141,13 @@ impl Applier {
 
     async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
         let batch_id = chunk.batch_id;
-        match self.open_batch {
-            Some(open) if open == batch_id => {}
-            Some(open) => {
-                return Err(Error::Protocol(format!(
-                    "batch {batch_id} started before batch {open} ended"
-                )));
-            }
-            None => self.begin(batch_id).await?,
+        frame::check_chunk(
+            self.open_batch,
+            self.copying.as_ref().map(|(table_id, _)| *table_id),
+            &chunk,
+        )?;
+        if self.open_batch.is_none() {
+            self.begin(batch_id).await?;
         }
         if let Some(copy) = chunk.copy {
             if copy.begin {
@@ -156,15 +155,6 @@ impl Applier {
                 self.send_held(batch_id).await?;
             }
             self.apply_copy(batch_id, copy).await?;
-        }
-        if let Some((table_id, _)) = &self.copying
-            && !chunk.changes.is_empty()
-        {
-            // The session is in COPY until the copy ends: a statement sent
-            // now would wait behind it for ever, holding the table's lock.
-            return Err(Error::Protocol(format!(
-                "batch {batch_id}: changes inside the initial copy of table id {table_id}"
-            )));
         }
         let changes = chunk
             .changes
@@ -221,11 +211,6 @@ impl Applier {
         metrics::changes_applied(count);
         if !chunk.last {
             return Ok(None);
-        }
-        if let Some((table_id, _)) = &self.copying {
-            return Err(Error::Protocol(format!(
-                "batch {batch_id} ended inside the initial copy of table id {table_id}"
-            )));
         }
         self.settle(batch_id).await?;
         for value in chunk.sequences {
