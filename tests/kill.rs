@@ -9,13 +9,25 @@ use support::setup::{Writer, counter, free_port, metrics};
 
 const SYNC: Duration = Duration::from_secs(90);
 
-/// A pause of 150-650 ms that differs from kill to kill.
+/// A pause of 150-650 ms that differs from kill to kill, drawn from
+/// `PGFERRY_SEED` (printed with the test's output) so that a failing run's
+/// pauses can be replayed.
 fn pause(i: u64) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(150 + (nanos / 1000 + i * 137) % 500)
+    use proptest::prelude::Rng;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let (seed, _) = support::seeded();
+        println!("kill tests: PGFERRY_SEED={seed}");
+        seed
+    });
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&i.to_le_bytes());
+    let mut rng = proptest::test_runner::TestRng::from_seed(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+        &bytes,
+    );
+    Duration::from_millis(150 + rng.next_u64() % 500)
 }
 
 async fn replicating_under_load() -> (Replication, Writer) {

@@ -9,11 +9,12 @@ use tokio::sync::mpsc;
 use tokio_postgres::IsolationLevel;
 
 use crate::error::{Error, Result};
+use crate::ids::TableId;
 use crate::ship::{Shipper, send_chunk};
 
 /// A table whose initial copy goes with a batch.
 pub(crate) struct CopyJob {
-    pub(crate) table_id: i32,
+    pub(crate) table_id: TableId,
     /// schema.table, for logs and errors.
     pub(crate) name: String,
     /// The COPY ... TO STDOUT statement.
@@ -60,13 +61,13 @@ impl Shipper {
                    from pg_class c
                   where t.table_id = $1 and c.oid = t.relid
                  returning t.copy_rows_estimate, t.copy_bytes_estimate",
-                &[&job.table_id, &snapshot],
+                &[&job.table_id.sql(), &snapshot],
             )
             .await
             .map_err(Error::db("recording the copy snapshot"))?;
         let (rows_estimate, bytes_estimate): (i64, i64) = (estimate.get(0), estimate.get(1));
         tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
-        let table_id = job.table_id as u32;
+        let table_id = job.table_id.wire();
         if !send_copy(&out, batch_id, table_id, true, Vec::new(), false).await {
             return Ok(false);
         }
@@ -102,7 +103,7 @@ impl Shipper {
                 self.reader
                     .execute(
                         "update pgferry.tables set copy_rows = $2, copy_bytes = $3 where table_id = $1",
-                        &[&job.table_id, &rows, &bytes],
+                        &[&job.table_id.sql(), &rows, &bytes],
                     )
                     .await
                     .map_err(Error::db("recording copy progress"))?;

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::links::{BatchId, ChangeCount, CutterEnds};
+use crate::ids::{BatchId, ChangeCount};
+use crate::links::CutterEnds;
 
 const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
 

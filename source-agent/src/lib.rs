@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cut;
 pub mod delay;
 pub mod error;
+pub mod ids;
 pub mod links;
 pub mod metrics;
 pub mod ship;

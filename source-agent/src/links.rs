@@ -4,14 +4,7 @@
 
 use tokio::sync::watch;
 
-/// A batch's place in the source's sequence of batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct BatchId(pub u64);
-
-/// How many row changes a batch carried (a statement's array counts each
-/// of its rows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct ChangeCount(pub u64);
+use crate::ids::{BatchId, ChangeCount};
 
 /// The cutter's ends.
 pub struct CutterEnds {

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, RowStream, Statement};
 use crate::copy::CopyJob;
 use crate::cut::cut_sql;
 use crate::error::{Error, Result};
+use crate::ids::TableId;
 
 /// Whether a batch and its predecessor are still kept, the batch's cut
 /// (see `cut::cut_sql`), and the initial copies it carries (see
@@ -75,7 +76,7 @@ pub struct Shipper {
     /// Message size limits.
     pub limits: ChunkLimits,
     /// Table ids announced in this stream's hello.
-    pub known_tables: HashSet<u32>,
+    pub known_tables: HashSet<TableId>,
     /// Sequence values sent on this stream, so unchanged ones are not resent.
     pub sequences_sent: HashMap<u32, i64>,
     /// The stream to the target.
@@ -107,7 +108,7 @@ impl Shipper {
         let (cut, jobs) = self.copy_jobs(batch_id).await?;
         let cut = cut.ok_or_else(|| not_kept(batch_id))?;
         for job in jobs {
-            if !self.known_tables.contains(&(job.table_id as u32)) {
+            if !self.known_tables.contains(&job.table_id) {
                 return Ok(SendOutcome::TablesChanged);
             }
             if !self.copy(batch_id, &job).await? {
@@ -140,7 +141,7 @@ impl Shipper {
             .into_iter()
             .filter_map(|row| {
                 Some(CopyJob {
-                    table_id: row.get::<_, Option<i32>>(2)?,
+                    table_id: TableId::from_sql(row.get::<_, Option<i32>>(2)?),
                     name: row.get(3),
                     statement: row.get(4),
                 })
@@ -174,7 +175,10 @@ impl Shipper {
             .map_err(Error::db("reading a batch"))?
         {
             let change = to_change(&row)?;
-            if !self.known_tables.contains(&change.table_id) {
+            if !self
+                .known_tables
+                .contains(&TableId::from_wire(change.table_id))
+            {
                 return Ok(SendOutcome::TablesChanged);
             }
             let change_rows = u64::from(change.rows());

@@ -19,7 +19,8 @@ use crate::backoff::Backoff;
 use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
-use crate::links::{BatchId, ChangeCount, StreamEnds};
+use crate::ids::{BatchId, ChangeCount, TableId};
+use crate::links::StreamEnds;
 use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
@@ -182,7 +183,10 @@ async fn session(
         has_sequences: !sequences.is_empty(),
         copier,
         limits: settings.limits,
-        known_tables: tables.iter().map(|t| t.table_id).collect(),
+        known_tables: tables
+            .iter()
+            .map(|t| TableId::from_wire(t.table_id))
+            .collect(),
         sequences_sent: HashMap::new(),
         out,
     };
