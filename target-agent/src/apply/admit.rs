@@ -3,13 +3,13 @@
 //! guarded, and the source's progress read. Nothing is written to a
 //! replicated table here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pgferry_proto::wire;
 use tokio_postgres::Client;
 
-use super::{Applier, InsertConflicts};
+use super::{Applier, InsertConflicts, Pipeline, Shapes};
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::guard;
@@ -103,15 +103,12 @@ impl Applier {
             source_id: hello.source_id.clone(),
             plans,
             announced,
-            shapes: HashMap::new(),
-            shaped: HashMap::new(),
+            shapes: Shapes::default(),
             merge,
-            statements: HashMap::new(),
             sequences,
             copying: None,
             open_batch: None,
-            begin_check: None,
-            in_flight: VecDeque::new(),
+            pipeline: Pipeline::default(),
             conflicts,
             inserts_as_upserts: false,
             window: Compactor::new(compact_window),

@@ -2,12 +2,24 @@
 //! (the source table changed) get a plan of their own, checked against the
 //! target table, which must have every column they carry.
 
+use std::collections::HashMap;
+
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
 
 use super::Applier;
 use crate::error::Result;
-use crate::schema;
+use crate::schema::{self, TablePlan};
+
+/// Column lists met since the stream began other than the announced ones.
+#[derive(Default)]
+pub(super) struct Shapes {
+    /// Their shape numbers (see [`crate::step::Step::shape`]), by table and
+    /// sorted columns.
+    numbers: HashMap<(u32, Vec<String>), u32>,
+    /// Their checked plans, by table and shape number.
+    pub(super) plans: HashMap<(u32, u32), TablePlan>,
+}
 
 impl Applier {
     /// The shape of a change's rows (see [`Step::shape`]): 0 unless its
@@ -29,7 +41,7 @@ impl Applier {
             return Ok(0);
         }
         let key = (change.table_id, columns);
-        if let Some(&shape) = self.shapes.get(&key) {
+        if let Some(&shape) = self.shapes.numbers.get(&key) {
             return Ok(shape);
         }
         let table = table.clone();
@@ -59,15 +71,15 @@ impl Applier {
             })
             .collect();
         let plan = schema::check(&self.client, &shaped, self.merge).await?;
-        let shape = self.shapes.len() as u32 + 1;
+        let shape = self.shapes.numbers.len() as u32 + 1;
         tracing::info!(
             table = %plan.name,
             batch_id,
             columns = %key.1.join(", "),
             "rows carry other columns than announced (the source table changed)"
         );
-        self.shapes.insert(key, shape);
-        self.shaped.insert((change.table_id, shape), plan);
+        self.shapes.numbers.insert(key, shape);
+        self.shapes.plans.insert((change.table_id, shape), plan);
         Ok(shape)
     }
 }

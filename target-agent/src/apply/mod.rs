@@ -6,7 +6,7 @@
 //! progress, commit or roll back); admission, pipelining, the initial copy
 //! and schema drift have a module each below.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,14 +14,15 @@ use bytes::Bytes;
 use pgferry_proto::change::{Change, ChangeKind};
 use pgferry_proto::wire;
 use pgferry_runtime::sql::literal;
-use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage};
 
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
-use crate::step::{self, RunKind};
+use crate::step;
 use crate::{frame, metrics};
-use pipeline::{InFlight, send};
+use drift::Shapes;
+use pipeline::{InFlight, Pipeline, send};
 
 mod admit;
 mod copy;
@@ -65,27 +66,20 @@ pub struct Applier {
     plans: HashMap<u32, TablePlan>,
     /// The tables as the stream announced them, and their columns sorted.
     announced: HashMap<u32, (wire::TableSchema, Vec<String>)>,
-    /// Other column lists rows carried, by table and sorted columns: their
-    /// shape numbers (see [`Step::shape`]) and checked plans.
-    shapes: HashMap<(u32, Vec<String>), u32>,
-    /// Plans of those shapes, by table and shape.
-    shaped: HashMap<(u32, u32), TablePlan>,
+    /// Other column lists rows carried since the stream began (see
+    /// [`drift`]).
+    shapes: Shapes,
     /// Whether the server has MERGE (PostgreSQL 15 or newer).
     merge: bool,
-    /// Prepared apply statements, per table, run kind and shape.
-    statements: HashMap<(u32, RunKind, u32), Statement>,
     /// Target sequences (regclass oids) by the source's sequence id.
     sequences: HashMap<u32, u32>,
     /// The initial copy in progress: table id and the COPY sink.
     copying: Option<(u32, Pin<Box<CopyInSink<Bytes>>>)>,
     /// The batch whose transaction is open, if any.
     open_batch: Option<u64>,
-    /// The open batch's progress check, sent with its first statements and
-    /// read before its commit.
-    begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
-    /// Statements sent and not answered yet, oldest first, with the table
-    /// each writes: the server works on one while the next chunk arrives.
-    in_flight: VecDeque<(String, RunKind, InFlight<u64>)>,
+    /// Requests sent and not answered yet, and the prepared statements
+    /// (see [`pipeline`]).
+    pipeline: Pipeline,
     /// Batches to apply with upserts for their inserts, shared by streams.
     conflicts: Arc<InsertConflicts>,
     /// Whether the open batch is one of them.
@@ -129,8 +123,7 @@ impl Applier {
         // Dropping the sink aborts the COPY; answers to dropped requests
         // are read and discarded by the connection.
         self.copying = None;
-        self.begin_check = None;
-        self.in_flight.clear();
+        self.pipeline.clear();
         self.window.clear();
         if let Some(batch_id) = self.open_batch.take()
             && let Err(error) = self.client.batch_execute("rollback").await
@@ -260,7 +253,7 @@ impl Applier {
         if let Some(Err(source)) = send(&mut check).await {
             return Err(Error::db("starting a batch")(source));
         }
-        self.begin_check = Some(check);
+        self.pipeline.begin_check = Some(check);
         Ok(())
     }
 

@@ -2,12 +2,13 @@
 //! its answer, up to a few in flight, and the answers are read back in the
 //! order sent; the first failure is the batch's.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use super::Applier;
 use crate::error::{Error, Result};
@@ -32,6 +33,28 @@ pub(super) async fn send<T>(request: &mut InFlight<T>) -> Option<Result<T, tokio
     }
 }
 
+/// What the pipeline holds between requests.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    /// The open batch's progress check, sent with its first statements and
+    /// read before its commit.
+    pub(super) begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
+    /// Statements sent and not answered yet, oldest first, with the table
+    /// each writes: the server works on one while the next chunk arrives.
+    in_flight: VecDeque<(String, RunKind, InFlight<u64>)>,
+    /// Prepared apply statements, per table, run kind and shape.
+    statements: HashMap<(u32, RunKind, u32), Statement>,
+}
+
+impl Pipeline {
+    /// Forgets the requests of a batch rolled back (the connection reads
+    /// and drops their answers); prepared statements stay.
+    pub(super) fn clear(&mut self) {
+        self.begin_check = None;
+        self.in_flight.clear();
+    }
+}
+
 impl Applier {
     /// Waits for every answer of the open batch, in order; the first
     /// failure is the batch's error.
@@ -45,7 +68,7 @@ impl Applier {
     /// connection hands them out in order and stops while one is unread).
     /// Returns false when none was left.
     async fn wait_oldest(&mut self, batch_id: u64) -> Result<bool> {
-        if let Some(check) = self.begin_check.take() {
+        if let Some(check) = self.pipeline.begin_check.take() {
             let messages = check.await.map_err(Error::db("starting a batch"))?;
             let last: u64 = messages
                 .iter()
@@ -66,7 +89,7 @@ impl Applier {
             }
             return Ok(true);
         }
-        let Some((table, kind, statement)) = self.in_flight.pop_front() else {
+        let Some((table, kind, statement)) = self.pipeline.in_flight.pop_front() else {
             return Ok(false);
         };
         statement
@@ -129,7 +152,7 @@ impl Applier {
             kind => kind,
         };
         let key = (run.table_id, kind, run.shape);
-        if !self.statements.contains_key(&key) {
+        if !self.pipeline.statements.contains_key(&key) {
             // Answers are read in order: settle before waiting on a prepare.
             self.settle(batch_id).await?;
             let plan = self.plan(run.table_id, run.shape);
@@ -148,9 +171,9 @@ impl Applier {
                     table: plan.name.clone(),
                     source,
                 })?;
-            self.statements.insert(key, statement);
+            self.pipeline.statements.insert(key, statement);
         }
-        let statement = self.statements[&key].clone();
+        let statement = self.pipeline.statements[&key].clone();
         let table = self.plans[&run.table_id].name.clone();
         let client = Arc::clone(&self.client);
         let params: Vec<String> = match run.kind {
@@ -163,8 +186,8 @@ impl Applier {
             result.map_err(|source| self.run_failed(batch_id, table, kind, source))?;
             return Ok(());
         }
-        self.in_flight.push_back((table, kind, request));
-        if self.in_flight.len() > MAX_IN_FLIGHT {
+        self.pipeline.in_flight.push_back((table, kind, request));
+        if self.pipeline.in_flight.len() > MAX_IN_FLIGHT {
             self.wait_oldest(batch_id).await?;
         }
         Ok(())
@@ -174,7 +197,7 @@ impl Applier {
     fn plan(&self, table_id: u32, shape: u32) -> &TablePlan {
         match shape {
             0 => &self.plans[&table_id],
-            _ => &self.shaped[&(table_id, shape)],
+            _ => &self.shapes.plans[&(table_id, shape)],
         }
     }
 
