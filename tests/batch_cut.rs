@@ -5,20 +5,17 @@
 
 use std::collections::HashMap;
 
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use support::PgCluster;
 use support::setup::expect_success;
 use tokio_postgres::Client;
 
-/// A small deterministic generator, so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+/// A deterministic generator of `seed`, so a failing seed can be replayed.
+fn rng(seed: u64) -> TestRng {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
 /// One session's open transaction: its label and the rows it wrote.
@@ -57,7 +54,7 @@ async fn batch_cuts_ship_each_committed_transaction_once_in_commit_order() {
 }
 
 async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = rng(seed);
     let mut sessions = Vec::new();
     for _ in 0..4 {
         sessions.push((cluster.connect(db).await, None::<Open>));
@@ -68,7 +65,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
     let mut committed: HashMap<i64, (usize, usize)> = HashMap::new();
     let mut rolled_back = Vec::new();
     for _ in 0..300 {
-        let which = rng.below(sessions.len() as u64 + 1) as usize;
+        let which = (rng.next_u64() % (sessions.len() as u64 + 1)) as usize;
         if which == sessions.len() {
             cutter
                 .query_one("select pgferry.cut_batch(null, null)", &[])
@@ -77,7 +74,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
             continue;
         }
         let (client, open) = &mut sessions[which];
-        match (open.as_mut(), rng.below(4)) {
+        match (open.as_mut(), rng.next_u64() % 4) {
             (None, _) => {
                 next_label += 1;
                 client.batch_execute("begin").await.unwrap();
