@@ -16,4 +16,5 @@ mod order;
 mod outage;
 mod restore;
 mod seed;
+mod targets;
 mod trust;

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../sql/migrations/006_statement_capture.sql"),
     ),
+    (7, include_str!("../sql/migrations/007_targets.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body

@@ -6,35 +6,35 @@ use std::time::Duration;
 use pgferry_runtime::config::ConfigError;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::cli::RunArgs;
 use crate::error::{Error, Result};
+use crate::targets::Target;
 
-/// The target agent's endpoint from `--target` and `--tls-ca`: https
+/// The target agent's endpoint from its address and TLS files: https
 /// trusts the certificates in the CA file alone, and needs one.
-pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(args.target.clone())
-        .map_err(|_| Error::BadTarget(args.target.clone()))?;
+pub fn endpoint(target: &Target) -> Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(target.address.clone())
+        .map_err(|_| Error::BadTarget(target.address.clone()))?;
     let tls_ca = |reason: String| ConfigError::Invalid {
         setting: "tls-ca",
         reason,
     };
-    let endpoint = match (args.target.starts_with("https://"), &args.tls_ca) {
+    let endpoint = match (target.address.starts_with("https://"), &target.tls_ca) {
         (true, Some(path)) => {
             let (pem, _) = pgferry_runtime::config::read_ca("tls-ca", path)?;
             let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            if let (Some(cert), Some(key)) = (&target.tls_cert, &target.tls_key) {
                 tls = tls.identity(client_identity(cert, key)?);
             }
             endpoint
                 .tls_config(tls)
                 .map_err(|err| tls_ca(pgferry_runtime::causes(&err)))?
         }
-        (false, None) if args.tls_cert.is_some() => {
+        (false, None) if target.tls_cert.is_some() => {
             return Err(ConfigError::Invalid {
                 setting: "tls-cert",
                 reason: format!(
-                    "--target {} is not https: a client certificate needs TLS",
-                    args.target
+                    "the target address {} is not https: a client certificate needs TLS",
+                    target.address
                 ),
             }
             .into());
@@ -42,13 +42,17 @@ pub fn endpoint(args: &RunArgs) -> Result<Endpoint> {
         (false, None) => endpoint,
         (true, None) => {
             return Err(tls_ca(format!(
-                "--target {} is https: give the CA to trust",
-                args.target
+                "the target address {} is https: give the CA to trust",
+                target.address
             ))
             .into());
         }
         (false, Some(_)) => {
-            return Err(tls_ca(format!("--target {} is not https", args.target)).into());
+            return Err(tls_ca(format!(
+                "the target address {} is not https",
+                target.address
+            ))
+            .into());
         }
     };
     Ok(endpoint

@@ -100,6 +100,40 @@ pub enum Command {
         /// The source table, SCHEMA.TABLE.
         table: String,
     },
+    /// Record the target agent `run` streams to, so that it needs no
+    /// --target: its address and the paths of its TLS and token files (the
+    /// agent reads them when it connects; no secret is stored).
+    AddTarget {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The target's name.
+        name: String,
+        /// http://HOST:PORT, or https://HOST:PORT with --tls-ca.
+        #[arg(long)]
+        address: String,
+        /// PEM certificate of the authority that signed the target agent's
+        /// certificate (or that certificate itself).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// PEM client certificate (chain) to present to the target agent.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// File holding the token the target agent wants.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+    /// Forget a target `add-target` recorded.
+    RemoveTarget {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The target's name.
+        name: String,
+    },
     /// Show tables, pending changes, progress and the last error.
     Status {
         /// Source database and config file.
@@ -121,8 +155,10 @@ pub struct RunArgs {
     pub common: Common,
     /// The target agent's address: http://HOST:PORT, or https://HOST:PORT
     /// for a target agent with a TLS certificate (then --tls-ca is needed).
+    /// Without it, the target `add-target` recorded (with its TLS and token
+    /// files).
     #[arg(long, env = "PGFERRY_TARGET")]
-    pub target: String,
+    pub target: Option<String>,
     /// PEM certificate of the authority that signed the target agent's
     /// certificate (or that certificate itself): the link's TLS trusts it
     /// alone, and the certificate must name the host of --target.

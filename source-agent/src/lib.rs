@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod ship;
 pub mod status;
 pub mod stream;
+pub mod targets;
 pub mod upkeep;
 
 use pgferry_runtime::{db, health};
@@ -102,6 +103,33 @@ pub async fn execute(command: Command) -> Result<()> {
             capture::remove_table(&mut client, &table).await?;
             println!("removed {table}");
         }
+        Command::AddTarget {
+            common,
+            name,
+            address,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            auth_token_file,
+        } => {
+            let client = connect(&common).await?;
+            capture::ensure_installed(&client).await?;
+            let target = targets::Target {
+                address,
+                tls_ca,
+                tls_cert,
+                tls_key,
+                auth_token_file,
+            };
+            targets::add(&client, &name, &target).await?;
+            println!("added target {name} ({})", target.address);
+        }
+        Command::RemoveTarget { common, name } => {
+            let client = connect(&common).await?;
+            capture::ensure_installed(&client).await?;
+            targets::remove(&client, &name).await?;
+            println!("removed target {name}");
+        }
         Command::Status { common, json } => {
             let client = connect(&common).await?;
             let status = status::read(&client).await?;
@@ -136,11 +164,12 @@ fn database(common: &Common) -> Result<tokio_postgres::Config> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = database(&args.common)?;
-    let settings = stream::Settings::from_args(&args)?;
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
     cut::check_transaction_ids(&probe).await?;
+    let target = targets::for_run(&probe, &args).await?;
+    let settings = stream::Settings::from_args(&args, &target)?;
     drop(probe);
 
     let cancel = pgferry_runtime::shutdown::on_signal().map_err(|source| Error::Io {
@@ -197,7 +226,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cutter_ends,
         cancel.child_token(),
     ));
-    tracing::info!(target = %args.target, source_id = %args.source_id, "source agent running");
+    tracing::info!(target = %target.address, source_id = %args.source_id, "source agent running");
     let streamer = stream::run(settings, db_config, stream_ends, cancel.child_token());
     tokio::pin!(streamer);
     // Whichever ends first (shutdown, or an error neither can retry), the

@@ -14,6 +14,9 @@ pub struct Status {
     /// Which functions the capture triggers call: `compiled` (extension
     /// pgferry_capture) or `plpgsql` (see `install --capture`).
     pub capture: String,
+    /// The target `add-target` recorded, `name (address)`; none when `run`
+    /// is given its target by flags.
+    pub target: Option<String>,
     /// Every registered table.
     pub tables: Vec<TableStatus>,
     /// Every replicated sequence.
@@ -130,6 +133,9 @@ pub async fn read(client: &Client) -> Result<Status> {
             }),
         })
         .collect();
+    let target = crate::targets::stored(client)
+        .await?
+        .map(|(name, target)| format!("{name} ({})", target.address));
     let sequences = client
         .query(
             "select source_schema || '.' || source_name, target_schema || '.' || target_name
@@ -146,6 +152,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .collect();
     Ok(Status {
         capture: row.get(7),
+        target,
         tables,
         sequences,
         pending_changes: row.get(0),
@@ -161,6 +168,9 @@ pub async fn read(client: &Client) -> Result<Status> {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "capture:          {}", self.capture)?;
+        if let Some(target) = &self.target {
+            writeln!(f, "target:           {target}")?;
+        }
         writeln!(f, "pending changes:  {}", self.pending_changes)?;
         writeln!(f, "oldest pending:   {:.1}s", self.oldest_pending_age_secs)?;
         writeln!(

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TableId};
 use crate::links::StreamEnds;
 use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
+use crate::targets::Target;
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
 
@@ -30,14 +31,14 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for the target to ack what was sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-/// What a replication session takes from `run`'s settings, which clap and
-/// [`Settings::from_args`] have checked.
+/// What a replication session takes from `run`'s settings and its target,
+/// which clap and [`Settings::from_args`] have checked.
 pub struct Settings {
     /// `--source-id`.
     pub source_id: String,
-    /// `--target` with its TLS settings (see [`crate::channel::endpoint`]).
+    /// The target with its TLS settings (see [`crate::channel::endpoint`]).
     pub endpoint: Endpoint,
-    /// The token of `--auth-token-file`, presented as a bearer token.
+    /// The target's token, presented as a bearer token.
     pub token: Option<String>,
     /// `--window`: batches sent beyond the last one applied.
     pub window: u64,
@@ -50,22 +51,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The session's settings from `args`, reading the token file and
-    /// checking the target's address and TLS files.
-    pub fn from_args(args: &RunArgs) -> Result<Settings> {
-        let token = pgferry_runtime::config::read_optional_secret(
-            "auth-token-file",
-            args.auth_token_file.as_deref(),
-        )?;
-        if let Some(token) = &token
-            && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
-        {
-            return Err(Error::BadToken);
-        }
+    /// The session's settings from `args` and the `target` it streams to,
+    /// reading the token file and checking the address and TLS files.
+    pub fn from_args(args: &RunArgs, target: &Target) -> Result<Settings> {
         Ok(Settings {
             source_id: args.source_id.clone(),
-            endpoint: crate::channel::endpoint(args)?,
-            token,
+            endpoint: crate::channel::endpoint(target)?,
+            token: target.token()?,
             window: args.window,
             limits: ChunkLimits {
                 rows: args.chunk_rows,

@@ -181,25 +181,48 @@ impl Replication {
         self.target_agent = Some(agent);
     }
 
-    /// Starts the source agent and waits until its health says SERVING.
+    /// Starts the source agent and waits until its health says SERVING. A
+    /// test running beside may take the free health port between its pick
+    /// and the agent's bind: then it picks another.
     pub async fn start_source_agent(&mut self) {
-        let args = vec![
-            "run".into(),
-            "--source-db".into(),
-            self.source_db.clone(),
-            "--target".into(),
-            self.target_url.clone(),
-            "--source-id".into(),
-            "dc1".into(),
-            "--health-listen".into(),
-            format!("127.0.0.1:{}", self.source_health_port),
-            "--max-backoff".into(),
-            "1s".into(),
-        ];
-        let args = [args, self.source_args.clone()].concat();
-        let mut agent = Agent::spawn("source-agent", &args);
-        wait_serving(&mut agent, self.source_health_port).await;
-        self.source_agent = Some(agent);
+        for _ in 0..3 {
+            let args = vec![
+                "run".into(),
+                "--source-db".into(),
+                self.source_db.clone(),
+                "--target".into(),
+                self.target_url.clone(),
+                "--source-id".into(),
+                "dc1".into(),
+                "--health-listen".into(),
+                format!("127.0.0.1:{}", self.source_health_port),
+                "--max-backoff".into(),
+                "1s".into(),
+            ];
+            let args = [args, self.source_args.clone()].concat();
+            let mut agent = Agent::spawn("source-agent", &args);
+            let address = format!("http://127.0.0.1:{}", self.source_health_port);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while health(&address).await != Some(ServingStatus::Serving) {
+                if agent.exited() && agent.log().contains("binding health-listen") {
+                    break;
+                }
+                agent.assert_running();
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "source agent not serving:\n{}",
+                    agent.log()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if agent.exited() {
+                self.source_health_port = free_port();
+                continue;
+            }
+            self.source_agent = Some(agent);
+            return;
+        }
+        panic!("no free port for the source agent's health in three tries");
     }
 
     /// kill -9 of the source agent, then a restart, serving again.
