@@ -166,19 +166,34 @@ impl Replication {
         self.start_source_agent().await;
     }
 
-    /// Starts the target agent and waits until its health says SERVING.
+    /// Starts the target agent and waits until its health says SERVING. A
+    /// test running beside may take the free port between its pick and the
+    /// agent's bind: then the agent listens on another, and the address the
+    /// source is given follows.
     pub async fn start_target_agent(&mut self) {
-        let args = vec![
-            "run".into(),
-            "--target-db".into(),
-            self.target_db.clone(),
-            "--listen".into(),
-            self.target_listen.clone(),
-        ];
-        let args = [args, self.target_args.clone()].concat();
-        let mut agent = Agent::spawn("target-agent", &args);
-        wait_serving_at(&mut agent, &self.target_url, self.target_ca.as_deref()).await;
-        self.target_agent = Some(agent);
+        for _ in 0..3 {
+            let args = vec![
+                "run".into(),
+                "--target-db".into(),
+                self.target_db.clone(),
+                "--listen".into(),
+                self.target_listen.clone(),
+            ];
+            let args = [args, self.target_args.clone()].concat();
+            let mut agent = Agent::spawn("target-agent", &args);
+            if !serving_unless_port_taken(&mut agent, &self.target_url, self.target_ca.as_deref())
+                .await
+            {
+                let (old, new) = (format!(":{}", self.target_port), free_port());
+                self.target_listen = self.target_listen.replace(&old, &format!(":{new}"));
+                self.target_url = self.target_url.replace(&old, &format!(":{new}"));
+                self.target_port = new;
+                continue;
+            }
+            self.target_agent = Some(agent);
+            return;
+        }
+        panic!("no free port for the target agent in three tries");
     }
 
     /// Starts the source agent and waits until its health says SERVING. A
@@ -202,20 +217,7 @@ impl Replication {
             let args = [args, self.source_args.clone()].concat();
             let mut agent = Agent::spawn("source-agent", &args);
             let address = format!("http://127.0.0.1:{}", self.source_health_port);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while health(&address).await != Some(ServingStatus::Serving) {
-                if agent.exited() && agent.log().contains("binding health-listen") {
-                    break;
-                }
-                agent.assert_running();
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "source agent not serving:\n{}",
-                    agent.log()
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if agent.exited() {
+            if !serving_unless_port_taken(&mut agent, &address, None).await {
                 self.source_health_port = free_port();
                 continue;
             }
@@ -455,6 +457,27 @@ pub async fn checksum(client: &Client, table: &str) -> (i64, i64) {
 /// the process exits.
 pub async fn wait_serving(agent: &mut Agent, port: u16) {
     wait_serving_at(agent, &format!("http://127.0.0.1:{port}"), None).await;
+}
+
+/// Waits until `agent` serves at `address` (see [`wait_serving_at`]);
+/// false when it exited because its port was taken (by a test running
+/// beside, between the port's pick and the bind), so the caller can pick
+/// another.
+async fn serving_unless_port_taken(agent: &mut Agent, address: &str, ca: Option<&str>) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while health_at(address, ca).await != Some(ServingStatus::Serving) {
+        if agent.exited() && agent.log().contains("Address already in use") {
+            return false;
+        }
+        agent.assert_running();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent not serving:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// [`wait_serving`] at `address`, over TLS trusting `ca` when given.
