@@ -6,6 +6,7 @@ mod batch_cut;
 mod capture;
 mod compact;
 mod copy;
+mod deploy;
 mod faults;
 mod guard;
 mod hostile;
