@@ -406,3 +406,46 @@ async fn target_extra(r: &Replication) -> Vec<Option<String>> {
         .map(|row| row.get(0))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_its_sql_views_show_the_same_figures() {
+    let mut r = Replication::replicating_one_row("seen in SQL").await;
+    r.source_agent().terminate(Duration::from_secs(30)).await;
+    r.src
+        .execute(
+            "insert into digoal.loc_test values (2, 'queued', now(), now())",
+            &[],
+        )
+        .await
+        .unwrap();
+    let status = r.status().await;
+    let row = r
+        .src
+        .query_one(
+            "select pending_changes, newest_batch, acked_batch, capture, last_error
+             from pgferry.status",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "the queued row");
+    assert_eq!(status["pending_changes"], row.get::<_, i64>(0));
+    assert_eq!(status["newest_batch"], row.get::<_, i64>(1));
+    assert_eq!(status["acked_batch"], row.get::<_, i64>(2));
+    assert_eq!(status["capture"], row.get::<_, &str>(3));
+    assert_eq!(status["last_error"].as_str(), row.get::<_, Option<&str>>(4));
+    let tables = r
+        .src
+        .query(
+            "select source, state, pending_changes from pgferry.table_status order by source",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status["tables"].as_array().unwrap().len(), tables.len());
+    for (shown, row) in status["tables"].as_array().unwrap().iter().zip(&tables) {
+        assert_eq!(shown["source"], row.get::<_, &str>(0));
+        assert_eq!(shown["state"], row.get::<_, &str>(1));
+        assert_eq!(shown["pending_changes"], row.get::<_, i64>(2));
+    }
+}

@@ -23,6 +23,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../sql/migrations/006_statement_capture.sql"),
     ),
     (7, include_str!("../sql/migrations/007_targets.sql")),
+    (8, include_str!("../sql/migrations/008_status_views.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -51,7 +52,8 @@ pub async fn install(client: &mut Client) -> Result<(i32, i32)> {
     Ok(pgferry_runtime::install::install(client, &SCHEMA).await?)
 }
 
-/// The extension with the compiled capture functions.
+/// The extension with the compiled capture functions (its name is also in
+/// the `pgferry.status` view, migration 008).
 pub(crate) const EXTENSION: &str = "pgferry_capture";
 
 /// Makes the capture triggers call the compiled functions or the PL/pgSQL

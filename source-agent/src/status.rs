@@ -91,25 +91,19 @@ pub async fn read(client: &Client) -> Result<Status> {
     crate::capture::ensure_installed(client).await?;
     let row = client
         .query_one(
-            "select (select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint from pgferry.queue),
-                    coalesce((select extract(epoch from now() - min(captured_at))::float8 from pgferry.queue), 0),
-                    (select max(batch_id) from pgferry.batch),
-                    t.acked_batch, t.acked_at::text, t.last_error, t.last_error_at::text,
-                    case when exists (select from pg_extension where extname = $1)
-                         then 'compiled' else 'plpgsql' end
-             from pgferry.target t",
-            &[&crate::capture::EXTENSION],
+            "select pending_changes, oldest_pending_age_secs, newest_batch, acked_batch,
+                    acked_at::text, last_error, last_error_at::text, capture, target
+             from pgferry.status",
+            &[],
         )
         .await
         .map_err(Error::db("reading status"))?;
     let tables = client
         .query(
-            "select t.source_schema || '.' || t.source_name, t.target_schema || '.' || t.target_name,
-                    t.key_columns, case when t.removed then 'removed' else t.state end,
-                    (select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint from pgferry.queue q where q.table_id = t.table_id),
-                    t.columns, t.row_filter, t.copy_rows, t.copy_rows_estimate, t.copy_bytes,
-                    t.copy_bytes_estimate, t.copy_batch, t.copied_at::text
-             from pgferry.tables t order by t.source_schema, t.source_name",
+            "select source, target, key_columns, state, pending_changes, columns, row_filter,
+                    copy_rows, copy_rows_estimate, copy_bytes, copy_bytes_estimate, copy_batch,
+                    copied_at::text
+             from pgferry.table_status order by source",
             &[],
         )
         .await
@@ -133,9 +127,6 @@ pub async fn read(client: &Client) -> Result<Status> {
             }),
         })
         .collect();
-    let target = crate::targets::stored(client)
-        .await?
-        .map(|(name, target)| format!("{name} ({})", target.address));
     let sequences = client
         .query(
             "select source_schema || '.' || source_name, target_schema || '.' || target_name
@@ -152,7 +143,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .collect();
     Ok(Status {
         capture: row.get(7),
-        target,
+        target: row.get(8),
         tables,
         sequences,
         pending_changes: row.get(0),
