@@ -408,7 +408,7 @@ async fn target_extra(r: &Replication) -> Vec<Option<String>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_its_sql_views_show_the_same_figures() {
+async fn status_and_its_sql_views_show_the_same_figures_and_the_target_shows_applied_progress() {
     let mut r = Replication::replicating_one_row("seen in SQL").await;
     r.source_agent().terminate(Duration::from_secs(30)).await;
     r.src
@@ -418,6 +418,20 @@ async fn status_and_its_sql_views_show_the_same_figures() {
         )
         .await
         .unwrap();
+    let applied = r
+        .dst
+        .query_one(
+            "select last_batch, applied_at is not null, durable_at is not null
+             from pgferry.applied where source_id = 'dc1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.get::<_, i64>(0), r.target_progress().await);
+    assert!(
+        applied.get::<_, bool>(1) && applied.get::<_, bool>(2),
+        "applied and durable"
+    );
     let status = r.status().await;
     let row = r
         .src

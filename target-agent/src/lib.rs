@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../sql/migrations/001_schema.sql")),
     (2, include_str!("../sql/migrations/002_flushes.sql")),
     (3, include_str!("../sql/migrations/003_batch_cuts.sql")),
+    (4, include_str!("../sql/migrations/004_applied_view.sql")),
 ];
 
 /// The target schema: the migrations and the guard function.
