@@ -6,17 +6,9 @@
 use std::collections::HashMap;
 
 use proptest::prelude::Rng;
-use proptest::test_runner::{RngAlgorithm, TestRng};
 use support::PgCluster;
 use support::setup::expect_success;
 use tokio_postgres::Client;
-
-/// A deterministic generator of `seed`, so a failing seed can be replayed.
-fn rng(seed: u64) -> TestRng {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
-}
 
 /// One session's open transaction: its label and the rows it wrote.
 struct Open {
@@ -54,7 +46,7 @@ async fn batch_cuts_ship_each_committed_transaction_once_in_commit_order() {
 }
 
 async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
-    let mut rng = rng(seed);
+    let mut rng = support::rng(seed, 0);
     let mut sessions = Vec::new();
     for _ in 0..4 {
         sessions.push((cluster.connect(db).await, None::<Open>));

@@ -20,13 +20,7 @@ fn pause(i: u64) -> Duration {
         println!("kill tests: PGFERRY_SEED={seed}");
         seed
     });
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    bytes[8..16].copy_from_slice(&i.to_le_bytes());
-    let mut rng = proptest::test_runner::TestRng::from_seed(
-        proptest::test_runner::RngAlgorithm::ChaCha,
-        &bytes,
-    );
+    let mut rng = support::rng(seed, i);
     Duration::from_millis(150 + rng.next_u64() % 500)
 }
 

@@ -59,16 +59,11 @@ impl Target {
 pub async fn add(client: &Client, name: &str, target: &Target) -> Result<()> {
     crate::channel::endpoint(target)?;
     target.token()?;
-    let absolute = |setting: &'static str, path: &Option<PathBuf>| -> Result<Option<String>> {
-        path.as_deref()
-            .map(|path| absolute(setting, path))
-            .transpose()
-    };
     let (ca, cert, key, token) = (
-        absolute("tls-ca", &target.tls_ca)?,
-        absolute("tls-cert", &target.tls_cert)?,
-        absolute("tls-key", &target.tls_key)?,
-        absolute("auth-token-file", &target.auth_token_file)?,
+        absolute("tls-ca", target.tls_ca.as_deref())?,
+        absolute("tls-cert", target.tls_cert.as_deref())?,
+        absolute("tls-key", target.tls_key.as_deref())?,
+        absolute("auth-token-file", target.auth_token_file.as_deref())?,
     );
     if let Some(existing) = stored(client).await?.map(|(existing, _)| existing) {
         return Err(if existing == name {
@@ -143,9 +138,13 @@ pub async fn for_run(client: &Client, args: &RunArgs) -> Result<Target> {
     }
 }
 
-fn absolute(setting: &'static str, path: &Path) -> Result<String> {
+/// `path` made absolute, for an agent that may run from another directory.
+fn absolute(setting: &'static str, path: Option<&Path>) -> Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
     std::fs::canonicalize(path)
-        .map(|path| path.display().to_string())
+        .map(|path| Some(path.display().to_string()))
         .map_err(|err| {
             ConfigError::Invalid {
                 setting,

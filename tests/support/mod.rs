@@ -45,7 +45,6 @@ pub fn queued_rows(alias: &str) -> String {
 /// The seed of a randomized test and its generator: `PGFERRY_SEED` when set
 /// (to replay a run), else one from the clock. Print the seed.
 pub fn seeded() -> (u64, proptest::test_runner::TestRng) {
-    use proptest::test_runner::{RngAlgorithm, TestRng};
     let seed = std::env::var("PGFERRY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -54,7 +53,15 @@ pub fn seeded() -> (u64, proptest::test_runner::TestRng) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
+    (seed, rng(seed, 0))
+}
+
+/// The generator of `seed`'s stream number `stream`: the same numbers
+/// whenever the seed is the same.
+pub fn rng(seed: u64, stream: u64) -> proptest::test_runner::TestRng {
+    use proptest::test_runner::{RngAlgorithm, TestRng};
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    (seed, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+    bytes[8..16].copy_from_slice(&stream.to_le_bytes());
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }

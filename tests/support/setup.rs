@@ -180,18 +180,15 @@ impl Replication {
                 self.target_listen.clone(),
             ];
             let args = [args, self.target_args.clone()].concat();
-            let mut agent = Agent::spawn("target-agent", &args);
-            if !serving_unless_port_taken(&mut agent, &self.target_url, self.target_ca.as_deref())
-                .await
-            {
-                let (old, new) = (format!(":{}", self.target_port), free_port());
-                self.target_listen = self.target_listen.replace(&old, &format!(":{new}"));
-                self.target_url = self.target_url.replace(&old, &format!(":{new}"));
-                self.target_port = new;
-                continue;
+            let ca = self.target_ca.as_deref();
+            if let Some(agent) = spawn_serving("target-agent", &args, &self.target_url, ca).await {
+                self.target_agent = Some(agent);
+                return;
             }
-            self.target_agent = Some(agent);
-            return;
+            let (old, new) = (format!(":{}", self.target_port), free_port());
+            self.target_listen = self.target_listen.replace(&old, &format!(":{new}"));
+            self.target_url = self.target_url.replace(&old, &format!(":{new}"));
+            self.target_port = new;
         }
         panic!("no free port for the target agent in three tries");
     }
@@ -215,14 +212,12 @@ impl Replication {
                 "1s".into(),
             ];
             let args = [args, self.source_args.clone()].concat();
-            let mut agent = Agent::spawn("source-agent", &args);
             let address = format!("http://127.0.0.1:{}", self.source_health_port);
-            if !serving_unless_port_taken(&mut agent, &address, None).await {
-                self.source_health_port = free_port();
-                continue;
+            if let Some(agent) = spawn_serving("source-agent", &args, &address, None).await {
+                self.source_agent = Some(agent);
+                return;
             }
-            self.source_agent = Some(agent);
-            return;
+            self.source_health_port = free_port();
         }
         panic!("no free port for the source agent's health in three tries");
     }
@@ -459,35 +454,42 @@ pub async fn wait_serving(agent: &mut Agent, port: u16) {
     wait_serving_at(agent, &format!("http://127.0.0.1:{port}"), None).await;
 }
 
-/// Waits until `agent` serves at `address` (see [`wait_serving_at`]);
-/// false when it exited because its port was taken (by a test running
-/// beside, between the port's pick and the bind), so the caller can pick
-/// another.
-async fn serving_unless_port_taken(agent: &mut Agent, address: &str, ca: Option<&str>) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while health_at(address, ca).await != Some(ServingStatus::Serving) {
-        if agent.exited() && agent.log().contains("Address already in use") {
-            return false;
-        }
-        agent.assert_running();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent not serving:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
+/// Spawns agent `name` with `args` and waits until it serves at `address`;
+/// `None` when its port was taken (see [`serving_unless_port_taken`]).
+async fn spawn_serving(
+    name: &str,
+    args: &[String],
+    address: &str,
+    ca: Option<&str>,
+) -> Option<Agent> {
+    let mut agent = Agent::spawn(name, args);
+    serving_unless_port_taken(&mut agent, address, ca)
+        .await
+        .then_some(agent)
 }
 
 /// [`wait_serving`] at `address`, over TLS trusting `ca` when given.
 pub async fn wait_serving_at(agent: &mut Agent, address: &str, ca: Option<&str>) {
+    assert!(
+        serving_unless_port_taken(agent, address, ca).await,
+        "agent's port was taken:\n{}",
+        agent.log()
+    );
+}
+
+/// Waits until `agent` serves at `address`; false when it exited because its
+/// port was taken (by a test running beside, between the port's pick and
+/// the bind), so the caller can pick another.
+async fn serving_unless_port_taken(agent: &mut Agent, address: &str, ca: Option<&str>) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        agent.assert_running();
         if health_at(address, ca).await == Some(ServingStatus::Serving) {
-            return;
+            return true;
         }
+        if agent.exited() && agent.log().contains("Address already in use") {
+            return false;
+        }
+        agent.assert_running();
         assert!(
             tokio::time::Instant::now() < deadline,
             "agent not serving:\n{}",
