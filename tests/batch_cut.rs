@@ -60,7 +60,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         let which = (rng.next_u64() % (sessions.len() as u64 + 1)) as usize;
         if which == sessions.len() {
             cutter
-                .query_one("select pgferry.cut_batch(null, null)", &[])
+                .query_one("select pgferry.cut_batch((select min(target_id) from pgferry.targets), null, null)", &[])
                 .await
                 .unwrap();
             continue;
@@ -110,7 +110,10 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         }
     }
     cutter
-        .query_one("select pgferry.cut_batch(null, null)", &[])
+        .query_one(
+            "select pgferry.cut_batch((select min(target_id) from pgferry.targets), null, null)",
+            &[],
+        )
         .await
         .unwrap();
 
@@ -125,7 +128,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         let rows = cutter
             .query(
                 &format!(
-                    "select c.seq, (r->>'label')::bigint from pgferry.batch_changes($1) c, {}",
+                    "select c.seq, (r->>'label')::bigint from pgferry.batch_changes((select min(target_id) from pgferry.targets), $1) c, {}",
                     support::queued_rows("c")
                 ),
                 &[&batch],

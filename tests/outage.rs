@@ -39,7 +39,7 @@ async fn wait_for_status_error(r: &Replication, error_part: &str) -> serde_json:
         &format!("status shows an error with `{error_part}`"),
         SYNC,
         || async {
-            let status = r.status().await;
+            let status = r.target_status().await;
             let error = status["last_error"].as_str().unwrap_or_default().to_owned();
             let pending = status["pending_changes"].as_i64().unwrap_or(0);
             let age = status["oldest_pending_age_secs"].as_f64().unwrap_or(0.0);
@@ -91,7 +91,7 @@ async fn applier_password_change_queues_changes_until_it_is_fixed() {
         .unwrap();
     let (rows, _) = r.wait_in_sync(SYNC).await;
     assert_eq!(rows, 51);
-    let status = r.status().await;
+    let status = r.target_status().await;
     assert_eq!(status["pending_changes"], 0);
     assert!(
         status["last_error"].is_null(),

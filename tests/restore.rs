@@ -18,7 +18,7 @@ async fn a_source_restored_from_a_backup_behind_the_target_is_refused_not_skippe
     // source may cut again at once.
     wait_for_sql(
         &r.src,
-        "select acked_batch = (select max(batch_id) from pgferry.batch) from pgferry.target",
+        "select acked_batch = (select max(batch_id) from pgferry.batch) from pgferry.targets",
         SYNC,
     )
     .await;

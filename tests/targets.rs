@@ -1,5 +1,6 @@
-//! Named targets: `add-target` records the target agent `run` streams to
-//! when it is given no `--target`; one per source database for now.
+//! Named targets: `add-target` records a target agent `run` streams to
+//! when it is given no `--target`; the first one named takes over the
+//! unnamed target of an installation run with `--target`, tables and all.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ async fn fails(args: &[&str]) -> (i32, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_target_is_streamed_to_without_a_target_flag_and_a_second_is_refused() {
+async fn a_recorded_target_takes_over_the_unnamed_one_and_is_streamed_to_without_a_target_flag() {
     let mut r = Replication::new().await;
     r.start_target_agent().await;
     let db = r.source_db.clone();
@@ -42,8 +43,11 @@ async fn a_recorded_target_is_streamed_to_without_a_target_flag_and_a_second_is_
 
     let args = add_target("dc2", &url, &[]);
     source_agent(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let (_, stderr) = refused(add_target("dc3", &url, &[])).await;
-    assert!(stderr.contains("already streams to target dc2"), "{stderr}");
+    let (_, stderr) = refused(add_target("dc2", &url, &[])).await;
+    assert!(
+        stderr.contains("target dc2 is already recorded"),
+        "{stderr}"
+    );
 
     // `run` without --target streams to the recorded one.
     let health = free_port();
@@ -68,13 +72,34 @@ async fn a_recorded_target_is_streamed_to_without_a_target_flag_and_a_second_is_
         .await
         .unwrap();
     r.wait_in_sync(Duration::from_secs(60)).await;
-    let status = r.status().await;
-    assert_eq!(status["target"], format!("dc2 ({url})"), "{status}");
+    let status = r.target_status().await;
+    assert_eq!(status["name"], "dc2", "{status}");
+    assert_eq!(status["address"], url, "{status}");
     assert!(
         r.source_agent().terminate(Duration::from_secs(30)).await,
         "the source agent stops cleanly"
     );
 
+    // With two targets, --target (the address of a source's only target)
+    // is ambiguous.
+    let other = format!("http://127.0.0.1:{}", free_port());
+    let args = add_target("dc3", &other, &[]);
+    source_agent(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (code, stderr) = fails(&[
+        "run",
+        "--source-db",
+        &db,
+        "--source-id",
+        "dc1",
+        "--target",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("setting `target`"), "{stderr}");
+    assert!(stderr.contains("dc2, dc3"), "{stderr}");
+
+    source_agent(&["remove-target", "--source-db", &db, "dc3"]).await;
     source_agent(&["remove-target", "--source-db", &db, "dc2"]).await;
     let (_, stderr) = fails(&["remove-target", "--source-db", &db, "dc2"]).await;
     assert!(stderr.contains("no target named dc2"), "{stderr}");

@@ -90,6 +90,9 @@ struct Bench {
     target_settings: &'static [&'static str],
     source_agent: Option<Agent>,
     target_agent: Option<Agent>,
+    /// Whether the source agent streams to the targets `add-target`
+    /// recorded (the fan-out measure) rather than to `--target`.
+    recorded_targets: bool,
 }
 
 impl Bench {
@@ -185,6 +188,7 @@ impl Bench {
             target_settings: &[],
             source_agent: None,
             target_agent: None,
+            recorded_targets: false,
         };
         bench.set_up_pgferry().await;
         bench
@@ -323,19 +327,22 @@ impl Bench {
         }
         wait_serving(&mut target, self.target_port).await;
         let health = free_port();
-        let source_args = vec![
-            "run".to_string(),
-            "--source-db".into(),
-            self.source_db(),
-            "--target".into(),
-            format!("http://127.0.0.1:{}", via.unwrap_or(self.target_port)),
+        let mut source_args = vec!["run".to_string(), "--source-db".into(), self.source_db()];
+        if !self.recorded_targets {
+            source_args.push("--target".into());
+            source_args.push(format!(
+                "http://127.0.0.1:{}",
+                via.unwrap_or(self.target_port)
+            ));
+        }
+        source_args.extend([
             "--source-id".into(),
             "bench".into(),
             "--health-listen".into(),
             format!("127.0.0.1:{health}"),
             "--compression".into(),
             self.compression.into(),
-        ];
+        ]);
         let mut source = Agent::spawn("source-agent", &source_args);
         if pinned() {
             pin(&source.pid().to_string(), 0);
@@ -579,7 +586,8 @@ fn statements_shown() -> bool {
 }
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
-/// lists some (overhead, catch_up, lag, bulk, backlog, distance). The
+/// lists some (overhead, single, catch_up, lag, lag_far, bulk, backlog,
+/// distance, recovery, fan_out). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
     std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
@@ -730,6 +738,18 @@ async fn main() {
         recovery = bench.recovery().await;
     }
     results.insert("pgferry_recovery_ms".into(), json!(recovery));
+    if selected("fan_out") {
+        eprintln!("pgferry: writers' cost and catch-up with three targets against one...");
+        let fan = bench.fan_out().await;
+        results.insert(
+            "pgferry_fan_out".into(),
+            json!({
+                "one_target_tps": fan.one.0, "plain_tps_beside_one": fan.one.1,
+                "three_targets_tps": fan.three.0, "plain_tps_beside_three": fan.three.1,
+                "three_targets_catch_up_rows_per_s": fan.catch_up,
+            }),
+        );
+    }
     results.insert("pinned".into(), json!(pinned()));
     if std::env::var("PGFERRY_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|n| n == "soak")) {
         eprintln!("pgferry: the queue over {SOAK_SECONDS} s at 500 TPS...");

@@ -112,6 +112,30 @@ pub(crate) fn print_table(r: &Value) {
         );
         println!();
     }
+    let fan = &r["pgferry_fan_out"];
+    if fan.is_object() {
+        let (one, three) = (f(&fan["one_target_tps"]), f(&fan["three_targets_tps"]));
+        let (plain_one, plain_three) = (
+            f(&fan["plain_tps_beside_one"]),
+            f(&fan["plain_tps_beside_three"]),
+        );
+        println!("| pgferry fan-out | one target | three targets | cost, three / one |");
+        println!("|---|---|---|---|");
+        println!(
+            "| pgbench single-row updates, TPS (plain table beside) | {one:.0} ({plain_one:.0}) | {three:.0} ({plain_three:.0}) | {:.2}x |",
+            one / three
+        );
+        let rates: Vec<String> = fan["three_targets_catch_up_rows_per_s"]
+            .as_array()
+            .map(|r| r.iter().map(|v| format!("{:.0}", f(v))).collect())
+            .unwrap_or_default();
+        println!(
+            "| catch-up of 200k changes, rows/s per target | {:.0} (measure above) | {} | |",
+            f(&r["pgferry"]["catch_up_rows_per_s"]),
+            rates.join(" / ")
+        );
+        println!();
+    }
     if let Some(samples) = r["pgferry_soak"]["samples"].as_array() {
         println!("| pgferry queue at 500 TPS, after s | size, MiB | rows | dead rows |");
         println!("|---|---|---|---|");

@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (7, include_str!("../sql/migrations/007_targets.sql")),
     (8, include_str!("../sql/migrations/008_status_views.sql")),
+    (9, include_str!("../sql/migrations/009_fan_out.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -36,10 +37,14 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/capture.sql"),
         include_str!("../sql/functions/capture_rows.sql"),
         include_str!("../sql/functions/capture_deletes.sql"),
+        include_str!("../sql/functions/capture_row.sql"),
         include_str!("../sql/functions/xid8_after.sql"),
         include_str!("../sql/functions/committed_ranges.sql"),
+        include_str!("../sql/functions/project.sql"),
+        include_str!("../sql/functions/route.sql"),
         include_str!("../sql/functions/cut_batch.sql"),
         include_str!("../sql/functions/batch_changes.sql"),
+        include_str!("../sql/functions/trim_queue.sql"),
         include_str!("../sql/functions/forget_removed.sql"),
         include_str!("../sql/functions/acknowledge.sql"),
     ],
@@ -176,6 +181,8 @@ impl std::fmt::Display for TableName {
 pub struct TableSpec {
     /// The source table, as the user wrote it.
     pub table: String,
+    /// The target it goes to (`--target`), when the source has several.
+    pub to: Option<String>,
     /// The target table, when not the same name.
     pub target: Option<String>,
     /// Replicated columns (empty: all).
@@ -186,11 +193,12 @@ pub struct TableSpec {
     pub create_target: bool,
 }
 
-/// Starts replicating a table: registers it for its initial copy (the next
-/// batch cut carries it) and creates its capture triggers, in one
+/// Starts replicating a table to a target: registers it for its initial
+/// copy (the target's next batch carries it) and (re)creates its capture
+/// triggers, which take the changes once for all its targets, in one
 /// transaction. Refuses, changing nothing, a table that is missing, keyless
-/// or already replicated, a column list without the key, or a bad filter.
-/// Returns the new table id.
+/// or already replicated to that target, a column list without the key, or
+/// a bad filter. Returns the new table id.
 pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, &spec.table).await?;
@@ -199,6 +207,7 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
         None => source.clone(),
     };
     let tx = client.transaction().await.map_err(Error::db("add-table"))?;
+    let target_id = crate::targets::resolve(&tx, spec.to.as_deref()).await?;
     let (relid, relkind) = lookup(&tx, &source).await?;
     if relkind != "r" && relkind != "p" {
         return Err(Error::NotATable(source.to_string()));
@@ -218,7 +227,20 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     if row.get(1) {
         return Err(Error::Partitioned(source.to_string()));
     }
-    let key: Vec<String> = tx
+    // A table already captured for another target keeps its key: the
+    // changes queued once carry one key for all.
+    let captured: Option<(i32, Vec<String>)> = tx
+        .query_opt(
+            "select capture_id, key_columns from pgferry.tables
+             where relid = $1 order by removed, table_id limit 1",
+            &[&relid],
+        )
+        .await
+        .map_err(Error::db("add-table"))?
+        .map(|row| (row.get(0), row.get(1)));
+    let key: Vec<String> = match &captured {
+        Some((_, key)) => Some(key.clone()),
+        None => tx
         .query_opt(
             "select array(select a.attname::text
                           from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) with ordinality k(attnum, ord)
@@ -236,8 +258,9 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
         )
         .await
         .map_err(Error::db("add-table: finding the key"))?
-        .map(|row| row.get(0))
-        .ok_or_else(|| Error::NoKey(source.to_string()))?;
+        .map(|row| row.get(0)),
+    }
+    .ok_or_else(|| Error::NoKey(source.to_string()))?;
     let columns = check_columns(&tx, relid, &source, &key, &spec.columns).await?;
     if let Some(filter) = &spec.row_filter
         && filter.contains(';')
@@ -249,8 +272,8 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     }
     let known: Option<bool> = tx
         .query_opt(
-            "select removed from pgferry.tables where relid = $1",
-            &[&relid],
+            "select removed from pgferry.tables where relid = $1 and target_id = $2",
+            &[&relid, &target_id],
         )
         .await
         .map_err(Error::db("add-table"))?
@@ -258,18 +281,19 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     if known == Some(false) {
         return Err(Error::AlreadyAdded(source.to_string()));
     }
-    let table_id: i32 = tx
+    let (table_id, capture_id): (i32, i32) = tx
         .query_one(
             "insert into pgferry.tables (relid, source_schema, source_name, target_schema, target_name,
-                                         key_columns, columns, row_filter, create_target, state)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending')
-             on conflict (relid) do update
+                                         key_columns, columns, row_filter, create_target, state,
+                                         target_id, capture_id)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending', $10, coalesce($11, 0))
+             on conflict (relid, target_id) do update
                set removed = false, removed_batch = null, target_schema = excluded.target_schema,
                    target_name = excluded.target_name, key_columns = excluded.key_columns,
                    columns = excluded.columns, row_filter = excluded.row_filter,
                    create_target = excluded.create_target, state = 'copy_pending',
                    copy_batch = null, copy_snapshot = null, copied_at = null
-             returning table_id",
+             returning table_id, capture_id",
             &[
                 &relid,
                 &source.schema,
@@ -280,15 +304,29 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
                 &columns,
                 &spec.row_filter,
                 &spec.create_target,
+                &target_id,
+                &captured.as_ref().map(|(capture_id, _)| *capture_id),
             ],
         )
         .await
-        .map_err(Error::db("add-table: registering the table"))?
-        .get(0);
+        .map_err(Error::db("add-table: registering the table"))
+        .map(|row| (row.get(0), row.get(1)))?;
+    // A table captured for no other target is captured under its own id.
+    let capture_id = if capture_id == 0 {
+        tx.execute(
+            "update pgferry.tables set capture_id = table_id where table_id = $1",
+            &[&table_id],
+        )
+        .await
+        .map_err(Error::db("add-table: registering the table"))?;
+        table_id
+    } else {
+        capture_id
+    };
     // Creating the triggers waits for the table's writers to finish: a
     // transaction that wrote before capture began commits before the copy's
     // snapshot is taken, so its rows are in the copy.
-    tx.execute("select pgferry.attach($1)", &[&table_id])
+    tx.execute("select pgferry.attach($1)", &[&capture_id])
         .await
         .map_err(
             |source_err| match (&spec.row_filter, source_err.as_db_error()) {
@@ -302,7 +340,7 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
                 },
             },
         )?;
-    bump_version(&tx).await?;
+    bump_version(&tx, target_id).await?;
     tx.commit().await.map_err(Error::db("add-table"))?;
     tracing::info!(table = %source, target = %target, table_id, key = ?key, "table added; its copy goes with the next batch");
     Ok(table_id)
@@ -374,12 +412,12 @@ async fn check_columns(
     ))
 }
 
-/// Tells running agents that the table or sequence list changed.
-async fn bump_version(client: &impl GenericClient) -> Result<()> {
+/// Tells a running agent that a target's table or sequence list changed.
+async fn bump_version(client: &impl GenericClient, target_id: i32) -> Result<()> {
     client
         .execute(
-            "update pgferry.target set tables_version = tables_version + 1",
-            &[],
+            "update pgferry.targets set tables_version = tables_version + 1 where target_id = $1",
+            &[&target_id],
         )
         .await
         .map_err(Error::db("bumping the table list version"))?;
@@ -401,6 +439,7 @@ pub async fn add_schema(
     client: &mut Client,
     schema: &str,
     exclude: &[String],
+    to: Option<&str>,
     create_target: bool,
 ) -> Result<SchemaReport> {
     ensure_installed(client).await?;
@@ -427,12 +466,13 @@ pub async fn add_schema(
             continue;
         }
         let added = if kind == "S" {
-            add_sequence(client, &name, None, create_target)
+            add_sequence(client, &name, None, to, create_target)
                 .await
                 .map(|_| ())
         } else {
             let spec = TableSpec {
                 table: name.clone(),
+                to: to.map(str::to_owned),
                 create_target,
                 ..TableSpec::default()
             };
@@ -459,6 +499,7 @@ pub async fn add_sequence(
     client: &mut Client,
     sequence: &str,
     target: Option<&str>,
+    to: Option<&str>,
     create_target: bool,
 ) -> Result<i32> {
     ensure_installed(client).await?;
@@ -471,6 +512,7 @@ pub async fn add_sequence(
         .transaction()
         .await
         .map_err(Error::db("add-sequence"))?;
+    let target_id = crate::targets::resolve(&tx, to).await?;
     let (relid, relkind) = lookup(&tx, &source).await?;
     if relkind != "S" {
         return Err(Error::NotASequence(source.to_string()));
@@ -478,8 +520,9 @@ pub async fn add_sequence(
     let seq_id: i32 = tx
         .query_opt(
             "insert into pgferry.sequences (relid, source_schema, source_name, target_schema,
-                                            target_name, create_target)
-             values ($1, $2, $3, $4, $5, $6) on conflict (relid) do nothing returning seq_id",
+                                            target_name, create_target, target_id)
+             values ($1, $2, $3, $4, $5, $6, $7) on conflict (relid, target_id) do nothing
+             returning seq_id",
             &[
                 &relid,
                 &source.schema,
@@ -487,54 +530,67 @@ pub async fn add_sequence(
                 &target.schema,
                 &target.name,
                 &create_target,
+                &target_id,
             ],
         )
         .await
         .map_err(Error::db("add-sequence"))?
         .ok_or_else(|| Error::SequenceAlreadyAdded(source.to_string()))?
         .get(0);
-    bump_version(&tx).await?;
+    bump_version(&tx, target_id).await?;
     tx.commit().await.map_err(Error::db("add-sequence"))?;
     tracing::info!(sequence = %source, target = %target, seq_id, "sequence added");
     Ok(seq_id)
 }
 
-/// Stops replicating `table`: capture stops now; changes already cut into
-/// batches still ship, later ones are dropped; once the target has acked the
-/// last of them the registration goes and the target agent lifts its guard.
-pub async fn remove_table(client: &mut Client, table: &str) -> Result<()> {
+/// Stops replicating `table` to target `to` (every target when `None`):
+/// its capture stops now unless another target still takes it; changes
+/// already cut into that target's batches still ship, later ones are
+/// dropped; once the target has acked the last of them the registration
+/// goes and the target agent lifts its guard.
+pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) -> Result<()> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, table).await?;
     let tx = client
         .transaction()
         .await
         .map_err(Error::db("remove-table"))?;
-    let table_id: i32 = tx
-        .query_opt(
-            "select table_id from pgferry.tables
-             where source_schema = $1 and source_name = $2 and not removed",
-            &[&source.schema, &source.name],
-        )
-        .await
-        .map_err(Error::db("remove-table"))?
-        .ok_or_else(|| Error::NotReplicated(source.to_string()))?
-        .get(0);
-    tx.execute("select pgferry.detach($1)", &[&table_id])
-        .await
-        .map_err(Error::db("remove-table: dropping the capture triggers"))?;
+    let only = match to {
+        Some(name) => Some(crate::targets::resolve(&tx, Some(name)).await?),
+        None => None,
+    };
     // The batch lock orders this against the cutter: batches cut before now
     // ship the table's changes, later ones do not.
-    tx.batch_execute(&format!(
-        "lock table pgferry.batch in share row exclusive mode;
-         update pgferry.tables
-            set removed = true, removed_batch = (select max(batch_id) from pgferry.batch)
-          where table_id = {table_id};
-         select pgferry.forget_removed();"
-    ))
-    .await
-    .map_err(Error::db("remove-table"))?;
-    bump_version(&tx).await?;
+    tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
+        .await
+        .map_err(Error::db("remove-table"))?;
+    let removed = tx
+        .query(
+            "update pgferry.tables t
+                set removed = true,
+                    removed_batch = (select max(batch_id) from pgferry.batch b
+                                     where b.target_id = t.target_id)
+              where source_schema = $1 and source_name = $2 and not removed
+                and ($3::int is null or target_id = $3)
+             returning target_id, capture_id",
+            &[&source.schema, &source.name, &only],
+        )
+        .await
+        .map_err(Error::db("remove-table"))?;
+    let Some(first) = removed.first() else {
+        return Err(Error::NotReplicated(source.to_string()));
+    };
+    tx.execute("select pgferry.attach($1)", &[&first.get::<_, i32>(1)])
+        .await
+        .map_err(Error::db("remove-table: changing the capture triggers"))?;
+    for row in &removed {
+        let target_id: i32 = row.get(0);
+        tx.execute("select pgferry.forget_removed($1)", &[&target_id])
+            .await
+            .map_err(Error::db("remove-table"))?;
+        bump_version(&tx, target_id).await?;
+    }
     tx.commit().await.map_err(Error::db("remove-table"))?;
-    tracing::info!(table = %source, "table removed");
+    tracing::info!(table = %source, targets = removed.len(), "table removed");
     Ok(())
 }

@@ -7,19 +7,23 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 
-/// The version of the table and sequence list, bumped by every change of
-/// it.
-pub async fn tables_version(client: &Client) -> Result<i64> {
+/// The version of target `target_id`'s table and sequence list, bumped by
+/// every change of it.
+pub async fn tables_version(client: &Client, target_id: i32) -> Result<i64> {
     Ok(client
-        .query_one("select tables_version from pgferry.target", &[])
+        .query_one(
+            "select tables_version from pgferry.targets where target_id = $1",
+            &[&target_id],
+        )
         .await
         .map_err(Error::db("reading the table list version"))?
         .get(0))
 }
 
-/// The announced schema of every registered table (removed ones too, while
-/// changes cut before their removal are still shipping).
-pub async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
+/// The announced schema of every table registered for target `target_id`
+/// (removed ones too, while changes cut before their removal are still
+/// shipping).
+pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::TableSchema>> {
     let rows = client
         .query(
             "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
@@ -39,8 +43,8 @@ pub async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
-             from pgferry.tables t order by t.table_id",
-            &[],
+             from pgferry.tables t where t.target_id = $1 order by t.table_id",
+            &[&target_id],
         )
         .await
         .map_err(Error::db("reading the table list"))?;
@@ -73,14 +77,17 @@ pub async fn table_schemas(client: &Client) -> Result<Vec<wire::TableSchema>> {
         .collect())
 }
 
-/// The announced sequences.
-pub async fn sequence_schemas(client: &Client) -> Result<Vec<wire::SequenceSchema>> {
+/// The sequences announced to target `target_id`.
+pub async fn sequence_schemas(
+    client: &Client,
+    target_id: i32,
+) -> Result<Vec<wire::SequenceSchema>> {
     let rows = client
         .query(
             "select seq_id, source_schema || '.' || source_name, target_schema, target_name,
                     create_target
-             from pgferry.sequences order by seq_id",
-            &[],
+             from pgferry.sequences where target_id = $1 order by seq_id",
+            &[&target_id],
         )
         .await
         .map_err(Error::db("reading the sequence list"))?;

@@ -48,8 +48,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = CaptureChoice::Auto)]
         capture: CaptureChoice,
     },
-    /// Start replicating a table (or every table of a schema): its rows are
-    /// copied to the target, then its changes stream.
+    /// Start replicating a table (or every table of a schema) to a target:
+    /// its rows are copied there, then its changes stream. A table can go
+    /// to several targets, each with its own --as, --columns and --where.
     AddTable {
         /// Source database and config file.
         #[command(flatten)]
@@ -57,9 +58,13 @@ pub enum Command {
         /// The source table, SCHEMA.TABLE.
         #[arg(required_unless_present = "schema", conflicts_with = "schema")]
         table: Option<String>,
+        /// The target (`add-target`'s name) it goes to; may be left out
+        /// while the source has one target.
+        #[arg(long)]
+        target: Option<String>,
         /// The target table, SCHEMA.TABLE (default: the same name).
         #[arg(long = "as", conflicts_with = "schema")]
-        target: Option<String>,
+        target_table: Option<String>,
         /// Replicate only these columns (they must include the key).
         #[arg(long, value_delimiter = ',', conflicts_with = "schema")]
         columns: Vec<String>,
@@ -84,9 +89,13 @@ pub enum Command {
         common: Common,
         /// The source sequence, SCHEMA.SEQUENCE.
         sequence: String,
+        /// The target (`add-target`'s name) it goes to; may be left out
+        /// while the source has one target.
+        #[arg(long)]
+        target: Option<String>,
         /// The target sequence, SCHEMA.SEQUENCE (default: the same name).
         #[arg(long = "as")]
-        target: Option<String>,
+        target_sequence: Option<String>,
         /// Have the target agent create the sequence if it is missing.
         #[arg(long)]
         create_target: bool,
@@ -99,10 +108,14 @@ pub enum Command {
         common: Common,
         /// The source table, SCHEMA.TABLE.
         table: String,
+        /// Stop it going to this target only (default: to every target).
+        #[arg(long)]
+        target: Option<String>,
     },
-    /// Record the target agent `run` streams to, so that it needs no
-    /// --target: its address and the paths of its TLS and token files (the
-    /// agent reads them when it connects; no secret is stored).
+    /// Record a target agent `run` streams to: its address and the paths of
+    /// its TLS and token files (the agent reads them when it connects; no
+    /// secret is stored). A running agent starts streaming to it within a
+    /// second; add its tables with `add-table --target NAME`.
     AddTarget {
         /// Source database and config file.
         #[command(flatten)]
@@ -126,7 +139,8 @@ pub enum Command {
         #[arg(long)]
         auth_token_file: Option<PathBuf>,
     },
-    /// Forget a target `add-target` recorded.
+    /// Forget a target `add-target` recorded, with its tables: the queued
+    /// changes only it still needed are deleted at once.
     RemoveTarget {
         /// Source database and config file.
         #[command(flatten)]
@@ -143,7 +157,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Cut batches and stream them to the target until SIGTERM or SIGINT.
+    /// Cut batches and stream them to every target until SIGTERM or SIGINT.
     Run(RunArgs),
 }
 
@@ -154,9 +168,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
     /// The target agent's address: http://HOST:PORT, or https://HOST:PORT
-    /// for a target agent with a TLS certificate (then --tls-ca is needed).
-    /// Without it, the target `add-target` recorded (with its TLS and token
-    /// files).
+    /// for a target agent with a TLS certificate (then --tls-ca is needed),
+    /// for a source with one target. Without it, every target `add-target`
+    /// recorded (with its TLS and token files).
     #[arg(long, env = "PGFERRY_TARGET")]
     pub target: Option<String>,
     /// PEM certificate of the authority that signed the target agent's

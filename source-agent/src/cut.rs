@@ -11,19 +11,24 @@ use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount};
 use crate::links::CutterEnds;
 
-const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2)";
+const CUT_BATCH: &str = "select pgferry.cut_batch($1, $2, $3)";
 
-/// Cuts the next batch if committed changes wait and fewer than
+/// Cuts target `target_id`'s next batch if committed changes of its tables
+/// wait and fewer than
 /// `max_unapplied` cut batches are beyond `applied`, the last batch the
 /// target reported applied. Returns its id.
 pub async fn cut(
     client: &Client,
     cut_batch: &Statement,
+    target_id: i32,
     applied: BatchId,
     max_unapplied: u32,
 ) -> Result<Option<u64>> {
     let row = client
-        .query_one(cut_batch, &[&i64::from(max_unapplied), &(applied.0 as i64)])
+        .query_one(
+            cut_batch,
+            &[&target_id, &i64::from(max_unapplied), &(applied.0 as i64)],
+        )
         .await
         .map_err(Error::db("cutting a batch"))?;
     Ok(row.get::<_, Option<i64>>(0).map(|id| id as u64))
@@ -39,17 +44,18 @@ macro_rules! cut_sql {
 }
 pub(crate) use cut_sql;
 
-/// The cut of batch `batch_id` (see [`cut_sql`]), which the target records
-/// with the batch; empty when the batch is not kept.
-pub async fn cut_of(client: &Client, batch_id: u64) -> Result<String> {
+/// The cut of target `target_id`'s batch `batch_id` (see [`cut_sql`]),
+/// which the target records with the batch; empty when the batch is not
+/// kept.
+pub async fn cut_of(client: &Client, target_id: i32, batch_id: u64) -> Result<String> {
     let row = client
         .query_opt(
             concat!(
                 "select ",
                 cut_sql!(),
-                " from pgferry.batch where batch_id = $1"
+                " from pgferry.batch where target_id = $1 and batch_id = $2"
             ),
-            &[&(batch_id as i64)],
+            &[&target_id, &(batch_id as i64)],
         )
         .await
         .map_err(Error::db("reading a batch's cut"))?;
@@ -79,12 +85,13 @@ pub async fn check_transaction_ids(client: &Client) -> Result<()> {
     }
 }
 
-/// The newest and oldest batch ids the source still keeps.
-pub async fn kept_range(client: &Client) -> Result<(u64, u64)> {
+/// The oldest and newest batch ids the source still keeps for target
+/// `target_id`.
+pub async fn kept_range(client: &Client, target_id: i32) -> Result<(u64, u64)> {
     let row = client
         .query_one(
-            "select min(batch_id), max(batch_id) from pgferry.batch",
-            &[],
+            "select min(batch_id), max(batch_id) from pgferry.batch where target_id = $1",
+            &[&target_id],
         )
         .await
         .map_err(Error::db("reading the batch list"))?;
@@ -136,20 +143,21 @@ impl Pace {
 /// down on each would add its wait to every change's lag.
 const IDLE_AFTER: Duration = Duration::from_millis(100);
 
-/// Keeps cutting batches at `pace`, and whenever the target applied one
+/// Keeps cutting target `target_id`'s batches at `pace`, and whenever it applied one
 /// (no sooner after the last cut than the size of the last batch sent,
 /// `ends.last_sent`, calls for), until `cancel`, publishing the newest batch id on
-/// `ends.newest_cut`. Holds the database's source-agent lock so that two agents
-/// never cut (or ship) batches of one queue.
+/// `ends.newest_cut`. Holds the target's source-agent lock so that two agents
+/// never cut (or ship) batches of one target.
 pub async fn cut_loop(
     config: Config,
+    target_id: i32,
     pace: Pace,
     mut ends: CutterEnds,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(pace.max_backoff);
     loop {
-        let wait = match cut_session(&config, pace, &mut ends, &cancel).await {
+        let wait = match cut_session(&config, target_id, pace, &mut ends, &cancel).await {
             Ok(()) => return Ok(()),
             Err(err) => {
                 let Some(wait) = backoff.after(&err) else {
@@ -173,6 +181,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 
 async fn cut_session(
     config: &Config,
+    target_id: i32,
     pace: Pace,
     ends: &mut CutterEnds,
     cancel: &CancellationToken,
@@ -184,8 +193,8 @@ async fn cut_session(
     loop {
         let locked: bool = client
             .query_one(
-                "select pg_try_advisory_lock(hashtext('pgferry.source-agent'))",
-                &[],
+                "select pg_try_advisory_lock(hashtext('pgferry.source-agent'), $1)",
+                &[&target_id],
             )
             .await
             .map_err(Error::db("taking the source-agent lock"))?
@@ -198,7 +207,7 @@ async fn cut_session(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (_, newest) = kept_range(&client).await?;
+    let (_, newest) = kept_range(&client, target_id).await?;
     ends.newest_cut.send_replace(BatchId(newest));
     let cut_batch = client
         .prepare(CUT_BATCH)
@@ -225,7 +234,9 @@ async fn cut_session(
         }
         let applied = *ends.applied.borrow_and_update();
         last_cut = tokio::time::Instant::now();
-        if let Some(batch_id) = cut(&client, &cut_batch, applied, pace.max_unapplied).await? {
+        if let Some(batch_id) =
+            cut(&client, &cut_batch, target_id, applied, pace.max_unapplied).await?
+        {
             tracing::debug!(
                 batch_id,
                 took_us = last_cut.elapsed().as_micros() as u64,

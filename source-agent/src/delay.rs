@@ -22,7 +22,11 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
         }
         if let Some(c) = &client {
             match read(c).await {
-                Ok((seconds, unacked)) => metrics::delay(seconds, unacked),
+                Ok(targets) => {
+                    for (target, seconds, unacked) in targets {
+                        metrics::delay(&target, seconds, unacked);
+                    }
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "could not read the delay");
                     client = None;
@@ -37,18 +41,22 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
     }
 }
 
-/// Seconds since the oldest batch the target has not acknowledged was cut
-/// (0 when none waits), and how many batches wait.
-async fn read(client: &Client) -> Result<(f64, i64)> {
-    let row = client
-        .query_one(
-            "select coalesce(extract(epoch from now() - b.cut_at)::float8, 0),
-                    coalesce((select max(batch_id) from pgferry.batch), t.acked_batch) - t.acked_batch
-             from pgferry.target t
-             left join pgferry.batch b on b.batch_id = t.acked_batch + 1",
+/// Per target: its name, the seconds since the oldest batch it has not
+/// acknowledged was cut (0 when none waits), and how many batches wait.
+async fn read(client: &Client) -> Result<Vec<(String, f64, i64)>> {
+    let rows = client
+        .query(
+            "select t.name, coalesce(extract(epoch from now() - b.cut_at)::float8, 0),
+                    coalesce((select max(batch_id) from pgferry.batch m
+                              where m.target_id = t.target_id), t.acked_batch) - t.acked_batch
+             from pgferry.targets t
+             left join pgferry.batch b on b.target_id = t.target_id and b.batch_id = t.acked_batch + 1",
             &[],
         )
         .await
         .map_err(Error::db("reading the delay"))?;
-    Ok((row.get(0), row.get(1)))
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
 }

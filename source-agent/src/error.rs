@@ -136,16 +136,8 @@ pub enum Error {
     /// `add-target` of a name already recorded.
     #[error("target {0} is already recorded")]
     TargetExists(String),
-    /// `add-target` while another target is recorded.
-    #[error(
-        "this source already streams to target {existing}: one target per source database for now; remove-target {existing} first"
-    )]
-    OneTarget {
-        /// The recorded target.
-        existing: String,
-    },
     /// `remove-target` of a name not recorded.
-    #[error("no target named {0} is recorded")]
+    #[error("setting `target`: no target named {0} is recorded (source-agent add-target)")]
     UnknownTarget(String),
     /// Another `source-agent run` holds this database.
     #[error("another source-agent is running against this source database")]
@@ -207,7 +199,6 @@ impl Error {
             | Error::BadTarget(_)
             | Error::BadToken
             | Error::TargetExists(_)
-            | Error::OneTarget { .. }
             | Error::UnknownTarget(_)
             | Error::AlreadyRunning
             | Error::Io { .. } => Recovery::Stop,

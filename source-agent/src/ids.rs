@@ -1,5 +1,5 @@
-//! The numbers that must not be mixed up: batch ids, table ids and change
-//! counts each have a type of their own.
+//! The numbers that must not be mixed up: batch ids, table ids, target ids
+//! and change counts each have a type of their own.
 
 /// A batch's place in the source's sequence of batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -35,4 +35,15 @@ impl TableId {
     pub fn wire(self) -> u32 {
         self.0
     }
+}
+
+/// A target a source streams to: `pgferry.targets.target_id`, which its
+/// batches, tables and sequences carry, and its name for logs, metrics and
+/// status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetId {
+    /// Its id.
+    pub id: i32,
+    /// Its name.
+    pub name: String,
 }

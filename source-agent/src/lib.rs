@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cut;
 pub mod delay;
 pub mod error;
+pub mod fan_out;
 pub mod ids;
 pub mod links;
 pub mod metrics;
@@ -23,6 +24,8 @@ pub mod targets;
 pub mod upkeep;
 
 use pgferry_runtime::{db, health};
+use std::sync::Arc;
+
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{Command, Common, RunArgs};
@@ -56,6 +59,7 @@ pub async fn execute(command: Command) -> Result<()> {
             common,
             table,
             target,
+            target_table,
             columns,
             row_filter,
             create_target,
@@ -65,8 +69,14 @@ pub async fn execute(command: Command) -> Result<()> {
             let mut client = connect(&common).await?;
             match (schema, table) {
                 (Some(schema), _) => {
-                    let report =
-                        capture::add_schema(&mut client, &schema, &exclude, create_target).await?;
+                    let report = capture::add_schema(
+                        &mut client,
+                        &schema,
+                        &exclude,
+                        target.as_deref(),
+                        create_target,
+                    )
+                    .await?;
                     for name in &report.added {
                         println!("added {name}");
                     }
@@ -77,7 +87,8 @@ pub async fn execute(command: Command) -> Result<()> {
                 (None, Some(table)) => {
                     let spec = capture::TableSpec {
                         table: table.clone(),
-                        target,
+                        to: target,
+                        target: target_table,
                         columns,
                         row_filter,
                         create_target,
@@ -92,15 +103,27 @@ pub async fn execute(command: Command) -> Result<()> {
             common,
             sequence,
             target,
+            target_sequence,
             create_target,
         } => {
             let mut client = connect(&common).await?;
-            capture::add_sequence(&mut client, &sequence, target.as_deref(), create_target).await?;
+            capture::add_sequence(
+                &mut client,
+                &sequence,
+                target_sequence.as_deref(),
+                target.as_deref(),
+                create_target,
+            )
+            .await?;
             println!("added sequence {sequence}");
         }
-        Command::RemoveTable { common, table } => {
+        Command::RemoveTable {
+            common,
+            table,
+            target,
+        } => {
             let mut client = connect(&common).await?;
-            capture::remove_table(&mut client, &table).await?;
+            capture::remove_table(&mut client, &table, target.as_deref()).await?;
             println!("removed {table}");
         }
         Command::AddTarget {
@@ -112,7 +135,7 @@ pub async fn execute(command: Command) -> Result<()> {
             tls_key,
             auth_token_file,
         } => {
-            let client = connect(&common).await?;
+            let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
             let target = targets::Target {
                 address,
@@ -121,13 +144,13 @@ pub async fn execute(command: Command) -> Result<()> {
                 tls_key,
                 auth_token_file,
             };
-            targets::add(&client, &name, &target).await?;
+            targets::add(&mut client, &name, &target).await?;
             println!("added target {name} ({})", target.address);
         }
         Command::RemoveTarget { common, name } => {
-            let client = connect(&common).await?;
+            let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
-            targets::remove(&client, &name).await?;
+            targets::remove(&mut client, &name).await?;
             println!("removed target {name}");
         }
         Command::Status { common, json } => {
@@ -168,8 +191,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
     cut::check_transaction_ids(&probe).await?;
-    let target = targets::for_run(&probe, &args).await?;
-    let settings = stream::Settings::from_args(&args, &target)?;
+    let first = targets::for_run(&probe, &args).await?;
+    for (recorded, link) in &first {
+        stream::Settings::from_args(&args, recorded, link)?;
+    }
     drop(probe);
 
     let cancel = pgferry_runtime::shutdown::on_signal().map_err(|source| Error::Io {
@@ -213,34 +238,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if args.metrics_listen.is_some() {
         tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
     }
-    let (cutter_ends, stream_ends) = links::links();
-    let mut cutter = tasks.spawn(cut::cut_loop(
-        db_config.clone(),
-        cut::Pace {
-            tick: args.tick,
-            idle_tick: args.idle_tick,
-            max_coalesce: args.max_coalesce,
-            max_backoff: args.max_backoff,
-            max_unapplied: args.max_unapplied_batches,
-        },
-        cutter_ends,
-        cancel.child_token(),
-    ));
-    tracing::info!(target = %target.address, source_id = %args.source_id, "source agent running");
-    let streamer = stream::run(settings, db_config, stream_ends, cancel.child_token());
-    tokio::pin!(streamer);
-    // Whichever ends first (shutdown, or an error neither can retry), the
-    // other follows; the first error is the one reported.
-    let result = tokio::select! {
-        streamed = &mut streamer => {
-            cancel.cancel();
-            streamed.and(cutter.await.unwrap_or(Ok(())))
-        }
-        cut = &mut cutter => {
-            cancel.cancel();
-            cut.unwrap_or(Ok(())).and(streamer.await)
-        }
-    };
+    tracing::info!(source_id = %args.source_id, targets = first.len(), "source agent running");
+    let result = fan_out::run(Arc::new(args), db_config, first, cancel.clone()).await;
+    cancel.cancel();
     tasks.close();
     tasks.wait().await;
     result

@@ -1,4 +1,4 @@
-//! The source agent's metrics.
+//! The source agent's metrics, each labelled with the target it is about.
 
 /// Batches fully sent to the target.
 pub const BATCHES_SENT: &str = "pgferry_batches_sent_total";
@@ -17,28 +17,28 @@ pub const BATCHES_UNACKED: &str = "pgferry_batches_unacked";
 pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
 
 /// A batch went out whole.
-pub fn batch_sent(changes: u64) {
-    metrics::counter!(BATCHES_SENT).increment(1);
-    metrics::counter!(CHANGES_SENT).increment(changes);
+pub fn batch_sent(target: &str, changes: u64) {
+    metrics::counter!(BATCHES_SENT, "target" => target.to_owned()).increment(1);
+    metrics::counter!(CHANGES_SENT, "target" => target.to_owned()).increment(changes);
 }
 
 /// The target applied `batch_id`.
-pub fn batch_applied(batch_id: u64) {
-    metrics::gauge!(APPLIED_BATCH).set(batch_id as f64);
+pub fn batch_applied(target: &str, batch_id: u64) {
+    metrics::gauge!(APPLIED_BATCH, "target" => target.to_owned()).set(batch_id as f64);
 }
 
 /// The target has `batch_id` and every batch before it on disk.
-pub fn batch_acked(batch_id: u64) {
-    metrics::gauge!(ACKED_BATCH).set(batch_id as f64);
+pub fn batch_acked(target: &str, batch_id: u64) {
+    metrics::gauge!(ACKED_BATCH, "target" => target.to_owned()).set(batch_id as f64);
 }
 
 /// A session ended in an error.
-pub fn session_failed() {
-    metrics::counter!(SESSION_ERRORS).increment(1);
+pub fn session_failed(target: &str) {
+    metrics::counter!(SESSION_ERRORS, "target" => target.to_owned()).increment(1);
 }
 
 /// The delay as last read (see [`DELAY`]).
-pub fn delay(seconds: f64, unacked: i64) {
-    metrics::gauge!(DELAY).set(seconds);
-    metrics::gauge!(BATCHES_UNACKED).set(unacked as f64);
+pub fn delay(target: &str, seconds: f64, unacked: i64) {
+    metrics::gauge!(DELAY, "target" => target.to_owned()).set(seconds);
+    metrics::gauge!(BATCHES_UNACKED, "target" => target.to_owned()).set(unacked as f64);
 }

@@ -26,7 +26,7 @@ pub const COPY_JOBS: &str = concat!(
     cut_sql!(),
     ") filter (where batch_id = $1::bigint) as cut
                   from pgferry.batch
-                  where batch_id in ($1::bigint - 1, $1::bigint))
+                  where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint))
     select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
            format('copy (select %s from %s where coalesce((%s), false)) to stdout',
                   coalesce((select string_agg(quote_ident(c), ', ' order by n)
@@ -38,14 +38,14 @@ pub const COPY_JOBS: &str = concat!(
                   t.relid::regclass, coalesce(t.row_filter, 'true'))
     from kept
     left join pgferry.tables t
-      on t.copy_batch = $1 and t.state = 'copying' and not t.removed
+      on t.target_id = $2 and t.copy_batch = $1 and t.state = 'copying' and not t.removed
     order by t.table_id"
 );
 
 /// Changes of a batch, by `pgferry.batch_changes` (see its comment).
 pub const READ_BATCH: &str = "
     select seq, table_id, op::text, old_key::text, new_row::text, statement_rows
-    from pgferry.batch_changes($1::bigint)";
+    from pgferry.batch_changes($1::bigint::int, $2::bigint)";
 
 /// How much one message on the wire may carry.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,8 @@ pub struct ChunkLimits {
 /// Everything a session needs to ship batches: its own database sessions,
 /// the tables the target was told about, and the outbound stream.
 pub struct Shipper {
+    /// The target's id.
+    pub target_id: i32,
     /// Reads batches and records copy progress.
     pub reader: Client,
     /// [`READ_BATCH`], prepared on `reader`.
@@ -94,7 +96,8 @@ impl Shipper {
             // (tokio-postgres pipelines requests polled together).
             let (checked, rows) = tokio::join!(
                 self.copy_jobs(batch_id),
-                self.reader.query_raw(&self.read_batch, [batch_id as i64])
+                self.reader
+                    .query_raw(&self.read_batch, self.batch_params(batch_id))
             );
             let (cut, jobs) = checked?;
             let cut = cut.ok_or_else(|| not_kept(batch_id))?;
@@ -117,10 +120,15 @@ impl Shipper {
         }
         let rows = self
             .reader
-            .query_raw(&self.read_batch, [batch_id as i64])
+            .query_raw(&self.read_batch, self.batch_params(batch_id))
             .await
             .map_err(Error::db("reading a batch"))?;
         self.send_changes(batch_id, cut, rows).await
+    }
+
+    /// [`READ_BATCH`]'s parameters.
+    fn batch_params(&self, batch_id: u64) -> [i64; 2] {
+        [i64::from(self.target_id), batch_id as i64]
     }
 
     /// The cut of batch `batch_id` (see `cut::cut_sql`) if it and its predecessor
@@ -130,7 +138,7 @@ impl Shipper {
     async fn copy_jobs(&self, batch_id: u64) -> Result<(Option<String>, Vec<CopyJob>)> {
         let rows = self
             .reader
-            .query(&self.copy_jobs, &[&(batch_id as i64)])
+            .query(&self.copy_jobs, &[&(batch_id as i64), &self.target_id])
             .await
             .map_err(Error::db("listing initial copies"))?;
         let cut = rows
@@ -208,7 +216,7 @@ impl Shipper {
         }
         rows_sent += rows_in_chunk;
         let sequences = if self.has_sequences {
-            sequence_values(&self.reader, &mut self.sequences_sent).await?
+            sequence_values(&self.reader, self.target_id, &mut self.sequences_sent).await?
         } else {
             Vec::new()
         };
@@ -249,13 +257,15 @@ pub(crate) async fn send_chunk(
 /// Read at send time, so each is at least its value when the batch was cut.
 async fn sequence_values(
     client: &Client,
+    target_id: i32,
     sent: &mut HashMap<u32, i64>,
 ) -> Result<Vec<wire::SequenceValue>> {
     let rows = client
         .query(
             "select s.seq_id, pg_sequence_last_value(c.oid)
-             from pgferry.sequences s join pg_class c on c.oid = s.relid",
-            &[],
+             from pgferry.sequences s join pg_class c on c.oid = s.relid
+             where s.target_id = $1",
+            &[&target_id],
         )
         .await
         .map_err(Error::db("reading sequences"))?;

@@ -14,43 +14,59 @@ pub struct Status {
     /// Which functions the capture triggers call: `compiled` (extension
     /// pgferry_capture) or `plpgsql` (see `install --capture`).
     pub capture: String,
-    /// The target `add-target` recorded, `name (address)`; none when `run`
-    /// is given its target by flags.
-    pub target: Option<String>,
-    /// Every registered table.
-    pub tables: Vec<TableStatus>,
-    /// Every replicated sequence.
-    pub sequences: Vec<SequenceStatus>,
-    /// Captured changes not yet acknowledged by the target.
+    /// Captured changes some target has not acknowledged yet.
     pub pending_changes: i64,
-    /// Age in seconds of the oldest pending change (0 when none).
+    /// Age in seconds of the oldest of them (0 when none).
     pub oldest_pending_age_secs: f64,
-    /// Newest batch cut.
+    /// Every target, with its progress.
+    pub targets: Vec<TargetStatus>,
+    /// Every registered table, a row per target it goes to.
+    pub tables: Vec<TableStatus>,
+    /// Every replicated sequence, a row per target it goes to.
+    pub sequences: Vec<SequenceStatus>,
+}
+
+/// One target (a row of the `pgferry.status` view).
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    /// Its name (`default`: the unnamed target `run --target` streams to).
+    pub name: String,
+    /// Its recorded address (none for `default`).
+    pub address: Option<String>,
+    /// Changes of its tables it has not acknowledged.
+    pub pending_changes: i64,
+    /// Age in seconds of the oldest of them (0 when none).
+    pub oldest_pending_age_secs: f64,
+    /// Its newest batch cut.
     pub newest_batch: i64,
-    /// Newest batch the target acknowledged.
+    /// Its newest batch acknowledged.
     pub acked_batch: i64,
-    /// When it did.
+    /// When it was.
     pub acked_at: Option<String>,
-    /// The error that last stopped a session, cleared by the next ack.
+    /// Seconds since its oldest unacknowledged batch was cut (0 when none).
+    pub delay_secs: f64,
+    /// The error that last stopped its session, cleared by its next ack.
     pub last_error: Option<String>,
     /// When that error happened.
     pub last_error_at: Option<String>,
 }
 
-/// One registered table.
+/// One table's registration for one target.
 #[derive(Debug, Serialize)]
 pub struct TableStatus {
+    /// The target's name.
+    pub target: String,
     /// schema.table on the source.
     pub source: String,
     /// schema.table on the target.
-    pub target: String,
+    pub target_table: String,
     /// Key columns the target matches rows on.
     pub key: Vec<String>,
     /// `copy_pending` (waits for its copy batch), `copying` (the copy is
     /// on its way), `replicating`, or `removed` (changes cut before removal
     /// still ship).
     pub state: String,
-    /// Its pending changes.
+    /// Its changes the target has not acknowledged.
     pub pending_changes: i64,
     /// Replicated columns (absent: all).
     pub columns: Option<Vec<String>>,
@@ -80,142 +96,177 @@ pub struct CopyProgress {
 /// One replicated sequence.
 #[derive(Debug, Serialize)]
 pub struct SequenceStatus {
+    /// The target's name.
+    pub target: String,
     /// schema.sequence on the source.
     pub source: String,
     /// schema.sequence on the target.
-    pub target: String,
+    pub target_sequence: String,
 }
 
 /// Reads the status.
 pub async fn read(client: &Client) -> Result<Status> {
     crate::capture::ensure_installed(client).await?;
-    let row = client
+    let queue = client
         .query_one(
-            "select pending_changes, oldest_pending_age_secs, newest_batch, acked_batch,
-                    acked_at::text, last_error, last_error_at::text, capture, target
-             from pgferry.status",
-            &[],
+            "select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint,
+                    coalesce(extract(epoch from now() - min(captured_at))::float8, 0),
+                    case when exists (select from pg_extension where extname = $1)
+                         then 'compiled' else 'plpgsql' end
+             from pgferry.queue",
+            &[&crate::capture::EXTENSION],
         )
         .await
         .map_err(Error::db("reading status"))?;
+    let targets = client
+        .query(
+            "select target, address, pending_changes, oldest_pending_age_secs, newest_batch,
+                    acked_batch, acked_at::text, delay_secs, last_error, last_error_at::text
+             from pgferry.status order by target",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading status"))?
+        .into_iter()
+        .map(|r| TargetStatus {
+            name: r.get(0),
+            address: r.get(1),
+            pending_changes: r.get(2),
+            oldest_pending_age_secs: r.get(3),
+            newest_batch: r.get(4),
+            acked_batch: r.get(5),
+            acked_at: r.get(6),
+            delay_secs: r.get(7),
+            last_error: r.get(8),
+            last_error_at: r.get(9),
+        })
+        .collect();
     let tables = client
         .query(
-            "select source, target, key_columns, state, pending_changes, columns, row_filter,
-                    copy_rows, copy_rows_estimate, copy_bytes, copy_bytes_estimate, copy_batch,
-                    copied_at::text
-             from pgferry.table_status order by source",
+            "select target, source, target_table, key_columns, state, pending_changes, columns,
+                    row_filter, copy_rows, copy_rows_estimate, copy_bytes, copy_bytes_estimate,
+                    copy_batch, copied_at::text
+             from pgferry.table_status order by source, target",
             &[],
         )
         .await
         .map_err(Error::db("reading status"))?
         .into_iter()
         .map(|r| TableStatus {
-            source: r.get(0),
-            target: r.get(1),
-            key: r.get(2),
-            state: r.get(3),
-            pending_changes: r.get(4),
-            columns: r.get(5),
-            row_filter: r.get(6),
-            copy: r.get::<_, Option<i64>>(7).map(|rows| CopyProgress {
+            target: r.get(0),
+            source: r.get(1),
+            target_table: r.get(2),
+            key: r.get(3),
+            state: r.get(4),
+            pending_changes: r.get(5),
+            columns: r.get(6),
+            row_filter: r.get(7),
+            copy: r.get::<_, Option<i64>>(8).map(|rows| CopyProgress {
                 rows,
-                rows_estimate: r.get::<_, Option<i64>>(8).unwrap_or(0),
-                bytes: r.get::<_, Option<i64>>(9).unwrap_or(0),
-                bytes_estimate: r.get::<_, Option<i64>>(10).unwrap_or(0),
-                batch: r.get(11),
-                copied_at: r.get(12),
+                rows_estimate: r.get::<_, Option<i64>>(9).unwrap_or(0),
+                bytes: r.get::<_, Option<i64>>(10).unwrap_or(0),
+                bytes_estimate: r.get::<_, Option<i64>>(11).unwrap_or(0),
+                batch: r.get(12),
+                copied_at: r.get(13),
             }),
         })
         .collect();
     let sequences = client
         .query(
-            "select source_schema || '.' || source_name, target_schema || '.' || target_name
-             from pgferry.sequences order by 1",
+            "select g.name, s.source_schema || '.' || s.source_name,
+                    s.target_schema || '.' || s.target_name
+             from pgferry.sequences s join pgferry.targets g using (target_id) order by 2, 1",
             &[],
         )
         .await
         .map_err(Error::db("reading status"))?
         .into_iter()
         .map(|r| SequenceStatus {
-            source: r.get(0),
-            target: r.get(1),
+            target: r.get(0),
+            source: r.get(1),
+            target_sequence: r.get(2),
         })
         .collect();
     Ok(Status {
-        capture: row.get(7),
-        target: row.get(8),
+        capture: queue.get(2),
+        pending_changes: queue.get(0),
+        oldest_pending_age_secs: queue.get(1),
+        targets,
         tables,
         sequences,
-        pending_changes: row.get(0),
-        oldest_pending_age_secs: row.get(1),
-        newest_batch: row.get(2),
-        acked_batch: row.get(3),
-        acked_at: row.get(4),
-        last_error: row.get(5),
-        last_error_at: row.get(6),
     })
 }
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "capture:          {}", self.capture)?;
-        if let Some(target) = &self.target {
-            writeln!(f, "target:           {target}")?;
-        }
         writeln!(f, "pending changes:  {}", self.pending_changes)?;
         writeln!(f, "oldest pending:   {:.1}s", self.oldest_pending_age_secs)?;
-        writeln!(
-            f,
-            "batches:          newest cut {}, acked {} ({})",
-            self.newest_batch,
-            self.acked_batch,
-            self.acked_at.as_deref().unwrap_or("never")
-        )?;
-        match &self.last_error {
-            Some(error) => writeln!(
+        for t in &self.targets {
+            writeln!(
                 f,
-                "last error:       {} ({})",
-                error,
-                self.last_error_at.as_deref().unwrap_or("")
-            )?,
-            None => writeln!(f, "last error:       none")?,
-        }
-        writeln!(f, "tables:")?;
-        for t in &self.tables {
-            write!(
-                f,
-                "  {} -> {}  key ({})  {}  pending {}",
-                t.source,
-                t.target,
-                t.key.join(", "),
-                t.state,
-                t.pending_changes
+                "target {} ({}):",
+                t.name,
+                t.address.as_deref().unwrap_or("address from run --target")
             )?;
-            if let Some(c) = &t.copy {
+            writeln!(
+                f,
+                "  pending {} (oldest {:.1}s), delay {:.1}s",
+                t.pending_changes, t.oldest_pending_age_secs, t.delay_secs
+            )?;
+            writeln!(
+                f,
+                "  batches: newest cut {}, acked {} ({})",
+                t.newest_batch,
+                t.acked_batch,
+                t.acked_at.as_deref().unwrap_or("never")
+            )?;
+            match &t.last_error {
+                Some(error) => writeln!(
+                    f,
+                    "  last error: {} ({})",
+                    error,
+                    t.last_error_at.as_deref().unwrap_or("")
+                )?,
+                None => writeln!(f, "  last error: none")?,
+            }
+            for table in self.tables.iter().filter(|table| table.target == t.name) {
                 write!(
                     f,
-                    "  copy {}/{} rows, {}/{} MB",
-                    c.rows,
-                    c.rows_estimate,
-                    c.bytes / 1_000_000,
-                    c.bytes_estimate / 1_000_000
+                    "  {} -> {}  key ({})  {}  pending {}",
+                    table.source,
+                    table.target_table,
+                    table.key.join(", "),
+                    table.state,
+                    table.pending_changes
                 )?;
+                if let Some(c) = &table.copy {
+                    write!(
+                        f,
+                        "  copy {}/{} rows, {}/{} MB",
+                        c.rows,
+                        c.rows_estimate,
+                        c.bytes / 1_000_000,
+                        c.bytes_estimate / 1_000_000
+                    )?;
+                }
+                writeln!(f)?;
             }
-            writeln!(f)?;
-        }
-        for s in &self.sequences {
-            writeln!(f, "  sequence {} -> {}", s.source, s.target)?;
+            for s in self.sequences.iter().filter(|s| s.target == t.name) {
+                writeln!(f, "  sequence {} -> {}", s.source, s.target_sequence)?;
+            }
         }
         Ok(())
     }
 }
 
-/// Records the error that stopped replication, for `status`.
-async fn record_error_on(client: &Client, error: &str) -> Result<()> {
+/// Records the error that stopped replication to a target, for `status`.
+async fn record_error_on(client: &Client, target_id: i32, error: &str) -> Result<()> {
     client
         .execute(
-            "update pgferry.target set last_error = $1, last_error_at = now()",
-            &[&error],
+            "update pgferry.targets set last_error = $2, last_error_at = now()
+             where target_id = $1",
+            &[&target_id, &error],
         )
         .await
         .map_err(Error::db("recording the last error"))?;
@@ -224,13 +275,13 @@ async fn record_error_on(client: &Client, error: &str) -> Result<()> {
 
 /// Records the error that stopped a replication session where `status`
 /// shows it, on a session of its own (the failed one may be gone).
-pub async fn record_error(db_config: &tokio_postgres::Config, error: &Error) {
+pub async fn record_error(db_config: &tokio_postgres::Config, target_id: i32, error: &Error) {
     let text = match error.recovery() {
         Recovery::Operator => format!("needs an operator: {error}"),
         Recovery::Retry | Recovery::Stop => error.to_string(),
     };
     let recorded = match pgferry_runtime::db::connect(db_config).await {
-        Ok(client) => record_error_on(&client, &text).await,
+        Ok(client) => record_error_on(&client, target_id, &text).await,
         Err(err) => Err(Error::Connect(err)),
     };
     if let Err(err) = recorded {

@@ -19,10 +19,10 @@ use crate::backoff::Backoff;
 use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
-use crate::ids::{BatchId, ChangeCount, TableId};
+use crate::ids::{BatchId, ChangeCount, TableId, TargetId};
 use crate::links::StreamEnds;
 use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
-use crate::targets::Target;
+use crate::targets::{Recorded, Target};
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
 
@@ -34,6 +34,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// What a replication session takes from `run`'s settings and its target,
 /// which clap and [`Settings::from_args`] have checked.
 pub struct Settings {
+    /// The target.
+    pub target: TargetId,
     /// `--source-id`.
     pub source_id: String,
     /// The target with its TLS settings (see [`crate::channel::endpoint`]).
@@ -51,10 +53,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The session's settings from `args` and the `target` it streams to,
-    /// reading the token file and checking the address and TLS files.
-    pub fn from_args(args: &RunArgs, target: &Target) -> Result<Settings> {
+    /// The session's settings from `args` and the `target` it streams to
+    /// (`recorded` at the address and with the files of `link`), reading
+    /// the token file and checking the address and TLS files.
+    pub fn from_args(args: &RunArgs, recorded: &Recorded, link: &Target) -> Result<Settings> {
+        let target = link;
         Ok(Settings {
+            target: TargetId {
+                id: recorded.id,
+                name: recorded.name.clone(),
+            },
             source_id: args.source_id.clone(),
             endpoint: crate::channel::endpoint(target)?,
             token: target.token()?,
@@ -96,14 +104,14 @@ pub async fn run(
                 let Some(wait) = backoff.after(&err) else {
                     return Err(err);
                 };
-                metrics::session_failed();
+                metrics::session_failed(&settings.target.name);
                 tracing::warn!(
                     error = %err,
                     needs_operator = err.recovery() == Recovery::Operator,
                     retry_in_ms = wait.as_millis() as u64,
                     "replication session failed"
                 );
-                status::record_error(&db_config, &err).await;
+                status::record_error(&db_config, settings.target.id, &err).await;
                 wait
             }
         };
@@ -117,7 +125,7 @@ pub async fn run(
 
 /// One stream: hello, ready, then batches out and acks in until an error,
 /// the target closing, a change of the table list, or shutdown.
-#[tracing::instrument(skip_all, fields(source_id = %settings.source_id))]
+#[tracing::instrument(skip_all, fields(source_id = %settings.source_id, target = %settings.target.name))]
 async fn session(
     settings: &Settings,
     db_config: &Config,
@@ -132,10 +140,11 @@ async fn session(
     let connect = || async { db::connect(db_config).await.map_err(Error::Connect) };
     let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
     // One round trip: tokio-postgres pipelines requests polled together.
+    let target_id = settings.target.id;
     let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked) = tokio::try_join!(
-        catalog::tables_version(&reader),
-        catalog::table_schemas(&reader),
-        catalog::sequence_schemas(&reader),
+        catalog::tables_version(&reader, target_id),
+        catalog::table_schemas(&reader, target_id),
+        catalog::sequence_schemas(&reader, target_id),
         async {
             reader
                 .prepare(ship::READ_BATCH)
@@ -151,14 +160,15 @@ async fn session(
         async {
             let row = reader
                 .query_one(
-                    "select exists (select from pgferry.tables where state <> 'replicating')",
-                    &[],
+                    "select exists (select from pgferry.tables
+                                    where target_id = $1 and state <> 'replicating')",
+                    &[&target_id],
                 )
                 .await
                 .map_err(Error::db("reading the table list"))?;
             Ok(row.get::<_, bool>(0))
         },
-        acked_batch(&acker),
+        acked_batch(&acker, target_id),
     )?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -168,6 +178,7 @@ async fn session(
     }
     let (out, out_rx) = mpsc::channel(4);
     let shipper = Shipper {
+        target_id,
         reader,
         read_batch,
         copy_jobs,
@@ -210,7 +221,7 @@ async fn session(
     let speculate = !shipper.copies_possible;
     ends.applied.send_replace(BatchId(acked));
     let send = send_batches(
-        settings.window,
+        settings,
         shipper,
         (&mut newest_cut, &ends.last_sent),
         ends.applied.subscribe(),
@@ -219,7 +230,7 @@ async fn session(
         cancel,
     );
     tokio::pin!(send);
-    let ready = ready(&mut client, request, &acker);
+    let ready = ready(&mut client, request, &acker, target_id);
     let (mut inbound, last_applied) = if speculate {
         tokio::select! {
             biased;
@@ -233,7 +244,7 @@ async fn session(
     tracing::info!(last_applied, "stream ready");
 
     ends.applied.send_replace(BatchId(last_applied));
-    let receive = receive_acks(&mut inbound, &acker, ends, last_applied);
+    let receive = receive_acks(&mut inbound, &acker, &settings.target, ends, last_applied);
     tokio::pin!(receive);
     tokio::select! {
         biased;
@@ -261,6 +272,7 @@ async fn ready(
     client: &mut ReplicationClient<tonic::transport::Channel>,
     request: tonic::Request<ReceiverStream<wire::SourceMessage>>,
     db: &Client,
+    target_id: i32,
 ) -> Result<(tonic::Streaming<wire::TargetMessage>, u64)> {
     let mut inbound = client
         .replicate(request)
@@ -274,7 +286,7 @@ async fn ready(
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
     let last_applied = ready.last_applied_batch;
-    let (oldest, newest) = cut::kept_range(db).await?;
+    let (oldest, newest) = cut::kept_range(db, target_id).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
             target: last_applied,
@@ -291,7 +303,7 @@ async fn ready(
     // lost the one the target applied (restored from a backup, or failed
     // over to a standby behind it), and the target would skip this one as
     // applied.
-    let cut = cut::cut_of(db, last_applied).await?;
+    let cut = cut::cut_of(db, target_id, last_applied).await?;
     if !ready.last_applied_cut.is_empty() && cut != ready.last_applied_cut {
         return Err(Error::Diverged {
             target: last_applied,
@@ -304,10 +316,13 @@ async fn ready(
     Ok((inbound, last_applied))
 }
 
-/// The last batch the target acknowledged as on disk.
-async fn acked_batch(client: &Client) -> Result<u64> {
+/// The last batch target `target_id` acknowledged as on disk.
+async fn acked_batch(client: &Client, target_id: i32) -> Result<u64> {
     let acked: i64 = client
-        .query_one("select acked_batch from pgferry.target", &[])
+        .query_one(
+            "select acked_batch from pgferry.targets where target_id = $1",
+            &[&target_id],
+        )
         .await
         .map_err(Error::db("reading the acked batch"))?
         .get(0);
@@ -324,7 +339,7 @@ const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// resumes after it. Each sent batch's size goes to `sent_tx` (the cutter
 /// paces itself by it).
 async fn send_batches(
-    window: u64,
+    settings: &Settings,
     mut shipper: Shipper,
     (newest_cut, last_sent): (&mut watch::Receiver<BatchId>, &watch::Sender<ChangeCount>),
     mut applied: watch::Receiver<BatchId>,
@@ -340,7 +355,7 @@ async fn send_batches(
     loop {
         loop {
             if tokio::time::Instant::now() >= next_check {
-                if catalog::tables_version(&shipper.reader).await? != version {
+                if catalog::tables_version(&shipper.reader, shipper.target_id).await? != version {
                     tracing::info!(
                         batch_id = next,
                         "table list changed; announcing it on a new stream"
@@ -362,7 +377,7 @@ async fn send_batches(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            moved = applied.wait_for(|applied| next.saturating_sub(applied.0) <= window) => {
+            moved = applied.wait_for(|applied| next.saturating_sub(applied.0) <= settings.window) => {
                 if moved.is_err() { return Ok(()); }
             }
         }
@@ -373,7 +388,7 @@ async fn send_batches(
         }
         match shipper.send(next).await? {
             SendOutcome::Sent { changes } => {
-                metrics::batch_sent(changes);
+                metrics::batch_sent(&settings.target.name, changes);
                 last_sent.send_replace(ChangeCount(changes));
             }
             SendOutcome::TablesChanged => {
@@ -395,6 +410,7 @@ async fn send_batches(
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
     acker: &Client,
+    target: &TargetId,
     ends: &StreamEnds,
     last_applied: u64,
 ) -> Result<()> {
@@ -407,7 +423,7 @@ async fn receive_acks(
                 Some(wire::target_message::Kind::Applied(a)) if a.batch_id == applied + 1 => {
                     applied = a.batch_id;
                     ends.applied.send_replace(BatchId(applied));
-                    metrics::batch_applied(applied);
+                    metrics::batch_applied(&target.name, applied);
                 }
                 Some(wire::target_message::Kind::Durable(d))
                     if d.batch_id > durable && d.batch_id <= applied =>
@@ -428,5 +444,5 @@ async fn receive_acks(
         drop(durable_tx);
         Ok(())
     };
-    tokio::try_join!(receive, ack::acknowledge_durable(acker, durable_rx)).map(|_| ())
+    tokio::try_join!(receive, ack::acknowledge_durable(acker, target, durable_rx)).map(|_| ())
 }

@@ -1,12 +1,13 @@
 //! Named targets: the target agent `add-target` records (its address and
 //! the paths of its TLS and token files, never their contents), which `run`
-//! streams to when no `--target` is given. One target per source database
-//! for now; several are issue 17.
+//! streams to when no `--target` is given. A source streams to each of its
+//! targets; one installed before targets had names has one, `default`,
+//! whose address `run --target` gives.
 
 use std::path::{Path, PathBuf};
 
 use pgferry_runtime::config::ConfigError;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
@@ -53,10 +54,25 @@ impl Target {
     }
 }
 
+/// A target as recorded in `pgferry.targets`.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Its id, which its batches, tables and sequences carry.
+    pub id: i32,
+    /// Its name.
+    pub name: String,
+    /// Where it listens; `None` for the unnamed target of an installation
+    /// that `run --target` gives the address of.
+    pub target: Option<Target>,
+}
+
 /// Records target `name`, after checking that its address parses, its TLS
 /// files hold what they should and its token fits, with the files' paths
-/// made absolute (the agent may run from another directory).
-pub async fn add(client: &Client, name: &str, target: &Target) -> Result<()> {
+/// made absolute (the agent may run from another directory). The unnamed
+/// target an installation of one target streams to by `run --target`
+/// (`default`, no address) becomes this one, with its tables and progress;
+/// otherwise the new target starts from now, with no tables.
+pub async fn add(client: &mut Client, name: &str, target: &Target) -> Result<()> {
     crate::channel::endpoint(target)?;
     target.token()?;
     let (ca, cert, key, token) = (
@@ -65,79 +81,197 @@ pub async fn add(client: &Client, name: &str, target: &Target) -> Result<()> {
         absolute("tls-key", target.tls_key.as_deref())?,
         absolute("auth-token-file", target.auth_token_file.as_deref())?,
     );
-    if let Some(existing) = stored(client).await?.map(|(existing, _)| existing) {
-        return Err(if existing == name {
-            Error::TargetExists(existing)
-        } else {
-            Error::OneTarget { existing }
-        });
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("add-target"))?;
+    let taken = tx
+        .query_opt("select from pgferry.targets where name = $1", &[&name])
+        .await
+        .map_err(Error::db("add-target"))?;
+    if taken.is_some() {
+        return Err(Error::TargetExists(name.to_owned()));
     }
-    client
+    let named = tx
         .execute(
-            "insert into pgferry.targets (name, address, tls_ca, tls_cert, tls_key, auth_token_file)
-             values ($1, $2, $3, $4, $5, $6)",
+            "update pgferry.targets
+                set name = $1, address = $2, tls_ca = $3, tls_cert = $4, tls_key = $5,
+                    auth_token_file = $6
+              where target_id = (select min(target_id) from pgferry.targets where address is null)",
             &[&name, &target.address, &ca, &cert, &key, &token],
         )
         .await
         .map_err(Error::db("recording the target"))?;
+    if named == 0 {
+        // Batch 0, the new target's start: changes committed before it
+        // are not its (its tables are copied after it).
+        tx.execute(
+            "with added as (
+                 insert into pgferry.targets (name, address, tls_ca, tls_cert, tls_key, auth_token_file)
+                 values ($1, $2, $3, $4, $5, $6) returning target_id
+             )
+             insert into pgferry.batch (target_id, batch_id, snapshot)
+             select target_id, 0, pg_current_snapshot() from added",
+            &[&name, &target.address, &ca, &cert, &key, &token],
+        )
+        .await
+        .map_err(Error::db("recording the target"))?;
+    }
+    tx.commit().await.map_err(Error::db("add-target"))?;
     Ok(())
 }
 
-/// Forgets target `name`.
-pub async fn remove(client: &Client, name: &str) -> Result<()> {
-    let removed = client
+/// Forgets target `name` with its tables, sequences and batches, and
+/// deletes at once the queued changes no other target needs.
+pub async fn remove(client: &mut Client, name: &str) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("remove-target"))?;
+    // Its tables' capture changes first (attach finds the table by the
+    // registrations it is about to lose), then the target goes, and with
+    // it, by cascade, its registrations and batches.
+    let removed = tx
+        .query(
+            "with gone as (
+                 update pgferry.tables t set removed = true
+                 from pgferry.targets g
+                 where g.name = $1 and t.target_id = g.target_id
+                 returning t.capture_id
+             )
+             select distinct capture_id from gone",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db("remove-target"))?;
+    for row in &removed {
+        tx.execute("select pgferry.attach($1)", &[&row.get::<_, i32>(0)])
+            .await
+            .map_err(Error::db("remove-target: changing the capture triggers"))?;
+    }
+    let deleted = tx
         .execute("delete from pgferry.targets where name = $1", &[&name])
         .await
         .map_err(Error::db("removing the target"))?;
-    if removed == 0 {
+    if deleted == 0 {
         return Err(Error::UnknownTarget(name.to_owned()));
     }
+    tx.batch_execute(
+        "delete from pgferry.queue q
+          where not exists (select from pgferry.tables t where t.capture_id = q.table_id);
+         select pgferry.trim_queue();",
+    )
+    .await
+    .map_err(Error::db("remove-target: releasing its queued changes"))?;
+    tx.commit().await.map_err(Error::db("remove-target"))?;
     Ok(())
 }
 
-/// The recorded target and its name, if any.
-pub async fn stored(client: &Client) -> Result<Option<(String, Target)>> {
-    let row = client
-        .query_opt(
-            "select name, address, tls_ca, tls_cert, tls_key, auth_token_file
-             from pgferry.targets order by target_id limit 1",
+/// Every recorded target, in the order they were added.
+pub async fn list(client: &impl GenericClient) -> Result<Vec<Recorded>> {
+    let rows = client
+        .query(
+            "select target_id, name, address, tls_ca, tls_cert, tls_key, auth_token_file
+             from pgferry.targets order by target_id",
             &[],
         )
         .await
-        .map_err(Error::db("reading the target"))?;
-    Ok(row.map(|row| {
-        let path = |i: usize| row.get::<_, Option<String>>(i).map(PathBuf::from);
-        (
-            row.get(0),
-            Target {
-                address: row.get(1),
-                tls_ca: path(2),
-                tls_cert: path(3),
-                tls_key: path(4),
-                auth_token_file: path(5),
-            },
-        )
-    }))
+        .map_err(Error::db("reading the targets"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let path = |i: usize| row.get::<_, Option<String>>(i).map(PathBuf::from);
+            Recorded {
+                id: row.get(0),
+                name: row.get(1),
+                target: row.get::<_, Option<String>>(2).map(|address| Target {
+                    address,
+                    tls_ca: path(3),
+                    tls_cert: path(4),
+                    tls_key: path(5),
+                    auth_token_file: path(6),
+                }),
+            }
+        })
+        .collect())
 }
 
-/// The target `run` streams to: its flags', or else the recorded one.
-pub async fn for_run(client: &Client, args: &RunArgs) -> Result<Target> {
-    if let Some(target) = Target::from_args(args) {
-        return Ok(target);
+/// The id of the target a table or sequence command names with `--target`,
+/// or of the source's only target when it names none.
+pub async fn resolve(client: &impl GenericClient, name: Option<&str>) -> Result<i32> {
+    let recorded = list(client).await?;
+    match name {
+        Some(name) => recorded
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.id)
+            .ok_or_else(|| Error::UnknownTarget(name.to_owned())),
+        None => match recorded.as_slice() {
+            [only] => Ok(only.id),
+            _ => Err(ConfigError::Invalid {
+                setting: "target",
+                reason: format!(
+                    "this source has {} targets ({}): name one with --target",
+                    recorded.len(),
+                    names(&recorded)
+                ),
+            }
+            .into()),
+        },
     }
-    match stored(client).await? {
-        Some((name, target)) => {
-            tracing::info!(target = %name, address = %target.address, "streaming to the recorded target");
-            Ok(target)
-        }
-        None => Err(ConfigError::Invalid {
+}
+
+/// The targets `run` streams to with what each link needs: every recorded
+/// one; with `--target`, the source's only one at the flags' address.
+pub async fn for_run(
+    client: &impl GenericClient,
+    args: &RunArgs,
+) -> Result<Vec<(Recorded, Target)>> {
+    let recorded = list(client).await?;
+    if let Some(flags) = Target::from_args(args) {
+        return match <[Recorded; 1]>::try_from(recorded) {
+            Ok([only]) => Ok(vec![(only, flags)]),
+            Err(recorded) => Err(ConfigError::Invalid {
+                setting: "target",
+                reason: format!(
+                    "--target gives the address of a source's only target, and this one has {} ({}): leave --target out, run streams to each at its recorded address",
+                    recorded.len(),
+                    names(&recorded)
+                ),
+            }
+            .into()),
+        };
+    }
+    if recorded.is_empty() {
+        return Err(ConfigError::Invalid {
             setting: "target",
             reason: "no --target given and no target recorded (source-agent add-target)".into(),
         }
-        .into()),
+        .into());
     }
+    recorded
+        .into_iter()
+        .map(|r| match r.target.clone() {
+            Some(target) => Ok((r, target)),
+            None => Err(ConfigError::Invalid {
+                setting: "target",
+                reason: format!(
+                    "target {} has no address: give --target, or record it with add-target",
+                    r.name
+                ),
+            }
+            .into()),
+        })
+        .collect()
 }
 
+fn names(recorded: &[Recorded]) -> String {
+    recorded
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// `path` made absolute, for an agent that may run from another directory.
 fn absolute(setting: &'static str, path: Option<&Path>) -> Result<Option<String>> {
     let Some(path) = path else {

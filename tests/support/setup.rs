@@ -370,18 +370,23 @@ impl Replication {
     }
 
     /// Waits until `status` shows an error containing every one of
-    /// `parts`; returns that status.
+    /// `parts` on the (only) target; returns that target's status.
     pub async fn wait_for_error(&self, parts: &[&str]) -> serde_json::Value {
         wait_until(
             &format!("status shows an error naming {parts:?}"),
             Duration::from_secs(90),
             || async {
-                let status = self.status().await;
+                let status = self.target_status().await;
                 let error = status["last_error"].as_str()?;
                 parts.iter().all(|p| error.contains(p)).then_some(status)
             },
         )
         .await
+    }
+
+    /// `status --json`'s entry for the source's first target.
+    pub async fn target_status(&self) -> serde_json::Value {
+        self.status().await["targets"][0].clone()
     }
 
     /// `source-agent status --json`.
@@ -397,39 +402,91 @@ impl Replication {
     /// Logs every change of the target's progress record, so a test can
     /// check that it moved one batch at a time.
     pub async fn record_progress_history(&self) {
-        self.dst
-            .batch_execute(&format!(
-                "create table public.progress_history (old_batch bigint, new_batch bigint);
-                 grant insert on public.progress_history to {APPLIER};
-                 create function public.log_progress() returns trigger language plpgsql as $$
-                 begin
-                   insert into public.progress_history values (old.last_batch, new.last_batch);
-                   return new;
-                 end $$;
-                 create trigger log_progress after update on pgferry.progress
-                   for each row execute function public.log_progress();"
-            ))
-            .await
-            .expect("progress history");
+        record_progress_history(&self.dst).await;
     }
 
     /// Asserts that every recorded progress move was to the next batch, and
     /// returns how many batches were applied.
     pub async fn assert_progress_moved_one_batch_at_a_time(&self) -> i64 {
-        let rows = self
-            .dst
-            .query(
-                "select old_batch, new_batch from public.progress_history",
-                &[],
-            )
-            .await
-            .expect("progress history");
-        for row in &rows {
-            let (old, new): (i64, i64) = (row.get(0), row.get(1));
-            assert_eq!(new, old + 1, "progress jumped from batch {old} to {new}");
-        }
-        rows.len() as i64
+        assert_progress_moved_one_batch_at_a_time(&self.dst).await
     }
+}
+
+/// Logs every change of a target's progress records (`target` is a
+/// superuser session on its database).
+pub async fn record_progress_history(target: &Client) {
+    target
+        .batch_execute(&format!(
+            "create table public.progress_history (old_batch bigint, new_batch bigint);
+             grant insert on public.progress_history to {APPLIER};
+             create function public.log_progress() returns trigger language plpgsql as $$
+             begin
+               insert into public.progress_history values (old.last_batch, new.last_batch);
+               return new;
+             end $$;
+             create trigger log_progress after update on pgferry.progress
+               for each row execute function public.log_progress();"
+        ))
+        .await
+        .expect("progress history");
+}
+
+/// Asserts that every progress move [`record_progress_history`] logged was
+/// to the next batch, and returns how many batches were applied.
+pub async fn assert_progress_moved_one_batch_at_a_time(target: &Client) -> i64 {
+    let rows = target
+        .query(
+            "select old_batch, new_batch from public.progress_history",
+            &[],
+        )
+        .await
+        .expect("progress history");
+    for row in &rows {
+        let (old, new): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(new, old + 1, "progress jumped from batch {old} to {new}");
+    }
+    rows.len() as i64
+}
+
+/// A target agent on `target_db` serving on a free port: the agent and the
+/// address a source reaches it at.
+pub async fn serving_target_agent(target_db: &str) -> (Agent, String) {
+    for _ in 0..3 {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let args = [
+            "run",
+            "--target-db",
+            target_db,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(agent) = spawn_serving("target-agent", &args, &url, None).await {
+            return (agent, url);
+        }
+    }
+    panic!("no free port for a target agent in three tries");
+}
+
+/// A source agent started with `args` and a health listener on a free
+/// port, serving: the agent and that port.
+pub async fn serving_source_agent(args: &[&str]) -> (Agent, u16) {
+    for _ in 0..3 {
+        let port = free_port();
+        let health = format!("127.0.0.1:{port}");
+        let args: Vec<String> = args
+            .iter()
+            .copied()
+            .chain(["--health-listen", &health])
+            .map(String::from)
+            .collect();
+        let address = format!("http://{health}");
+        if let Some(agent) = spawn_serving("source-agent", &args, &address, None).await {
+            return (agent, port);
+        }
+    }
+    panic!("no free port for the source agent's health in three tries");
 }
 
 /// `count(*), sum(hashtext(t::text))` of `table`, over whole rows (the alias
@@ -583,7 +640,7 @@ impl Replication {
     /// The newest batch the source has seen acked.
     pub async fn source_acked(&self) -> i64 {
         self.src
-            .query_one("select acked_batch from pgferry.target", &[])
+            .query_one("select min(acked_batch) from pgferry.targets", &[])
             .await
             .expect("acked batch")
             .get(0)
@@ -687,9 +744,17 @@ pub async fn metrics(port: u16) -> String {
     body
 }
 
-/// The value of an unlabelled counter in a Prometheus text page (0 when absent).
+/// The value of a metric in a Prometheus text page, summed over its label
+/// sets (the source agent's have one per target; 0 when absent).
 pub fn counter(page: &str, name: &str) -> f64 {
     page.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once('}')?.1,
+                None => rest,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }

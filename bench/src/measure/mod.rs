@@ -4,6 +4,7 @@ mod backlog;
 mod bulk;
 mod catch_up;
 mod distance;
+mod fan_out;
 mod lag;
 mod overhead;
 mod queue;

@@ -1,92 +1,134 @@
--- (Re)creates a table's capture triggers from its registration, enabled
--- ALWAYS so that session_replication_role cannot switch capture off. With a
--- row filter, an update is captured as PostgreSQL 15 publications do: old
--- and new row match: update; only the old: delete; only the new: insert;
--- neither: nothing. A filter that yields NULL does not match. The statement
--- triggers call the compiled capture functions of extension pgferry_capture
--- when `install` created it (see capture.rs), else their PL/pgSQL twins.
-create or replace function pgferry.attach(p_table_id int) returns void
+-- (Re)creates the capture triggers of a table's capture (p_capture_id, the
+-- id its changes are queued under) from its live registrations, enabled
+-- ALWAYS so that session_replication_role cannot switch capture off; drops
+-- them when none is left. The change is captured once for all of them:
+-- the union of their columns (all when one takes all). When none filters
+-- rows, statement triggers queue the rows, calling the compiled capture
+-- functions of extension pgferry_capture when `install` created it (see
+-- capture.rs), else their PL/pgSQL twins. When one does, a row trigger
+-- (a function made here, pgferry.capture_filtered_<id>) records with each
+-- change which registrations' filters its old and new row match, and
+-- skips a change that no registration takes; each target's read then
+-- decides as PostgreSQL 15 publications do (pgferry.route).
+create or replace function pgferry.attach(p_capture_id int) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
-    t pgferry.tables;
+    v_relid oid;
+    v_keys text[];
+    v_columns text[];
+    v_filtered boolean;
+    v_everyone boolean;
     v_rel text;
     v_args text;
-    v_filter text;
     v_same_key text;
+    v_hits text;
+    v_filter record;
     v_trigger name;
     v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
     v_rows text := case when v_compiled then 'pgferry.compiled_capture_rows' else 'pgferry.capture_rows' end;
     v_deletes text := case when v_compiled then 'pgferry.compiled_capture_deletes' else 'pgferry.capture_deletes' end;
 begin
-    select * into strict t from pgferry.tables where table_id = p_table_id;
-    perform pgferry.detach(p_table_id);
-    v_rel := t.relid::regclass::text;
+    perform pgferry.detach(p_capture_id);
+    select min(relid), bool_or(row_filter is not null), bool_or(row_filter is null)
+    into v_relid, v_filtered, v_everyone
+    from pgferry.tables where capture_id = p_capture_id and not removed;
+    -- One key for all (add-table gives a table's later registrations the
+    -- first one's).
+    v_keys := (select key_columns from pgferry.tables
+               where capture_id = p_capture_id and not removed order by table_id limit 1);
+    if v_relid is null then
+        return;
+    end if;
+    if not exists (select from pgferry.tables
+                   where capture_id = p_capture_id and not removed and columns is null) then
+        v_columns := array(select a.attname::text from pg_attribute a
+                           where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                             and exists (select from pgferry.tables t
+                                         where t.capture_id = p_capture_id and not t.removed
+                                           and a.attname = any (t.columns || t.key_columns))
+                           order by a.attnum);
+    end if;
+    v_rel := v_relid::regclass::text;
     -- After id and mode: the key count, the keys, the replicated columns.
-    v_args := format('%L', cardinality(t.key_columns))
+    v_args := format('%L', cardinality(v_keys))
         || coalesce((select string_agg(format(', %L', k), '' order by n)
-                     from unnest(t.key_columns) with ordinality u(k, n)), '')
+                     from unnest(v_keys) with ordinality u(k, n)), '')
         || coalesce((select string_agg(format(', %L', c), '' order by n)
-                     from unnest(t.columns) with ordinality u(c, n)), '');
-    if t.row_filter is null then
+                     from unnest(v_columns) with ordinality u(c, n)), '');
+    if not v_filtered then
         execute format('create trigger pgferry_capture_insert after insert on %s
                         referencing new table as pgferry_new for each statement
                         execute function %s',
-                       v_rel, case when t.columns is null
-                                   then format('%s(%L, %L)', v_rows, t.table_id, 'I')
-                                   else format('pgferry.capture(%L, %L, %s)', t.table_id, '', v_args)
+                       v_rel, case when v_columns is null
+                                   then format('%s(%L, %L)', v_rows, p_capture_id, 'I')
+                                   else format('pgferry.capture(%L, %L, %s)', p_capture_id, '', v_args)
                               end);
         -- A delete carries the key alone, whatever the columns replicated.
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
                         execute function %s(%s)',
-                       v_rel, v_deletes, format('%L', t.table_id)
+                       v_rel, v_deletes, format('%L', p_capture_id)
                               || (select string_agg(format(', %L', k), '' order by n)
-                                  from unnest(t.key_columns) with ordinality u(k, n)));
+                                  from unnest(v_keys) with ordinality u(k, n)));
         v_same_key := (select string_agg(format('old.%1$I is not distinct from new.%1$I', k), ' and ')
-                       from unnest(t.key_columns) k);
-        if t.columns is null then
+                       from unnest(v_keys) k);
+        if v_columns is null then
             -- Every new row, once per statement; the row trigger below has
             -- already deleted the old keys of rows whose key changed (row
             -- triggers fire before statement triggers).
             execute format('create trigger pgferry_capture_update after update on %s
                             referencing new table as pgferry_new for each statement
                             execute function %s(%L, %L)',
-                           v_rel, v_rows, t.table_id, 'U');
+                           v_rel, v_rows, p_capture_id, 'U');
         else
             -- Most updates keep the key: the server tells those apart by
             -- the WHEN clause, without calling a function.
             execute format('create trigger pgferry_capture_update after update on %s
                             for each row when (%s) execute function pgferry.capture(%s)',
-                           v_rel, v_same_key, format('%L, %L, %s', t.table_id, '', v_args));
+                           v_rel, v_same_key, format('%L, %L, %s', p_capture_id, '', v_args));
         end if;
         execute format('create trigger pgferry_capture_update_key after update on %s
                         for each row when (not (%s)) execute function pgferry.capture(%s)',
-                       v_rel, v_same_key, format('%L, %L, %s', t.table_id, '', v_args));
+                       v_rel, v_same_key, format('%L, %L, %s', p_capture_id, '', v_args));
     else
-        v_filter := 'pgferry.' || quote_ident('row_filter_' || t.table_id);
-        execute format('create function %s(r %s) returns boolean language sql stable as %L',
-                       v_filter, v_rel,
-                       format('select coalesce((select (%s) from (select ($1).*) as f), false)', t.row_filter));
-        execute format('create trigger pgferry_capture_insert after insert on %s for each row
-                        when (%s(new)) execute function pgferry.capture(%s)',
-                       v_rel, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
-        execute format('create trigger pgferry_capture_delete after delete on %s for each row
-                        when (%s(old)) execute function pgferry.capture(%s)',
-                       v_rel, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
-        execute format('create trigger pgferry_capture_update after update on %s for each row
-                        when (%s(old) and %s(new)) execute function pgferry.capture(%s)',
-                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, '', v_args));
-        execute format('create trigger pgferry_capture_update_in after update on %s for each row
-                        when (not %s(old) and %s(new)) execute function pgferry.capture(%s)',
-                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, 'I', v_args));
-        execute format('create trigger pgferry_capture_update_out after update on %s for each row
-                        when (%s(old) and not %s(new)) execute function pgferry.capture(%s)',
-                       v_rel, v_filter, v_filter, format('%L, %L, %s', t.table_id, 'D', v_args));
+        for v_filter in
+            select table_id, row_filter from pgferry.tables
+            where capture_id = p_capture_id and not removed and row_filter is not null
+        loop
+            execute format('create function pgferry.row_filter_%s(r %s) returns boolean language sql stable as %L',
+                           v_filter.table_id, v_rel,
+                           format('select coalesce((select (%s) from (select ($1).*) as f), false)',
+                                  v_filter.row_filter));
+        end loop;
+        -- The ids of the registrations whose filter row %1$s matches.
+        v_hits := format('array_remove(array[%s]::int[], null)',
+                         (select string_agg(format('case when pgferry.row_filter_%s(%%1$s) then %s end',
+                                                   table_id, table_id), ', ' order by table_id)
+                          from pgferry.tables
+                          where capture_id = p_capture_id and not removed and row_filter is not null));
+        execute format($f$
+            create function pgferry.capture_filtered_%s() returns trigger
+            language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
+            begin
+                perform pgferry.capture_row(%s, tg_op, %L::text[], %L::text[], %L,
+                    case when tg_op <> 'INSERT' then to_jsonb(old) end,
+                    case when tg_op <> 'DELETE' then to_jsonb(new) end,
+                    case when tg_op = 'INSERT' then '{}' else %s end,
+                    case when tg_op = 'DELETE' then '{}' else %s end);
+                return null;
+            end
+            $body$
+            $f$,
+            p_capture_id, p_capture_id, v_keys, v_columns, v_everyone,
+            format(v_hits, 'old'), format(v_hits, 'new'));
+        execute format('create trigger pgferry_capture_row after insert or update or delete on %s
+                        for each row execute function pgferry.capture_filtered_%s()',
+                       v_rel, p_capture_id);
     end if;
     execute format('create trigger pgferry_capture_truncate after truncate on %s
-                    for each statement execute function pgferry.capture(%L, %L, %L)', v_rel, t.table_id, '', 0);
+                    for each statement execute function pgferry.capture(%L, %L, %L)', v_rel, p_capture_id, '', 0);
     for v_trigger in
-        select tgname from pg_trigger where tgrelid = t.relid and tgname like 'pgferry\_capture%'
+        select tgname from pg_trigger where tgrelid = v_relid and tgname like 'pgferry\_capture%'
     loop
         execute format('alter table %s enable always trigger %I', v_rel, v_trigger);
     end loop;

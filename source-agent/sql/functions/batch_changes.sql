@@ -1,21 +1,25 @@
--- The changes of batch p_batch: those of the transactions visible in its
--- snapshot and not in the previous one, in seq order; less, for a copied
--- table, the changes already in its copy, and, for a removed table, those
--- cut after its removal. Plain SQL and STABLE, so the planner inlines it and
--- a portal over it streams.
-create or replace function pgferry.batch_changes(p_batch bigint)
+-- The changes of target p_target's batch p_batch: those of the transactions
+-- visible in its snapshot and not in the previous one, of the target's
+-- tables, in seq order, each as that table's registration takes it
+-- (route); less, for a copied table, the changes already in its copy, and,
+-- for a removed table, those cut after its removal. Plain SQL and STABLE,
+-- so the planner inlines it and a portal over it streams.
+create or replace function pgferry.batch_changes(p_target int, p_batch bigint)
 returns table (seq bigint, table_id int, op "char", old_key json, new_row json, statement_rows int)
 language sql stable as $$
-    select q.seq, q.table_id, q.op, q.old_key, q.new_row, q.statement_rows
+    select q.seq, t.table_id, d.op, d.old_key, d.new_row, q.statement_rows
     from pgferry.batch p
-    join pgferry.batch c on c.batch_id = p_batch
+    join pgferry.batch c on c.target_id = p_target and c.batch_id = p_batch
     cross join lateral pgferry.committed_ranges(c.snapshot, p.snapshot) r
     -- OFFSET 0 keeps this a lookup per range: joined flat, the planner
     -- took the ranges for a filter over a sequential scan of the queue.
     cross join lateral (select * from pgferry.queue q
                         where q.txid >= r.lo and q.txid < r.hi offset 0) q
-    join pgferry.tables t on t.table_id = q.table_id
-    where p.batch_id = p_batch - 1
+    join pgferry.tables t on t.capture_id = q.table_id and t.target_id = p_target
+    cross join lateral pgferry.route(q.op, q.old_key, q.new_row, q.statement_rows is not null,
+                                     q.old_hits, q.new_hits, t.table_id, t.key_columns,
+                                     t.columns, t.row_filter is not null) d
+    where p.target_id = p_target and p.batch_id = p_batch - 1
       and (t.copy_snapshot is null or not pg_visible_in_snapshot(q.txid, t.copy_snapshot))
       and (t.removed_batch is null or p_batch <= t.removed_batch)
     order by q.seq

@@ -1,16 +1,24 @@
--- Removed tables whose last shipped batch is acked: drop their leftover
--- changes and their registration.
-create or replace function pgferry.forget_removed() returns void
+-- Tables removed from target p_target whose last shipped batch it has
+-- acked: drop their registrations, and the leftover changes of a table no
+-- target takes any more.
+create or replace function pgferry.forget_removed(p_target int) returns void
 language plpgsql as $$
 declare
-    v_acked bigint := (select acked_batch from pgferry.target);
+    v_acked bigint := (select acked_batch from pgferry.targets where target_id = p_target);
+    v_gone int[];
 begin
-    delete from pgferry.queue q using pgferry.tables t
-    where q.table_id = t.table_id and t.removed and t.removed_batch <= v_acked;
     with gone as (
-        delete from pgferry.tables where removed and removed_batch <= v_acked returning 1
+        delete from pgferry.tables
+        where target_id = p_target and removed and removed_batch <= v_acked
+        returning capture_id
     )
-    update pgferry.target set tables_version = tables_version + 1
-    where exists (select from gone);
+    select array_agg(capture_id) into v_gone from gone;
+    if v_gone is null then
+        return;
+    end if;
+    delete from pgferry.queue q
+    where q.table_id = any (v_gone)
+      and not exists (select from pgferry.tables t where t.capture_id = q.table_id);
+    update pgferry.targets set tables_version = tables_version + 1 where target_id = p_target;
 end
 $$;

@@ -1,0 +1,162 @@
+//! Fan-out: a pipeline (a cutter and a stream) per target, each with its
+//! own batches, progress and back-off, so a slow, down or refusing target
+//! holds back only itself; targets added or removed while the agent runs
+//! are followed within a second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_postgres::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::error::{Error, Result};
+use crate::targets::{self, Recorded, Target};
+use crate::{cut, links, stream};
+
+/// How often the target list is read again.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Streams to `first` (what `run` checked at start) and, unless `--target`
+/// fixed the one target, to every target recorded later, until `cancel` or
+/// an error no pipeline may retry (then every pipeline stops and that error
+/// is returned).
+pub async fn run(
+    args: Arc<RunArgs>,
+    db_config: Config,
+    first: Vec<(Recorded, Target)>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let follow = Target::from_args(&args).is_none();
+    let mut pipelines = Pipelines {
+        running: HashMap::new(),
+        set: JoinSet::new(),
+        args,
+        db_config: db_config.clone(),
+        cancel: cancel.clone(),
+    };
+    for (recorded, link) in first {
+        pipelines.start(recorded, link);
+    }
+    let mut client = None;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(ended) = pipelines.set.join_next() => {
+                let (id, ended) = ended.map_err(|join| Error::Io {
+                    context: "a target's pipeline",
+                    source: std::io::Error::other(join),
+                })?;
+                pipelines.running.remove(&id);
+                if let Err(err) = ended {
+                    result = Err(err);
+                    cancel.cancel();
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(FOLLOW_EVERY), if follow => {
+                if client.is_none() {
+                    client = pgferry_runtime::db::connect(&db_config).await.ok();
+                }
+                let Some(c) = &client else { continue };
+                let recorded = match targets::list(c).await {
+                    Ok(recorded) => recorded,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "could not read the target list");
+                        client = None;
+                        continue;
+                    }
+                };
+                pipelines.running.retain(|id, stop| {
+                    let kept = recorded.iter().any(|r| r.id == *id);
+                    if !kept {
+                        tracing::info!(target_id = id, "target removed; its pipeline stops");
+                        stop.cancel();
+                    }
+                    kept
+                });
+                for r in recorded {
+                    if pipelines.running.contains_key(&r.id) {
+                        continue;
+                    }
+                    let Some(link) = r.target.clone() else { continue };
+                    tracing::info!(target = %r.name, address = %link.address, "target added; streaming to it");
+                    pipelines.start(r, link);
+                }
+            }
+        }
+    }
+    while let Some(ended) = pipelines.set.join_next().await {
+        if let Ok((_, Err(err))) = ended
+            && result.is_ok()
+        {
+            result = Err(err);
+        }
+    }
+    result
+}
+
+/// The running pipelines, by target id, each with its own stop.
+struct Pipelines {
+    running: HashMap<i32, CancellationToken>,
+    set: JoinSet<(i32, Result<()>)>,
+    args: Arc<RunArgs>,
+    db_config: Config,
+    cancel: CancellationToken,
+}
+
+impl Pipelines {
+    fn start(&mut self, recorded: Recorded, link: Target) {
+        let stop = self.cancel.child_token();
+        self.running.insert(recorded.id, stop.clone());
+        let (args, db_config) = (self.args.clone(), self.db_config.clone());
+        self.set.spawn(async move {
+            let id = recorded.id;
+            (id, pipeline(&args, db_config, recorded, link, stop).await)
+        });
+    }
+}
+
+/// One target's cutter and stream; whichever ends first (shutdown, or an
+/// error neither can retry), the other follows, and the first error is the
+/// one returned.
+async fn pipeline(
+    args: &RunArgs,
+    db_config: Config,
+    recorded: Recorded,
+    link: Target,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let settings = stream::Settings::from_args(args, &recorded, &link)?;
+    let (cutter_ends, stream_ends) = links::links();
+    let mut cutter = tokio::spawn(cut::cut_loop(
+        db_config.clone(),
+        recorded.id,
+        cut::Pace {
+            tick: args.tick,
+            idle_tick: args.idle_tick,
+            max_coalesce: args.max_coalesce,
+            max_backoff: args.max_backoff,
+            max_unapplied: args.max_unapplied_batches,
+        },
+        cutter_ends,
+        cancel.child_token(),
+    ));
+    tracing::info!(target = %recorded.name, address = %link.address, source_id = %args.source_id, "streaming to target");
+    let streamer = stream::run(settings, db_config, stream_ends, cancel.child_token());
+    tokio::pin!(streamer);
+    tokio::select! {
+        streamed = &mut streamer => {
+            cancel.cancel();
+            streamed.and(cutter.await.unwrap_or(Ok(())))
+        }
+        cut = &mut cutter => {
+            cancel.cancel();
+            cut.unwrap_or(Ok(())).and(streamer.await)
+        }
+    }
+}
