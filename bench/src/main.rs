@@ -741,12 +741,14 @@ async fn main() {
     if selected("fan_out") {
         eprintln!("pgferry: writers' cost and catch-up with three targets against one...");
         let fan = bench.fan_out().await;
+        bench.start_pgferry(None).await;
         results.insert(
             "pgferry_fan_out".into(),
             json!({
                 "one_target_tps": fan.one.0, "plain_tps_beside_one": fan.one.1,
                 "three_targets_tps": fan.three.0, "plain_tps_beside_three": fan.three.1,
                 "three_targets_catch_up_rows_per_s": fan.catch_up,
+                "source_agent_cpu_s": {"one_target": fan.agent_cpu.0, "three_targets": fan.agent_cpu.1},
             }),
         );
     }

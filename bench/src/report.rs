@@ -125,6 +125,13 @@ pub(crate) fn print_table(r: &Value) {
             "| pgbench single-row updates, TPS (plain table beside) | {one:.0} ({plain_one:.0}) | {three:.0} ({plain_three:.0}) | {:.2}x |",
             one / three
         );
+        let cpu = &fan["source_agent_cpu_s"];
+        println!(
+            "| source agent CPU over those 30 s, s | {:.1} | {:.1} | {:.2}x |",
+            f(&cpu["one_target"]),
+            f(&cpu["three_targets"]),
+            f(&cpu["three_targets"]) / f(&cpu["one_target"])
+        );
         let rates: Vec<String> = fan["three_targets_catch_up_rows_per_s"]
             .as_array()
             .map(|r| r.iter().map(|v| format!("{:.0}", f(v))).collect())

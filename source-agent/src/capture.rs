@@ -44,6 +44,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/route.sql"),
         include_str!("../sql/functions/cut_batch.sql"),
         include_str!("../sql/functions/batch_changes.sql"),
+        include_str!("../sql/functions/queue_floor.sql"),
         include_str!("../sql/functions/trim_queue.sql"),
         include_str!("../sql/functions/forget_removed.sql"),
         include_str!("../sql/functions/acknowledge.sql"),

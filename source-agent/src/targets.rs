@@ -159,7 +159,7 @@ pub async fn remove(client: &mut Client, name: &str) -> Result<()> {
     tx.batch_execute(
         "delete from pgferry.queue q
           where not exists (select from pgferry.tables t where t.capture_id = q.table_id);
-         select pgferry.trim_queue();",
+         select pgferry.trim_queue(null);",
     )
     .await
     .map_err(Error::db("remove-target: releasing its queued changes"))?;

@@ -1,7 +1,8 @@
 //! Fan-out: the writers' cost with three targets against one (pgbench
-//! single-row updates of the same table, alternating with the plain table,
-//! one target's slices then three's), and each target's catch-up when all
-//! three drain a backlog at once. The two more targets are databases of the
+//! single-row updates of the same table, alternating with the plain table:
+//! one target's slices, three's, and one's again once the two are removed,
+//! so that a drift over the run does not count against either), and each
+//! target's catch-up when all three drain a backlog at once. The two more targets are databases of the
 //! target cluster, each with its own target agent.
 
 use crate::*;
@@ -12,10 +13,13 @@ const MORE: [&str; 2] = ["ferry2", "ferry3"];
 /// What the fan-out measure found.
 pub(crate) struct FanOut {
     /// pgbench TPS on the replicated table with one target, and on the
-    /// plain table beside it.
+    /// plain table beside it (the mean of the slices before and after).
     pub(crate) one: (f64, f64),
     /// The same with three targets.
     pub(crate) three: (f64, f64),
+    /// The source agent's CPU seconds over 30 s of slices, one target
+    /// (the mean of before and after) and three.
+    pub(crate) agent_cpu: (f64, f64),
     /// Rows per second at which each of the three targets caught up on a
     /// backlog they all drained at once.
     pub(crate) catch_up: Vec<f64>,
@@ -34,10 +38,16 @@ impl Bench {
     }
 
     /// Measure: writers' cost and catch-up with three targets (see the
-    /// module's comment). Leaves one target, named `main`, recorded.
+    /// module's comment). Leaves one target, named `main`, recorded, and
+    /// the agents stopped.
     pub(crate) async fn fan_out(&mut self) -> FanOut {
         self.start_pgferry(None).await;
-        let one = self.slices();
+        self.statements(System::Pgferry, None).await;
+        let cpu = self.source_agent_cpu();
+        let before = self.slices();
+        let cpu_before = self.source_agent_cpu() - cpu;
+        self.statements(System::Pgferry, Some("fan-out, one target"))
+            .await;
 
         let admin = self.target.connect("postgres").await;
         let mut agents = Vec::new();
@@ -91,6 +101,9 @@ impl Bench {
                 ]
                 .map(String::from),
             );
+            if pinned() {
+                pin(&agent.pid().to_string(), 1);
+            }
             wait_serving(&mut agent, port).await;
             agents.push(agent);
             let args = add_target(db, &format!("http://127.0.0.1:{port}"));
@@ -120,7 +133,12 @@ impl Bench {
             wait_table_equal(&self.ferry_src, &dst, "t_rep").await;
             wait_table_equal(&self.ferry_src, &dst, "drain").await;
         }
+        self.statements(System::Pgferry, None).await;
+        let cpu = self.source_agent_cpu();
         let three = self.slices();
+        let cpu_three = self.source_agent_cpu() - cpu;
+        self.statements(System::Pgferry, Some("fan-out, three targets"))
+            .await;
 
         self.stop_pgferry().await;
         self.write_changes(System::Pgferry, CATCH_UP_CHANGES, TX_ROWS)
@@ -164,11 +182,32 @@ impl Bench {
                 .await,
             );
         }
+        self.start_pgferry(None).await;
+        let cpu = self.source_agent_cpu();
+        let after = self.slices();
+        let cpu_one = (cpu_before + self.source_agent_cpu() - cpu) / 2.0;
+        self.stop_pgferry().await;
         FanOut {
-            one,
+            one: ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0),
             three,
+            agent_cpu: (cpu_one, cpu_three),
             catch_up,
         }
+    }
+
+    /// The source agent's user and system CPU seconds so far (/proc).
+    fn source_agent_cpu(&self) -> f64 {
+        let pid = self.source_agent.as_ref().expect("source agent").pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+        // Fields 14 and 15 (utime, stime), counted after the command's ")".
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
     }
 
     /// Both agents, the source agent streaming to every recorded target.

@@ -4,7 +4,13 @@
 -- target's last error.
 create or replace function pgferry.acknowledge(p_target int, p_batch bigint, p_fresh boolean) returns bigint
 language plpgsql as $$
+declare
+    v_before pg_snapshot;
 begin
+    -- One acknowledgement at a time, so each sees the floor the one before
+    -- left and deletes from there (see trim_queue).
+    perform pg_advisory_xact_lock(hashtext('pgferry.acknowledge'));
+    v_before := pgferry.queue_floor();
     if not exists (select from pgferry.batch where target_id = p_target and batch_id = p_batch) then
         return 0;  -- already cleaned up
     end if;
@@ -27,6 +33,6 @@ begin
     if exists (select from pgferry.tables where target_id = p_target and removed) then
         perform pgferry.forget_removed(p_target);
     end if;
-    return pgferry.trim_queue();
+    return pgferry.trim_queue(v_before);
 end
 $$;

@@ -1,29 +1,24 @@
--- Deletes the queued changes every target has: those of the transactions
--- visible in the snapshot of the batch each target last acknowledged,
--- taken from the target whose snapshot is the oldest (snapshots only grow:
--- a later one has the greater xmax, or the same and fewer transactions
--- still running). With no target left, the whole queue. Returns how many
--- queue rows went.
-create or replace function pgferry.trim_queue() returns bigint
+-- Deletes the queued changes every target now has: those of the
+-- transactions visible in the queue floor (queue_floor) and not in
+-- p_before, the floor before this transaction's acknowledgement (null: from
+-- the start). Only the slowest target's acknowledgement moves the floor;
+-- the others delete nothing. With no target left, the whole queue. Returns
+-- how many queue rows went.
+create or replace function pgferry.trim_queue(p_before pg_snapshot) returns bigint
 language plpgsql as $$
 declare
-    v_floor pg_snapshot;
+    v_floor pg_snapshot := pgferry.queue_floor();
     v_deleted bigint;
 begin
-    if not exists (select from pgferry.targets) then
+    if v_floor is null then
         delete from pgferry.queue;
-        get diagnostics v_deleted = row_count;
-        return v_deleted;
+    elsif p_before is not null and v_floor::text = p_before::text then
+        return 0;
+    else
+        delete from pgferry.queue q
+        using pgferry.committed_ranges(v_floor, p_before) r
+        where q.txid >= r.lo and q.txid < r.hi;
     end if;
-    select b.snapshot into v_floor
-    from pgferry.targets t
-    join pgferry.batch b on b.target_id = t.target_id and b.batch_id = t.acked_batch
-    order by pg_snapshot_xmax(b.snapshot),
-             (select count(*) from pg_snapshot_xip(b.snapshot)) desc
-    limit 1;
-    delete from pgferry.queue q
-    using pgferry.committed_ranges(v_floor, null) r
-    where q.txid >= r.lo and q.txid < r.hi;
     get diagnostics v_deleted = row_count;
     return v_deleted;
 end
