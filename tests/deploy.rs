@@ -1,6 +1,7 @@
 //! What `deploy/` ships: the systemd units pass `systemd-analyze verify`
-//! without a warning, and the environment files set only variables the
-//! agents read.
+//! without a warning, the environment files set only variables the agents
+//! read, and the Prometheus alerting rules and the Grafana dashboard load
+//! and name only metrics the running agents export.
 
 use std::path::Path;
 
@@ -58,6 +59,112 @@ fn environment_files_set_only_variables_the_agents_read() {
             assert!(
                 cli.contains(&format!("env = \"{name}\"")),
                 "{agent}.env.example sets {name}, which {agent} does not read"
+            );
+        }
+    }
+}
+
+/// The metric names in a Prometheus expression (a histogram's `_bucket`,
+/// `_sum` and `_count` series by the histogram's name).
+fn metrics_named(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("pgferry_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .map_or(name.clone(), str::to_owned);
+        names.push(name);
+    }
+    names
+}
+
+/// The metric names a Prometheus text page declares (`# TYPE` lines).
+fn exported(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_dashboard_name_only_metrics_the_agents_export() {
+    use support::setup::{free_port, metrics};
+    use yaml_rust2::YamlLoader;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules = std::fs::read_to_string(root.join("prometheus/pgferry-alerts.yml")).unwrap();
+    let rules = YamlLoader::load_from_str(&rules).expect("the rules file is YAML");
+    let mut exprs = Vec::new();
+    for group in rules[0]["groups"].as_vec().expect("rule groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert's name");
+            for field in [&rule["labels"]["severity"], &rule["annotations"]["summary"]] {
+                assert!(field.as_str().is_some(), "{name}: severity and summary");
+            }
+            exprs.push((
+                name.to_owned(),
+                rule["expr"].as_str().expect("expr").to_owned(),
+            ));
+        }
+    }
+    let dashboard = std::fs::read_to_string(root.join("grafana/pgferry-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("a panel's queries") {
+            let title = panel["title"].as_str().unwrap_or_default().to_owned();
+            exprs.push((title, target["expr"].as_str().expect("expr").to_owned()));
+        }
+    }
+
+    // Both agents serving metrics, with a batch applied (histograms appear
+    // with their first value).
+    let mut r = support::Replication::new().await;
+    let (source_port, target_port) = (free_port(), free_port());
+    r.source_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{source_port}"),
+    ];
+    r.target_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{target_port}"),
+    ];
+    r.start_agents().await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
+        .await
+        .unwrap();
+    r.wait_in_sync(std::time::Duration::from_secs(60)).await;
+    let mut names = exported(&metrics(source_port).await);
+    let target_page = metrics(target_port).await;
+    names.extend(exported(&target_page));
+    for help in [
+        "pgferry_batch_apply_seconds",
+        "pgferry_batch_delay_seconds",
+        "pgferry_batch_changes",
+    ] {
+        assert!(
+            target_page.contains(&format!("# HELP {help} "))
+                && target_page.contains(&format!("{help}_bucket{{")),
+            "{help} is a described histogram:\n{target_page}"
+        );
+    }
+    for (name, expr) in &exprs {
+        let named = metrics_named(expr);
+        assert!(
+            !named.is_empty(),
+            "{name}: `{expr}` names no pgferry metric"
+        );
+        for metric in named {
+            assert!(
+                names.contains(&metric),
+                "{name}: {metric} is not exported; the agents export {names:?}"
             );
         }
     }

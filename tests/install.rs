@@ -195,10 +195,40 @@ async fn an_upgrade_from_the_first_schema_with_changes_queued_ends_like_a_fresh_
         .unwrap()
         .get(0);
     assert!(queued > 100, "changes queued before the upgrade: {queued}");
+    let newest = old
+        .query_one(
+            "select batch_id, snapshot::text from pgferry.batch order by batch_id desc limit 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (newest_batch, cut_before): (i64, String) = (newest.get(0), newest.get(1));
 
     let upgraded_db = r.source.conninfo("upgraded", "postgres", "");
     source_agent(&["install", "--source-db", &upgraded_db]).await;
     let old = r.source.connect("upgraded").await;
+    // The one target is now `default`, with the batch cut before the
+    // upgrade (and the progress of the singleton it replaced).
+    let default = old
+        .query_one(
+            "select t.name, t.address is null, t.acked_batch, b.snapshot::text
+             from pgferry.targets t join pgferry.batch b using (target_id)
+             where b.batch_id = $1",
+            &[&newest_batch],
+        )
+        .await
+        .unwrap();
+    assert_eq!(default.get::<_, &str>(0), "default");
+    assert!(
+        default.get::<_, bool>(1),
+        "its address comes from run --target"
+    );
+    assert_eq!(default.get::<_, i64>(2), 0);
+    assert_eq!(
+        default.get::<_, String>(3),
+        cut_before,
+        "batch {newest_batch} kept its cut"
+    );
     let kept: i64 = old
         .query_one("select count(*) from pgferry.queue", &[])
         .await
@@ -241,4 +271,17 @@ async fn an_upgrade_from_the_first_schema_with_changes_queued_ends_like_a_fresh_
         },
     )
     .await;
+    let progress: i64 = r
+        .dst
+        .query_one(
+            "select last_batch from pgferry.progress where source_id = 'upgraded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        progress >= newest_batch,
+        "the batches cut before the upgrade were applied"
+    );
 }

@@ -18,3 +18,24 @@ pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
+
+/// When a batch was cut, from its `BatchChunk.cut` (the snapshot, a space,
+/// then microseconds since 1970); `None` for a cut of another form.
+pub fn cut_time(cut: &str) -> Option<std::time::SystemTime> {
+    let micros: u64 = cut.rsplit_once(' ')?.1.parse().ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_micros(micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_says_when_it_was_made() {
+        let at = cut_time("795:797:795 1764763200123456").expect("a cut time");
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(since.as_micros(), 1_764_763_200_123_456);
+        assert_eq!(cut_time(""), None);
+        assert_eq!(cut_time("795:797:"), None);
+    }
+}

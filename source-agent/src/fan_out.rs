@@ -132,6 +132,7 @@ async fn pipeline(
     cancel: CancellationToken,
 ) -> Result<()> {
     let settings = stream::Settings::from_args(args, &recorded, &link)?;
+    crate::metrics::target_started(&recorded.name);
     let (cutter_ends, stream_ends) = links::links();
     let mut cutter = tokio::spawn(cut::cut_loop(
         db_config.clone(),

@@ -203,6 +203,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     })?;
     if let Some(addr) = args.metrics_listen {
         pgferry_runtime::metrics::serve(addr)?;
+        metrics::describe();
     }
     let tasks = TaskTracker::new();
     if let Some(addr) = args.health_listen {

@@ -16,6 +16,38 @@ pub const BATCHES_UNACKED: &str = "pgferry_batches_unacked";
 /// Sessions with the target that ended in an error.
 pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
 
+/// Help texts for every metric, shown on /metrics.
+pub fn describe() {
+    metrics::describe_counter!(BATCHES_SENT, "Batches sent whole to the target.");
+    metrics::describe_counter!(CHANGES_SENT, "Row changes sent to the target.");
+    metrics::describe_gauge!(APPLIED_BATCH, "Newest batch the target reported applied.");
+    metrics::describe_gauge!(
+        ACKED_BATCH,
+        "Newest batch the target reported on disk (acknowledged: deleted here)."
+    );
+    metrics::describe_gauge!(
+        DELAY,
+        metrics::Unit::Seconds,
+        "Seconds since the oldest batch the target has not acknowledged was cut (0: none waits)."
+    );
+    metrics::describe_gauge!(
+        BATCHES_UNACKED,
+        "Batches cut and not yet acknowledged by the target."
+    );
+    metrics::describe_counter!(
+        SESSION_ERRORS,
+        "Sessions with the target that ended in an error."
+    );
+}
+
+/// A pipeline to `target` started: its counters are exported from 0, so
+/// that an alert on their increase sees the first one.
+pub fn target_started(target: &str) {
+    for counter in [BATCHES_SENT, CHANGES_SENT, SESSION_ERRORS] {
+        metrics::counter!(counter, "target" => target.to_owned()).increment(0);
+    }
+}
+
 /// A batch went out whole.
 pub fn batch_sent(target: &str, changes: u64) {
     metrics::counter!(BATCHES_SENT, "target" => target.to_owned()).increment(1);

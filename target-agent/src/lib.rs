@@ -101,6 +101,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     })?;
     if let Some(addr) = args.metrics_listen {
         pgferry_runtime::metrics::serve(addr)?;
+        metrics::describe();
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -114,6 +114,7 @@ impl Applier {
             window: Compactor::new(compact_window),
             last_applied: last as u64,
             last_cut,
+            open_since: None,
         })
     }
 }

@@ -90,6 +90,8 @@ pub struct Applier {
     last_applied: u64,
     /// Its cut, as the source sent it (`BatchChunk.cut`; empty if unknown).
     last_cut: String,
+    /// When the open batch's first message came, and its changes so far.
+    open_since: Option<(std::time::Instant, u64)>,
 }
 
 impl Applier {
@@ -202,6 +204,9 @@ impl Applier {
         }
         metrics::changes_compacted(self.window.take_dropped());
         metrics::changes_applied(count);
+        if let Some((_, changes)) = &mut self.open_since {
+            *changes += count as u64;
+        }
         if !chunk.last {
             return Ok(None);
         }
@@ -227,7 +232,14 @@ impl Applier {
         if self.inserts_as_upserts {
             self.conflicts.clear(&self.source_id);
         }
-        metrics::batch_applied(batch_id);
+        if let Some((since, changes)) = self.open_since.take() {
+            metrics::batch_applied(
+                batch_id,
+                since.elapsed(),
+                changes,
+                pgferry_proto::cut_time(&self.last_cut),
+            );
+        }
         tracing::debug!(source_id = %self.source_id, batch_id, "applied batch");
         Ok(Some(batch_id))
     }
@@ -239,6 +251,7 @@ impl Applier {
     async fn begin(&mut self, batch_id: u64) -> Result<()> {
         // Set first: whatever fails below, abort() rolls back.
         self.open_batch = Some(batch_id);
+        self.open_since = Some((std::time::Instant::now(), 0));
         self.inserts_as_upserts = self.conflicts.marked(&self.source_id, batch_id);
         if self.inserts_as_upserts {
             tracing::info!(source_id = %self.source_id, batch_id, "applying the batch's inserts as upserts");
