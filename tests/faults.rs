@@ -6,6 +6,8 @@
 //! connections. A checker samples the target all along: the total must
 //! hold in every sample (no torn transaction is ever visible). At the end
 //! the target equals the source and its progress moved one batch at a time.
+//! The fan-out run does the same with a second target taking the bank too:
+//! each fault aimed at a target hits one of the two, drawn from the schedule.
 //!
 //! `PGFERRY_SEED` replays a schedule (the seed is printed);
 //! `PGFERRY_FAULTS` sets how many faults (default 20; the long run is 200).
@@ -17,9 +19,14 @@ use std::time::Duration;
 
 use proptest::prelude::Rng;
 use proptest::test_runner::TestRng;
-use support::Replication;
 use support::proxy::Proxy;
-use support::setup::{APPLIER, Writer, checksum, session_or_pause, source_agent};
+use support::setup::{
+    APPLIER, APPLIER_PASSWORD, Writer, assert_progress_moved_one_batch_at_a_time, checksum,
+    record_progress_history, serving_source_agent, serving_target_agent, session_or_pause,
+    source_agent,
+};
+use support::{Agent, PgCluster, Replication, wait_until};
+use tokio_postgres::Client;
 
 /// Accounts that never close; money moves between them.
 const ACCOUNTS: u64 = 50;
@@ -165,8 +172,27 @@ async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// Sets up the bank on both sides, replicated through `proxy`.
-async fn bank() -> (Replication, Proxy) {
+/// The bank's schema and table on a target, owned by the applier.
+fn target_bank() -> String {
+    format!(
+        "create schema bank authorization {APPLIER};
+         create table bank.accounts (id bigint primary key, balance bigint not null);
+         alter table bank.accounts owner to {APPLIER};"
+    )
+}
+
+/// A second target of the fan-out run: its cluster, a superuser session on
+/// its database, and its agent.
+struct Second {
+    cluster: PgCluster,
+    client: Client,
+    agent: Agent,
+}
+
+/// Sets up the bank on both sides, replicated through `proxy`; with
+/// `fan_out`, also to a second target (not through the proxy), the source
+/// agent streaming to both.
+async fn bank(fan_out: bool) -> (Replication, Proxy, Option<Second>) {
     let mut r = Replication::new().await;
     r.src
         .batch_execute(&format!(
@@ -176,24 +202,79 @@ async fn bank() -> (Replication, Proxy) {
         ))
         .await
         .unwrap();
-    r.dst
-        .batch_execute(&format!(
-            "create schema bank authorization {APPLIER};
-             create table bank.accounts (id bigint primary key, balance bigint not null);
-             alter table bank.accounts owner to {APPLIER};"
-        ))
-        .await
-        .unwrap();
+    r.dst.batch_execute(&target_bank()).await.unwrap();
     source_agent(&["add-table", "--source-db", &r.source_db, "bank.accounts"]).await;
     r.record_progress_history().await;
     let proxy = Proxy::start(r.target_port).await;
     r.target_url = format!("http://127.0.0.1:{}", proxy.port);
-    r.start_agents().await;
-    (r, proxy)
+    if !fan_out {
+        r.start_agents().await;
+        return (r, proxy, None);
+    }
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let admin = cluster.connect("postgres").await;
+    for sql in [
+        "create database digoal".to_owned(),
+        format!("create role {APPLIER} login password '{APPLIER_PASSWORD}'"),
+        format!("grant create on database digoal to {APPLIER}"),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    let client = cluster.connect("digoal").await;
+    client.batch_execute(&target_bank()).await.unwrap();
+    let target_db = cluster.conninfo("digoal", APPLIER, APPLIER_PASSWORD);
+    support::setup::expect_success(
+        "target install",
+        &support::run_command("target-agent", &["install", "--target-db", &target_db]).await,
+    );
+    record_progress_history(&client).await;
+    let (agent, url) = serving_target_agent(&target_db).await;
+    let db = r.source_db.clone();
+    for (name, address) in [("main", r.target_url.as_str()), ("second", &url)] {
+        source_agent(&["add-target", "--source-db", &db, name, "--address", address]).await;
+    }
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "bank.accounts",
+        "--target",
+        "second",
+    ])
+    .await;
+    r.start_target_agent().await;
+    let run = [
+        "run",
+        "--source-db",
+        &db,
+        "--source-id",
+        "dc1",
+        "--max-backoff",
+        "1s",
+    ];
+    r.source_agent = Some(serving_source_agent(&run).await.0);
+    (
+        r,
+        proxy,
+        Some(Second {
+            cluster,
+            client,
+            agent,
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_under_random_faults_never_shows_a_torn_transaction_and_ends_equal() {
+    bank_under_random_faults(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_fanned_out_to_two_targets_under_random_faults_never_shows_a_torn_transaction() {
+    bank_under_random_faults(true).await;
+}
+
+async fn bank_under_random_faults(fan_out: bool) {
     let (seed, mut rng) = support::seeded();
     let faults: usize = std::env::var("PGFERRY_FAULTS")
         .ok()
@@ -201,54 +282,71 @@ async fn a_bank_under_random_faults_never_shows_a_torn_transaction_and_ends_equa
         .unwrap_or(20);
     println!("PGFERRY_SEED={seed} PGFERRY_FAULTS={faults}");
 
-    let (mut r, proxy) = bank().await;
+    let (mut r, proxy, mut second) = bank(fan_out).await;
     let checker = Checker::start(r.target.conninfo("digoal", "postgres", ""));
+    let second_checker = second
+        .as_ref()
+        .map(|s| Checker::start(s.cluster.conninfo("digoal", "postgres", "")));
     let writers: Vec<Writer> = (0..2)
         .map(|k| Writer::start_with(r.source_db.clone(), move |round| bank_transaction(k, round)))
         .collect();
     let started = std::time::Instant::now();
     let mut injected = BTreeMap::<Fault, usize>::new();
+    let mut second_hits = 0;
     for _ in 0..faults {
         sleep_ms(pick(&mut rng, 100..1200)).await;
         let fault = FAULTS[pick(&mut rng, 0..FAULTS.len() as u64) as usize];
         *injected.entry(fault).or_default() += 1;
         let pause = pick(&mut rng, 50..1500);
+        // With two targets, a fault aimed at a target hits one of them.
+        let aimed_at_target = matches!(
+            fault,
+            Fault::KillTargetAgent
+                | Fault::KillTargetDatabase
+                | Fault::PauseTargetAgent
+                | Fault::PauseTargetDatabase
+        );
+        let other = match &mut second {
+            Some(s) if aimed_at_target && pick(&mut rng, 0..2) == 1 => Some(s),
+            _ => None,
+        };
+        second_hits += usize::from(other.is_some());
         match fault {
             Fault::KillSourceAgent | Fault::KillTargetAgent => {
-                let agent = if fault == Fault::KillSourceAgent {
-                    r.source_agent()
-                } else {
-                    r.target_agent()
+                let agent = match other {
+                    Some(s) => &mut s.agent,
+                    None if fault == Fault::KillSourceAgent => r.source_agent(),
+                    None => r.target_agent(),
                 };
                 agent.kill9().await;
                 sleep_ms(pause / 4).await;
                 agent.restart();
             }
             Fault::KillSourceDatabase | Fault::KillTargetDatabase => {
-                let cluster = if fault == Fault::KillSourceDatabase {
-                    &r.source
-                } else {
-                    &r.target
+                let cluster = match &other {
+                    Some(s) => &s.cluster,
+                    None if fault == Fault::KillSourceDatabase => &r.source,
+                    None => &r.target,
                 };
                 cluster.kill9();
                 sleep_ms(pause / 4).await;
                 tokio::task::block_in_place(|| cluster.start_server());
             }
             Fault::PauseSourceAgent | Fault::PauseTargetAgent => {
-                let agent = if fault == Fault::PauseSourceAgent {
-                    r.source_agent()
-                } else {
-                    r.target_agent()
+                let agent = match other {
+                    Some(s) => &mut s.agent,
+                    None if fault == Fault::PauseSourceAgent => r.source_agent(),
+                    None => r.target_agent(),
                 };
                 agent.signal("-STOP");
                 sleep_ms(pause).await;
                 agent.signal("-CONT");
             }
             Fault::PauseSourceDatabase | Fault::PauseTargetDatabase => {
-                let cluster = if fault == Fault::PauseSourceDatabase {
-                    &r.source
-                } else {
-                    &r.target
+                let cluster = match &other {
+                    Some(s) => &s.cluster,
+                    None if fault == Fault::PauseSourceDatabase => &r.source,
+                    None => &r.target,
                 };
                 cluster.signal_all("-STOP");
                 sleep_ms(pause).await;
@@ -300,4 +398,28 @@ async fn a_bank_under_random_faults_never_shows_a_torn_transaction_and_ends_equa
         checksum(&r.dst, "bank.accounts").await
     );
     assert!(committed > 0 && batches > 0);
+    if let (Some(mut s), Some(checker)) = (second, second_checker) {
+        s.agent.assert_running();
+        s.client = s.cluster.connect("digoal").await;
+        wait_until(
+            "the second target equals the source",
+            Duration::from_secs(120),
+            || async {
+                let want = checksum(&r.src, "bank.accounts").await;
+                (checksum(&s.client, "bank.accounts").await == want).then_some(())
+            },
+        )
+        .await;
+        let (samples, anomalies) = checker.stop().await;
+        let batches = assert_progress_moved_one_batch_at_a_time(&s.client).await;
+        println!(
+            "second target: hit by {second_hits} of the faults; {batches} batches applied one \
+             at a time; {samples} samples"
+        );
+        assert!(
+            anomalies.is_empty(),
+            "torn states seen on the second target: {anomalies:?}"
+        );
+        assert!(batches > 0);
+    }
 }
