@@ -16,6 +16,7 @@ mod kill;
 mod manage;
 mod order;
 mod outage;
+mod progress;
 mod restore;
 mod seed;
 mod targets;

@@ -430,6 +430,8 @@ async fn bump_version(client: &impl GenericClient, target_id: i32) -> Result<()>
 pub struct SchemaReport {
     /// Tables and sequences added.
     pub added: Vec<String>,
+    /// The ids of the tables added.
+    pub table_ids: Vec<i32>,
     /// Tables and sequences skipped, with the reason.
     pub skipped: Vec<(String, String)>,
 }
@@ -477,7 +479,9 @@ pub async fn add_schema(
                 create_target,
                 ..TableSpec::default()
             };
-            add_table(client, &spec).await.map(|_| ())
+            add_table(client, &spec)
+                .await
+                .map(|table_id| report.table_ids.push(table_id))
         };
         match added {
             Ok(()) => report.added.push(name),

@@ -81,6 +81,11 @@ pub enum Command {
         /// SQL LIKE pattern (repeatable).
         #[arg(long, requires = "schema")]
         exclude: Vec<String>,
+        /// Show the initial copy's progress and return once the table
+        /// replicates (exit 1 if the copy fails in a way that needs an
+        /// operator); `source-agent run` must be running to copy it.
+        #[arg(long)]
+        wait: bool,
     },
     /// Keep a target sequence at or above a source sequence.
     AddSequence {
@@ -154,8 +159,13 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
         /// Print JSON instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Follow the initial copies under way and each target's backlog
+        /// until interrupted: live progress bars on a terminal, plain lines
+        /// otherwise.
+        #[arg(long)]
+        watch: bool,
     },
     /// Cut batches and stream them to every target until SIGTERM or SIGINT.
     Run(RunArgs),

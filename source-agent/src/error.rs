@@ -136,6 +136,14 @@ pub enum Error {
     /// `add-target` of a name already recorded.
     #[error("target {0} is already recorded")]
     TargetExists(String),
+    /// `add-table --wait`: a copy stopped for good.
+    #[error("table {table}: its initial copy failed: {reason}")]
+    CopyFailed {
+        /// The table and its target.
+        table: String,
+        /// Why.
+        reason: String,
+    },
     /// `remove-target` of a name not recorded.
     #[error("setting `target`: no target named {0} is recorded (source-agent add-target)")]
     UnknownTarget(String),
@@ -200,6 +208,7 @@ impl Error {
             | Error::BadToken
             | Error::TargetExists(_)
             | Error::UnknownTarget(_)
+            | Error::CopyFailed { .. }
             | Error::AlreadyRunning
             | Error::Io { .. } => Recovery::Stop,
         }

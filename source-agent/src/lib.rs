@@ -22,6 +22,7 @@ pub mod status;
 pub mod stream;
 pub mod targets;
 pub mod upkeep;
+pub mod watch;
 
 use pgferry_runtime::{db, health};
 use std::sync::Arc;
@@ -65,9 +66,10 @@ pub async fn execute(command: Command) -> Result<()> {
             create_target,
             schema,
             exclude,
+            wait,
         } => {
             let mut client = connect(&common).await?;
-            match (schema, table) {
+            let added = match (schema, table) {
                 (Some(schema), _) => {
                     let report = capture::add_schema(
                         &mut client,
@@ -83,6 +85,7 @@ pub async fn execute(command: Command) -> Result<()> {
                     for (name, why) in &report.skipped {
                         println!("skipped {name}: {why}");
                     }
+                    report.table_ids
                 }
                 (None, Some(table)) => {
                     let spec = capture::TableSpec {
@@ -93,10 +96,15 @@ pub async fn execute(command: Command) -> Result<()> {
                         row_filter,
                         create_target,
                     };
-                    capture::add_table(&mut client, &spec).await?;
+                    let table_id = capture::add_table(&mut client, &spec).await?;
                     println!("added {table}: its rows are copied with the next batch");
+                    vec![table_id]
                 }
                 (None, None) => unreachable!("clap requires a table or --schema"),
+            };
+            if wait {
+                watch::wait(&client, &added).await?;
+                println!("replicating");
             }
         }
         Command::AddSequence {
@@ -153,7 +161,20 @@ pub async fn execute(command: Command) -> Result<()> {
             targets::remove(&mut client, &name).await?;
             println!("removed target {name}");
         }
-        Command::Status { common, json } => {
+        Command::Status {
+            common,
+            watch: true,
+            ..
+        } => {
+            let client = connect(&common).await?;
+            capture::ensure_installed(&client).await?;
+            let cancel = pgferry_runtime::shutdown::on_signal().map_err(|source| Error::Io {
+                context: "installing signal handlers",
+                source,
+            })?;
+            watch::watch(&client, cancel).await?;
+        }
+        Command::Status { common, json, .. } => {
             let client = connect(&common).await?;
             let status = status::read(&client).await?;
             if json {
