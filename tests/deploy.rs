@@ -1,7 +1,8 @@
 //! What `deploy/` ships: the systemd units pass `systemd-analyze verify`
 //! without a warning, the environment files set only variables the agents
-//! read, and the Prometheus alerting rules and the Grafana dashboard load
-//! and name only metrics the running agents export.
+//! read, the Kubernetes manifests parse and wire their probes, secrets and
+//! settings consistently, and the Prometheus alerting rules and the Grafana
+//! dashboard load and name only metrics the running agents export.
 
 use std::path::Path;
 
@@ -166,6 +167,113 @@ async fn alert_rules_and_dashboard_name_only_metrics_the_agents_export() {
                 names.contains(&metric),
                 "{name}: {metric} is not exported; the agents export {names:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_wire_grpc_probes_secret_files_and_only_settings_the_agents_read() {
+    use yaml_rust2::YamlLoader;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    for (agent, cli) in [
+        ("source-agent", include_str!("../source-agent/src/cli.rs")),
+        ("target-agent", include_str!("../target-agent/src/cli.rs")),
+    ] {
+        let text = std::fs::read_to_string(root.join(format!("{agent}.yaml"))).unwrap();
+        let docs = YamlLoader::load_from_str(&text).expect("the manifest is YAML");
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Deployment"))
+            .unwrap_or_else(|| panic!("{agent}: a Deployment in {kinds:?}"));
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["command"][0].as_str(),
+            Some(agent),
+            "{agent}: runs the agent"
+        );
+        assert_eq!(container["command"][1].as_str(), Some("run"));
+        let env = container["env"].as_vec().expect("env");
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e["name"].as_str() == Some(name))
+                .and_then(|e| e["value"].as_str())
+        };
+        for e in env {
+            let name = e["name"].as_str().unwrap();
+            assert!(
+                cli.contains(&format!("env = \"{name}\"")),
+                "{agent} does not read {name}"
+            );
+        }
+        // Probes are plain gRPC health checks on the health listener.
+        let health_port: i64 = value("PGFERRY_HEALTH_LISTEN")
+            .and_then(|v| v.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("a health listener");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                container[probe]["grpc"]["port"].as_i64(),
+                Some(health_port),
+                "{agent}: {probe} asks grpc.health.v1 on the health listener"
+            );
+        }
+        // Every path a setting names lies in a mounted secret, and every
+        // mount is a secret's.
+        let volumes = pod["volumes"].as_vec().expect("volumes");
+        let mounts: Vec<(&str, &str)> = container["volumeMounts"]
+            .as_vec()
+            .expect("mounts")
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap(),
+                    m["mountPath"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        for (name, _) in &mounts {
+            assert!(
+                volumes.iter().any(|v| v["name"].as_str() == Some(name)
+                    && v["secret"]["secretName"].as_str().is_some()),
+                "{agent}: mount {name} is a secret volume"
+            );
+        }
+        for e in env {
+            if let Some(path) = e["value"].as_str().filter(|v| v.starts_with('/')) {
+                assert!(
+                    mounts
+                        .iter()
+                        .any(|(_, dir)| path.starts_with(&format!("{dir}/"))),
+                    "{agent}: {path} lies in no mounted secret"
+                );
+            }
+        }
+        if agent == "target-agent" {
+            for setting in [
+                "PGFERRY_TLS_CERT",
+                "PGFERRY_TLS_CLIENT_CA",
+                "PGFERRY_AUTH_TOKEN_FILE",
+            ] {
+                assert!(
+                    value(setting).is_some(),
+                    "the target agent sets {setting}: mutual TLS and a token"
+                );
+            }
+            let service = docs
+                .iter()
+                .find(|d| d["kind"].as_str() == Some("Service"))
+                .expect("a Service for the target agent");
+            let ports = container["ports"].as_vec().expect("ports");
+            for port in service["spec"]["ports"].as_vec().expect("service ports") {
+                let target = port["targetPort"].as_str().expect("a named targetPort");
+                assert!(
+                    ports.iter().any(|p| p["name"].as_str() == Some(target)),
+                    "the Service's {target} is a container port"
+                );
+            }
         }
     }
 }

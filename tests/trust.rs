@@ -52,7 +52,7 @@ async fn mutual_tls_admits_only_a_source_whose_certificate_names_its_source_id()
     let dc1 = ca.client("dc1", &["dc1"], "dc1");
     let dc2 = ca.client("dc2", &["dc2"], "dc2");
     let forged = stranger.client("forged-dc1", &["dc1"], "dc1");
-    let metrics_port = free_port();
+    let (metrics_port, health_port) = (free_port(), free_port());
     r.target_args = vec![
         "--tls-cert".into(),
         server.cert,
@@ -62,6 +62,8 @@ async fn mutual_tls_admits_only_a_source_whose_certificate_names_its_source_id()
         ca.ca.clone(),
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics_port}"),
+        "--health-listen".into(),
+        format!("127.0.0.1:{health_port}"),
     ];
     r.target_url = format!("https://127.0.0.1:{}", r.target_port);
     r.target_ca = Some(ca.ca_pem.clone());
@@ -81,6 +83,12 @@ async fn mutual_tls_admits_only_a_source_whose_certificate_names_its_source_id()
 
     r.source_args = trust.clone();
     r.start_agents().await;
+    // Health in plain gRPC beside the TLS listener, as a Kubernetes probe
+    // asks it.
+    assert_eq!(
+        support::setup::health(&format!("http://127.0.0.1:{health_port}")).await,
+        Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
+    );
     r.src
         .batch_execute("insert into digoal.loc_test values (1, 'x', now(), now())")
         .await

@@ -63,3 +63,26 @@ pub async fn follow_database(
         }
     }
 }
+
+/// Serves `service` (grpc.health.v1) and reflection, in plain gRPC, on
+/// `listener` until `cancel`: what a Kubernetes gRPC probe (which speaks no
+/// TLS) and `grpcurl -plaintext` reach, on an address of its own
+/// (`--health-listen`).
+pub async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    cancel: CancellationToken,
+) {
+    let router = tonic::transport::Server::builder().add_service(service);
+    let served = pgferry_proto::reflection::serve(router)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            cancel.cancelled_owned(),
+        )
+        .await;
+    if let Err(error) = served {
+        tracing::error!(error = %error, "health server failed");
+    }
+}

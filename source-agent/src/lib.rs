@@ -241,19 +241,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             capture::MIGRATIONS,
             cancel.child_token(),
         ));
-        let shutdown = cancel.child_token();
-        tasks.spawn(async move {
-            let router = tonic::transport::Server::builder().add_service(service);
-            let served = pgferry_proto::reflection::serve(router)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    shutdown.cancelled_owned(),
-                )
-                .await;
-            if let Err(error) = served {
-                tracing::error!(error = %error, "health server failed");
-            }
-        });
+        tasks.spawn(health::serve_plain(listener, service, cancel.child_token()));
     }
 
     tasks.spawn(upkeep::vacuum_loop(db_config.clone(), cancel.child_token()));

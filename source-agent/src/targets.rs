@@ -272,18 +272,22 @@ fn names(recorded: &[Recorded]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-/// `path` made absolute, for an agent that may run from another directory.
+/// `path` made absolute, for an agent that may run from another directory;
+/// symbolic links are kept, not resolved: a mounted Kubernetes secret is a
+/// link into a directory that each rotation replaces.
 fn absolute(setting: &'static str, path: Option<&Path>) -> Result<Option<String>> {
     let Some(path) = path else {
         return Ok(None);
     };
-    std::fs::canonicalize(path)
+    let invalid = |err: std::io::Error| -> Error {
+        ConfigError::Invalid {
+            setting,
+            reason: format!("{}: {err}", path.display()),
+        }
+        .into()
+    };
+    std::fs::metadata(path).map_err(invalid)?;
+    std::path::absolute(path)
         .map(|path| Some(path.display().to_string()))
-        .map_err(|err| {
-            ConfigError::Invalid {
-                setting,
-                reason: format!("{}: {err}", path.display()),
-            }
-            .into()
-        })
+        .map_err(invalid)
 }

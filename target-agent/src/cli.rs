@@ -45,7 +45,7 @@ pub enum Command {
         common: Common,
     },
     /// Serve source agents until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Settings of `run`.
@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (default: off).
     #[arg(long, env = "PGFERRY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Also serve grpc.health.v1 (and reflection), in plain gRPC without
+    /// TLS or token, on this address (default: off): for probes that speak
+    /// no TLS, such as Kubernetes' gRPC probes. Health says nothing a
+    /// stranger could use; replication stays on --listen alone.
+    #[arg(long, env = "PGFERRY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Largest message accepted from a source agent, in bytes.
     #[arg(long, env = "PGFERRY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,

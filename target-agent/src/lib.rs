@@ -63,7 +63,7 @@ pub async fn execute(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -123,6 +123,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         MIGRATIONS,
         cancel.child_token(),
     ));
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: "binding health-listen",
+                source,
+            })?;
+        tasks.spawn(health::serve_plain(
+            listener,
+            health_service.clone(),
+            cancel.child_token(),
+        ));
+    }
     let service = server::ReplicationService {
         db_config,
         cancel: cancel.child_token(),
