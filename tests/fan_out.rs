@@ -275,16 +275,7 @@ async fn three_targets_each_get_their_own_rows_and_columns_through_outages_and_k
         ],
     )
     .await;
-    let run = [
-        "run",
-        "--source-db",
-        &db,
-        "--source-id",
-        "dc1",
-        "--max-backoff",
-        "1s",
-    ];
-    let (mut agent, _) = serving_source_agent(&run).await;
+    let (mut agent, _) = serving_source_agent(&db).await;
     wait_equal(&src, &sites, &["eu", "rep"]).await;
     for site in &sites {
         let leaked: i64 = site

@@ -243,16 +243,7 @@ async fn bank(fan_out: bool) -> (Replication, Proxy, Option<Second>) {
     ])
     .await;
     r.start_target_agent().await;
-    let run = [
-        "run",
-        "--source-db",
-        &db,
-        "--source-id",
-        "dc1",
-        "--max-backoff",
-        "1s",
-    ];
-    r.source_agent = Some(serving_source_agent(&run).await.0);
+    r.source_agent = Some(serving_source_agent(&db).await.0);
     (
         r,
         proxy,

@@ -64,11 +64,22 @@ pub async fn follow_database(
     }
 }
 
-/// Serves `service` (grpc.health.v1) and reflection, in plain gRPC, on
-/// `listener` until `cancel`: what a Kubernetes gRPC probe (which speaks no
-/// TLS) and `grpcurl -plaintext` reach, on an address of its own
-/// (`--health-listen`).
+/// Binds `addr` (`--health-listen`) and returns the task that serves
+/// `service` (grpc.health.v1) and reflection there, in plain gRPC, until
+/// `cancel`: what a Kubernetes gRPC probe (which speaks no TLS) and
+/// `grpcurl -plaintext` reach.
 pub async fn serve_plain(
+    addr: std::net::SocketAddr,
+    service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    cancel: CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(serve_on(listener, service, cancel))
+}
+
+async fn serve_on(
     listener: tokio::net::TcpListener,
     service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,

@@ -228,20 +228,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let tasks = TaskTracker::new();
     if let Some(addr) = args.health_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let serve = health::serve_plain(addr, service, cancel.child_token())
             .await
             .map_err(|source| Error::Io {
                 context: "binding health-listen",
                 source,
             })?;
-        let (reporter, service) = tonic_health::server::health_reporter();
+        tasks.spawn(serve);
         tasks.spawn(health::follow_database(
             reporter,
             db_config.clone(),
             capture::MIGRATIONS,
             cancel.child_token(),
         ));
-        tasks.spawn(health::serve_plain(listener, service, cancel.child_token()));
     }
 
     tasks.spawn(upkeep::vacuum_loop(db_config.clone(), cancel.child_token()));

@@ -124,17 +124,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cancel.child_token(),
     ));
     if let Some(addr) = args.health_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let serve = health::serve_plain(addr, health_service.clone(), cancel.child_token())
             .await
             .map_err(|source| Error::Io {
                 context: "binding health-listen",
                 source,
             })?;
-        tasks.spawn(health::serve_plain(
-            listener,
-            health_service.clone(),
-            cancel.child_token(),
-        ));
+        tasks.spawn(serve);
     }
     let service = server::ReplicationService {
         db_config,

@@ -469,18 +469,26 @@ pub async fn serving_target_agent(target_db: &str) -> (Agent, String) {
     panic!("no free port for a target agent in three tries");
 }
 
-/// A source agent started with `args` and a health listener on a free
-/// port, serving: the agent and that port.
-pub async fn serving_source_agent(args: &[&str]) -> (Agent, u16) {
+/// A source agent on `source_db` streaming as source `dc1` to every target
+/// `add-target` recorded, with a health listener on a free port, serving:
+/// the agent and that port.
+pub async fn serving_source_agent(source_db: &str) -> (Agent, u16) {
     for _ in 0..3 {
         let port = free_port();
         let health = format!("127.0.0.1:{port}");
-        let args: Vec<String> = args
-            .iter()
-            .copied()
-            .chain(["--health-listen", &health])
-            .map(String::from)
-            .collect();
+        let args: Vec<String> = [
+            "run",
+            "--source-db",
+            source_db,
+            "--source-id",
+            "dc1",
+            "--max-backoff",
+            "1s",
+            "--health-listen",
+            &health,
+        ]
+        .map(String::from)
+        .to_vec();
         let address = format!("http://{health}");
         if let Some(agent) = spawn_serving("source-agent", &args, &address, None).await {
             return (agent, port);
