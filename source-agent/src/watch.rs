@@ -113,33 +113,16 @@ pub async fn wait(client: &Client, ids: &[i32]) -> Result<()> {
 pub async fn watch(client: &Client, cancel: CancellationToken) -> Result<()> {
     let since = now(client).await?;
     let mut display = Display::new();
+    let mut summarized: Option<Instant> = None;
     loop {
         let copies = copies(client, None, &since).await?;
         display.show(&copies);
-        let targets = client
-            .query(
-                "select target, pending_changes, delay_secs, last_error from pgferry.status
-                 order by target",
-                &[],
-            )
-            .await
-            .map_err(Error::db("reading status"))?;
-        let summary: Vec<String> = targets
-            .iter()
-            .map(|t| {
-                let error: Option<String> = t.get(3);
-                format!(
-                    "{}: pending {}, delay {:.1}s{}",
-                    t.get::<_, String>(0),
-                    t.get::<_, i64>(1),
-                    t.get::<_, f64>(2),
-                    error
-                        .map(|e| format!(", last error: {e}"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        display.summary(&summary.join("; "));
+        // The targets' figures count the queue: every few seconds, not at
+        // every look.
+        if summarized.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
+            summarized = Some(Instant::now());
+            display.summary(&targets(client).await?);
+        }
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
@@ -149,6 +132,34 @@ pub async fn watch(client: &Client, cancel: CancellationToken) -> Result<()> {
             _ = tokio::time::sleep(LOOK_EVERY) => {}
         }
     }
+}
+
+/// Each target's pending changes, delay and last error, on one line.
+async fn targets(client: &Client) -> Result<String> {
+    let rows = client
+        .query(
+            "select target, pending_changes, delay_secs, last_error from pgferry.status
+             order by target",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading status"))?;
+    let targets: Vec<String> = rows
+        .iter()
+        .map(|t| {
+            let error: Option<String> = t.get(3);
+            format!(
+                "{}: pending {}, delay {:.1}s{}",
+                t.get::<_, String>(0),
+                t.get::<_, i64>(1),
+                t.get::<_, f64>(2),
+                error
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(targets.join("; "))
 }
 
 /// Live bars on a terminal, plain lines otherwise.
