@@ -45,6 +45,10 @@ async fn batch_cuts_ship_each_committed_transaction_once_in_commit_order() {
     }
 }
 
+/// A cut of the one target's next batch, as the agent's cutter makes it.
+const CUT: &str = "select pgferry.cut_batches(array[(select min(target_id) from pgferry.targets)],
+                                              array[null::bigint], null)";
+
 async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
     let mut rng = support::rng(seed, 0);
     let mut sessions = Vec::new();
@@ -59,10 +63,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
     for _ in 0..300 {
         let which = (rng.next_u64() % (sessions.len() as u64 + 1)) as usize;
         if which == sessions.len() {
-            cutter
-                .query_one("select pgferry.cut_batch((select min(target_id) from pgferry.targets), null, null)", &[])
-                .await
-                .unwrap();
+            cutter.batch_execute(CUT).await.unwrap();
             continue;
         }
         let (client, open) = &mut sessions[which];
@@ -109,13 +110,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
             committed.insert(tx.label, (committed.len(), tx.rows));
         }
     }
-    cutter
-        .query_one(
-            "select pgferry.cut_batch((select min(target_id) from pgferry.targets), null, null)",
-            &[],
-        )
-        .await
-        .unwrap();
+    cutter.batch_execute(CUT).await.unwrap();
 
     // Read every batch back as the agent does and attribute rows to labels.
     let newest: i64 = cutter

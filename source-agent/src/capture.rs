@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("../sql/migrations/007_targets.sql")),
     (8, include_str!("../sql/migrations/008_status_views.sql")),
     (9, include_str!("../sql/migrations/009_fan_out.sql")),
+    (10, include_str!("../sql/migrations/010_cut_together.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -42,7 +43,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/committed_ranges.sql"),
         include_str!("../sql/functions/project.sql"),
         include_str!("../sql/functions/route.sql"),
-        include_str!("../sql/functions/cut_batch.sql"),
+        include_str!("../sql/functions/cut_batches.sql"),
         include_str!("../sql/functions/batch_changes.sql"),
         include_str!("../sql/functions/queue_floor.sql"),
         include_str!("../sql/functions/trim_queue.sql"),

@@ -1,28 +1,30 @@
-//! Fan-out: a pipeline (a cutter and a stream) per target, each with its
-//! own batches, progress and back-off, so a slow, down or refusing target
-//! holds back only itself; targets added or removed while the agent runs
-//! are followed within a second.
+//! Fan-out: a stream per target, each with its own batches, progress and
+//! back-off, so a slow, down or refusing target holds back only itself,
+//! and one cutter for them all (`cutter.rs`); targets added or removed
+//! while the agent runs are followed within a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
+use crate::cutter::{self, Joining, Pace};
 use crate::error::{Error, Result};
 use crate::targets::{self, Recorded, Target};
-use crate::{cut, links, stream};
+use crate::{links, stream};
 
 /// How often the target list is read again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Streams to `first` (what `run` checked at start) and, unless `--target`
 /// fixed the one target, to every target recorded later, until `cancel` or
-/// an error no pipeline may retry (then every pipeline stops and that error
-/// is returned).
+/// an error neither a pipeline nor the cutter may retry (then everything
+/// stops and that error is returned).
 pub async fn run(
     args: Arc<RunArgs>,
     db_config: Config,
@@ -30,9 +32,18 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<()> {
     let follow = Target::from_args(&args).is_none();
+    let (joins, joined) = mpsc::unbounded_channel();
+    let mut cutter = tokio::spawn(cutter::cut_loop(
+        db_config.clone(),
+        Pace::from_args(&args),
+        joined,
+        cancel.child_token(),
+    ));
+    let mut cutter_done = false;
     let mut pipelines = Pipelines {
         running: HashMap::new(),
         set: JoinSet::new(),
+        cutter: joins,
         args,
         db_config: db_config.clone(),
         cancel: cancel.clone(),
@@ -46,6 +57,15 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            cut = &mut cutter => {
+                let cut = cut.unwrap_or(Ok(()));
+                cutter_done = true;
+                if cut.is_err() {
+                    result = cut;
+                }
+                cancel.cancel();
+                break;
+            }
             Some(ended) = pipelines.set.join_next() => {
                 let (id, ended) = ended.map_err(|join| Error::Io {
                     context: "a target's pipeline",
@@ -97,13 +117,20 @@ pub async fn run(
             result = Err(err);
         }
     }
-    result
+    let cut = if cutter_done {
+        Ok(())
+    } else {
+        cutter.await.unwrap_or(Ok(()))
+    };
+    result.and(cut)
 }
 
 /// The running pipelines, by target id, each with its own stop.
 struct Pipelines {
     running: HashMap<i32, CancellationToken>,
     set: JoinSet<(i32, Result<()>)>,
+    /// Where a pipeline's target joins the cutter.
+    cutter: mpsc::UnboundedSender<Joining>,
     args: Arc<RunArgs>,
     db_config: Config,
     cancel: CancellationToken,
@@ -114,50 +141,41 @@ impl Pipelines {
         let stop = self.cancel.child_token();
         self.running.insert(recorded.id, stop.clone());
         let (args, db_config) = (self.args.clone(), self.db_config.clone());
+        let cutter = self.cutter.clone();
         self.set.spawn(async move {
             let id = recorded.id;
-            (id, pipeline(&args, db_config, recorded, link, stop).await)
+            (
+                id,
+                pipeline(&args, db_config, recorded, link, cutter, stop).await,
+            )
         });
     }
 }
 
-/// One target's cutter and stream; whichever ends first (shutdown, or an
-/// error neither can retry), the other follows, and the first error is the
-/// one returned.
+/// One target's stream, its target cut by the cutter meanwhile; the stream
+/// stopping lets the cutter drop the target.
 async fn pipeline(
     args: &RunArgs,
     db_config: Config,
     recorded: Recorded,
     link: Target,
+    cutter: mpsc::UnboundedSender<Joining>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let settings = stream::Settings::from_args(args, &recorded, &link)?;
     crate::metrics::target_started(&recorded.name);
     let (cutter_ends, stream_ends) = links::links();
-    let mut cutter = tokio::spawn(cut::cut_loop(
-        db_config.clone(),
-        recorded.id,
-        cut::Pace {
-            tick: args.tick,
-            idle_tick: args.idle_tick,
-            max_coalesce: args.max_coalesce,
-            max_backoff: args.max_backoff,
-            max_unapplied: args.max_unapplied_batches,
-        },
-        cutter_ends,
-        cancel.child_token(),
-    ));
+    let stop = cancel.child_token();
+    // The cutter gone (shutdown, or an error fan_out's run returns) drops
+    // the receiver; the stream's newest cut then never moves and
+    // `cancel` ends it.
+    let _ = cutter.send(Joining {
+        target_id: recorded.id,
+        ends: cutter_ends,
+        stop: stop.clone(),
+    });
     tracing::info!(target = %recorded.name, address = %link.address, source_id = %args.source_id, "streaming to target");
-    let streamer = stream::run(settings, db_config, stream_ends, cancel.child_token());
-    tokio::pin!(streamer);
-    tokio::select! {
-        streamed = &mut streamer => {
-            cancel.cancel();
-            streamed.and(cutter.await.unwrap_or(Ok(())))
-        }
-        cut = &mut cutter => {
-            cancel.cancel();
-            cut.unwrap_or(Ok(())).and(streamer.await)
-        }
-    }
+    let streamed = stream::run(settings, db_config, stream_ends, cancel.child_token()).await;
+    stop.cancel();
+    streamed
 }

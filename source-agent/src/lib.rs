@@ -11,6 +11,7 @@ pub mod channel;
 pub mod cli;
 pub mod copy;
 pub mod cut;
+pub mod cutter;
 pub mod delay;
 pub mod error;
 pub mod fan_out;
