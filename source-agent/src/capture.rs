@@ -25,7 +25,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("../sql/migrations/007_targets.sql")),
     (8, include_str!("../sql/migrations/008_status_views.sql")),
     (9, include_str!("../sql/migrations/009_fan_out.sql")),
-    (10, include_str!("../sql/migrations/010_cut_together.sql")),
+    (
+        10,
+        include_str!("../sql/migrations/010_targets_together.sql"),
+    ),
 ];
 
 /// The source schema: the migrations, every function's one live body

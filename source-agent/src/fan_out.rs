@@ -1,6 +1,7 @@
 //! Fan-out: a stream per target, each with its own batches, progress and
 //! back-off, so a slow, down or refusing target holds back only itself,
-//! and one cutter for them all (`cutter.rs`); targets added or removed
+//! and one cutter and one acknowledging session for them all (`cutter.rs`,
+//! `ack.rs`); targets added or removed
 //! while the agent runs are followed within a second.
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use crate::cli::RunArgs;
 use crate::cutter::{self, Joining, Pace};
 use crate::error::{Error, Result};
 use crate::targets::{self, Recorded, Target};
-use crate::{links, stream};
+use crate::{ack, links, stream};
 
 /// How often the target list is read again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -40,10 +41,22 @@ pub async fn run(
         cancel.child_token(),
     ));
     let mut cutter_done = false;
+    let (acks, acked) = mpsc::unbounded_channel();
+    // Not stopped by `cancel`: the streams' last acknowledgements come
+    // after it; it ends once every stream has ended (and with them the
+    // senders of `acks`).
+    let mut acker = tokio::spawn(ack::ack_loop(
+        db_config.clone(),
+        args.max_backoff,
+        acked,
+        cancel.clone(),
+    ));
+    let mut acker_done = false;
     let mut pipelines = Pipelines {
         running: HashMap::new(),
         set: JoinSet::new(),
         cutter: joins,
+        acks,
         args,
         db_config: db_config.clone(),
         cancel: cancel.clone(),
@@ -62,6 +75,14 @@ pub async fn run(
                 cutter_done = true;
                 if cut.is_err() {
                     result = cut;
+                }
+                cancel.cancel();
+                break;
+            }
+            acked = &mut acker => {
+                acker_done = true;
+                if let Ok(Err(err)) = acked {
+                    result = Err(err);
                 }
                 cancel.cancel();
                 break;
@@ -117,12 +138,18 @@ pub async fn run(
             result = Err(err);
         }
     }
+    drop(pipelines);
+    let acked = if acker_done {
+        Ok(())
+    } else {
+        acker.await.unwrap_or(Ok(()))
+    };
     let cut = if cutter_done {
         Ok(())
     } else {
         cutter.await.unwrap_or(Ok(()))
     };
-    result.and(cut)
+    result.and(cut).and(acked)
 }
 
 /// The running pipelines, by target id, each with its own stop.
@@ -131,6 +158,8 @@ struct Pipelines {
     set: JoinSet<(i32, Result<()>)>,
     /// Where a pipeline's target joins the cutter.
     cutter: mpsc::UnboundedSender<Joining>,
+    /// Where the pipelines' streams send their acknowledgements.
+    acks: ack::Acks,
     args: Arc<RunArgs>,
     db_config: Config,
     cancel: CancellationToken,
@@ -141,25 +170,27 @@ impl Pipelines {
         let stop = self.cancel.child_token();
         self.running.insert(recorded.id, stop.clone());
         let (args, db_config) = (self.args.clone(), self.db_config.clone());
-        let cutter = self.cutter.clone();
+        let (cutter, acks) = (self.cutter.clone(), self.acks.clone());
         self.set.spawn(async move {
             let id = recorded.id;
+            let ends = (cutter, acks);
             (
                 id,
-                pipeline(&args, db_config, recorded, link, cutter, stop).await,
+                pipeline(&args, db_config, recorded, link, ends, stop).await,
             )
         });
     }
 }
 
-/// One target's stream, its target cut by the cutter meanwhile; the stream
-/// stopping lets the cutter drop the target.
+/// One target's stream, its target cut by the cutter meanwhile and its
+/// acknowledgements sent to the acknowledging session; the stream stopping
+/// lets the cutter drop the target.
 async fn pipeline(
     args: &RunArgs,
     db_config: Config,
     recorded: Recorded,
     link: Target,
-    cutter: mpsc::UnboundedSender<Joining>,
+    (cutter, acks): (mpsc::UnboundedSender<Joining>, ack::Acks),
     cancel: CancellationToken,
 ) -> Result<()> {
     let settings = stream::Settings::from_args(args, &recorded, &link)?;
@@ -175,7 +206,7 @@ async fn pipeline(
         stop: stop.clone(),
     });
     tracing::info!(target = %recorded.name, address = %link.address, source_id = %args.source_id, "streaming to target");
-    let streamed = stream::run(settings, db_config, stream_ends, cancel.child_token()).await;
+    let streamed = stream::run(settings, db_config, stream_ends, acks, cancel.child_token()).await;
     stop.cancel();
     streamed
 }

@@ -83,12 +83,13 @@ pub async fn run(
     settings: Settings,
     db_config: Config,
     ends: StreamEnds,
+    acks: ack::Acks,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(settings.max_backoff);
     loop {
         let durable_before = *ends.durable.borrow();
-        let result = session(&settings, &db_config, &ends, &cancel).await;
+        let result = session(&settings, &db_config, &ends, &acks, &cancel).await;
         if cancel.is_cancelled() {
             return result;
         }
@@ -130,6 +131,7 @@ async fn session(
     settings: &Settings,
     db_config: &Config,
     ends: &StreamEnds,
+    acks: &ack::Acks,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mut newest_cut = ends.newest_cut.clone();
@@ -138,7 +140,7 @@ async fn session(
     // only 64 KiB, and they travel while the database work below runs.
     let channel = settings.endpoint.connect().await?;
     let connect = || async { db::connect(db_config).await.map_err(Error::Connect) };
-    let (reader, copier, acker) = tokio::try_join!(connect(), connect(), connect())?;
+    let (reader, copier, checks) = tokio::try_join!(connect(), connect(), connect())?;
     // One round trip: tokio-postgres pipelines requests polled together.
     let target_id = settings.target.id;
     let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked) = tokio::try_join!(
@@ -168,7 +170,7 @@ async fn session(
                 .map_err(Error::db("reading the table list"))?;
             Ok(row.get::<_, bool>(0))
         },
-        acked_batch(&acker, target_id),
+        acked_batch(&checks, target_id),
     )?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -230,7 +232,7 @@ async fn session(
         cancel,
     );
     tokio::pin!(send);
-    let ready = ready(&mut client, request, &acker, target_id);
+    let ready = ready(&mut client, request, &checks, target_id);
     let (mut inbound, last_applied) = if speculate {
         tokio::select! {
             biased;
@@ -244,7 +246,7 @@ async fn session(
     tracing::info!(last_applied, "stream ready");
 
     ends.applied.send_replace(BatchId(last_applied));
-    let receive = receive_acks(&mut inbound, &acker, &settings.target, ends, last_applied);
+    let receive = receive_acks(&mut inbound, acks, &settings.target, ends, last_applied);
     tokio::pin!(receive);
     tokio::select! {
         biased;
@@ -403,46 +405,53 @@ async fn send_batches(
 
 /// Takes the target's reports: each batch applied, in order (this moves the
 /// window and the cutter), and from time to time the batches now durable
-/// there, which alone may be deleted here. The deleting runs beside the
-/// reading: awaited in line, an acknowledgement (a delete and a commit that
-/// waits for the disk) held back the applied reports queued behind it, and
-/// with them the next cut (up to 10 ms at 500 TPS in the bench's debug logs).
+/// there, which alone may be deleted here: those go to the acknowledging
+/// session (`ack.rs`), which deletes beside the reading: awaited in line,
+/// an acknowledgement (a delete and a commit) held back the applied reports
+/// queued behind it, and with them the next cut (up to 10 ms at 500 TPS in
+/// the bench's debug logs).
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
-    acker: &Client,
+    acks: &ack::Acks,
     target: &TargetId,
     ends: &StreamEnds,
     last_applied: u64,
 ) -> Result<()> {
-    let (durable_tx, durable_rx) = watch::channel(last_applied);
-    let receive = async move {
-        let mut applied = last_applied;
-        let mut durable = last_applied;
-        while let Some(message) = inbound.message().await.map_err(Error::Target)? {
-            match message.kind {
-                Some(wire::target_message::Kind::Applied(a)) if a.batch_id == applied + 1 => {
-                    applied = a.batch_id;
-                    ends.applied.send_replace(BatchId(applied));
-                    metrics::batch_applied(&target.name, applied);
-                }
-                Some(wire::target_message::Kind::Durable(d))
-                    if d.batch_id > durable && d.batch_id <= applied =>
-                {
-                    durable = d.batch_id;
-                    durable_tx.send_replace(durable);
-                    ends.durable.send_replace(BatchId(durable));
-                }
-                other => {
-                    return Err(Error::Protocol(format!(
-                        "expected batch {} applied or up to {applied} durable, got {other:?}",
-                        applied + 1
-                    )));
-                }
+    // What the target reports applied on connecting is durable there. Its
+    // cleanup here (a previous session's last acks may not have come) can
+    // take a while: it runs while the first batches go out, not before.
+    let acknowledge = |batch_id, fresh| {
+        // The acknowledging session ends only after every stream.
+        let _ = acks.send(ack::Ack {
+            target: target.clone(),
+            batch_id,
+            fresh,
+        });
+    };
+    acknowledge(last_applied, false);
+    let mut applied = last_applied;
+    let mut durable = last_applied;
+    while let Some(message) = inbound.message().await.map_err(Error::Target)? {
+        match message.kind {
+            Some(wire::target_message::Kind::Applied(a)) if a.batch_id == applied + 1 => {
+                applied = a.batch_id;
+                ends.applied.send_replace(BatchId(applied));
+                metrics::batch_applied(&target.name, applied);
+            }
+            Some(wire::target_message::Kind::Durable(d))
+                if d.batch_id > durable && d.batch_id <= applied =>
+            {
+                durable = d.batch_id;
+                acknowledge(durable, true);
+                ends.durable.send_replace(BatchId(durable));
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected batch {} applied or up to {applied} durable, got {other:?}",
+                    applied + 1
+                )));
             }
         }
-        // Dropping the sender lets the acknowledgements finish.
-        drop(durable_tx);
-        Ok(())
-    };
-    tokio::try_join!(receive, ack::acknowledge_durable(acker, target, durable_rx)).map(|_| ())
+    }
+    Ok(())
 }
