@@ -93,6 +93,9 @@ struct Bench {
     /// Whether the source agent streams to the targets `add-target`
     /// recorded (the fan-out measure) rather than to `--target`.
     recorded_targets: bool,
+    /// Whether the sides run pinned apart for the measure at hand (the
+    /// fan-out measure's slices), whatever `PGFERRY_BENCH_PIN` says.
+    sides_apart: bool,
 }
 
 impl Bench {
@@ -117,7 +120,8 @@ impl Bench {
             let durable = format!("{durable}{slow}");
             // PGFERRY_BENCH_STATEMENTS=1: where the source's time goes.
             let source_extra = if statements_shown() {
-                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n"
+                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n\
+                 pg_stat_statements.track_planning = on\n"
             } else {
                 ""
             };
@@ -141,8 +145,8 @@ impl Bench {
             }
         }
         if pinned() {
-            source.pids().iter().for_each(|pid| pin(pid, 0));
-            target.pids().iter().for_each(|pid| pin(pid, 1));
+            source.pids().iter().for_each(|pid| pin(pid, SOURCE_CPU));
+            target.pids().iter().for_each(|pid| pin(pid, TARGET_CPU));
         }
         let ferry_src = source.connect("ferry").await;
         let ferry_dst = target.connect("ferry").await;
@@ -189,6 +193,7 @@ impl Bench {
             source_agent: None,
             target_agent: None,
             recorded_targets: false,
+            sides_apart: false,
         };
         bench.set_up_pgferry().await;
         bench
@@ -282,12 +287,12 @@ impl Bench {
         let (src, _) = self.sessions(system);
         if let Some(measure) = measure {
             eprintln!(
-                "{}: source statements during {measure} (ms, calls, statement):",
+                "{}: source statements during {measure} (ms executing, ms planning, calls, statement):",
                 system.name()
             );
             for row in src
                 .query(
-                    "select round(total_exec_time)::bigint, calls,
+                    "select round(total_exec_time)::bigint, round(total_plan_time)::bigint, calls,
                             left(regexp_replace(query, '\\s+', ' ', 'g'), 120)
                      from pg_stat_statements
                      where dbid = (select oid from pg_database where datname = current_database())
@@ -297,8 +302,9 @@ impl Bench {
                 .await
                 .expect("pg_stat_statements")
             {
-                let (ms, calls, query): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-                eprintln!("{ms:>8} {calls:>8}  {query}");
+                let (ms, plan, calls, query): (i64, i64, i64, String) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                eprintln!("{ms:>8} {plan:>8} {calls:>8}  {query}");
             }
         }
         src.batch_execute("select pg_stat_statements_reset()")
@@ -322,8 +328,8 @@ impl Bench {
         ];
         target_args.extend(self.target_settings.iter().map(|s| s.to_string()));
         let mut target = Agent::spawn("target-agent", &target_args);
-        if pinned() {
-            pin(&target.pid().to_string(), 1);
+        if self.apart() {
+            pin(&target.pid().to_string(), TARGET_CPU);
         }
         wait_serving(&mut target, self.target_port).await;
         let health = free_port();
@@ -344,8 +350,8 @@ impl Bench {
             self.compression.into(),
         ]);
         let mut source = Agent::spawn("source-agent", &source_args);
-        if pinned() {
-            pin(&source.pid().to_string(), 0);
+        if self.apart() {
+            pin(&source.pid().to_string(), SOURCE_CPU);
         }
         wait_serving(&mut source, health).await;
         self.source_agent = Some(source);
@@ -434,9 +440,11 @@ impl Bench {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("script.sql");
         std::fs::write(&file, script).expect("script");
-        let mut command = if pinned() {
+        let mut command = if self.apart() {
             let mut taskset = std::process::Command::new("taskset");
-            taskset.args(["-c", "0"]).arg(bindir().join("pgbench"));
+            taskset
+                .args(["-c", SOURCE_CPU])
+                .arg(bindir().join("pgbench"));
             taskset
         } else {
             std::process::Command::new(bindir().join("pgbench"))
@@ -568,12 +576,28 @@ fn pinned() -> bool {
     std::env::var("PGFERRY_BENCH_PIN").is_ok_and(|pin| pin == "1")
 }
 
-/// Pins every thread of process `pid` to `cpu` (`taskset`); threads and
+impl Bench {
+    /// Whether the source's side runs on [`SOURCE_CPU`] and the target's on
+    /// [`TARGET_CPU`] now: always with `PGFERRY_BENCH_PIN=1`, else while a
+    /// measure asks.
+    fn apart(&self) -> bool {
+        pinned() || self.sides_apart
+    }
+}
+
+/// Where the source's side runs when the sides are pinned apart.
+const SOURCE_CPU: &str = "0";
+/// Where the target's side runs when the sides are pinned apart.
+const TARGET_CPU: &str = "1";
+/// Both CPUs: where every process runs unpinned.
+const ANY_CPU: &str = "0,1";
+
+/// Pins every thread of process `pid` to `cpus` (`taskset`); threads and
 /// processes it starts later inherit it.
-fn pin(pid: &str, cpu: u32) {
+fn pin(pid: &str, cpus: &str) {
     // It fails for a server process that exited meanwhile, which is no error.
     std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), pid])
+        .args(["-a", "-p", "-c", cpus, pid])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -749,6 +773,7 @@ async fn main() {
                 "three_targets_tps": fan.three.0, "plain_tps_beside_three": fan.three.1,
                 "three_targets_catch_up_rows_per_s": fan.catch_up,
                 "source_agent_cpu_s": {"one_target": fan.agent_cpu.0, "three_targets": fan.agent_cpu.1},
+                "target_side_cpu_s": {"one_target": fan.target_cpu.0, "three_targets": fan.target_cpu.1},
             }),
         );
     }

@@ -119,19 +119,26 @@ pub(crate) fn print_table(r: &Value) {
             f(&fan["plain_tps_beside_one"]),
             f(&fan["plain_tps_beside_three"]),
         );
-        println!("| pgferry fan-out | one target | three targets | cost, three / one |");
+        println!(
+            "| pgferry fan-out (TPS and CPU: source's side on CPU 0, target's on CPU 1) | one target | three targets | cost, three / one |"
+        );
         println!("|---|---|---|---|");
         println!(
             "| pgbench single-row updates, TPS (plain table beside) | {one:.0} ({plain_one:.0}) | {three:.0} ({plain_three:.0}) | {:.2}x |",
             one / three
         );
-        let cpu = &fan["source_agent_cpu_s"];
-        println!(
-            "| source agent CPU over those 30 s, s | {:.1} | {:.1} | {:.2}x |",
-            f(&cpu["one_target"]),
-            f(&cpu["three_targets"]),
-            f(&cpu["three_targets"]) / f(&cpu["one_target"])
-        );
+        for (what, key) in [
+            ("source agent", "source_agent_cpu_s"),
+            ("target side (cluster and agents)", "target_side_cpu_s"),
+        ] {
+            let cpu = &fan[key];
+            println!(
+                "| {what} CPU over those 30 s, s | {:.1} | {:.1} | {:.2}x |",
+                f(&cpu["one_target"]),
+                f(&cpu["three_targets"]),
+                f(&cpu["three_targets"]) / f(&cpu["one_target"])
+            );
+        }
         let rates: Vec<String> = fan["three_targets_catch_up_rows_per_s"]
             .as_array()
             .map(|r| r.iter().map(|v| format!("{:.0}", f(v))).collect())

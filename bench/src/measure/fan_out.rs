@@ -1,9 +1,12 @@
 //! Fan-out: the writers' cost with three targets against one (pgbench
 //! single-row updates of the same table, alternating with the plain table:
 //! one target's slices, three's, and one's again once the two are removed,
-//! so that a drift over the run does not count against either), and each
-//! target's catch-up when all three drain a backlog at once. The two more targets are databases of the
-//! target cluster, each with its own target agent.
+//! so that a drift over the run does not count against either), with the
+//! source's side and the target's pinned to a CPU each (see
+//! `Bench::set_apart`); and each target's catch-up when all three drain a
+//! backlog at once, on both CPUs as the single target's in the catch-up
+//! measure. The two more targets are databases of the target cluster, each
+//! with its own target agent.
 
 use crate::*;
 
@@ -20,6 +23,9 @@ pub(crate) struct FanOut {
     /// The source agent's CPU seconds over 30 s of slices, one target
     /// (the mean of before and after) and three.
     pub(crate) agent_cpu: (f64, f64),
+    /// The same of the targets' side: the target cluster's processes and
+    /// the target agents.
+    pub(crate) target_cpu: (f64, f64),
     /// Rows per second at which each of the three targets caught up on a
     /// backlog they all drained at once.
     pub(crate) catch_up: Vec<f64>,
@@ -43,9 +49,11 @@ impl Bench {
     pub(crate) async fn fan_out(&mut self) -> FanOut {
         self.start_pgferry(None).await;
         self.statements(System::Pgferry, None).await;
-        let cpu = self.source_agent_cpu();
+        self.set_apart(true, &[]);
+        let (cpu, target_cpu) = (self.source_agent_cpu(), self.target_side_cpu(&[]));
         let before = self.slices();
         let cpu_before = self.source_agent_cpu() - cpu;
+        let target_cpu_before = self.target_side_cpu(&[]) - target_cpu;
         self.statements(System::Pgferry, Some("fan-out, one target"))
             .await;
 
@@ -101,8 +109,8 @@ impl Bench {
                 ]
                 .map(String::from),
             );
-            if pinned() {
-                pin(&agent.pid().to_string(), 1);
+            if self.apart() {
+                pin(&agent.pid().to_string(), TARGET_CPU);
             }
             wait_serving(&mut agent, port).await;
             agents.push(agent);
@@ -134,9 +142,11 @@ impl Bench {
             wait_table_equal(&self.ferry_src, &dst, "drain").await;
         }
         self.statements(System::Pgferry, None).await;
-        let cpu = self.source_agent_cpu();
+        let (cpu, target_cpu) = (self.source_agent_cpu(), self.target_side_cpu(&agents));
         let three = self.slices();
         let cpu_three = self.source_agent_cpu() - cpu;
+        let target_cpu_three = self.target_side_cpu(&agents) - target_cpu;
+        self.set_apart(false, &agents);
         self.statements(System::Pgferry, Some("fan-out, three targets"))
             .await;
 
@@ -183,31 +193,71 @@ impl Bench {
             );
         }
         self.start_pgferry(None).await;
-        let cpu = self.source_agent_cpu();
+        self.set_apart(true, &[]);
+        let (cpu, target_cpu) = (self.source_agent_cpu(), self.target_side_cpu(&[]));
         let after = self.slices();
         let cpu_one = (cpu_before + self.source_agent_cpu() - cpu) / 2.0;
+        let target_cpu_one = (target_cpu_before + self.target_side_cpu(&[]) - target_cpu) / 2.0;
+        self.set_apart(false, &[]);
         self.stop_pgferry().await;
         FanOut {
             one: ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0),
             three,
             agent_cpu: (cpu_one, cpu_three),
+            target_cpu: (target_cpu_one, target_cpu_three),
             catch_up,
         }
     }
 
-    /// The source agent's user and system CPU seconds so far (/proc).
+    /// Pins the source's side (its cluster, the source agent, pgbench) to
+    /// one CPU and the target's (its cluster, the target agent and `more`)
+    /// to the other, or lets both run anywhere again. What the writers
+    /// measure is then the source's cost alone, as with a target on another
+    /// host: with all on both CPUs, three targets' applying (2.4 to 2.6
+    /// times one target's CPU) ran on the writers' cores and counted as the
+    /// source's cost. With `PGFERRY_BENCH_PIN=1` the sides stay apart.
+    fn set_apart(&mut self, apart: bool, more: &[Agent]) {
+        if pinned() {
+            return;
+        }
+        self.sides_apart = apart;
+        let (source_cpu, target_cpu) = if apart {
+            (SOURCE_CPU, TARGET_CPU)
+        } else {
+            (ANY_CPU, ANY_CPU)
+        };
+        let source_agent = self.source_agent.iter().map(|a| a.pid().to_string());
+        for pid in self.source.pids().into_iter().chain(source_agent) {
+            pin(&pid, source_cpu);
+        }
+        let target_agents = self.target_agent.iter().chain(more);
+        let target_agents = target_agents.map(|a| a.pid().to_string());
+        for pid in self.target.pids().into_iter().chain(target_agents) {
+            pin(&pid, target_cpu);
+        }
+    }
+
+    /// The source agent's user and system CPU seconds so far.
     fn source_agent_cpu(&self) -> f64 {
         let pid = self.source_agent.as_ref().expect("source agent").pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-        // Fields 14 and 15 (utime, stime), counted after the command's ")".
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("stat")
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_seconds(&pid.to_string(), false)
+    }
+
+    /// The user and system CPU seconds so far of the target cluster's
+    /// processes (those that ended counted in the postmaster's children's),
+    /// the target agent and `more` target agents.
+    fn target_side_cpu(&self, more: &[Agent]) -> f64 {
+        let cluster = self.target.pids();
+        let (postmaster, children) = cluster.split_first().expect("postmaster");
+        let agents = self.target_agent.iter().chain(more);
+        cpu_seconds(postmaster, true)
+            + children
+                .iter()
+                .map(|pid| cpu_seconds(pid, false))
+                .sum::<f64>()
+            + agents
+                .map(|agent| cpu_seconds(&agent.pid().to_string(), false))
+                .sum::<f64>()
     }
 
     /// Both agents, the source agent streaming to every recorded target.
@@ -226,4 +276,29 @@ async fn wait_table_equal(src: &Client, dst: &Client, table: &str) {
         assert!(Instant::now() < deadline, "{table}: not equal");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Process `pid`'s user and system CPU seconds so far (/proc), with its
+/// ended children's when `children`; 0 for a process gone meanwhile.
+fn cpu_seconds(pid: &str, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields 14 to 17 (utime, stime, cutime, cstime), counted after the
+    // command's ")".
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|n| n.parse().expect("ticks"))
+        .collect();
+    let ticks = if children {
+        fields.iter().sum::<f64>()
+    } else {
+        fields[0] + fields[1]
+    };
+    ticks / 100.0
 }
