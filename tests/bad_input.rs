@@ -322,7 +322,7 @@ async fn settings_come_from_flag_then_environment_then_file_and_bad_ones_are_nam
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_source_agent_on_the_same_database_exits_and_says_why() {
+async fn a_second_source_agent_for_the_same_target_exits_naming_it_and_the_first_goes_on() {
     let mut r = Replication::new().await;
     r.start_agents().await;
     let target = format!("http://127.0.0.1:{}", r.target_port);
@@ -346,10 +346,20 @@ async fn a_second_source_agent_on_the_same_database_exits_and_says_why() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("another source-agent is running"),
+        stderr.contains(
+            "another source-agent is streaming to target default from this source database"
+        ),
         "{stderr}"
     );
     r.source_agent().assert_running();
+    r.src
+        .execute(
+            "insert into digoal.loc_test values (1, 'after the second agent', now(), now())",
+            &[],
+        )
+        .await
+        .unwrap();
+    r.wait_in_sync(Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The batch-cut rule itself, against a real server: random interleavings of
 //! transactions that write, commit or roll back, with cuts in between. Every
 //! committed transaction must ship whole in exactly one batch, batches must
-//! follow commit order, and nothing rolled back may ship.
+//! follow commit order, and nothing rolled back may ship. And targets cut
+//! together share the cut's snapshot, each getting a batch only when its
+//! own tables changed.
 
 use std::collections::HashMap;
 
@@ -48,6 +50,73 @@ async fn batch_cuts_ship_each_committed_transaction_once_in_commit_order() {
 /// A cut of the one target's next batch, as the agent's cutter makes it.
 const CUT: &str = "select pgferry.cut_batches(array[(select min(target_id) from pgferry.targets)],
                                               array[null::bigint], null)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_cut_together_share_a_snapshot_and_only_a_target_whose_tables_changed_gets_a_batch()
+{
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let db = cluster.connect("postgres").await;
+    let conninfo = cluster.conninfo("postgres", "postgres", "");
+    db.batch_execute("create table t (id int primary key); create table u (id int primary key)")
+        .await
+        .unwrap();
+    let agent = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let conninfo = conninfo.clone();
+        async move {
+            let mut all = vec![args[0].clone(), "--source-db".into(), conninfo];
+            all.extend(args[1..].iter().cloned());
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            expect_success(all[0], &support::run_command("source-agent", &all).await);
+        }
+    };
+    agent(&["install"]).await;
+    agent(&["add-target", "a", "--address", "http://127.0.0.1:1"]).await;
+    agent(&["add-target", "b", "--address", "http://127.0.0.1:2"]).await;
+    agent(&["add-table", "public.t", "--target", "a"]).await;
+    agent(&["add-table", "public.u", "--target", "b"]).await;
+    let cut = || async {
+        let cut: Vec<(i32, i64)> = db
+            .query(
+                "select cut_target, cut_batch from pgferry.cut_batches(
+                     (select array_agg(target_id order by name) from pgferry.targets),
+                     array[0, 0]::bigint[], 100)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut named = Vec::new();
+        for (target, batch) in cut {
+            let row = db
+                .query_one(
+                    "select g.name, b.snapshot::text from pgferry.batch b
+                     join pgferry.targets g using (target_id)
+                     where b.target_id = $1 and b.batch_id = $2",
+                    &[&target, &batch],
+                )
+                .await
+                .unwrap();
+            named.push((row.get::<_, String>(0), batch, row.get::<_, String>(1)));
+        }
+        named
+    };
+
+    // Both wait for their copies: one cut, one snapshot, a batch each.
+    let both = cut().await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!((both[0].0.as_str(), both[1].0.as_str()), ("a", "b"));
+    assert_eq!(both[0].2, both[1].2, "one snapshot for both: {both:?}");
+    assert!(cut().await.is_empty(), "nothing changed since");
+
+    db.batch_execute("insert into t values (1)").await.unwrap();
+    let only_a = cut().await;
+    assert_eq!(only_a.len(), 1, "{only_a:?}");
+    assert_eq!(only_a[0].0, "a");
+    assert_eq!(only_a[0].1, both[0].1 + 1, "a's next batch");
+}
 
 async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
     let mut rng = support::rng(seed, 0);

@@ -102,7 +102,13 @@ mod tests {
         };
         let wait = backoff.after(&diverged).expect("retried slowly");
         assert!(wait >= most / 2 && wait <= most, "{wait:?}");
-        assert_eq!(backoff.after(&Error::AlreadyRunning), None, "a stop");
+        assert_eq!(
+            backoff.after(&Error::AlreadyRunning {
+                target: "dc2".into()
+            }),
+            None,
+            "a stop"
+        );
         let mut tiny = Backoff::new(Duration::from_millis(10));
         assert!(tiny.failed(false) <= Duration::from_millis(10));
         assert!(tiny.failed(true) <= Duration::from_millis(10));

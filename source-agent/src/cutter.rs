@@ -17,7 +17,7 @@ use crate::backoff::Backoff;
 use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
-use crate::ids::{BatchId, ChangeCount};
+use crate::ids::{BatchId, ChangeCount, TargetId};
 use crate::links::CutterEnds;
 
 /// How often the cutter looks for committed changes: every `tick` while
@@ -87,7 +87,7 @@ impl Pace {
 /// A target for the cutter to cut until its pipeline stops.
 pub struct Joining {
     /// The target.
-    pub target_id: i32,
+    pub target: TargetId,
     /// Its ends of the links with its stream.
     pub ends: CutterEnds,
     /// Its pipeline's stop: then the cutter lets the target go.
@@ -96,7 +96,7 @@ pub struct Joining {
 
 /// A target the cutter cuts.
 struct Cutting {
-    target_id: i32,
+    target: TargetId,
     ends: CutterEnds,
     stop: CancellationToken,
     /// Whether this session holds the target's source-agent lock, and until
@@ -236,7 +236,7 @@ async fn cut_session(
             .iter()
             .map(|&i| {
                 let target = &mut targets[i];
-                (target.target_id, *target.ends.applied.borrow_and_update())
+                (target.target.id, *target.ends.applied.borrow_and_update())
             })
             .collect();
         let cut = cut::cut(&client, &statement, &asked, pace.max_unapplied).await?;
@@ -249,7 +249,7 @@ async fn cut_session(
         for &i in &due {
             let target = &mut targets[i];
             target.last_cut = now;
-            match cut.iter().find(|(id, _)| *id == target.target_id) {
+            match cut.iter().find(|(id, _)| *id == target.target.id) {
                 Some(&(_, batch_id)) => {
                     target.ends.newest_cut.send_replace(BatchId(batch_id));
                     target.wait = pace.tick;
@@ -270,7 +270,7 @@ fn join(targets: &mut Vec<Cutting>, joining: Joining, pace: Pace) {
     let now = Instant::now();
     if let Some(target) = targets
         .iter_mut()
-        .find(|t| t.target_id == joining.target_id)
+        .find(|t| t.target.id == joining.target.id)
     {
         target.ends = joining.ends;
         target.stop = joining.stop;
@@ -278,7 +278,7 @@ fn join(targets: &mut Vec<Cutting>, joining: Joining, pace: Pace) {
         return;
     }
     targets.push(Cutting {
-        target_id: joining.target_id,
+        target: joining.target,
         ends: joining.ends,
         stop: joining.stop,
         locked: false,
@@ -298,7 +298,7 @@ async fn release_gone(client: &Client, targets: &mut Vec<Cutting>) -> Result<()>
             client
                 .execute(
                     "select pg_advisory_unlock(hashtext('pgferry.source-agent'), $1)",
-                    &[&target.target_id],
+                    &[&target.target.id],
                 )
                 .await
                 .map_err(Error::db("releasing the source-agent lock"))?;
@@ -316,17 +316,19 @@ async fn lock_and_announce(client: &Client, targets: &mut [Cutting]) -> Result<(
             target.locked = client
                 .query_one(
                     "select pg_try_advisory_lock(hashtext('pgferry.source-agent'), $1)",
-                    &[&target.target_id],
+                    &[&target.target.id],
                 )
                 .await
                 .map_err(Error::db("taking the source-agent lock"))?
                 .get(0);
             if !target.locked && Instant::now() > target.lock_by {
-                return Err(Error::AlreadyRunning);
+                return Err(Error::AlreadyRunning {
+                    target: target.target.name.clone(),
+                });
             }
         }
         if target.locked && !target.announced {
-            let (_, newest) = cut::kept_range(client, target.target_id).await?;
+            let (_, newest) = cut::kept_range(client, target.target.id).await?;
             target.ends.newest_cut.send_replace(BatchId(newest));
             target.announced = true;
         }

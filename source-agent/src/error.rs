@@ -147,9 +147,15 @@ pub enum Error {
     /// `remove-target` of a name not recorded.
     #[error("setting `target`: no target named {0} is recorded (source-agent add-target)")]
     UnknownTarget(String),
-    /// Another `source-agent run` holds this database.
-    #[error("another source-agent is running against this source database")]
-    AlreadyRunning,
+    /// Another `source-agent run` streams to this target from this
+    /// database.
+    #[error(
+        "another source-agent is streaming to target {target} from this source database (stop it first)"
+    )]
+    AlreadyRunning {
+        /// The target's name.
+        target: String,
+    },
     /// A local I/O failure (listening socket, signals).
     #[error("{context}: {source}")]
     Io {
@@ -209,7 +215,7 @@ impl Error {
             | Error::TargetExists(_)
             | Error::UnknownTarget(_)
             | Error::CopyFailed { .. }
-            | Error::AlreadyRunning
+            | Error::AlreadyRunning { .. }
             | Error::Io { .. } => Recovery::Stop,
         }
     }

@@ -201,7 +201,7 @@ async fn pipeline(
     // the receiver; the stream's newest cut then never moves and
     // `cancel` ends it.
     let _ = cutter.send(Joining {
-        target_id: recorded.id,
+        target: settings.target.clone(),
         ends: cutter_ends,
         stop: stop.clone(),
     });
