@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pgferry_proto::wire::{self, replication_client::ReplicationClient};
-use support::setup::{SEED_TABLE, expect_success};
+use support::setup::{APPLIER, SEED_TABLE, expect_success};
 use support::{Replication, run_command};
 
 const SYNC: Duration = Duration::from_secs(30);
@@ -495,6 +495,43 @@ async fn tls_settings_that_cannot_work_are_refused_by_name() {
             "{setting}: {stderr}"
         );
     }
+    // A database client certificate that is none, a key that is none, and
+    // a key without its certificate.
+    let source_db = r.source_db.as_str();
+    for (args, setting) in [
+        (
+            ["--source-db-cert", garbage, "--source-db-key", key.as_str()],
+            "source-db-cert",
+        ),
+        (
+            [
+                "--source-db-cert",
+                cert.as_str(),
+                "--source-db-key",
+                garbage,
+            ],
+            "source-db-key",
+        ),
+    ] {
+        let all = [&["status", "--source-db", source_db], &args[..]].concat();
+        let (code, stderr) = fails("source-agent", &all).await;
+        assert!(
+            stderr.contains(setting) && code == 64,
+            "{setting}: {stderr}"
+        );
+    }
+    let (_, stderr) = fails(
+        "target-agent",
+        &[
+            "install",
+            "--target-db",
+            target_db,
+            "--target-db-key",
+            key.as_str(),
+        ],
+    )
+    .await;
+    assert!(stderr.contains("--target-db-cert"), "{stderr}");
 }
 
 /// Has `cluster` serve TLS with a new self-signed certificate for
@@ -544,6 +581,82 @@ async fn agents_reach_their_databases_over_tls_checked_against_the_given_ca() {
         let (encrypted, all) = agent_sessions_encrypted(client).await;
         assert!(all > 0, "the agents have sessions");
         assert_eq!(encrypted, all, "every agent session is encrypted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_present_client_certificates_to_databases_that_require_them() {
+    let mut r = Replication::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let authority = support::certs::Authority::new(dir.path(), "db");
+    let read = |path: &str| std::fs::read_to_string(path).unwrap();
+    for (cluster, name) in [(&r.source, "source-db"), (&r.target, "target-db")] {
+        let server = authority.server(name);
+        cluster
+            .enable_ssl(&read(&server.cert), &read(&server.key))
+            .await;
+        cluster.require_client_certificates(&authority.ca_pem).await;
+    }
+    r.source_db.push_str(" sslmode=require");
+    r.target_db.push_str(" sslmode=require");
+    let ca = ["--source-db-ca", &authority.ca];
+    let out = run_command(
+        "source-agent",
+        &[&["status", "--source-db", &r.source_db], &ca[..]].concat(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("requires a valid client certificate"),
+        "the source database refuses a session without a certificate: {stderr}"
+    );
+    let source = authority.client("source-db-client", &[], "postgres");
+    let target = authority.client("target-db-client", &[], APPLIER);
+    r.source_args = [
+        "--source-db-ca",
+        &authority.ca,
+        "--source-db-cert",
+        &source.cert,
+        "--source-db-key",
+        &source.key,
+    ]
+    .map(String::from)
+    .to_vec();
+    r.target_args = [
+        "--target-db-ca",
+        &authority.ca,
+        "--target-db-cert",
+        &target.cert,
+        "--target-db-key",
+        &target.key,
+    ]
+    .map(String::from)
+    .to_vec();
+    r.start_agents().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test select g, 'cert', now(), now() from generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    let (count, _) = r.wait_in_sync(Duration::from_secs(60)).await;
+    assert_eq!(count, 100);
+    for (client, role) in [(&r.src, "postgres"), (&r.dst, APPLIER)] {
+        let row = client
+            .query_one(
+                "select count(*) filter (where s.client_dn = $1), count(*)
+                 from pg_stat_activity a join pg_stat_ssl s using (pid)
+                 where a.application_name like 'pgferry-%-agent'",
+                &[&format!("/CN={role}")],
+            )
+            .await
+            .unwrap();
+        let (certified, all): (i64, i64) = (row.get(0), row.get(1));
+        assert!(all > 0, "the agents have sessions");
+        assert_eq!(
+            certified, all,
+            "every agent session presented {role}'s certificate"
+        );
     }
 }
 

@@ -118,6 +118,46 @@ pub fn read_ca(
     Ok((pem, certificates))
 }
 
+/// A certificate (chain) and its private key, read from PEM files and
+/// checked at start: TLS libraries read them only when they connect.
+pub struct Identity {
+    /// The certificate setting (named in errors about the pair).
+    pub cert_setting: &'static str,
+    /// The certificate file's text.
+    pub cert_pem: String,
+    /// The key file's text.
+    pub key_pem: String,
+    /// The certificates, leaf first.
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The private key.
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+/// Reads the certificate file of setting `cert.0` and the key file of
+/// setting `key.0` (see [`Identity`]).
+pub fn read_identity(
+    (cert_setting, cert): (&'static str, &std::path::Path),
+    (key_setting, key): (&'static str, &std::path::Path),
+) -> Result<Identity, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    let (cert_pem, chain) = read_ca(cert_setting, cert)?;
+    let key_pem = read_file(key_setting, key)?;
+    let key_der =
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|err| {
+            ConfigError::Invalid {
+                setting: key_setting,
+                reason: format!("{}: {err}", key.display()),
+            }
+        })?;
+    Ok(Identity {
+        cert_setting,
+        cert_pem,
+        key_pem,
+        chain,
+        key: key_der,
+    })
+}
+
 /// The certificates of a CA file setting (see [`read_ca`]) as the roots a
 /// TLS peer's chain must lead to.
 pub fn read_roots(

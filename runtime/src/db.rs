@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Identity};
 use crate::recovery::Recovery;
 
 /// A CONNINFO (libpq `key=value` string or `postgres://` URL) that does not parse.
@@ -61,20 +61,45 @@ pub fn parse_conninfo(
 /// The TLS of this process's database sessions (see [`trust`]).
 static TLS: OnceLock<MakeRustlsConnect> = OnceLock::new();
 
+/// An agent's TLS files for its database: the CA file, and the client
+/// certificate and key, with the names of their settings.
+pub struct DatabaseTls<'a> {
+    /// The settings' names: CA, certificate, key.
+    pub settings: [&'static str; 3],
+    /// The CA file.
+    pub ca: Option<&'a Path>,
+    /// The client certificate file.
+    pub cert: Option<&'a Path>,
+    /// The client key file.
+    pub key: Option<&'a Path>,
+}
+
 /// Decides, once at start, how this process's database sessions use TLS,
-/// as libpq does. With `ca` (the file of setting `setting`) TLS is
+/// as libpq does. With a CA file TLS is
 /// required, and the server's certificate must chain to one of the file's
 /// certificates and name the CONNINFO's host (libpq's `verify-full`);
 /// a CONNINFO with `sslmode=disable` then contradicts it. Without `ca`,
 /// `sslmode=prefer` (the default) and `require` encrypt without checking
 /// who answers, as libpq does without a root certificate, and `disable`
-/// does not encrypt.
-pub fn trust(
-    setting: &'static str,
-    ca: Option<&Path>,
-    config: &mut Config,
-) -> Result<(), ConfigError> {
-    let tls = client_config(setting, ca, config)?;
+/// does not encrypt. With a certificate and key the sessions present that client
+/// certificate (libpq's `sslcert` and `sslkey`: the server's `cert`
+/// authentication or `clientcert=verify-full`), which also needs TLS.
+pub fn trust(files: DatabaseTls<'_>, config: &mut Config) -> Result<(), ConfigError> {
+    let [ca_setting, cert_setting, key_setting] = files.settings;
+    let identity = match (files.cert, files.key) {
+        (Some(cert), Some(key)) => Some(crate::config::read_identity(
+            (cert_setting, cert),
+            (key_setting, key),
+        )?),
+        (None, None) => None,
+        (None, Some(_)) | (Some(_), None) => {
+            return Err(ConfigError::Invalid {
+                setting: cert_setting,
+                reason: format!("--{cert_setting} and --{key_setting} go together"),
+            });
+        }
+    };
+    let tls = client_config(ca_setting, files.ca, identity, config)?;
     // A second call (none is made) would change nothing.
     let _ = TLS.set(MakeRustlsConnect::new(tls));
     Ok(())
@@ -84,6 +109,7 @@ pub fn trust(
 fn client_config(
     setting: &'static str,
     ca: Option<&Path>,
+    identity: Option<Identity>,
     config: &mut Config,
 ) -> Result<ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -105,7 +131,21 @@ fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider))),
     };
-    Ok(tls.with_no_client_auth())
+    let Some(identity) = identity else {
+        return Ok(tls.with_no_client_auth());
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: identity.cert_setting,
+        reason,
+    };
+    if config.get_ssl_mode() == SslMode::Disable {
+        return Err(invalid(
+            "the database's CONNINFO says sslmode=disable: a client certificate needs TLS".into(),
+        ));
+    }
+    config.ssl_mode(SslMode::Require);
+    tls.with_client_auth_cert(identity.chain, identity.key)
+        .map_err(|err| invalid(format!("not a usable certificate and key: {err}")))
 }
 
 /// Trusts whichever certificate the server shows, as libpq's `require`
@@ -165,7 +205,7 @@ impl ServerCertVerifier for AnyServer {
 pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
     // A process that did not call trust() gets libpq's default.
     let tls = TLS.get_or_init(|| {
-        let tls = client_config("database TLS", None, &mut Config::new())
+        let tls = client_config("database TLS", None, None, &mut Config::new())
             .expect("ring supports TLS 1.2 and 1.3");
         MakeRustlsConnect::new(tls)
     });

@@ -67,20 +67,6 @@ pub fn endpoint(target: &Target) -> Result<Endpoint> {
 /// The client certificate and key of `--tls-cert` / `--tls-key`, checked
 /// here because the TLS library reads them only when it connects.
 fn client_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<Identity> {
-    use rustls_pki_types::pem::PemObject;
-    let cert_pem = pgferry_runtime::config::read_file("tls-cert", cert)?;
-    let key_pem = pgferry_runtime::config::read_file("tls-key", key)?;
-    let invalid = |setting, path: &std::path::Path, reason: String| ConfigError::Invalid {
-        setting,
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|err| invalid("tls-cert", cert, err.to_string()))?;
-    if certificates.is_empty() {
-        return Err(invalid("tls-cert", cert, "holds no PEM certificate".into()).into());
-    }
-    rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|err| invalid("tls-key", key, err.to_string()))?;
-    Ok(Identity::from_pem(cert_pem, key_pem))
+    let identity = pgferry_runtime::config::read_identity(("tls-cert", cert), ("tls-key", key))?;
+    Ok(Identity::from_pem(identity.cert_pem, identity.key_pem))
 }

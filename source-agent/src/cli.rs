@@ -29,6 +29,14 @@ pub struct Common {
     /// Without it, sslmode=prefer or require encrypt unchecked, as libpq.
     #[arg(long, env = "PGFERRY_SOURCE_DB_CA")]
     pub source_db_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the source database, for
+    /// its `cert` authentication or `clientcert=verify-full` (libpq's
+    /// sslcert); TLS is then required. With --source-db-key.
+    #[arg(long, env = "PGFERRY_SOURCE_DB_CERT", requires = "source_db_key")]
+    pub source_db_cert: Option<PathBuf>,
+    /// PEM private key of --source-db-cert (libpq's sslkey).
+    #[arg(long, env = "PGFERRY_SOURCE_DB_KEY", requires = "source_db_cert")]
+    pub source_db_key: Option<PathBuf>,
     /// TOML file with settings (keys are the flag names).
     #[arg(long, env = "PGFERRY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -202,7 +202,13 @@ async fn connect(common: &Common) -> Result<tokio_postgres::Client> {
 /// session this process opens to it.
 fn database(common: &Common) -> Result<tokio_postgres::Config> {
     let mut config = db::parse_conninfo("source-db", &common.source_db, APPLICATION_NAME)?;
-    db::trust("source-db-ca", common.source_db_ca.as_deref(), &mut config)?;
+    let files = db::DatabaseTls {
+        settings: ["source-db-ca", "source-db-cert", "source-db-key"],
+        ca: common.source_db_ca.as_deref(),
+        cert: common.source_db_cert.as_deref(),
+        key: common.source_db_key.as_deref(),
+    };
+    db::trust(files, &mut config)?;
     Ok(config)
 }
 

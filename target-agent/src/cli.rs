@@ -30,6 +30,14 @@ pub struct Common {
     /// Without it, sslmode=prefer or require encrypt unchecked, as libpq.
     #[arg(long, env = "PGFERRY_TARGET_DB_CA")]
     pub target_db_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the target database, for
+    /// its `cert` authentication or `clientcert=verify-full` (libpq's
+    /// sslcert); TLS is then required. With --target-db-key.
+    #[arg(long, env = "PGFERRY_TARGET_DB_CERT", requires = "target_db_key")]
+    pub target_db_cert: Option<PathBuf>,
+    /// PEM private key of --target-db-cert (libpq's sslkey).
+    #[arg(long, env = "PGFERRY_TARGET_DB_KEY", requires = "target_db_cert")]
+    pub target_db_key: Option<PathBuf>,
     /// TOML file with settings (keys are the flag names).
     #[arg(long, env = "PGFERRY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -71,7 +71,13 @@ pub async fn execute(command: Command) -> Result<()> {
 /// session this process opens to it.
 fn database(common: &Common) -> Result<tokio_postgres::Config> {
     let mut config = db::parse_conninfo("target-db", &common.target_db, APPLICATION_NAME)?;
-    db::trust("target-db-ca", common.target_db_ca.as_deref(), &mut config)?;
+    let files = db::DatabaseTls {
+        settings: ["target-db-ca", "target-db-cert", "target-db-key"],
+        ca: common.target_db_ca.as_deref(),
+        cert: common.target_db_cert.as_deref(),
+        key: common.target_db_key.as_deref(),
+    };
+    db::trust(files, &mut config)?;
     Ok(config)
 }
 

@@ -13,13 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgferry_runtime::config::{ConfigError, read_file, read_roots};
+use pgferry_runtime::config::{ConfigError, read_identity, read_roots};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -54,17 +53,8 @@ pub fn acceptor(
     client_ca: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<TlsAcceptor, ConfigError> {
     let invalid = |setting, reason: String| ConfigError::Invalid { setting, reason };
-    let chain = CertificateDer::pem_slice_iter(read_file("tls-cert", cert)?.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| invalid("tls-cert", format!("{}: {err}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(invalid(
-            "tls-cert",
-            format!("{} holds no PEM certificate", cert.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(read_file("tls-key", key)?.as_bytes())
-        .map_err(|err| invalid("tls-key", format!("{}: {err}", key.display())))?;
+    let identity = read_identity(("tls-cert", cert), ("tls-key", key))?;
+    let (chain, key) = (identity.chain, identity.key);
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|err| invalid("tls-cert", err.to_string()))?;

@@ -226,6 +226,40 @@ impl PgCluster {
         .await;
     }
 
+    /// Requires a client certificate signed by `ca_pem` of every TLS session
+    /// from 127.0.0.1, its common name the role it logs in as (the `cert`
+    /// method); sessions without TLS keep the rules they had (a reload).
+    pub async fn require_client_certificates(&self, ca_pem: &str) {
+        let ca = self.dir.path().join("client-ca.crt");
+        std::fs::write(&ca, ca_pem).expect("client CA");
+        chown_to_postgres(&ca);
+        let hba = self.data().join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(&hba, format!("hostssl all all 127.0.0.1/32 cert\n{rules}"))
+            .expect("pg_hba.conf");
+        let client = self.connect("postgres").await;
+        for statement in [
+            format!("alter system set ssl_ca_file = '{}'", ca.display()),
+            "select pg_reload_conf()".into(),
+        ] {
+            client.batch_execute(&statement).await.expect("client CA");
+        }
+        super::wait_until(
+            "the server asks for client certificates",
+            Duration::from_secs(10),
+            || async {
+                let row = self
+                    .connect("postgres")
+                    .await
+                    .query_one("show ssl_ca_file", &[])
+                    .await;
+                row.is_ok_and(|row| row.get::<_, String>(0) == ca.display().to_string())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// The server log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
