@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use support::setup::{
     APPLIER, APPLIER_PASSWORD, Writer, assert_progress_moved_one_batch_at_a_time, checksum,
-    record_progress_history, serving_source_agent, serving_target_agent, source_agent,
+    metrics, of_target, record_progress_history, serving_source_agent, serving_target_agent,
+    source_agent,
 };
 use support::{Agent, PgCluster, run_command, wait_until};
 use tokio_postgres::Client;
@@ -275,7 +276,7 @@ async fn three_targets_each_get_their_own_rows_and_columns_through_outages_and_k
         ],
     )
     .await;
-    let (mut agent, _) = serving_source_agent(&db).await;
+    let (mut agent, metrics_port) = serving_source_agent(&db).await;
     wait_equal(&src, &sites, &["eu", "rep"]).await;
     for site in &sites {
         let leaked: i64 = site
@@ -381,8 +382,19 @@ async fn three_targets_each_get_their_own_rows_and_columns_through_outages_and_k
     wait_equal(&src, &sites, &["eu", "rep"]).await;
     acknowledged(&db, &["eu", "rep"]).await;
     assert!(queued(&src).await > 0, "the queue keeps what us needs");
+    let delay_of_us =
+        || async { of_target(&metrics(metrics_port).await, "pgferry_delay_seconds", "us") };
+    wait_until("us shows its delay while down", SYNC, || async {
+        (delay_of_us().await > Some(0.0)).then_some(())
+    })
+    .await;
     source_agent(&["remove-target", "--source-db", &db, "us"]).await;
     assert_eq!(queued(&src).await, 0, "remove-target releases at once");
+    // Its delay alert clears: a removed target waits for nothing.
+    wait_until("us's delay drops to 0 once removed", SYNC, || async {
+        (delay_of_us().await == Some(0.0)).then_some(())
+    })
+    .await;
     let shown = status(&db).await;
     assert_eq!(shown["targets"].as_array().unwrap().len(), 2, "{shown}");
     assert!(

@@ -2,6 +2,7 @@
 //! source database's batch list, not kept in memory, so an agent started
 //! after an outage reports the batches cut before it started.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config};
@@ -14,8 +15,13 @@ use crate::metrics;
 const READ_EVERY: Duration = Duration::from_secs(1);
 
 /// Keeps the delay metrics current until `cancel`, on a session of its own.
+/// A target removed meanwhile waits for nothing any more: its figures drop
+/// to 0, so that an alert on them clears (the metrics facade cannot drop a
+/// series, and the last figures of a target removed because it was far
+/// behind would keep its alert firing until the agent restarts).
 pub async fn watch_loop(config: Config, cancel: CancellationToken) {
     let mut client = None;
+    let mut shown = HashSet::new();
     loop {
         if client.is_none() {
             client = pgferry_runtime::db::connect(&config).await.ok();
@@ -23,6 +29,11 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
         if let Some(c) = &client {
             match read(c).await {
                 Ok(targets) => {
+                    let now: HashSet<String> = targets.iter().map(|t| t.0.clone()).collect();
+                    for removed in shown.difference(&now) {
+                        metrics::delay(removed, 0.0, 0);
+                    }
+                    shown = now;
                     for (target, seconds, unacked) in targets {
                         metrics::delay(&target, seconds, unacked);
                     }

@@ -470,12 +470,13 @@ pub async fn serving_target_agent(target_db: &str) -> (Agent, String) {
 }
 
 /// A source agent on `source_db` streaming as source `dc1` to every target
-/// `add-target` recorded, with a health listener on a free port, serving:
-/// the agent and that port.
+/// `add-target` recorded, with health and metrics listeners on free ports,
+/// serving: the agent and its metrics port.
 pub async fn serving_source_agent(source_db: &str) -> (Agent, u16) {
     for _ in 0..3 {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let health = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{metrics_port}");
         let args: Vec<String> = [
             "run",
             "--source-db",
@@ -486,15 +487,17 @@ pub async fn serving_source_agent(source_db: &str) -> (Agent, u16) {
             "1s",
             "--health-listen",
             &health,
+            "--metrics-listen",
+            &metrics,
         ]
         .map(String::from)
         .to_vec();
         let address = format!("http://{health}");
         if let Some(agent) = spawn_serving("source-agent", &args, &address, None).await {
-            return (agent, port);
+            return (agent, metrics_port);
         }
     }
-    panic!("no free port for the source agent's health in three tries");
+    panic!("no free ports for the source agent's health and metrics in three tries");
 }
 
 /// `count(*), sum(hashtext(t::text))` of `table`, over whole rows (the alias
@@ -750,6 +753,14 @@ pub async fn metrics(port: u16) -> String {
         .await
         .expect("metrics answer");
     body
+}
+
+/// The value of the source agent's metric `name` for target `target` in a
+/// Prometheus text page, if the page shows it.
+pub fn of_target(page: &str, name: &str, target: &str) -> Option<f64> {
+    let series = format!("{name}{{target=\"{target}\"}}");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
 }
 
 /// The value of a metric in a Prometheus text page, summed over its label
