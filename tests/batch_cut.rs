@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::Rng;
 use support::PgCluster;
-use support::setup::expect_success;
+use support::setup::{expect_success, source_agent};
 use tokio_postgres::Client;
 
 /// One session's open transaction: its label and the rows it wrote.
@@ -60,21 +60,16 @@ async fn targets_cut_together_share_a_snapshot_and_only_a_target_whose_tables_ch
     db.batch_execute("create table t (id int primary key); create table u (id int primary key)")
         .await
         .unwrap();
-    let agent = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let conninfo = conninfo.clone();
-        async move {
-            let mut all = vec![args[0].clone(), "--source-db".into(), conninfo];
-            all.extend(args[1..].iter().cloned());
-            let all: Vec<&str> = all.iter().map(String::as_str).collect();
-            expect_success(all[0], &support::run_command("source-agent", &all).await);
-        }
-    };
-    agent(&["install"]).await;
-    agent(&["add-target", "a", "--address", "http://127.0.0.1:1"]).await;
-    agent(&["add-target", "b", "--address", "http://127.0.0.1:2"]).await;
-    agent(&["add-table", "public.t", "--target", "a"]).await;
-    agent(&["add-table", "public.u", "--target", "b"]).await;
+    let db_flag = ["--source-db", conninfo.as_str()];
+    for args in [
+        &["install"][..],
+        &["add-target", "a", "--address", "http://127.0.0.1:1"],
+        &["add-target", "b", "--address", "http://127.0.0.1:2"],
+        &["add-table", "public.t", "--target", "a"],
+        &["add-table", "public.u", "--target", "b"],
+    ] {
+        source_agent(&[&args[..1], &db_flag[..], &args[1..]].concat()).await;
+    }
     let cut = || async {
         let cut: Vec<(i32, i64)> = db
             .query(

@@ -86,18 +86,11 @@ pub async fn ack_loop(
     let mut backoff = Backoff::new(max_backoff);
     let mut pending = BTreeMap::new();
     loop {
-        let err = match ack_session(&config, &mut acks, &mut pending).await {
-            Ok(()) => return Ok(()),
-            Err(err) => err,
+        let Err(err) = ack_session(&config, &mut acks, &mut pending).await else {
+            return Ok(());
         };
-        let Some(wait) = backoff.after(&err) else {
-            return Err(err);
-        };
-        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "acknowledging failed; retrying");
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
+        if !backoff.pause("acknowledging", err, &cancel).await? {
+            return Ok(());
         }
     }
 }

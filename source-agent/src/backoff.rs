@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use pgferry_runtime::recovery::Recovery;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
@@ -51,6 +52,27 @@ impl Backoff {
             Recovery::Retry => Some(self.failed(err.is_connection_refused())),
             Recovery::Operator => Some(jitter(self.most)),
             Recovery::Stop => None,
+        }
+    }
+
+    /// After a session of `what` (a loop with its own database session)
+    /// failed with `err`: logs it and waits the back-off. `Ok(true)`: try
+    /// again; `Ok(false)`: `cancel` came meanwhile; `Err`: an error that
+    /// stops ([`Backoff::after`]).
+    pub async fn pause(
+        &mut self,
+        what: &'static str,
+        err: Error,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Error> {
+        let Some(wait) = self.after(&err) else {
+            return Err(err);
+        };
+        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Ok(false),
+            _ = tokio::time::sleep(wait) => Ok(true),
         }
     }
 

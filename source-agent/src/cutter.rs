@@ -157,20 +157,11 @@ pub async fn cut_loop(
     let mut backoff = Backoff::new(pace.max_backoff);
     let mut targets = Vec::new();
     loop {
-        let wait = match cut_session(&config, pace, &mut joins, &mut targets, &cancel).await {
-            Ok(()) => return Ok(()),
-            Err(err) => {
-                let Some(wait) = backoff.after(&err) else {
-                    return Err(err);
-                };
-                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "batch cutter failed; retrying");
-                wait
-            }
+        let Err(err) = cut_session(&config, pace, &mut joins, &mut targets, &cancel).await else {
+            return Ok(());
         };
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
+        if !backoff.pause("batch cutter", err, &cancel).await? {
+            return Ok(());
         }
     }
 }

@@ -33,25 +33,25 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<()> {
     let follow = Target::from_args(&args).is_none();
+    // The cutter and the acknowledging session, shared by the pipelines.
+    let mut shared = JoinSet::new();
     let (joins, joined) = mpsc::unbounded_channel();
-    let mut cutter = tokio::spawn(cutter::cut_loop(
+    shared.spawn(cutter::cut_loop(
         db_config.clone(),
         Pace::from_args(&args),
         joined,
         cancel.child_token(),
     ));
-    let mut cutter_done = false;
     let (acks, acked) = mpsc::unbounded_channel();
     // Not stopped by `cancel`: the streams' last acknowledgements come
     // after it; it ends once every stream has ended (and with them the
     // senders of `acks`).
-    let mut acker = tokio::spawn(ack::ack_loop(
+    shared.spawn(ack::ack_loop(
         db_config.clone(),
         args.max_backoff,
         acked,
         cancel.clone(),
     ));
-    let mut acker_done = false;
     let mut pipelines = Pipelines {
         running: HashMap::new(),
         set: JoinSet::new(),
@@ -70,18 +70,9 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            cut = &mut cutter => {
-                let cut = cut.unwrap_or(Ok(()));
-                cutter_done = true;
-                if cut.is_err() {
-                    result = cut;
-                }
-                cancel.cancel();
-                break;
-            }
-            acked = &mut acker => {
-                acker_done = true;
-                if let Ok(Err(err)) = acked {
+            // Either ends early only on an error that stops.
+            Some(ended) = shared.join_next() => {
+                if let Ok(Err(err)) = ended {
                     result = Err(err);
                 }
                 cancel.cancel();
@@ -139,17 +130,14 @@ pub async fn run(
         }
     }
     drop(pipelines);
-    let acked = if acker_done {
-        Ok(())
-    } else {
-        acker.await.unwrap_or(Ok(()))
-    };
-    let cut = if cutter_done {
-        Ok(())
-    } else {
-        cutter.await.unwrap_or(Ok(()))
-    };
-    result.and(cut).and(acked)
+    while let Some(ended) = shared.join_next().await {
+        if let Ok(Err(err)) = ended
+            && result.is_ok()
+        {
+            result = Err(err);
+        }
+    }
+    result
 }
 
 /// The running pipelines, by target id, each with its own stop.
