@@ -7,6 +7,7 @@ mod capture;
 mod compact;
 mod copy;
 mod deploy;
+mod exact;
 mod fan_out;
 mod faults;
 mod guard;

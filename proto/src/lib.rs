@@ -14,7 +14,7 @@ pub mod wire {
 
 /// The protocol version this build speaks. A target refuses a source that
 /// speaks another one, before anything is applied.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";

@@ -36,3 +36,7 @@ pub fn causes(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `pgferry.text_form(type)`: which columns travel in their text form.
+/// Both sides install this one body, so they agree on every column.
+pub const TEXT_FORM_SQL: &str = include_str!("../sql/text_form.sql");

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         10,
         include_str!("../sql/migrations/010_targets_together.sql"),
     ),
+    (11, include_str!("../sql/migrations/011_exact_values.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -36,6 +37,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
 pub const SCHEMA: Schema = Schema {
     migrations: MIGRATIONS,
     functions: &[
+        pgferry_runtime::TEXT_FORM_SQL,
         include_str!("../sql/functions/detach.sql"),
         include_str!("../sql/functions/attach.sql"),
         include_str!("../sql/functions/capture.sql"),
@@ -52,6 +54,8 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/trim_queue.sql"),
         include_str!("../sql/functions/forget_removed.sql"),
         include_str!("../sql/functions/acknowledge.sql"),
+        include_str!("../sql/functions/watch_ddl.sql"),
+        include_str!("../sql/functions/refuse_rewrite.sql"),
     ],
     after_change: include_str!("../sql/after_change.sql"),
 };

@@ -40,12 +40,17 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../sql/migrations/002_flushes.sql")),
     (3, include_str!("../sql/migrations/003_batch_cuts.sql")),
     (4, include_str!("../sql/migrations/004_applied_view.sql")),
+    (5, include_str!("../sql/migrations/005_text_form.sql")),
 ];
 
-/// The target schema: the migrations and the guard function.
+/// The target schema: the migrations, the guard function and the text-form
+/// rule both sides share.
 pub const SCHEMA: pgferry_runtime::install::Schema = pgferry_runtime::install::Schema {
     migrations: MIGRATIONS,
-    functions: &[include_str!("../sql/functions/guard.sql")],
+    functions: &[
+        include_str!("../sql/functions/guard.sql"),
+        pgferry_runtime::TEXT_FORM_SQL,
+    ],
     after_change: "",
 };
 

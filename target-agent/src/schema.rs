@@ -91,13 +91,18 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
     let rows = client
         .query(
             "select a.attname::text, format_type(a.atttypid, a.atttypmod),
-                    a.attnotnull and not a.atthasdef
+                    a.attnotnull and not a.atthasdef, pgferry.text_form(a.atttypid)
              from pg_attribute a
              where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''",
             &[&relid],
         )
         .await
         .map_err(Error::db("reading target columns"))?;
+    let text_form: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(3))
+        .map(|r| r.get(0))
+        .collect();
     let target: BTreeMap<String, (String, bool)> = rows
         .into_iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
@@ -144,7 +149,7 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             columns: table.key_columns.join(", "),
         });
     }
-    let plan = plan(name, table, merge);
+    let plan = plan(name, table, &text_form, merge);
     Ok(TablePlan {
         compact_key: unbound.then(|| table.key_columns.clone()),
         clear: if referenced {
@@ -273,8 +278,11 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
     problems
 }
 
-/// Builds the set-based statements of one table (design.md section 4).
-fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
+/// Builds the set-based statements of one table (docs/architecture.md,
+/// Apply). Columns in `text_form` arrive as their text form (see
+/// `pgferry.text_form`) and are read back through their type's input
+/// function, as COPY reads them.
+fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: bool) -> TablePlan {
     let quoted = qualified(&table.target_schema, &table.target_table);
     let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
@@ -295,7 +303,32 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
             .columns
             .iter()
             .filter(|c| names.contains(&ident(&c.name)))
-            .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
+            .map(|c| {
+                let sql_type = if text_form.contains(&c.name) {
+                    "text"
+                } else {
+                    &c.sql_type
+                };
+                format!("{} {sql_type}", ident(&c.name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // A column of `names` as read from the recordset aliased `alias`: text
+    // forms through their type's input function.
+    let read = |alias: &str, names: &[String]| {
+        table
+            .columns
+            .iter()
+            .filter(|c| names.contains(&ident(&c.name)))
+            .map(|c| {
+                let name = ident(&c.name);
+                if text_form.contains(&c.name) {
+                    format!("{alias}.{name}::{} as {name}", c.sql_type)
+                } else {
+                    format!("{alias}.{name}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -310,16 +343,19 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
     // The last row of each key, in key order.
     let last_rows = format!(
         "select distinct on ({key_order}) {rows}
-         from rows from (json_to_recordset($1::text::json) as ({typed_columns}))
-              with ordinality as r({list}, {ord})
+         from (select {read_columns}, r.{ord}
+               from rows from (json_to_recordset($1::text::json) as ({typed_columns}))
+                    with ordinality as r({list}, {ord})) as r
          order by {key_order}, r.{ord} desc",
+        read_columns = read("r", &columns),
         typed_columns = typed(&columns),
     );
     // The source inserted these rows, so no key repeats and none is on the
     // target (the applier is its only writer): no key lookup, no sort.
     let insert = format!(
         "insert into {quoted} ({list})
-         select {list} from json_to_recordset($1::text::json) as r({typed_columns})",
+         select {read_columns} from json_to_recordset($1::text::json) as r({typed_columns})",
+        read_columns = read("r", &columns),
         typed_columns = typed(&columns),
     );
     let upsert = if merge {
@@ -380,7 +416,8 @@ fn plan(name: String, table: &TableSchema, merge: bool) -> TablePlan {
         "delete from {quoted} as t
          where t.ctid = any(array(
              select (select s.ctid from {quoted} as s where {matches})
-             from json_to_recordset($1::text::json) as r({typed_keys})))",
+             from (select {read_keys} from json_to_recordset($1::text::json) as r({typed_keys})) as r))",
+        read_keys = read("r", &keys),
         typed_keys = typed(&keys),
     );
     let truncate = format!("truncate only {quoted}");
@@ -452,7 +489,7 @@ mod tests {
         let mut t = table();
         t.target_table = "\"; drop table x; --".into();
         for merge in [false, true] {
-            let plan = plan("x".into(), &t, merge);
+            let plan = plan("x".into(), &t, &BTreeSet::new(), merge);
             for sql in [
                 &plan.upsert,
                 &plan.insert,

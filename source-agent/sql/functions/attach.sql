@@ -3,13 +3,18 @@
 -- ALWAYS so that session_replication_role cannot switch capture off; drops
 -- them when none is left. The change is captured once for all of them:
 -- the union of their columns (all when one takes all). When none filters
--- rows, statement triggers queue the rows, calling the compiled capture
--- functions of extension pgferry_capture when `install` created it (see
--- capture.rs), else their PL/pgSQL twins. When one does, a row trigger
--- (a function made here, pgferry.capture_filtered_<id>) records with each
--- change which registrations' filters its old and new row match, and
--- skips a change that no registration takes; each target's read then
--- decides as PostgreSQL 15 publications do (pgferry.route).
+-- rows and no captured column travels in its text form (pgferry.text_form),
+-- statement triggers queue the rows as row_to_json renders them, calling
+-- the compiled capture functions of extension pgferry_capture when
+-- `install` created it (see capture.rs), else their PL/pgSQL twins.
+-- Otherwise a row trigger (a function made here,
+-- pgferry.capture_filtered_<id>) queues each change with every captured
+-- column in its text form, exact for every type, and, where registrations
+-- filter rows, which registrations' filters its old and new row match,
+-- skipping a change that no registration takes; each target's read then
+-- decides as PostgreSQL 15 publications do (pgferry.route). The made
+-- function names the columns: the DDL watch (watch_ddl.sql) makes it
+-- again when the table changes.
 create or replace function pgferry.attach(p_capture_id int) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -23,11 +28,15 @@ declare
     v_same_key text;
     v_hits text;
     v_filter record;
+    v_exact boolean;
+    v_encode text;
     v_trigger name;
     v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
     v_rows text := case when v_compiled then 'pgferry.compiled_capture_rows' else 'pgferry.capture_rows' end;
     v_deletes text := case when v_compiled then 'pgferry.compiled_capture_deletes' else 'pgferry.capture_deletes' end;
 begin
+    -- The DDL watch lets this function's own ALTERs pass (watch_ddl.sql).
+    perform set_config('pgferry.attaching', 'on', true);
     perform pgferry.detach(p_capture_id);
     select min(relid), bool_or(row_filter is not null), bool_or(row_filter is null)
     into v_relid, v_filtered, v_everyone
@@ -37,6 +46,7 @@ begin
     v_keys := (select key_columns from pgferry.tables
                where capture_id = p_capture_id and not removed order by table_id limit 1);
     if v_relid is null then
+        perform set_config('pgferry.attaching', 'off', true);
         return;
     end if;
     if not exists (select from pgferry.tables
@@ -49,13 +59,28 @@ begin
                            order by a.attnum);
     end if;
     v_rel := v_relid::regclass::text;
+    -- Whether a captured column would not read back from row_to_json.
+    v_exact := exists (select from pg_attribute a
+                       where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                         and (v_columns is null or a.attname::text = any (v_columns || v_keys))
+                         and pgferry.text_form(a.atttypid));
+    -- A row %1$s as a JSON object of its captured columns' text forms
+    -- (json_object takes arrays: no limit on the number of columns).
+    v_encode := format('pg_catalog.json_object(%L::text[], array[%s]::text[])',
+                       (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
+                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))),
+                       (select string_agg(format('%%1$s.%I::text', a.attname), ', ' order by a.attnum)
+                        from pg_attribute a
+                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))));
     -- After id and mode: the key count, the keys, the replicated columns.
     v_args := format('%L', cardinality(v_keys))
         || coalesce((select string_agg(format(', %L', k), '' order by n)
                      from unnest(v_keys) with ordinality u(k, n)), '')
         || coalesce((select string_agg(format(', %L', c), '' order by n)
                      from unnest(v_columns) with ordinality u(c, n)), '');
-    if not v_filtered then
+    if not v_filtered and not v_exact then
         execute format('create trigger pgferry_capture_insert after insert on %s
                         referencing new table as pgferry_new for each statement
                         execute function %s',
@@ -100,7 +125,8 @@ begin
                            format('select coalesce((select (%s) from (select ($1).*) as f), false)',
                                   v_filter.row_filter));
         end loop;
-        -- The ids of the registrations whose filter row %1$s matches.
+        -- The ids of the registrations whose filter row %1$s matches (none
+        -- recorded when no registration filters).
         v_hits := format('array_remove(array[%s]::int[], null)',
                          (select string_agg(format('case when pgferry.row_filter_%s(%%1$s) then %s end',
                                                    table_id, table_id), ', ' order by table_id)
@@ -111,16 +137,19 @@ begin
             language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
             begin
                 perform pgferry.capture_row(%s, tg_op, %L::text[], %L::text[], %L,
-                    case when tg_op <> 'INSERT' then to_jsonb(old) end,
-                    case when tg_op <> 'DELETE' then to_jsonb(new) end,
-                    case when tg_op = 'INSERT' then '{}' else %s end,
-                    case when tg_op = 'DELETE' then '{}' else %s end);
+                    case when tg_op <> 'INSERT' then %s end,
+                    case when tg_op <> 'DELETE' then %s end,
+                    %s, %s);
                 return null;
             end
             $body$
             $f$,
             p_capture_id, p_capture_id, v_keys, v_columns, v_everyone,
-            format(v_hits, 'old'), format(v_hits, 'new'));
+            format(v_encode, 'old'), format(v_encode, 'new'),
+            case when v_filtered then format('case when tg_op = ''INSERT'' then ''{}'' else %s end',
+                                             format(v_hits, 'old')) else 'null' end,
+            case when v_filtered then format('case when tg_op = ''DELETE'' then ''{}'' else %s end',
+                                             format(v_hits, 'new')) else 'null' end);
         execute format('create trigger pgferry_capture_row after insert or update or delete on %s
                         for each row execute function pgferry.capture_filtered_%s()',
                        v_rel, p_capture_id);
@@ -132,5 +161,6 @@ begin
     loop
         execute format('alter table %s enable always trigger %I', v_rel, v_trigger);
     end loop;
+    perform set_config('pgferry.attaching', 'off', true);
 end
 $$;

@@ -9,13 +9,11 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_nkeys int;
     v_cols text[];
-    v_all jsonb;
-    v_new jsonb;
-    v_old jsonb;
-    v_old_key jsonb;
+    v_new json;
+    v_old json;
+    v_old_key json;
     v_key_changed boolean := false;
     v_single bigint;
-    i int;
 begin
     if tg_op = 'TRUNCATE' then
         insert into pgferry.queue (table_id, op) values (tg_argv[0]::int, 'T');
@@ -29,41 +27,38 @@ begin
         -- statement (see attach).
         insert into pgferry.queue (table_id, op, new_row)
         select tg_argv[0]::int, 'I', r
-        from (select (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json as r
-              from pgferry_new n) n
+        from (select (select json_object_agg(c, n.r -> c) from unnest(v_cols) c) as r
+              from (select row_to_json(n.*) as r from pgferry_new n) n) n
         where not exists (select from pgferry_new offset 1);
         get diagnostics v_single = row_count;
         if v_single = 0 then
             insert into pgferry.queue (table_id, op, new_row, statement_rows)
             select tg_argv[0]::int, 'I', json_agg(r), count(*)
             from (select r, sum(pg_column_size(r) + 64) over (rows unbounded preceding) / 65536 as part
-                  from (select (select jsonb_object_agg(c, to_jsonb(n.*) -> c) from unnest(v_cols) c)::json as r
-                        from pgferry_new n offset 0) n) parts
+                  from (select (select json_object_agg(c, n.r -> c) from unnest(v_cols) c) as r
+                        from (select row_to_json(n.*) as r from pgferry_new n offset 0) n) n) parts
             group by part;
         end if;
         return null;
     end if;
     if tg_op <> 'DELETE' and tg_argv[1] <> 'D' then
-        v_new := to_jsonb(new);
+        -- row_to_json, not to_jsonb: a float's -0 keeps its sign. (A
+        -- table with a column row_to_json cannot render exactly is
+        -- captured by a row trigger attach makes instead.)
+        v_new := row_to_json(new);
         if tg_nargs > 3 + v_nkeys then
             -- Only the replicated columns leave the source.
-            v_all := v_new;
-            v_new := '{}';
-            for i in 3 + v_nkeys .. tg_nargs - 1 loop
-                v_new := v_new || jsonb_build_object(tg_argv[i], v_all -> tg_argv[i]);
-            end loop;
+            v_new := (select json_object_agg(c, v_new -> c) from unnest(tg_argv[3 + v_nkeys:]) c);
         end if;
         if tg_op = 'INSERT' or tg_argv[1] = 'I' then
             insert into pgferry.queue (table_id, op, new_row) values (tg_argv[0]::int, 'I', v_new);
             return null;
         end if;
     end if;
-    v_old := to_jsonb(old);
-    v_old_key := '{}';
-    for i in 3 .. 2 + v_nkeys loop
-        v_old_key := v_old_key || jsonb_build_object(tg_argv[i], v_old -> tg_argv[i]);
-        v_key_changed := v_key_changed or (v_new -> tg_argv[i]) is distinct from (v_old -> tg_argv[i]);
-    end loop;
+    v_old := row_to_json(old);
+    v_old_key := (select json_object_agg(k, v_old -> k) from unnest(tg_argv[3:2 + v_nkeys]) k);
+    v_key_changed := exists (select from unnest(tg_argv[3:2 + v_nkeys]) k
+                             where (v_new ->> k) is distinct from (v_old ->> k));
     if tg_op = 'DELETE' or tg_argv[1] = 'D' then
         insert into pgferry.queue (table_id, op, old_key) values (tg_argv[0]::int, 'D', v_old_key);
     elsif v_key_changed then

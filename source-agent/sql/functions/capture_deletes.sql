@@ -14,15 +14,15 @@ begin
         insert into pgferry.queue (table_id, op, old_key)
         select tg_argv[0]::pg_catalog.int4, 'D',
                pg_catalog.json_build_object(tg_argv[1],
-                   pg_catalog.jsonb_object_field(pg_catalog.to_jsonb(o.*), tg_argv[1]))
+                   pg_catalog.json_object_field(pg_catalog.row_to_json(o.*), tg_argv[1]))
         from pgferry_old o
         where not exists (select from pgferry_old offset 1);
     else
         insert into pgferry.queue (table_id, op, old_key)
         select tg_argv[0]::pg_catalog.int4, 'D',
-               (select pg_catalog.jsonb_object_agg(k, pg_catalog.jsonb_object_field(pg_catalog.to_jsonb(o.*), k))
-                from pg_catalog.unnest(tg_argv[1:]) k)::pg_catalog.json
-        from pgferry_old o
+               (select pg_catalog.json_object_agg(k, pg_catalog.json_object_field(o.r, k))
+                from pg_catalog.unnest(tg_argv[1:]) k)
+        from (select pg_catalog.row_to_json(o.*) as r from pgferry_old o) o
         where not exists (select from pgferry_old offset 1);
     end if;
     get diagnostics v_single = row_count;
@@ -33,9 +33,9 @@ begin
     select tg_argv[0]::pg_catalog.int4, 'D', pg_catalog.json_agg(r), pg_catalog.count(*)
     from (select r, pg_catalog.int8div(pg_catalog.sum(pg_catalog.int4pl(pg_catalog.pg_column_size(r), 64))
                                            over (rows unbounded preceding), 65536) as part
-          from (select (select pg_catalog.jsonb_object_agg(k, pg_catalog.jsonb_object_field(pg_catalog.to_jsonb(o.*), k))
-                        from pg_catalog.unnest(tg_argv[1:]) k)::pg_catalog.json as r
-                from pgferry_old o offset 0) o) parts
+          from (select (select pg_catalog.json_object_agg(k, pg_catalog.json_object_field(o.r, k))
+                        from pg_catalog.unnest(tg_argv[1:]) k) as r
+                from (select pg_catalog.row_to_json(o.*) as r from pgferry_old o offset 0) o) o) parts
     group by part;
     return null;
 end

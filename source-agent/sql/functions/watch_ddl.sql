@@ -1,0 +1,31 @@
+-- The DDL watch (event trigger pgferry_watch_ddl, on ddl_command_end of
+-- ALTER TABLE; after_change.sql creates it where `install` runs as a
+-- superuser): in the ALTER's own transaction, a replicated table's capture
+-- triggers are made again for its new columns (attach names them), and
+-- disabling them is refused: writes made while they are off would never
+-- replicate, with nothing to show it. attach's own ALTERs pass.
+create or replace function pgferry.watch_ddl() returns event_trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_table record;
+begin
+    if current_setting('pgferry.attaching', true) = 'on' then
+        return;
+    end if;
+    for v_table in
+        select distinct t.capture_id, c.objid::regclass as name
+        from pg_event_trigger_ddl_commands() c
+        join pgferry.tables t on t.relid = c.objid and not t.removed
+        where c.classid = 'pg_class'::regclass
+    loop
+        if exists (select from pg_trigger
+                   where tgrelid = v_table.name and tgname like 'pgferry\_capture%' and tgenabled = 'D') then
+            raise exception 'table % is replicated by pgferry: its capture triggers cannot be disabled', v_table.name
+                using errcode = 'object_in_use',
+                      detail = 'Writes made while they are disabled would never reach the targets.',
+                      hint = 'Disable other triggers by name, or take the table out of replication first (source-agent remove-table).';
+        end if;
+        perform pgferry.attach(v_table.capture_id);
+    end loop;
+end
+$$;

@@ -1,0 +1,290 @@
+//! Exact by every path: values arrive as the source has them through the
+//! initial copy, inserts, updates and deletes, whole and through `--columns`,
+//! `--where` and `--as`, compared row by row as `t::text`.
+
+use std::time::Duration;
+
+use support::Replication;
+use support::setup::source_agent;
+use tokio_postgres::Client;
+
+const SYNC: Duration = Duration::from_secs(30);
+
+/// Columns of every kind whose JSON form does not read back exactly, and
+/// scalars whose text a careless path changes.
+const AWKWARD: &str = "(id int primary key, j json, jb jsonb, a int[], ja jsonb[], h hstore,
+    c digoal.pair, d digoal.doc, x xml, f float8, t text)";
+
+/// Rows of [`AWKWARD`] (ids from `first`), as the applications write them.
+fn awkward_rows(first: i32) -> String {
+    let rows = [
+        r#"'null', 'null', '[0:1]={7,8}', array['null'::jsonb, null], 'a=>1, b=>NULL',
+           '(1,"x y")', 'null', '<a>1</a>', '-0', 'back\slash "q"'"#,
+        r#"'  "str"  ', '{"k": null}', '{{1,2},{3,4}}', '{}', '', '(,)', '{"a": 1}',
+           '<?xml version="1.0"?><b/>', 'NaN', ''"#,
+        r#"'"\u00e9"', '"\u00e9"', '[-2:-2]={NULL}', array['{"a":  1}'::jsonb], '"k"=>"v,w"',
+           null, '[]', null, '1e-310', null"#,
+        r#"'{"a":  1, "a": 2}', '[null]', '{}', null, null, '(2,)', null, '<c x="1"/>', '-Infinity', 'é'"#,
+        r#"'"\u0000"', null, null, null, null, null, '"x"', null, null, 'last'"#,
+        "null, null, null, null, null, null, null, null, null, null",
+    ];
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| format!("({}, {row})", first + i as i32))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `select` of `columns` of `table` as one text per row, in key order.
+async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String> {
+    client
+        .query(
+            &format!("select row({columns})::text from {table} order by id"),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading {table}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Waits until each (source, target, columns, filter) pair holds the same
+/// rows as `t::text`, and the queue is empty.
+async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str, &str)]) {
+    let mut last = Vec::new();
+    let done = tokio::time::timeout(SYNC, async {
+        loop {
+            last.clear();
+            for (source, target, columns, filter) in pairs {
+                let s = rows_as_text(&r.src, &format!("{source} where {filter}"), columns).await;
+                let t = rows_as_text(&r.dst, target, columns).await;
+                last.push((source.to_string(), s, t));
+            }
+            let queued: bool = r
+                .src
+                .query_one("select exists (select from pgferry.queue)", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if !queued && last.iter().all(|(_, s, t)| s == t) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if done.is_err() {
+        for (table, s, t) in &last {
+            if s != t {
+                let status = r.status().await;
+                panic!(
+                    "{table} differs:\nsource {s:#?}\ntarget {t:#?}\nstatus {status}\ntarget agent:\n{}",
+                    r.target_agent.as_ref().map(|a| a.log()).unwrap_or_default()
+                );
+            }
+        }
+        panic!("the queue did not drain");
+    }
+}
+
+/// The same types and tables on both sides; the target's owned by the
+/// applier.
+async fn create_on_both(r: &Replication, tables: &[(&str, &str)]) {
+    let types = "create extension if not exists hstore;
+                 create type digoal.pair as (a int, b text);
+                 create domain digoal.doc as jsonb;";
+    r.src.batch_execute(types).await.unwrap();
+    r.dst.batch_execute(types).await.unwrap();
+    for (table, definition) in tables {
+        r.src
+            .batch_execute(&format!("create table {table} {definition}"))
+            .await
+            .unwrap();
+        r.dst
+            .batch_execute(&format!(
+                "create table {table} {definition}; alter table {table} owner to applier"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_arrives_as_the_source_has_it_by_every_path_and_mapping() {
+    let mut r = Replication::new().await;
+    let cols_def = "(id int primary key, j json, a int[], f float8)";
+    create_on_both(
+        &r,
+        &[
+            ("digoal.whole", AWKWARD),
+            ("digoal.picked", AWKWARD),
+            ("digoal.filtered", AWKWARD),
+            (
+                "digoal.plain",
+                "(id int primary key, f float8, n numeric, t text)",
+            ),
+            ("digoal.array_keys", "(k int[] primary key, v jsonb)"),
+        ],
+    )
+    .await;
+    // The picked table's target has only the picked columns.
+    r.dst
+        .batch_execute(&format!(
+            "drop table digoal.picked; create table digoal.picked_t {cols_def};
+             alter table digoal.picked_t owner to applier"
+        ))
+        .await
+        .unwrap();
+    // Rows before add-table travel by the initial copy.
+    for table in ["digoal.whole", "digoal.picked", "digoal.filtered"] {
+        r.src
+            .batch_execute(&format!("insert into {table} values {}", awkward_rows(1)))
+            .await
+            .unwrap();
+    }
+    r.src
+        .batch_execute(
+            "insert into digoal.plain values (1, '-0', 1.50, 'a'), (2, 'NaN', -0.0, null);
+             insert into digoal.array_keys values ('[0:1]={1,2}', 'null'), ('{1,2}', '{\"a\": null}')",
+        )
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    for args in [
+        vec!["digoal.whole"],
+        vec![
+            "digoal.picked",
+            "--as",
+            "digoal.picked_t",
+            "--columns",
+            "id,j,a,f",
+        ],
+        vec!["digoal.filtered", "--where", "id % 2 = 1 or id > 100"],
+        vec!["digoal.plain"],
+        vec!["digoal.array_keys"],
+    ] {
+        let mut command = vec!["add-table", "--source-db", &db];
+        command.extend(args);
+        source_agent(&command).await;
+    }
+    r.start_agents().await;
+    let all = "id, j, jb, a, ja, h, c, d, x, f, t";
+    let pairs = [
+        ("digoal.whole", "digoal.whole", all, "true"),
+        ("digoal.picked", "digoal.picked_t", "id, j, a, f", "true"),
+        (
+            "digoal.filtered",
+            "digoal.filtered",
+            all,
+            "id % 2 = 1 or id > 100",
+        ),
+        ("digoal.plain", "digoal.plain", "id, f, n, t", "true"),
+    ];
+    wait_rows_equal(&r, &pairs).await;
+    // Changes: single-row and multi-row inserts, an unrelated column of a
+    // copied row, every column rewritten, a key moved, deletes.
+    for table in ["digoal.whole", "digoal.picked", "digoal.filtered"] {
+        r.src
+            .batch_execute(&format!(
+                "insert into {table} values {};
+                 insert into {table} select id + 200, j, jb, a, ja, h, c, d, x, f, t from {table} where id < 100;
+                 update {table} set t = coalesce(t, '') || '+' where id in (1, 2, 3, 4, 5);
+                 update {table} set (j, jb, a, ja, h, c, d, x, f) =
+                     (select j, jb, a, ja, h, c, d, x, f from {table} s where s.id = {table}.id - 100)
+                     where id between 101 and 106;
+                 update {table} set id = id + 1000 where id = 102;
+                 delete from {table} where id in (5, 205);
+                 update {table} set id = 8 where id = 1;",
+                awkward_rows(101)
+            ))
+            .await
+            .unwrap();
+    }
+    r.src
+        .batch_execute(
+            "insert into digoal.plain values (3, '-0', 2.000, 'b');
+             update digoal.plain set t = 'c' where id = 1;
+             update digoal.plain set id = 4 where id = 2;
+             update digoal.array_keys set v = '[null]' where k = '[0:1]={1,2}';
+             delete from digoal.array_keys where k = '{1,2}';
+             insert into digoal.array_keys values ('[5:5]={3}', 'null')",
+        )
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &pairs).await;
+    assert_eq!(array_keys(&r.src).await, array_keys(&r.dst).await);
+}
+
+/// digoal.array_keys as text, in the keys' text order.
+async fn array_keys(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "select row(k, v)::text from digoal.array_keys order by k::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exactly() {
+    let mut r = Replication::new().await;
+    create_on_both(&r, &[("digoal.docs", "(id int primary key, j json)")]).await;
+    let db = r.source_db.clone();
+    source_agent(&["add-table", "--source-db", &db, "digoal.docs"]).await;
+    r.start_agents().await;
+    for (ddl, refusal) in [
+        (
+            "alter table digoal.docs disable trigger all",
+            "its capture triggers cannot be disabled",
+        ),
+        (
+            "alter table digoal.docs disable trigger user",
+            "its capture triggers cannot be disabled",
+        ),
+        (
+            "alter table digoal.docs add column ts timestamptz default clock_timestamp()",
+            "column ts would take a volatile default",
+        ),
+    ] {
+        let error = r.src.batch_execute(ddl).await.expect_err(ddl);
+        let message = error.as_db_error().expect("a database error").message();
+        assert!(
+            message.contains("digoal.docs") && message.contains(refusal),
+            "{ddl}: {message}"
+        );
+    }
+    // A column added on the target first, then on the source: the capture
+    // is made again in the ALTER's transaction and carries it exactly.
+    r.dst
+        .batch_execute("alter table digoal.docs add column k jsonb")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute(
+            "insert into digoal.docs values (1, 'null');
+             alter table digoal.docs add column k jsonb;
+             insert into digoal.docs values (2, '  \"s\"  ', 'null'), (3, null, null);
+             set session_replication_role = replica;
+             insert into digoal.docs values (4, 'null', '{\"a\": null}');
+             reset session_replication_role;
+             alter table digoal.docs add column g int generated always as (id * 2) stored;",
+        )
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute(
+            "alter table digoal.docs add column g int generated always as (id * 2) stored",
+        )
+        .await
+        .unwrap();
+    r.src
+        .batch_execute("update digoal.docs set k = '[null]' where id = 1")
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &[("digoal.docs", "digoal.docs", "id, j, k, g", "true")]).await;
+}
