@@ -288,3 +288,70 @@ async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exac
         .unwrap();
     wait_rows_equal(&r, &[("digoal.docs", "digoal.docs", "id, j, k, g", "true")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_values_swapped_in_one_transaction_apply_in_the_source_order() {
+    let mut r = Replication::new().await;
+    create_on_both(
+        &r,
+        &[
+            (
+                "digoal.uq",
+                "(id int primary key, u int not null unique, v text)",
+            ),
+            ("digoal.other", "(id int primary key, v text)"),
+        ],
+    )
+    .await;
+    let db = r.source_db.clone();
+    for table in ["digoal.uq", "digoal.other"] {
+        source_agent(&["add-table", "--source-db", &db, table]).await;
+    }
+    r.src
+        .batch_execute("insert into digoal.uq values (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')")
+        .await
+        .unwrap();
+    r.start_agents().await;
+    let pairs = [
+        ("digoal.uq", "digoal.uq", "id, u, v", "true"),
+        ("digoal.other", "digoal.other", "id, v", "true"),
+    ];
+    wait_rows_equal(&r, &pairs).await;
+    // A swap through a temporary value; a cycle of three; a swap with
+    // another table's rows between its steps; then ordinary writes.
+    r.src
+        .batch_execute(
+            "begin;
+             update digoal.uq set u = 4 where id = 1;
+             update digoal.uq set u = 1 where id = 2;
+             update digoal.uq set u = 2 where id = 1;
+             commit;
+             begin;
+             update digoal.uq set u = 10 where id = 1;
+             update digoal.uq set u = 2 where id = 3;
+             update digoal.uq set u = 3 where id = 2;
+             update digoal.uq set u = 1, v = 'cycled' where id = 1;
+             commit;
+             begin;
+             update digoal.uq set u = 100 where id = 3;
+             insert into digoal.other values (1, 'between');
+             update digoal.uq set u = 2 where id = 1;
+             insert into digoal.other values (2, 'between');
+             update digoal.uq set u = 1 where id = 3;
+             commit;
+             insert into digoal.uq values (4, 4, 'later');",
+        )
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &pairs).await;
+    let log = r.target_agent().log();
+    assert!(
+        log.contains("applying a batch again after a constraint failed"),
+        "the swaps took the in-order retry: {log}"
+    );
+    let status = r.status().await;
+    assert!(
+        status.to_string().contains("replicating"),
+        "no error left behind: {status}"
+    );
+}

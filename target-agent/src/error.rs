@@ -120,18 +120,22 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// A plain insert met its key on the target: a row the source never
-    /// wrote there. Rolled back; the resent batch applies its inserts as
-    /// upserts.
+    /// A constraint failed on the batch as applied (see
+    /// [`crate::apply::Retry`]): rolled back; the resent batch is applied
+    /// otherwise.
     #[error(
-        "batch {batch_id}, table {table}: an inserted key is already on the target (a row not written by pgferry); the batch is retried with upserts: {}",
+        "batch {batch_id}, table {table}: {}; the batch is retried {}: {}",
+        if *.in_order { "a constraint failed on the batch's net changes" } else { "an inserted key is already on the target (a row not written by pgferry)" },
+        if *.in_order { "change by change in the source's order" } else { "with upserts" },
         pgferry_runtime::db::describe(.source)
     )]
-    InsertConflict {
+    ConstraintRetry {
         /// The batch.
         batch_id: u64,
         /// The target table.
         table: String,
+        /// Whether it is retried in the source's order (else with upserts).
+        in_order: bool,
         /// The database's error.
         #[source]
         source: tokio_postgres::Error,
@@ -212,7 +216,7 @@ impl From<Error> for Status {
             | Error::UnknownSequence { .. }
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
-            Error::OutOfSequence { .. } | Error::InsertConflict { .. } => Code::Aborted,
+            Error::OutOfSequence { .. } | Error::ConstraintRetry { .. } => Code::Aborted,
             Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,
             Error::Certificate(_) => Code::PermissionDenied,

@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         db_config,
         cancel: cancel.child_token(),
         gate,
-        conflicts: Default::default(),
+        retries: Default::default(),
         compact_window: args.compact_window_bytes,
         batch_idle_timeout: args.batch_idle_timeout,
         tasks: tasks.clone(),

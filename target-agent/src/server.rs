@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::apply::InsertConflicts;
+use crate::apply::Retries;
 use crate::auth::Gate;
 use crate::{frame, session};
 
@@ -26,7 +26,7 @@ pub struct ReplicationService {
     /// What a peer must show before its hello is read.
     pub gate: Gate,
     /// Batches to apply with upserts when resent, shared by all streams.
-    pub conflicts: Arc<InsertConflicts>,
+    pub retries: Arc<Retries>,
     /// Bytes of a batch held back to drop overwritten changes.
     pub compact_window: usize,
     /// How long an open batch may wait for its next chunk (see

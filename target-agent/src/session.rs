@@ -31,7 +31,7 @@ pub async fn open(
     let applier = Applier::start(
         client,
         &hello,
-        Arc::clone(&service.conflicts),
+        Arc::clone(&service.retries),
         service.compact_window,
     )
     .await

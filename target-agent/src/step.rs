@@ -11,7 +11,7 @@ pub enum RunKind {
     /// Insert rows the source inserted, by a plain INSERT: their keys are
     /// not on the target, whose only writer is the applier. Should one be
     /// (a row someone wrote by hand), the batch fails once and is applied
-    /// again with these runs as upserts (see [`InsertConflicts`]).
+    /// again with these runs as upserts (see [`crate::apply::Retry`]).
     Insert,
     /// Insert or update rows by key.
     Upsert,
@@ -168,6 +168,25 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
     runs
 }
 
+/// Runs of one step each, in order, for a batch applied in the source's
+/// exact order (see [`crate::apply::Retry`]); truncates next to each other
+/// stay together, as [`runs`] keeps them.
+pub fn runs_in_order(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for step in steps {
+        match out.last_mut() {
+            Some(run) if run.kind == RunKind::Truncate && step.kind == RunKind::Truncate => {
+                let mut joined = runs([step]);
+                if run.table_id != joined[0].table_id && !run.also.contains(&joined[0].table_id) {
+                    run.also.push(joined.remove(0).table_id);
+                }
+            }
+            _ => out.extend(runs([step])),
+        }
+    }
+    out
+}
+
 /// The elements of a statement's JSON array of rows.
 pub fn elements(array: &str) -> Option<Vec<&str>> {
     let raw: Vec<&RawValue> = serde_json::from_str(array).ok()?;
@@ -270,6 +289,30 @@ mod tests {
                     && writes(pair[0].kind) == writes(pair[1].kind);
                 prop_assert!(!merged || pair[0].kind == RunKind::Truncate);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn runs_in_order_hold_one_change_each_but_truncates_together(
+            changes in proptest::collection::vec(change(), 0..40)
+        ) {
+            let steps: Vec<Step> = changes.into_iter().flat_map(|c| super::steps(c, false, 0)).collect();
+            let in_order = runs_in_order(steps.clone());
+            for run in &in_order {
+                prop_assert!(run.kind == RunKind::Truncate || run.rows.len() == 1);
+            }
+            // The same rows and truncates, in the same order, as the grouped runs.
+            let rows = |runs: &[Run]| -> Vec<String> { runs.iter().flat_map(|r| r.rows.clone()).collect() };
+            let truncates = |runs: &[Run]| -> Vec<(u32, Vec<u32>)> {
+                runs.iter()
+                    .filter(|r| r.kind == RunKind::Truncate)
+                    .map(|r| (r.table_id, r.also.clone()))
+                    .collect()
+            };
+            let grouped = runs(steps);
+            prop_assert_eq!(rows(&in_order), rows(&grouped));
+            prop_assert_eq!(truncates(&in_order), truncates(&grouped));
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pgferry_proto::wire;
 use tokio_postgres::Client;
 
-use super::{Applier, InsertConflicts, Pipeline, Shapes};
+use super::{Applier, Pipeline, Retries, Shapes};
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::guard;
@@ -23,7 +23,7 @@ impl Applier {
     pub async fn start(
         client: Client,
         hello: &wire::Hello,
-        conflicts: Arc<InsertConflicts>,
+        retries: Arc<Retries>,
         compact_window: usize,
     ) -> Result<Applier> {
         if !pgferry_runtime::install::is_current(&client, crate::MIGRATIONS).await? {
@@ -109,8 +109,8 @@ impl Applier {
             copying: None,
             open_batch: None,
             pipeline: Pipeline::default(),
-            conflicts,
-            inserts_as_upserts: false,
+            retries,
+            retry: Default::default(),
             window: Compactor::new(compact_window),
             last_applied: last as u64,
             last_cut,

@@ -29,26 +29,45 @@ mod copy;
 mod drift;
 mod pipeline;
 
-/// Batches, per source, whose plain inserts met a key already on the
-/// target: a row the source never wrote there. Such a batch fails once
-/// (rolled back whole) and, sent again, is applied with upserts.
-#[derive(Debug, Default)]
-pub struct InsertConflicts(std::sync::Mutex<HashMap<String, u64>>);
+/// How a batch that failed once on a constraint is applied when it comes
+/// again. Net changes and set-based runs save work, but a constraint can
+/// see their order: a unique value swapped through a temporary one, a
+/// foreign key between tables, a key someone wrote behind the guard's back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// The batch's plain inserts become upserts: one met a key already on
+    /// the target, a row the source never wrote there.
+    pub upserts: bool,
+    /// Every change is applied by a statement of its own, in the source's
+    /// order, none dropped as overwritten: the order the source's own
+    /// constraints passed in.
+    pub in_order: bool,
+}
 
-impl InsertConflicts {
-    fn mark(&self, source_id: &str, batch_id: u64) {
-        self.lock().insert(source_id.to_string(), batch_id);
+/// The batch, per source, to apply otherwise when it comes again (see
+/// [`Retry`]), shared by a source's streams. Such a batch fails once
+/// (rolled back whole) for each way it is retried.
+#[derive(Debug, Default)]
+pub struct Retries(std::sync::Mutex<HashMap<String, (u64, Retry)>>);
+
+impl Retries {
+    /// The way `batch_id` is applied now.
+    fn of(&self, source_id: &str, batch_id: u64) -> Retry {
+        match self.lock().get(source_id) {
+            Some(&(batch, retry)) if batch == batch_id => retry,
+            _ => Retry::default(),
+        }
     }
 
-    fn marked(&self, source_id: &str, batch_id: u64) -> bool {
-        self.lock().get(source_id) == Some(&batch_id)
+    fn mark(&self, source_id: &str, batch_id: u64, retry: Retry) {
+        self.lock().insert(source_id.to_string(), (batch_id, retry));
     }
 
     fn clear(&self, source_id: &str) {
         self.lock().remove(source_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Retry)>> {
         // The map stays consistent whatever panicked while holding it.
         self.0
             .lock()
@@ -80,10 +99,10 @@ pub struct Applier {
     /// Requests sent and not answered yet, and the prepared statements
     /// (see [`pipeline`]).
     pipeline: Pipeline,
-    /// Batches to apply with upserts for their inserts, shared by streams.
-    conflicts: Arc<InsertConflicts>,
-    /// Whether the open batch is one of them.
-    inserts_as_upserts: bool,
+    /// Batches to apply otherwise when they come again, shared by streams.
+    retries: Arc<Retries>,
+    /// How the open batch is applied.
+    retry: Retry,
     /// The open batch's changes not yet sent, net of those overwritten.
     window: Compactor,
     /// The last batch committed for this source.
@@ -191,7 +210,10 @@ impl Applier {
         }
         for change in changes {
             let shape = self.shape(batch_id, &change).await?;
-            let key_columns = self.plans[&change.table_id].compact_key.as_deref();
+            let key_columns = self.plans[&change.table_id]
+                .compact_key
+                .as_deref()
+                .filter(|_| !self.retry.in_order);
             for step in step::steps(change, key_columns.is_some(), shape) {
                 self.window.push(step, key_columns);
             }
@@ -229,8 +251,8 @@ impl Applier {
         self.open_batch = None;
         self.last_applied = batch_id;
         self.last_cut = chunk.cut;
-        if self.inserts_as_upserts {
-            self.conflicts.clear(&self.source_id);
+        if self.retry != Retry::default() {
+            self.retries.clear(&self.source_id);
         }
         if let Some((since, changes)) = self.open_since.take() {
             metrics::batch_applied(
@@ -252,9 +274,15 @@ impl Applier {
         // Set first: whatever fails below, abort() rolls back.
         self.open_batch = Some(batch_id);
         self.open_since = Some((std::time::Instant::now(), 0));
-        self.inserts_as_upserts = self.conflicts.marked(&self.source_id, batch_id);
-        if self.inserts_as_upserts {
-            tracing::info!(source_id = %self.source_id, batch_id, "applying the batch's inserts as upserts");
+        self.retry = self.retries.of(&self.source_id, batch_id);
+        if self.retry != Retry::default() {
+            tracing::info!(
+                source_id = %self.source_id,
+                batch_id,
+                upserts = self.retry.upserts,
+                in_order = self.retry.in_order,
+                "applying a batch again after a constraint failed"
+            );
         }
         let client = Arc::clone(&self.client);
         let sql = format!(

@@ -107,11 +107,21 @@ impl Applier {
         kind: RunKind,
         source: tokio_postgres::Error,
     ) -> Error {
+        let mut retry = self.retry;
         if kind == RunKind::Insert && source.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            self.conflicts.mark(&self.source_id, batch_id);
-            return Error::InsertConflict {
+            retry.upserts = true;
+        } else if source
+            .code()
+            .is_some_and(|code| code.code().starts_with("23"))
+        {
+            retry.in_order = true;
+        }
+        if retry != self.retry {
+            self.retries.mark(&self.source_id, batch_id, retry);
+            return Error::ConstraintRetry {
                 batch_id,
                 table,
+                in_order: retry.in_order,
                 source,
             };
         }
@@ -135,7 +145,12 @@ impl Applier {
 
     /// Sends the statements of `steps`' runs, in order.
     pub(super) async fn send_steps(&mut self, batch_id: u64, steps: Vec<Step>) -> Result<()> {
-        for run in step::runs(steps) {
+        let runs = if self.retry.in_order {
+            step::runs_in_order(steps)
+        } else {
+            step::runs(steps)
+        };
+        for run in runs {
             self.apply_run(batch_id, run).await?;
         }
         Ok(())
@@ -148,7 +163,7 @@ impl Applier {
             return self.truncate_together(batch_id, &run).await;
         }
         let kind = match run.kind {
-            RunKind::Insert if self.inserts_as_upserts => RunKind::Upsert,
+            RunKind::Insert if self.retry.upserts => RunKind::Upsert,
             kind => kind,
         };
         let key = (run.table_id, kind, run.shape);
