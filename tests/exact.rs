@@ -355,3 +355,96 @@ async fn unique_values_swapped_in_one_transaction_apply_in_the_source_order() {
         "no error left behind: {status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inheritance_parent_is_refused_and_a_child_gets_every_write_through_its_parent() {
+    let mut r = Replication::new().await;
+    let ddl = "create table digoal.parent (id int primary key, v text);
+               create table digoal.child (extra int) inherits (digoal.parent);
+               alter table digoal.child add primary key (id);";
+    r.src.batch_execute(ddl).await.unwrap();
+    r.dst
+        .batch_execute(&format!(
+            "{ddl} alter table digoal.parent owner to applier; alter table digoal.child owner to applier;"
+        ))
+        .await
+        .unwrap();
+    r.src
+        .batch_execute(
+            "insert into digoal.parent values (1, 'parent');
+             insert into digoal.child values (1, 'child', 10), (2, 'child', 20)",
+        )
+        .await
+        .unwrap();
+    // The target's parent has rows of its own with the child's keys.
+    r.dst
+        .batch_execute("insert into digoal.parent values (1, 'parent'), (2, 'target own')")
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    let refused = support::run_command(
+        "source-agent",
+        &["add-table", "--source-db", &db, "digoal.parent"],
+    )
+    .await;
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && message.contains("digoal.parent has inheritance children (digoal.child)"),
+        "{message}"
+    );
+    source_agent(&["add-table", "--source-db", &db, "digoal.child"]).await;
+    r.start_agents().await;
+    let pairs = [("digoal.child", "only digoal.child", "id, v, extra", "true")];
+    wait_rows_equal(&r, &pairs).await;
+    // Statements on the parent reach the child's rows: only its row
+    // triggers fire.
+    r.src
+        .batch_execute(
+            "update digoal.parent set v = v || '+' where id = 1;
+             delete from digoal.parent where id = 2;
+             insert into digoal.child values (3, 'new', 30);",
+        )
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &pairs).await;
+    let parent: String = r
+        .dst
+        .query_one(
+            "select string_agg(row(p.*)::text, ' ' order by id) from only digoal.parent p",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        parent, "(1,parent) (2,\"target own\")",
+        "the target's parent rows untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_table_whose_row_security_binds_the_applier_is_refused_naming_its_policies() {
+    let mut r = Replication::new().await;
+    r.dst
+        .batch_execute(
+            "alter table digoal.rmt_test enable row level security;
+             alter table digoal.rmt_test force row level security;
+             create policy keep_odd on digoal.rmt_test for delete using (id % 2 = 1);
+             create policy see_all on digoal.rmt_test for select using (true);",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    r.wait_for_error(&["digoal.rmt_test", "row-level security", "keep_odd, see_all"])
+        .await;
+    r.dst
+        .batch_execute("alter table digoal.rmt_test no force row level security")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'x', now(), now()); delete from digoal.loc_test where id = 2")
+        .await
+        .unwrap();
+    r.wait_in_sync(SYNC).await;
+}

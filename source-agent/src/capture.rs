@@ -223,7 +223,10 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     }
     let row = tx
         .query_one(
-            "select relpersistence = 'u', relkind = 'p' or relispartition from pg_class where oid = $1",
+            "select relpersistence = 'u', relkind = 'p' or relispartition,
+                    (select string_agg(inhrelid::regclass::text, ', ' order by inhrelid::regclass::text)
+                     from pg_inherits where inhparent = $1)
+             from pg_class where oid = $1",
             &[&relid],
         )
         .await
@@ -235,6 +238,12 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     // row an UPDATE moves to another partition fires no UPDATE trigger.
     if row.get(1) {
         return Err(Error::Partitioned(source.to_string()));
+    }
+    if let Some(children) = row.get::<_, Option<String>>(2) {
+        return Err(Error::InheritanceParent {
+            table: source.to_string(),
+            children,
+        });
     }
     // A table already captured for another target keeps its key: the
     // changes queued once carry one key for all.

@@ -62,6 +62,17 @@ pub enum Error {
         "table {0} is partitioned or a partition: writes straight to a partition, and rows an UPDATE moves between partitions, would escape its capture; not supported yet"
     )]
     Partitioned(String),
+    /// A table with inheritance children: a statement on it reaches their
+    /// rows too, and its statement trigger sees them as its own.
+    #[error(
+        "table {table} has inheritance children ({children}): a statement on it changes their rows too, which its capture would ship as its own; replicate each child (and the parent's own rows) as tables of their own, or detach the children (ALTER TABLE ... NO INHERIT)"
+    )]
+    InheritanceParent {
+        /// The parent.
+        table: String,
+        /// Its children.
+        children: String,
+    },
     /// An UNLOGGED table.
     #[error(
         "table {0} is UNLOGGED: a crash of the source empties it without anything the capture can see, and the target would keep its rows; ALTER TABLE ... SET LOGGED first"
@@ -201,6 +212,7 @@ impl Error {
             | Error::NotATable(_)
             | Error::TransactionIdsBehind { .. }
             | Error::Partitioned(_)
+            | Error::InheritanceParent { .. }
             | Error::Unlogged(_)
             | Error::NoKey(_)
             | Error::BadColumns { .. }

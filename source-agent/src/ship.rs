@@ -28,7 +28,7 @@ pub const COPY_JOBS: &str = concat!(
                   from pgferry.batch
                   where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint))
     select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
-           format('copy (select %s from %s where coalesce((%s), false)) to stdout',
+           format('copy (select %s from only %s where coalesce((%s), false)) to stdout',
                   coalesce((select string_agg(quote_ident(c), ', ' order by n)
                             from unnest(t.columns) with ordinality u(c, n)),
                            (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)

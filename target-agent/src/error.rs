@@ -99,6 +99,18 @@ pub enum Error {
         /// The key columns.
         columns: String,
     },
+    /// Row-level security applies to the applier on the target table: its
+    /// policies could hide rows from its updates and deletes, which would
+    /// then change nothing, silently.
+    #[error(
+        "target table {table} has row-level security that applies to the applier (policies: {policies}): rows it hides would silently escape updates and deletes; ALTER TABLE ... NO FORCE ROW LEVEL SECURITY, or give the applier role BYPASSRLS"
+    )]
+    RowSecurity {
+        /// The target table.
+        table: String,
+        /// The table's policies.
+        policies: String,
+    },
     /// A batch out of sequence.
     #[error("source {source_id}: got batch {got}, expected batch {expected}")]
     OutOfSequence {
@@ -215,7 +227,8 @@ impl From<Error> for Status {
             | Error::UnknownTable { .. }
             | Error::UnknownSequence { .. }
             | Error::ColumnMismatch { .. }
-            | Error::NoUniqueKey { .. } => Code::FailedPrecondition,
+            | Error::NoUniqueKey { .. }
+            | Error::RowSecurity { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::ConstraintRetry { .. } => Code::Aborted,
             Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,

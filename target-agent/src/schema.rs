@@ -136,12 +136,22 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
                     and not exists (select from pg_trigger
                                     where tgrelid = $1 and not tgisinternal
                                       and tgname <> $3),
-                    exists (select from pg_constraint where confrelid = $1 and contype = 'f')",
+                    exists (select from pg_constraint where confrelid = $1 and contype = 'f'),
+                    case when row_security_active($1::regclass)
+                         then coalesce((select string_agg(quote_ident(polname), ', ' order by polname)
+                                        from pg_policy where polrelid = $1), 'none: every row hidden')
+                    end",
             &[&relid, &table.key_columns, &crate::guard::TRIGGER],
         )
         .await
         .map_err(Error::db("reading the target table's key and constraints"))?;
     let (has_key, unbound, referenced): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    if let Some(policies) = row.get::<_, Option<String>>(3) {
+        return Err(Error::RowSecurity {
+            table: name,
+            policies,
+        });
+    }
     if !has_key {
         return Err(Error::NoUniqueKey {
             table: name,
@@ -382,7 +392,7 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
             format!("update set {set}")
         };
         format!(
-            "merge into {quoted} as t
+            "merge into only {quoted} as t
              using ({last_rows}) as n
              on {on}
              when matched then {matched}
@@ -413,9 +423,9 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     // planned as a full scan per statement (4 minutes for a 200k-change
     // batch in the bench). The applier session plans no sequential scans.
     let delete = format!(
-        "delete from {quoted} as t
+        "delete from only {quoted} as t
          where t.ctid = any(array(
-             select (select s.ctid from {quoted} as s where {matches})
+             select (select s.ctid from only {quoted} as s where {matches})
              from (select {read_keys} from json_to_recordset($1::text::json) as r({typed_keys})) as r))",
         read_keys = read("r", &keys),
         typed_keys = typed(&keys),

@@ -59,11 +59,14 @@ begin
                            order by a.attnum);
     end if;
     v_rel := v_relid::regclass::text;
-    -- Whether a captured column would not read back from row_to_json.
+    -- Whether a captured column would not read back from row_to_json, or
+    -- the table is an inheritance child: a statement on its parent changes
+    -- its rows firing only its row triggers.
     v_exact := exists (select from pg_attribute a
                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))
-                         and pgferry.text_form(a.atttypid));
+                         and pgferry.text_form(a.atttypid))
+               or exists (select from pg_inherits where inhrelid = v_relid);
     -- A row %1$s as a JSON object of its captured columns' text forms
     -- (json_object takes arrays: no limit on the number of columns).
     v_encode := format('pg_catalog.json_object(%L::text[], array[%s]::text[])',
