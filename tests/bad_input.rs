@@ -71,6 +71,36 @@ async fn add_table_refuses_keyless_unlogged_partitioned_missing_and_duplicate_ta
             "cannot contain `;`",
         ),
         ("--where", "nope > 1", "column \"nope\" does not exist"),
+        // A row filter is an expression over the row alone, as PostgreSQL
+        // 15's publication row filters.
+        (
+            "--where",
+            "id in (select id from digoal.loc_test)",
+            "Only columns, constants, built-in operators",
+        ),
+        (
+            "--where",
+            "random() > 0.5",
+            "mutable functions are not allowed",
+        ),
+        (
+            "--where",
+            "now() > '2020-01-01'",
+            "mutable functions are not allowed",
+        ),
+        (
+            "--where",
+            "count(*) > 0",
+            "aggregate functions are not allowed",
+        ),
+        (
+            "--where",
+            "row_number() over () > 1",
+            "window functions are not allowed",
+        ),
+        ("--where", "id > 1) or (true", "syntax error"),
+        ("--where", "id > 1 -- comment", "bad row filter"),
+        ("--where", "id + 1", "must be type boolean"),
     ];
     for (flag, value, expected) in bad_options {
         let args = ["add-table", "--source-db", db, "digoal.full", flag, value];

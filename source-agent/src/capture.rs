@@ -215,7 +215,7 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
         Some(t) => TableName::parse(client, t).await?,
         None => source.clone(),
     };
-    let tx = client.transaction().await.map_err(Error::db("add-table"))?;
+    let mut tx = client.transaction().await.map_err(Error::db("add-table"))?;
     let target_id = crate::targets::resolve(&tx, spec.to.as_deref()).await?;
     let (relid, relkind) = lookup(&tx, &source).await?;
     if relkind != "r" && relkind != "p" {
@@ -280,13 +280,8 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     }
     .ok_or_else(|| Error::NoKey(source.to_string()))?;
     let columns = check_columns(&tx, relid, &source, &key, &spec.columns).await?;
-    if let Some(filter) = &spec.row_filter
-        && filter.contains(';')
-    {
-        return Err(Error::BadFilter {
-            table: source.to_string(),
-            reason: "a row filter is one SQL expression and cannot contain `;`".into(),
-        });
+    if let Some(filter) = &spec.row_filter {
+        check_filter(&mut tx, relid, &source, filter).await?;
     }
     let known: Option<bool> = tx
         .query_opt(
@@ -362,6 +357,70 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     tx.commit().await.map_err(Error::db("add-table"))?;
     tracing::info!(table = %source, target = %target, table_id, key = ?key, "table added; its copy goes with the next batch");
     Ok(table_id)
+}
+
+/// Refuses a row filter that is not one boolean expression over the row
+/// alone, as PostgreSQL 15 refuses a publication's: no subquery, no other
+/// table, no aggregate or window function, no volatile or stable function
+/// (the filter is evaluated once per change at capture and must give the
+/// same answer on every evaluation), nothing user-defined. The server
+/// itself decides, by a publication created and rolled back with the
+/// filter; on one line, so a comment cannot hide the closing parenthesis.
+/// A SELECT of the bare expression refuses what only parses inside
+/// parentheses (`a > 1) or (true`).
+async fn check_filter(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    relid: u32,
+    source: &TableName,
+    filter: &str,
+) -> Result<()> {
+    let refuse = |reason: String| Error::BadFilter {
+        table: source.to_string(),
+        reason,
+    };
+    let server_says = |err: tokio_postgres::Error| {
+        refuse(format!(
+            "a row filter is one boolean expression over the row alone, as a PostgreSQL 15 publication's: {}",
+            match err.as_db_error() {
+                Some(db) => match db.detail() {
+                    Some(detail) => format!("{} ({detail})", db.message()),
+                    None => db.message().to_owned(),
+                },
+                None => err.to_string(),
+            }
+        ))
+    };
+    if filter.contains(';') || filter.contains('\n') || filter.contains('\r') {
+        return Err(refuse(
+            "a row filter is one SQL expression on one line and cannot contain `;`".into(),
+        ));
+    }
+    let rel: String = tx
+        .query_one("select $1::oid::regclass::text", &[&relid])
+        .await
+        .map_err(Error::db("add-table"))?
+        .get(0);
+    let check = tx.transaction().await.map_err(Error::db("add-table"))?;
+    check
+        .prepare(&format!("select {filter} from only {rel}"))
+        .await
+        .map_err(server_says)?;
+    let version: i32 = check
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(Error::db("add-table"))?
+        .get(0);
+    if version >= 150_000 {
+        check
+            .batch_execute(&format!(
+                "create publication pgferry_filter_check for table only {rel} where ({filter}) \
+                 with (publish = 'insert')"
+            ))
+            .await
+            .map_err(server_says)?;
+    }
+    // Dropped: rolled back.
+    Ok(())
 }
 
 /// The table's oid and relkind, or [`Error::UnknownTable`].
