@@ -144,7 +144,8 @@ async fn a_row_written_behind_the_guards_back_is_overwritten_not_stuck() {
     );
     let target_log = r.target_agent().log();
     assert!(
-        target_log.contains("applying the batch's inserts as upserts"),
+        target_log.contains("applying a batch again after a constraint failed")
+            && target_log.contains("upserts=true"),
         "{target_log}"
     );
 }
