@@ -448,3 +448,86 @@ async fn a_target_table_whose_row_security_binds_the_applier_is_refused_naming_i
         .unwrap();
     r.wait_in_sync(SYNC).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_the_target_refuses_is_taken_out_and_the_others_go_on_with_nothing_lost() {
+    let mut r = Replication::new().await;
+    create_on_both(
+        &r,
+        &[
+            ("digoal.picky", "(id int primary key, v int)"),
+            ("digoal.parent_t", "(id int primary key)"),
+        ],
+    )
+    .await;
+    // The target refuses what the source allows; an unreplicated table on
+    // both sides references a replicated one.
+    let refs = "create table digoal.refs (id int primary key, p int references digoal.parent_t)";
+    r.src.batch_execute(refs).await.unwrap();
+    r.dst
+        .batch_execute(&format!(
+            "{refs}; alter table digoal.refs owner to applier;
+             alter table digoal.picky add constraint v_unique unique (v);"
+        ))
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    for table in ["digoal.picky", "digoal.parent_t"] {
+        source_agent(&["add-table", "--source-db", &db, table]).await;
+    }
+    r.start_agents().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.parent_t values (1), (2);
+             insert into digoal.refs values (1, 1);",
+        )
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &[("digoal.parent_t", "digoal.parent_t", "id", "true")]).await;
+    r.dst
+        .batch_execute("insert into digoal.refs values (1, 1)")
+        .await
+        .unwrap();
+    // TRUNCATE ... CASCADE empties the referencing table on both sides and
+    // does not stall the target.
+    r.src
+        .batch_execute("truncate digoal.parent_t cascade; insert into digoal.parent_t values (3)")
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &[("digoal.parent_t", "digoal.parent_t", "id", "true")]).await;
+    // One transaction the target cannot apply, in the source's order or
+    // any: a value its unique constraint refuses.
+    r.src
+        .batch_execute(
+            "begin;
+             insert into digoal.loc_test values (1, 'with the bad row', now(), now());
+             insert into digoal.picky values (1, 7), (2, 7);
+             commit;
+             insert into digoal.loc_test values (2, 'after', now(), now());",
+        )
+        .await
+        .unwrap();
+    let status = r
+        .wait_for_error(&["needs an operator", "digoal.picky", "Key (v)=(7)"])
+        .await;
+    println!("status: {status}");
+    source_agent(&["remove-table", "--source-db", &db, "digoal.picky"]).await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (3, 'later', now(), now())")
+        .await
+        .unwrap();
+    // Every other table's changes arrive, the bad transaction's included.
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 3);
+    wait_rows_equal(&r, &[("digoal.parent_t", "digoal.parent_t", "id", "true")]).await;
+    let refs: i64 = r
+        .dst
+        .query_one("select count(*) from digoal.refs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        refs, 0,
+        "the cascade emptied the target's referencing table"
+    );
+}

@@ -244,6 +244,17 @@ pub fn recovery_of(code: Option<&SqlState>) -> Recovery {
     }
 }
 
+/// [`describe`], with the key the server names for a unique, exclusion or
+/// foreign key violation (its detail `Key (u)=(2) already exists.`): the
+/// one value an operator needs to find the row; other details can hold a
+/// whole row and are left out.
+pub fn describe_with_key(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error().and_then(|db| db.detail()) {
+        Some(detail) if detail.starts_with("Key (") => format!("{}: {detail}", describe(err)),
+        _ => describe(err),
+    }
+}
+
 /// A short description of a database error for logs, statuses and `status`:
 /// the server's message and SQLSTATE, never the DETAIL (it can hold row values).
 pub fn describe(err: &tokio_postgres::Error) -> String {

@@ -640,8 +640,12 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
         Some(name) => Some(crate::targets::resolve(&tx, Some(name)).await?),
         None => None,
     };
-    // The batch lock orders this against the cutter: batches cut before now
-    // ship the table's changes, later ones do not.
+    // The table leaves at once: batches the target has not acknowledged
+    // no longer carry its changes, even those cut before now, so a table
+    // whose changes a target cannot apply stops holding it back. The
+    // target keeps the table as of the last batch it acknowledged (or a
+    // later one it applied before hearing of this). The batch lock orders
+    // this against the cutter and the acknowledgements.
     tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
         .await
         .map_err(Error::db("remove-table"))?;
@@ -649,8 +653,8 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
         .query(
             "update pgferry.tables t
                 set removed = true,
-                    removed_batch = (select max(batch_id) from pgferry.batch b
-                                     where b.target_id = t.target_id)
+                    removed_batch = (select acked_batch from pgferry.targets g
+                                     where g.target_id = t.target_id)
               where source_schema = $1 and source_name = $2 and not removed
                 and ($3::int is null or target_id = $3)
              returning target_id, capture_id",

@@ -122,7 +122,7 @@ pub enum Error {
         expected: u64,
     },
     /// A change failed to apply; the whole batch is rolled back.
-    #[error("batch {batch_id}, table {table}: {}", pgferry_runtime::db::describe(.source))]
+    #[error("batch {batch_id}, table {table}: {}", pgferry_runtime::db::describe_with_key(.source))]
     Apply {
         /// The batch.
         batch_id: u64,

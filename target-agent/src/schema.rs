@@ -28,7 +28,7 @@ pub struct TablePlan {
     pub insert: String,
     /// Delete of a run of keys.
     pub delete: String,
-    /// `TRUNCATE ONLY`, as the source did.
+    /// `TRUNCATE ONLY ... CASCADE`, as the source did.
     pub truncate: String,
     /// Empties the table before its initial copy: `TRUNCATE ONLY`, or
     /// `DELETE` when a foreign key references the table (PostgreSQL refuses
@@ -430,7 +430,11 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
         read_keys = read("r", &keys),
         typed_keys = typed(&keys),
     );
-    let truncate = format!("truncate only {quoted}");
+    // CASCADE: the source emptied the table, so no target row may still
+    // reference it; a source's TRUNCATE ... CASCADE emptied the tables that
+    // reference it there too, replicated or not (docs/reference.md,
+    // "Foreign keys on the target").
+    let truncate = format!("truncate only {quoted} cascade");
     let copy_in = format!("copy {quoted} ({list}) from stdin");
     TablePlan {
         name,

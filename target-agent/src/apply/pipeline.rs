@@ -227,7 +227,7 @@ impl Applier {
         let quoted: Vec<&str> = plans.iter().map(|plan| plan.quoted.as_str()).collect();
         let names: Vec<&str> = plans.iter().map(|plan| plan.name.as_str()).collect();
         self.client
-            .batch_execute(&format!("truncate only {}", quoted.join(", ")))
+            .batch_execute(&format!("truncate only {} cascade", quoted.join(", ")))
             .await
             .map_err(|source| Error::Apply {
                 batch_id,
