@@ -157,17 +157,6 @@ async fn kill_target_agent_during_copy_still_ends_exact() {
     kill_during_copy_still_ends_exact(Victim::TargetAgent).await;
 }
 
-/// Peak resident memory of a process, from /proc (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib / 1024
-}
-
 /// The bound the README states for either agent's peak RSS while copying.
 const RSS_BOUND_MIB: u64 = 64;
 
@@ -185,8 +174,8 @@ async fn copying_a_large_table_keeps_agents_memory_bounded() {
     r.start_agents().await;
     add_big(&r).await;
     finish(&mut r, Vec::new()).await;
-    let source = peak_rss_mib(r.source_agent().pid());
-    let target = peak_rss_mib(r.target_agent().pid());
+    let source = r.source_agent().peak_rss_mib();
+    let target = r.target_agent().peak_rss_mib();
     println!(
         "copied a {size_mb} MB table; peak RSS: source agent {source} MiB, target agent {target} MiB"
     );

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use pgferry_proto::PROTOCOL_VERSION;
 use pgferry_proto::wire::{self, source_message::Kind};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -58,6 +59,9 @@ enum Fault {
     MissingField(wire::Op),
     /// `statement_rows` on a change that holds one object.
     NotRows,
+    /// The first piece of a row sent in pieces, whose rest never comes (or
+    /// is another change's row).
+    PieceLeftOpen,
     /// A hello in another protocol version.
     WrongVersion(u32),
     /// A hello whose table does not match the target's.
@@ -117,6 +121,7 @@ fn change(op: wire::Op, old_key: Option<String>, new_row: Option<String>) -> wir
         old_key,
         new_row,
         statement_rows: 0,
+        continued: false,
     }
 }
 
@@ -162,7 +167,9 @@ fn fault() -> impl Strategy<Value = Fault> {
         1 => prop_oneof![Just(0), 5i32..1000, Just(-1)].prop_map(Fault::BadOp),
         1 => prop_oneof![Just(wire::Op::Insert), Just(wire::Op::Delete)].prop_map(Fault::MissingField),
         1 => Just(Fault::NotRows),
-        1 => prop_oneof![Just(0u32), 1..7u32, 8..100u32].prop_map(Fault::WrongVersion),
+        1 => Just(Fault::PieceLeftOpen),
+        1 => prop_oneof![Just(0u32), 1..PROTOCOL_VERSION, PROTOCOL_VERSION + 1..100u32]
+            .prop_map(Fault::WrongVersion),
         1 => Just(Fault::WrongColumns),
         1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Fault::Garbage),
         1 => Just(Fault::Truncated),
@@ -312,6 +319,10 @@ fn frames(plan: &Plan) -> Vec<Vec<u8>> {
         Fault::NotRows => Some(wire::Change {
             statement_rows: 3,
             ..change(Op::Insert, None, Some(row(1_000_800, "x")))
+        }),
+        Fault::PieceLeftOpen => Some(wire::Change {
+            continued: true,
+            ..change(Op::Insert, None, Some(r#"{"id": 1000900, "info": "#.into()))
         }),
         _ => None,
     };

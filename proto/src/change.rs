@@ -86,6 +86,111 @@ pub enum WireError {
         /// The field.
         field: &'static str,
     },
+    /// A piece of a row sent in pieces that is not the next piece of the
+    /// change being joined.
+    #[error("change {seq}: a piece of change {of}'s row with another seq or table")]
+    StrayPiece {
+        /// The piece's sequence number.
+        seq: u64,
+        /// The change being joined.
+        of: u64,
+    },
+    /// A piece of a row that reached the applier unjoined.
+    #[error("change {seq}: a piece of a row, not joined to the rest")]
+    Unjoined {
+        /// The change's sequence number.
+        seq: u64,
+    },
+    /// A row sent in pieces longer than [`crate::MAX_ROW_BYTES`].
+    #[error("change {seq}: its row is longer than {} bytes", crate::MAX_ROW_BYTES)]
+    RowTooLong {
+        /// The change's sequence number.
+        seq: u64,
+    },
+}
+
+/// A change (`first`, without its new row) and its new row `row`, as the
+/// changes that carry the row in pieces of at most `piece` bytes (cut
+/// between characters), each but the last `continued`; the first carries
+/// every other field. Each piece is copied out of `row` as it is made, so
+/// the row is held once, where it was read.
+pub fn pieces<'a>(
+    first: wire::Change,
+    row: &'a str,
+    piece: usize,
+) -> impl Iterator<Item = wire::Change> + 'a {
+    let (seq, table_id) = (first.seq, first.table_id);
+    let mut first = Some(first);
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= row.len() && first.is_none() {
+            return None;
+        }
+        let mut end = (at + piece.max(4)).min(row.len());
+        while !row.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = row[at..end].to_owned();
+        at = end;
+        let mut next = first.take().unwrap_or(wire::Change {
+            seq,
+            table_id,
+            ..Default::default()
+        });
+        next.new_row = Some(text);
+        next.continued = at < row.len();
+        Some(next)
+    })
+}
+
+/// Joins the pieces of rows sent in pieces (see [`pieces`]) back into whole
+/// changes, across the chunks of a batch.
+#[derive(Debug, Default)]
+pub struct Joiner {
+    /// The change being joined: its first pieces.
+    partial: Option<wire::Change>,
+}
+
+impl Joiner {
+    /// The whole change, once `change` completes one; `None` while pieces
+    /// are still to come.
+    pub fn push(&mut self, change: wire::Change) -> Result<Option<wire::Change>, WireError> {
+        let Some(mut partial) = self.partial.take() else {
+            if change.continued {
+                self.partial = Some(change);
+                return Ok(None);
+            }
+            return Ok(Some(change));
+        };
+        if change.seq != partial.seq || change.table_id != partial.table_id {
+            return Err(WireError::StrayPiece {
+                seq: change.seq,
+                of: partial.seq,
+            });
+        }
+        let row = partial.new_row.get_or_insert_default();
+        let more = change.new_row.unwrap_or_default();
+        if row.len() + more.len() > crate::MAX_ROW_BYTES {
+            return Err(WireError::RowTooLong { seq: partial.seq });
+        }
+        row.push_str(&more);
+        if change.continued {
+            self.partial = Some(partial);
+            return Ok(None);
+        }
+        partial.continued = false;
+        Ok(Some(partial))
+    }
+
+    /// Whether a change is partly joined (its batch cannot end yet).
+    pub fn pending(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Forgets a partly joined change (its batch was rolled back).
+    pub fn clear(&mut self) {
+        self.partial = None;
+    }
 }
 
 impl From<Change> for wire::Change {
@@ -103,6 +208,7 @@ impl From<Change> for wire::Change {
             old_key,
             new_row,
             statement_rows: change.statement_rows,
+            continued: false,
         }
     }
 }
@@ -112,6 +218,9 @@ impl TryFrom<wire::Change> for Change {
 
     fn try_from(change: wire::Change) -> Result<Self, WireError> {
         let seq = change.seq;
+        if change.continued {
+            return Err(WireError::Unjoined { seq });
+        }
         let missing = |op, field| WireError::MissingField { seq, op, field };
         let kind = match wire::Op::try_from(change.op) {
             Ok(wire::Op::Insert) => ChangeKind::Insert {
@@ -195,6 +304,38 @@ mod tests {
             let change = Change { seq, table_id, statement_rows: 0, kind };
             let back = Change::try_from(wire::Change::from(change.clone())).unwrap();
             prop_assert_eq!(back, change);
+        }
+
+        #[test]
+        fn a_row_sent_in_pieces_is_joined_whole(
+            seq: u64, table_id: u32, kind in kind(), piece in 1usize..64, other: u64
+        ) {
+            let change = wire::Change::from(Change { seq, table_id, statement_rows: 0, kind });
+            let mut joiner = Joiner::default();
+            let mut whole = Vec::new();
+            let pieces: Vec<wire::Change> = if let Some(row) = &change.new_row {
+                let first = wire::Change { new_row: None, ..change.clone() };
+                pieces(first, row, piece).collect()
+            } else {
+                vec![change.clone()]
+            };
+            for (i, p) in pieces.iter().enumerate() {
+                prop_assert!(p.new_row.as_ref().map_or(0, String::len) <= piece.max(4));
+                prop_assert_eq!(p.continued, i + 1 < pieces.len());
+                whole.extend(joiner.push(p.clone()).unwrap());
+            }
+            prop_assert!(!joiner.pending());
+            prop_assert_eq!(whole, vec![change.clone()]);
+            // A piece of another change in the middle is refused.
+            if pieces.len() > 1 && other != seq {
+                let mut joiner = Joiner::default();
+                joiner.push(pieces[0].clone()).unwrap();
+                let stray = wire::Change { seq: other, ..pieces[1].clone() };
+                prop_assert_eq!(
+                    joiner.push(stray),
+                    Err(WireError::StrayPiece { seq: other, of: seq })
+                );
+            }
         }
 
         #[test]

@@ -16,6 +16,11 @@ pub mod wire {
 /// speaks another one, before anything is applied.
 pub const PROTOCOL_VERSION: u32 = 8;
 
+/// The largest row text a change may carry, in pieces (`Change.continued`):
+/// PostgreSQL's own limit on one value, so every row the source can queue
+/// travels; a target refuses a longer one before it holds more.
+pub const MAX_ROW_BYTES: usize = 1 << 30;
+
 /// The gRPC health service name both agents report under, besides "".
 pub const SERVICE_NAME: &str = "pgferry.v1.Replication";
 

@@ -246,6 +246,12 @@ pub struct RunArgs {
     /// target's --max-message-bytes).
     #[arg(long, env = "PGFERRY_CHUNK_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk_bytes: u64,
+    /// The longest row text a change may carry (it travels in pieces of
+    /// --chunk-bytes); a longer one stops its target, needing an operator.
+    /// Each agent holds about two to three times this for such a row.
+    /// Default and most: 1 GiB, PostgreSQL's limit on one value.
+    #[arg(long, env = "PGFERRY_MAX_ROW_BYTES", default_value_t = pgferry_proto::MAX_ROW_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=pgferry_proto::MAX_ROW_BYTES as u64))]
+    pub max_row_bytes: u64,
     /// Compression of batches on the wire: worth its CPU on a link slower
     /// than the agents and databases; on a fast one it only costs.
     #[arg(long, env = "PGFERRY_COMPRESSION", value_enum, default_value_t = Compression::None)]

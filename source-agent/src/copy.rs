@@ -87,13 +87,34 @@ impl Shipper {
                 .map_err(Error::db("reading the initial copy"))?;
             let done = data.is_none();
             if let Some(data) = data {
-                // The server sends one COPY message per row.
+                // The server sends one COPY message per row. COPY's text is
+                // a stream to the target: a row longer than a message goes
+                // in pieces of one (held once, as the server sent it).
                 rows += 1;
                 bytes += data.len() as i64;
-                buffer.extend_from_slice(&data);
+                if data.len() > self.limits.row_bytes {
+                    return Err(Error::RowTooLarge {
+                        table: job.name.clone(),
+                        key: format!("(row {rows} of its initial copy)"),
+                        size: data.len(),
+                        limit: self.limits.row_bytes,
+                    });
+                }
+                let mut rest = &data[..];
+                while buffer.len() + rest.len() >= self.limits.bytes {
+                    let (piece, after) = rest.split_at(self.limits.bytes - buffer.len());
+                    buffer.extend_from_slice(piece);
+                    rest = after;
+                    let chunk =
+                        std::mem::replace(&mut buffer, Vec::with_capacity(self.limits.bytes));
+                    if !send_copy(&out, batch_id, table_id, false, chunk, false).await {
+                        return Ok(false);
+                    }
+                }
+                buffer.extend_from_slice(rest);
             }
-            if buffer.len() >= self.limits.bytes || (done && !buffer.is_empty()) {
-                let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(self.limits.bytes));
+            if done && !buffer.is_empty() {
+                let chunk = std::mem::take(&mut buffer);
                 if !send_copy(&out, batch_id, table_id, false, chunk, false).await {
                     return Ok(false);
                 }

@@ -132,6 +132,22 @@ pub enum Error {
     /// The target broke the protocol.
     #[error("target agent broke the protocol: {0}")]
     Protocol(String),
+    /// A queued row longer than `--max-row-bytes`: the agents would hold
+    /// more than they are allowed to carry it.
+    #[error(
+        "table {table}, key {key}: a row of {size} bytes is longer than --max-row-bytes ({limit}); raise it (up to 1 GiB), or take the table out (remove-table)"
+    )]
+    RowTooLarge {
+        /// The source table.
+        table: String,
+        /// The row's key, as JSON (or what the change is, for a
+        /// statement's rows).
+        key: String,
+        /// The row text's length.
+        size: usize,
+        /// The setting.
+        limit: usize,
+    },
     /// The target has applied a batch the source has not cut, or lost
     /// batches the source has already cleaned up: the two databases do not
     /// belong together any more.
@@ -202,7 +218,9 @@ impl Error {
             }
             Error::Transport(_) | Error::TargetClosed | Error::Protocol(_) => Recovery::Retry,
             Error::Target(status) => target_recovery(status.code()),
-            Error::NotInstalled | Error::Diverged { .. } => Recovery::Operator,
+            Error::NotInstalled | Error::Diverged { .. } | Error::RowTooLarge { .. } => {
+                Recovery::Operator
+            }
             Error::Config(_)
             | Error::Conninfo(_)
             | Error::Install(_)

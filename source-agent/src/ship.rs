@@ -2,7 +2,7 @@
 //! carries), its changes read in seq order and sent in bounded chunks, and
 //! the replicated sequences' values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures::TryStreamExt;
 
@@ -53,8 +53,19 @@ pub struct ChunkLimits {
     /// Rows per message (a statement's array counts each of its rows; one
     /// larger than this still goes alone).
     pub rows: u32,
-    /// Bytes of row data per message (a single larger row still goes alone).
+    /// Bytes of row data per message (a larger row goes in pieces).
     pub bytes: usize,
+    /// The longest row a change may carry (`--max-row-bytes`).
+    pub row_bytes: usize,
+}
+
+/// An announced table, as a change's error names it.
+#[derive(Debug, Clone)]
+pub struct KnownTable {
+    /// schema.table on the source.
+    pub name: String,
+    /// Its key columns.
+    pub key_columns: Vec<String>,
 }
 
 /// Everything a session needs to ship batches: its own database sessions,
@@ -78,7 +89,7 @@ pub struct Shipper {
     /// Message size limits.
     pub limits: ChunkLimits,
     /// Table ids announced in this stream's hello.
-    pub known_tables: HashSet<TableId>,
+    pub known_tables: HashMap<TableId, KnownTable>,
     /// Sequence values sent on this stream, so unchanged ones are not resent.
     pub sequences_sent: HashMap<u32, i64>,
     /// The stream to the target.
@@ -111,7 +122,7 @@ impl Shipper {
         let (cut, jobs) = self.copy_jobs(batch_id).await?;
         let cut = cut.ok_or_else(|| not_kept(batch_id))?;
         for job in jobs {
-            if !self.known_tables.contains(&job.table_id) {
+            if !self.known_tables.contains_key(&job.table_id) {
                 return Ok(SendOutcome::TablesChanged);
             }
             if !self.copy(batch_id, &job).await? {
@@ -182,17 +193,61 @@ impl Shipper {
             .await
             .map_err(Error::db("reading a batch"))?
         {
-            let change = to_change(&row)?;
-            if !self
-                .known_tables
-                .contains(&TableId::from_wire(change.table_id))
-            {
+            let table_id = TableId::from_wire(row.get::<_, i32>(1) as u32);
+            let Some(table) = self.known_tables.get(&table_id) else {
                 return Ok(SendOutcome::TablesChanged);
+            };
+            let old_key: Option<&str> = row.get(3);
+            let new_row: Option<&str> = row.get(4);
+            let size = old_key.map_or(0, str::len) + new_row.map_or(0, str::len);
+            if size > limits.row_bytes {
+                let seq = row.get::<_, i64>(0) as u64;
+                let statement_rows = row.get::<_, Option<i32>>(5).unwrap_or(0) as u32;
+                return Err(Error::RowTooLarge {
+                    table: table.name.clone(),
+                    key: key_of(seq, statement_rows, old_key.or(new_row), &table.key_columns),
+                    size,
+                    limit: limits.row_bytes,
+                });
             }
+            if let Some(new_row) = new_row.filter(|_| size > limits.bytes) {
+                // Alone, in pieces of a message each, copied out of the row
+                // as read: the row is held once.
+                if !changes.is_empty() {
+                    rows_sent += rows_in_chunk;
+                    let chunk = wire::BatchChunk {
+                        batch_id,
+                        changes: std::mem::take(&mut changes),
+                        ..Default::default()
+                    };
+                    if !send_chunk(&out, chunk).await {
+                        return Ok(SendOutcome::PeerGone);
+                    }
+                    bytes = 0;
+                    rows_in_chunk = 0;
+                }
+                let head = to_change(&row, Some(String::new()))?;
+                let change_rows = u64::from(head.rows());
+                let head = wire::Change {
+                    new_row: None,
+                    ..wire::Change::from(head)
+                };
+                for piece in pgferry_proto::change::pieces(head, new_row, limits.bytes) {
+                    let chunk = wire::BatchChunk {
+                        batch_id,
+                        changes: vec![piece],
+                        ..Default::default()
+                    };
+                    if !send_chunk(&out, chunk).await {
+                        return Ok(SendOutcome::PeerGone);
+                    }
+                }
+                rows_sent += change_rows;
+                continue;
+            }
+            let change = to_change(&row, new_row.map(str::to_owned))?;
             let change_rows = u64::from(change.rows());
             let change = wire::Change::from(change);
-            let size = change.old_key.as_ref().map_or(0, String::len)
-                + change.new_row.as_ref().map_or(0, String::len);
             // Keep messages under the byte budget too: wide rows would
             // otherwise make a chunk of `rows` changes too large to send.
             let full =
@@ -297,12 +352,34 @@ pub enum SendOutcome {
     PeerGone,
 }
 
-fn to_change(row: &tokio_postgres::Row) -> Result<Change> {
+/// The key of a change's row (its old key, else its new row), as a JSON
+/// object of the key columns, for an error: read without copying values.
+fn key_of(seq: u64, statement_rows: u32, text: Option<&str>, key_columns: &[String]) -> String {
+    if statement_rows > 0 {
+        return format!("(rows of one statement, queue row {seq})");
+    }
+    let fields: Option<HashMap<String, &serde_json::value::RawValue>> =
+        text.and_then(|t| serde_json::from_str(t).ok());
+    let Some(fields) = fields else {
+        return format!("(queue row {seq})");
+    };
+    let key: Vec<String> = key_columns
+        .iter()
+        .map(|k| {
+            let value = fields.get(k).map_or("null", |v| v.get());
+            format!("{}: {value}", serde_json::Value::from(k.as_str()))
+        })
+        .collect();
+    format!("{{{}}}", key.join(", "))
+}
+
+/// A batch row as a change, its new row given (read from the row, or left
+/// out by a caller that sends it in pieces).
+fn to_change(row: &tokio_postgres::Row, new_row: Option<String>) -> Result<Change> {
     let seq = row.get::<_, i64>(0) as u64;
     let table_id = row.get::<_, i32>(1) as u32;
     let op: &str = row.get(2);
     let old_key: Option<String> = row.get(3);
-    let new_row: Option<String> = row.get(4);
     let statement_rows = row.get::<_, Option<i32>>(5).unwrap_or(0) as u32;
     let broken = || Error::Protocol(format!("queue row {seq} ({op}) lacks its data"));
     let kind = match op {

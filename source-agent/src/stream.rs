@@ -21,7 +21,7 @@ use crate::cut;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TableId, TargetId};
 use crate::links::StreamEnds;
-use crate::ship::{self, ChunkLimits, SendOutcome, Shipper};
+use crate::ship::{self, ChunkLimits, KnownTable, SendOutcome, Shipper};
 use crate::targets::{Recorded, Target};
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
@@ -70,6 +70,7 @@ impl Settings {
             limits: ChunkLimits {
                 rows: args.chunk_rows,
                 bytes: usize::try_from(args.chunk_bytes).unwrap_or(usize::MAX),
+                row_bytes: usize::try_from(args.max_row_bytes).unwrap_or(usize::MAX),
             },
             compression: args.compression.encoding(),
             max_backoff: args.max_backoff,
@@ -190,7 +191,13 @@ async fn session(
         limits: settings.limits,
         known_tables: tables
             .iter()
-            .map(|t| TableId::from_wire(t.table_id))
+            .map(|t| {
+                let known = KnownTable {
+                    name: t.source_name.clone(),
+                    key_columns: t.key_columns.clone(),
+                };
+                (TableId::from_wire(t.table_id), known)
+            })
             .collect(),
         sequences_sent: HashMap::new(),
         out,

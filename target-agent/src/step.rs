@@ -36,6 +36,8 @@ pub struct Run {
     pub rows: Vec<String>,
     /// How many rows the elements hold.
     pub count: u32,
+    /// The elements' bytes.
+    pub bytes: usize,
     /// The other tables a truncate run empties in the same statement: the
     /// truncates next to each other in the batch, since PostgreSQL empties
     /// a table a foreign key references only together with the referencing
@@ -125,6 +127,11 @@ pub fn steps(change: Change, split: bool, shape: u32) -> Vec<Step> {
 /// that their fixed cost is small, small enough to bound memory.
 pub const RUN_ROWS: u32 = 1000;
 
+/// The bytes past which a run takes no more rows: one statement's
+/// parameter stays far under PostgreSQL's 1 GB limit on a value however
+/// large the rows (one row larger than this goes alone).
+pub const RUN_BYTES: usize = 64 * 1024 * 1024;
+
 /// Groups steps into runs, keeping their order. Inserts and updates of a
 /// table share a run, which is an insert run only while it holds nothing
 /// but inserts.
@@ -139,6 +146,7 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
                 if run.table_id == step.table_id
                     && run.shape == step.shape
                     && run.count < RUN_ROWS
+                    && run.bytes + row.as_ref().map_or(0, String::len) <= RUN_BYTES
                     && matches!(
                         (run.kind, step.kind),
                         (Insert | Upsert, Insert | Upsert) | (Delete, Delete)
@@ -147,6 +155,7 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
                 if step.kind == Upsert {
                     run.kind = Upsert;
                 }
+                run.bytes += row.as_ref().map_or(0, String::len);
                 run.rows.extend(row);
                 run.count += step.count;
             }
@@ -159,6 +168,7 @@ pub fn runs(steps: impl IntoIterator<Item = Step>) -> Vec<Run> {
                 table_id: step.table_id,
                 kind: step.kind,
                 shape: step.shape,
+                bytes: row.as_ref().map_or(0, String::len),
                 rows: row.into_iter().collect(),
                 count: step.count,
                 also: Vec::new(),
@@ -344,6 +354,7 @@ mod tests {
                     shape: 0,
                     rows: vec!["{\"id\":1}".into()],
                     count: 1,
+                    bytes: 8,
                     also: Vec::new(),
                 },
                 Run {
@@ -352,6 +363,7 @@ mod tests {
                     shape: 0,
                     rows: vec!["{\"id\":2}".into(), "{\"id\":3}".into()],
                     count: 2,
+                    bytes: 16,
                     also: Vec::new(),
                 },
             ]

@@ -106,6 +106,18 @@ impl Agent {
         self.child.id().expect("running")
     }
 
+    /// Peak resident memory of the process, from /proc (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib / 1024
+    }
+
     /// `kill -9`, and waits for the process to be gone.
     pub async fn kill9(&mut self) {
         self.child.kill().await.expect("kill -9");

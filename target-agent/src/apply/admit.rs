@@ -111,6 +111,7 @@ impl Applier {
             pipeline: Pipeline::default(),
             retries,
             retry: Default::default(),
+            joiner: Default::default(),
             window: Compactor::new(compact_window),
             last_applied: last as u64,
             last_cut,

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pgferry_proto::change::{Change, ChangeKind};
+use pgferry_proto::change::{Change, ChangeKind, Joiner};
 use pgferry_proto::wire;
 use pgferry_runtime::sql::literal;
 use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage};
@@ -105,6 +105,9 @@ pub struct Applier {
     retry: Retry,
     /// The open batch's changes not yet sent, net of those overwritten.
     window: Compactor,
+    /// A row arriving in pieces (one larger than a message), joined across
+    /// the batch's chunks.
+    joiner: Joiner,
     /// The last batch committed for this source.
     last_applied: u64,
     /// Its cut, as the source sent it (`BatchChunk.cut`; empty if unknown).
@@ -146,6 +149,7 @@ impl Applier {
         self.copying = None;
         self.pipeline.clear();
         self.window.clear();
+        self.joiner.clear();
         if let Some(batch_id) = self.open_batch.take()
             && let Err(error) = self.client.batch_execute("rollback").await
         {
@@ -170,8 +174,20 @@ impl Applier {
             }
             self.apply_copy(batch_id, copy).await?;
         }
-        let changes = chunk
-            .changes
+        let mut whole = Vec::with_capacity(chunk.changes.len());
+        for change in chunk.changes {
+            let joined = self
+                .joiner
+                .push(change)
+                .map_err(|source| Error::Wire { batch_id, source })?;
+            whole.extend(joined);
+        }
+        if chunk.last && self.joiner.pending() {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id} ended inside a row sent in pieces"
+            )));
+        }
+        let changes = whole
             .into_iter()
             .map(Change::try_from)
             .collect::<Result<Vec<_>, _>>()

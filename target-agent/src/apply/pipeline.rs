@@ -193,7 +193,7 @@ impl Applier {
         let client = Arc::clone(&self.client);
         let params: Vec<String> = match run.kind {
             RunKind::Truncate => Vec::new(),
-            _ => vec![format!("[{}]", run.rows.join(","))],
+            _ => vec![json_array(run.rows)],
         };
         let mut request: InFlight<u64> =
             Box::pin(async move { client.execute_raw(&statement, params).await });
@@ -235,4 +235,17 @@ impl Applier {
                 source,
             })
     }
+}
+
+/// A run's rows as one JSON array. A run of one row (the only kind a row
+/// of hundreds of MB makes) is bracketed in place, not copied.
+fn json_array(mut rows: Vec<String>) -> String {
+    if rows.len() == 1 {
+        let mut row = rows.pop().expect("one row");
+        row.reserve_exact(2);
+        row.insert(0, '[');
+        row.push(']');
+        return row;
+    }
+    format!("[{}]", rows.join(","))
 }
