@@ -51,7 +51,7 @@ async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String
 
 /// Waits until each (source, target, columns, filter) pair holds the same
 /// rows as `t::text`, and the queue is empty.
-async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str, &str)]) {
+pub(crate) async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str, &str)]) {
     let mut last = Vec::new();
     let done = tokio::time::timeout(SYNC, async {
         loop {
@@ -90,7 +90,7 @@ async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str, &str)]) {
 
 /// The same types and tables on both sides; the target's owned by the
 /// applier.
-async fn create_on_both(r: &Replication, tables: &[(&str, &str)]) {
+pub(crate) async fn create_on_both(r: &Replication, tables: &[(&str, &str)]) {
     let types = "create extension if not exists hstore;
                  create type digoal.pair as (a int, b text);
                  create domain digoal.doc as jsonb;";
@@ -237,6 +237,11 @@ async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exac
     let db = r.source_db.clone();
     source_agent(&["add-table", "--source-db", &db, "digoal.docs"]).await;
     r.start_agents().await;
+    assert_eq!(
+        r.status().await["ddl_watch"],
+        true,
+        "installed as a superuser"
+    );
     for (ddl, refusal) in [
         (
             "alter table digoal.docs disable trigger all",

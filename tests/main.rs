@@ -18,6 +18,7 @@ mod manage;
 mod order;
 mod outage;
 mod progress;
+mod random_values;
 mod restore;
 mod seed;
 mod targets;

@@ -14,6 +14,11 @@ pub struct Status {
     /// Which functions the capture triggers call: `compiled` (extension
     /// pgferry_capture) or `plpgsql` (see `install --capture`).
     pub capture: String,
+    /// Whether the DDL watch runs (event triggers, which `install` creates
+    /// where it runs as a superuser): without it an ALTER TABLE of a table
+    /// captured per row needs `add-table` again, and nothing refuses
+    /// disabling capture (docs/reference.md, "The DDL watch").
+    pub ddl_watch: bool,
     /// Captured changes some target has not acknowledged yet.
     pub pending_changes: i64,
     /// Age in seconds of the oldest of them (0 when none).
@@ -112,7 +117,10 @@ pub async fn read(client: &Client) -> Result<Status> {
             "select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint,
                     coalesce(extract(epoch from now() - min(captured_at))::float8, 0),
                     case when exists (select from pg_extension where extname = $1)
-                         then 'compiled' else 'plpgsql' end
+                         then 'compiled' else 'plpgsql' end,
+                    (select count(*) = 2 from pg_event_trigger
+                     where evtname in ('pgferry_watch_ddl', 'pgferry_refuse_rewrite')
+                       and evtenabled = 'A')
              from pgferry.queue",
             &[&crate::capture::EXTENSION],
         )
@@ -189,6 +197,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .collect();
     Ok(Status {
         capture: queue.get(2),
+        ddl_watch: queue.get(3),
         pending_changes: queue.get(0),
         oldest_pending_age_secs: queue.get(1),
         targets,
@@ -200,6 +209,12 @@ pub async fn read(client: &Client) -> Result<Status> {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "capture:          {}", self.capture)?;
+        let watch = if self.ddl_watch {
+            "on"
+        } else {
+            "off (install as a superuser to refuse disabling capture and follow ALTER TABLE)"
+        };
+        writeln!(f, "ddl watch:        {watch}")?;
         writeln!(f, "pending changes:  {}", self.pending_changes)?;
         writeln!(f, "oldest pending:   {:.1}s", self.oldest_pending_age_secs)?;
         for t in &self.targets {

@@ -73,7 +73,10 @@ begin
                        (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
                         where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
                           and (v_columns is null or a.attname::text = any (v_columns || v_keys))),
-                       (select string_agg(format('%%1$s.%I::text', a.attname), ', ' order by a.attnum)
+                       -- Quoted always: PL/pgSQL takes some names that
+                       -- quote_ident leaves bare for its own words (old.by).
+                       (select string_agg(format('%%1$s.%s::text', '"' || replace(a.attname, '"', '""') || '"'),
+                                          ', ' order by a.attnum)
                         from pg_attribute a
                         where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
                           and (v_columns is null or a.attname::text = any (v_columns || v_keys))));
