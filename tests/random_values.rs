@@ -10,8 +10,11 @@ use support::setup::source_agent;
 
 use crate::exact::{create_on_both, wait_rows_equal};
 
+/// A generator of an SQL expression of one type.
+type Value = fn(&mut TestRng) -> String;
+
 /// The columns, each with a generator of an SQL expression of its type.
-const COLUMNS: &[(&str, &str, fn(&mut TestRng) -> String)] = &[
+const COLUMNS: &[(&str, &str, Value)] = &[
     ("i4", "int", |g| (g.next_u64() as i32).to_string()),
     ("i8", "bigint", |g| (g.next_u64() as i64).to_string()),
     ("nu", "numeric", numeric),
