@@ -626,3 +626,99 @@ async fn a_row_beyond_max_row_bytes_is_refused_naming_table_key_and_size() {
     ])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_switched_off_without_the_ddl_watch_shows_the_table_diverged_until_copied_again() {
+    let mut r = Replication::new().await;
+    let metrics_port = support::setup::free_port();
+    r.source_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    r.start_agents().await;
+    r.wait_in_sync(SYNC).await;
+    // As on an install without a superuser: no DDL watch.
+    r.src
+        .batch_execute(
+            "alter event trigger pgferry_watch_ddl disable;
+             alter table digoal.loc_test disable trigger user;
+             insert into digoal.loc_test values (1, 'not captured', now(), now());",
+        )
+        .await
+        .unwrap();
+    let table = support::wait_until("the table shows diverged", SYNC, || async {
+        let status = r.status().await;
+        let table = status["tables"][0].clone();
+        (table["state"] == "diverged").then_some(table)
+    })
+    .await;
+    assert!(
+        table["diverged"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("capture triggers found disabled or dropped"),
+        "{table}"
+    );
+    let diverged = support::wait_until("the metric counts it", SYNC, || async {
+        let page = support::setup::metrics(metrics_port).await;
+        support::setup::of_target(&page, "pgferry_tables_diverged", "default").filter(|&n| n == 1.0)
+    })
+    .await;
+    assert_eq!(diverged, 1.0);
+    // add-table copies it again: equal, and no longer diverged.
+    let db = r.source_db.clone();
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "digoal.loc_test",
+        "--as",
+        "digoal.rmt_test",
+    ])
+    .await;
+    r.wait_in_sync(SYNC).await;
+    let status = r.status().await;
+    assert_eq!(status["tables"][0]["state"], "replicating", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_set_aside_leaves_the_stream_at_once_and_shows_diverged() {
+    let mut r = Replication::new().await;
+    create_on_both(&r, &[("digoal.picky", "(id int primary key, v int)")]).await;
+    r.dst
+        .batch_execute("alter table digoal.picky add constraint small check (v < 100)")
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    source_agent(&["add-table", "--source-db", &db, "digoal.picky"]).await;
+    r.start_agents().await;
+    r.wait_in_sync(SYNC).await;
+    r.src
+        .batch_execute(
+            "begin;
+             insert into digoal.loc_test values (1, 'beside the bad row', now(), now());
+             insert into digoal.picky values (1, 500);
+             commit;",
+        )
+        .await
+        .unwrap();
+    r.wait_for_error(&["needs an operator", "digoal.picky", "small"])
+        .await;
+    source_agent(&["set-aside", "--source-db", &db, "digoal.picky"]).await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'after', now(), now())")
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 2);
+    let status = r.status().await;
+    let picky = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["source"] == "digoal.picky")
+        .unwrap()
+        .clone();
+    assert_eq!(picky["state"], "diverged", "{status}");
+    assert_eq!(picky["diverged"]["reason"], "set aside by an operator");
+}

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../sql/migrations/010_targets_together.sql"),
     ),
     (11, include_str!("../sql/migrations/011_exact_values.sql")),
+    (12, include_str!("../sql/migrations/012_divergence.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -56,6 +57,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/acknowledge.sql"),
         include_str!("../sql/functions/watch_ddl.sql"),
         include_str!("../sql/functions/refuse_rewrite.sql"),
+        include_str!("../sql/functions/notice_capture_off.sql"),
     ],
     after_change: include_str!("../sql/after_change.sql"),
 };
@@ -285,7 +287,8 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     }
     let known: Option<bool> = tx
         .query_opt(
-            "select removed from pgferry.tables where relid = $1 and target_id = $2",
+            "select removed or diverged_at is not null from pgferry.tables
+             where relid = $1 and target_id = $2",
             &[&relid, &target_id],
         )
         .await
@@ -301,7 +304,9 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
                                          target_id, capture_id)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending', $10, coalesce($11, 0))
              on conflict (relid, target_id) do update
-               set removed = false, removed_batch = null, target_schema = excluded.target_schema,
+               set removed = false, removed_batch = null, diverged_at = null,
+                   diverged_reason = null, set_aside_batch = null,
+                   target_schema = excluded.target_schema,
                    target_name = excluded.target_name, key_columns = excluded.key_columns,
                    columns = excluded.columns, row_filter = excluded.row_filter,
                    create_target = excluded.create_target, state = 'copy_pending',
@@ -677,5 +682,43 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
     }
     tx.commit().await.map_err(Error::db("remove-table"))?;
     tracing::info!(table = %source, targets = removed.len(), "table removed");
+    Ok(())
+}
+
+/// Sets a table aside for a target (or every target): it stays registered
+/// and captured, but no batch its target has not acknowledged carries its
+/// changes any more, so one it cannot apply stops holding the target's
+/// other tables back; status shows it diverged until `add-table` copies it
+/// again.
+pub async fn set_aside(client: &mut Client, table: &str, to: Option<&str>) -> Result<()> {
+    ensure_installed(client).await?;
+    let source = TableName::parse(client, table).await?;
+    let tx = client.transaction().await.map_err(Error::db("set-aside"))?;
+    let only = match to {
+        Some(name) => Some(crate::targets::resolve(&tx, Some(name)).await?),
+        None => None,
+    };
+    // Ordered against the cutter and the acknowledgements, as remove-table.
+    tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
+        .await
+        .map_err(Error::db("set-aside"))?;
+    let set = tx
+        .query(
+            "update pgferry.tables t
+                set diverged_at = now(), diverged_reason = 'set aside by an operator',
+                    set_aside_batch = (select acked_batch from pgferry.targets g
+                                       where g.target_id = t.target_id)
+              where source_schema = $1 and source_name = $2 and not removed
+                and ($3::int is null or target_id = $3)
+             returning target_id",
+            &[&source.schema, &source.name, &only],
+        )
+        .await
+        .map_err(Error::db("set-aside"))?;
+    if set.is_empty() {
+        return Err(Error::NotReplicated(source.to_string()));
+    }
+    tx.commit().await.map_err(Error::db("set-aside"))?;
+    tracing::warn!(table = %source, targets = set.len(), "table set aside: its targets no longer get its changes until add-table copies it again");
     Ok(())
 }

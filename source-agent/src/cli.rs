@@ -113,8 +113,9 @@ pub enum Command {
         #[arg(long)]
         create_target: bool,
     },
-    /// Stop replicating a table: changes already cut into batches still
-    /// ship, later ones are dropped, and the target agent lifts its guard.
+    /// Stop replicating a table at once: batches its target has not
+    /// acknowledged no longer carry its changes, and the target agent lifts
+    /// its guard.
     RemoveTable {
         /// Source database and config file.
         #[command(flatten)]
@@ -122,6 +123,21 @@ pub enum Command {
         /// The source table, SCHEMA.TABLE.
         table: String,
         /// Stop it going to this target only (default: to every target).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Set a table aside: it stays registered, but its changes no longer
+    /// go to the target (even those in batches already cut and not
+    /// acknowledged), so a table the target cannot apply stops holding back
+    /// the others; `status` shows it diverged until `add-table` copies it
+    /// again.
+    SetAside {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The source table, SCHEMA.TABLE.
+        table: String,
+        /// For this target only (default: every target).
         #[arg(long)]
         target: Option<String>,
     },

@@ -1,6 +1,9 @@
-//! How far behind the target is, as metrics to alert on. Read from the
-//! source database's batch list, not kept in memory, so an agent started
-//! after an outage reports the batches cut before it started.
+//! How far behind each target is, and which of its tables diverged, as
+//! metrics to alert on. Read from the source database's batch list, not
+//! kept in memory, so an agent started after an outage reports the batches
+//! cut before it started. Each read first marks diverged the tables whose
+//! capture triggers are found switched off (`pgferry.notice_capture_off`):
+//! where the DDL watch cannot refuse that, it is noticed within a second.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -31,11 +34,11 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
                 Ok(targets) => {
                     let now: HashSet<String> = targets.iter().map(|t| t.0.clone()).collect();
                     for removed in shown.difference(&now) {
-                        metrics::delay(removed, 0.0, 0);
+                        metrics::delay(removed, 0.0, 0, 0);
                     }
                     shown = now;
-                    for (target, seconds, unacked) in targets {
-                        metrics::delay(&target, seconds, unacked);
+                    for (target, seconds, unacked, diverged) in targets {
+                        metrics::delay(&target, seconds, unacked, diverged);
                     }
                 }
                 Err(err) => {
@@ -53,13 +56,27 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
 }
 
 /// Per target: its name, the seconds since the oldest batch it has not
-/// acknowledged was cut (0 when none waits), and how many batches wait.
-async fn read(client: &Client) -> Result<Vec<(String, f64, i64)>> {
+/// acknowledged was cut (0 when none waits), how many batches wait, and
+/// how many of its tables diverged.
+async fn read(client: &Client) -> Result<Vec<(String, f64, i64, i64)>> {
+    for off in client
+        .query(
+            "select source, target from pgferry.notice_capture_off()",
+            &[],
+        )
+        .await
+        .map_err(Error::db("checking the capture triggers"))?
+    {
+        let (table, target): (String, String) = (off.get(0), off.get(1));
+        tracing::error!(table = %table, target = %target, "capture triggers found disabled or dropped: the table diverged on the target until add-table copies it again");
+    }
     let rows = client
         .query(
             "select t.name, coalesce(extract(epoch from now() - b.cut_at)::float8, 0),
                     coalesce((select max(batch_id) from pgferry.batch m
-                              where m.target_id = t.target_id), t.acked_batch) - t.acked_batch
+                              where m.target_id = t.target_id), t.acked_batch) - t.acked_batch,
+                    (select count(*) from pgferry.tables d
+                     where d.target_id = t.target_id and not d.removed and d.diverged_at is not null)
              from pgferry.targets t
              left join pgferry.batch b on b.target_id = t.target_id and b.batch_id = t.acked_batch + 1",
             &[],
@@ -68,6 +85,6 @@ async fn read(client: &Client) -> Result<Vec<(String, f64, i64)>> {
         .map_err(Error::db("reading the delay"))?;
     Ok(rows
         .into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
         .collect())
 }

@@ -135,6 +135,15 @@ pub async fn execute(command: Command) -> Result<()> {
             capture::remove_table(&mut client, &table, target.as_deref()).await?;
             println!("removed {table}");
         }
+        Command::SetAside {
+            common,
+            table,
+            target,
+        } => {
+            let mut client = connect(&common).await?;
+            capture::set_aside(&mut client, &table, target.as_deref()).await?;
+            println!("set {table} aside: status shows it diverged until add-table copies it again");
+        }
         Command::AddTarget {
             common,
             name,

@@ -15,6 +15,9 @@ pub const DELAY: &str = "pgferry_delay_seconds";
 pub const BATCHES_UNACKED: &str = "pgferry_batches_unacked";
 /// Sessions with the target that ended in an error.
 pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
+/// The target's tables whose copy there misses changes (their capture was
+/// found switched off, or they were set aside) until copied again.
+pub const TABLES_DIVERGED: &str = "pgferry_tables_diverged";
 
 /// Help texts for every metric, shown on /metrics.
 pub fn describe() {
@@ -37,6 +40,10 @@ pub fn describe() {
     metrics::describe_counter!(
         SESSION_ERRORS,
         "Sessions with the target that ended in an error."
+    );
+    metrics::describe_gauge!(
+        TABLES_DIVERGED,
+        "Tables whose copy on the target misses changes (capture found switched off, or set aside) until add-table copies them again."
     );
 }
 
@@ -69,8 +76,9 @@ pub fn session_failed(target: &str) {
     metrics::counter!(SESSION_ERRORS, "target" => target.to_owned()).increment(1);
 }
 
-/// The delay as last read (see [`DELAY`]).
-pub fn delay(target: &str, seconds: f64, unacked: i64) {
+/// The delay and divergence as last read (see [`DELAY`], [`TABLES_DIVERGED`]).
+pub fn delay(target: &str, seconds: f64, unacked: i64, diverged: i64) {
     metrics::gauge!(DELAY, "target" => target.to_owned()).set(seconds);
     metrics::gauge!(BATCHES_UNACKED, "target" => target.to_owned()).set(unacked as f64);
+    metrics::gauge!(TABLES_DIVERGED, "target" => target.to_owned()).set(diverged as f64);
 }

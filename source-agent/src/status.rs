@@ -68,8 +68,8 @@ pub struct TableStatus {
     /// Key columns the target matches rows on.
     pub key: Vec<String>,
     /// `copy_pending` (waits for its copy batch), `copying` (the copy is
-    /// on its way), `replicating`, or `removed` (changes cut before removal
-    /// still ship).
+    /// on its way), `replicating`, `diverged` (see `diverged`) or
+    /// `removed`.
     pub state: String,
     /// Its changes the target has not acknowledged.
     pub pending_changes: i64,
@@ -79,6 +79,18 @@ pub struct TableStatus {
     pub row_filter: Option<String>,
     /// Initial copy progress, while and after it runs.
     pub copy: Option<CopyProgress>,
+    /// Why and since when the target's copy misses changes, until
+    /// `add-table` copies it again.
+    pub diverged: Option<Divergence>,
+}
+
+/// A table whose target copy misses changes.
+#[derive(Debug, Serialize)]
+pub struct Divergence {
+    /// Since when.
+    pub at: String,
+    /// Why: its capture was found switched off, or it was set aside.
+    pub reason: String,
 }
 
 /// How far a table's initial copy got.
@@ -153,7 +165,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .query(
             "select target, source, target_table, key_columns, state, pending_changes, columns,
                     row_filter, copy_rows, copy_rows_estimate, copy_bytes, copy_bytes_estimate,
-                    copy_batch, copied_at::text
+                    copy_batch, copied_at::text, diverged_at::text, diverged_reason
              from pgferry.table_status order by source, target",
             &[],
         )
@@ -176,6 +188,10 @@ pub async fn read(client: &Client) -> Result<Status> {
                 bytes_estimate: r.get::<_, Option<i64>>(11).unwrap_or(0),
                 batch: r.get(12),
                 copied_at: r.get(13),
+            }),
+            diverged: r.get::<_, Option<String>>(14).map(|at| Divergence {
+                at,
+                reason: r.get::<_, Option<String>>(15).unwrap_or_default(),
             }),
         })
         .collect();
@@ -263,6 +279,13 @@ impl std::fmt::Display for Status {
                         c.rows_estimate,
                         c.bytes / 1_000_000,
                         c.bytes_estimate / 1_000_000
+                    )?;
+                }
+                if let Some(d) = &table.diverged {
+                    write!(
+                        f,
+                        "  since {}: {} (add-table copies it again)",
+                        d.at, d.reason
                     )?;
                 }
                 writeln!(f)?;

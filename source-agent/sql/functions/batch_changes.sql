@@ -2,7 +2,8 @@
 -- visible in its snapshot and not in the previous one, of the target's
 -- tables, in seq order, each as that table's registration takes it
 -- (route); less, for a copied table, the changes already in its copy, and,
--- for a removed table, those cut after its removal. Plain SQL and STABLE,
+-- for a table removed or set aside, those after the batch its target had
+-- acknowledged then. Plain SQL and STABLE,
 -- so the planner inlines it and a portal over it streams.
 create or replace function pgferry.batch_changes(p_target int, p_batch bigint)
 returns table (seq bigint, table_id int, op "char", old_key json, new_row json, statement_rows int)
@@ -22,5 +23,6 @@ language sql stable as $$
     where p.target_id = p_target and p.batch_id = p_batch - 1
       and (t.copy_snapshot is null or not pg_visible_in_snapshot(q.txid, t.copy_snapshot))
       and (t.removed_batch is null or p_batch <= t.removed_batch)
+      and (t.set_aside_batch is null or p_batch <= t.set_aside_batch)
     order by q.seq
 $$;
