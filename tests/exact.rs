@@ -35,18 +35,24 @@ fn awkward_rows(first: i32) -> String {
         .join(", ")
 }
 
-/// `select` of `columns` of `table` as one text per row, in key order.
-async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String> {
+/// The first column of `sql`'s rows, as text.
+async fn texts(client: &Client, sql: &str) -> Vec<String> {
     client
-        .query(
-            &format!("select row({columns})::text from {table} order by id"),
-            &[],
-        )
+        .query(sql, &[])
         .await
-        .unwrap_or_else(|e| panic!("reading {table}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// `select` of `columns` of `table` as one text per row, in key order.
+async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String> {
+    texts(
+        client,
+        &format!("select row({columns})::text from {table} order by id"),
+    )
+    .await
 }
 
 /// Waits until each (source, target, columns, filter) pair holds the same
@@ -213,21 +219,11 @@ async fn every_value_arrives_as_the_source_has_it_by_every_path_and_mapping() {
         .await
         .unwrap();
     wait_rows_equal(&r, &pairs).await;
-    assert_eq!(array_keys(&r.src).await, array_keys(&r.dst).await);
-}
-
-/// digoal.array_keys as text, in the keys' text order.
-async fn array_keys(client: &Client) -> Vec<String> {
-    client
-        .query(
-            "select row(k, v)::text from digoal.array_keys order by k::text",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let array_keys = "select row(k, v)::text from digoal.array_keys order by k::text";
+    assert_eq!(
+        texts(&r.src, array_keys).await,
+        texts(&r.dst, array_keys).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,6 +450,33 @@ async fn a_target_table_whose_row_security_binds_the_applier_is_refused_naming_i
     r.wait_in_sync(SYNC).await;
 }
 
+/// Commits `bad` (a write the target refuses) in one transaction with a
+/// row of the seed table, waits for `status` to show the error naming
+/// `refusal`, runs `command` (remove-table or set-aside) on digoal.picky,
+/// and waits until the seed table's rows, that transaction's included, and
+/// one written after have all arrived.
+async fn take_out_refused_table(r: &mut Replication, bad: &str, refusal: &[&str], command: &str) {
+    r.src
+        .batch_execute(&format!(
+            "begin;
+             insert into digoal.loc_test values (1, 'beside the bad row', now(), now());
+             {bad};
+             commit;"
+        ))
+        .await
+        .unwrap();
+    let status = r.wait_for_error(refusal).await;
+    println!("status: {status}");
+    let db = r.source_db.clone();
+    source_agent(&[command, "--source-db", &db, "digoal.picky"]).await;
+    r.src
+        .batch_execute("insert into digoal.loc_test values (2, 'after', now(), now())")
+        .await
+        .unwrap();
+    let (rows, _) = r.wait_in_sync(SYNC).await;
+    assert_eq!(rows, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_the_target_refuses_is_taken_out_and_the_others_go_on_with_nothing_lost() {
     let mut r = Replication::new().await;
@@ -502,28 +525,13 @@ async fn a_table_the_target_refuses_is_taken_out_and_the_others_go_on_with_nothi
     wait_rows_equal(&r, &[("digoal.parent_t", "digoal.parent_t", "id", "true")]).await;
     // One transaction the target cannot apply, in the source's order or
     // any: a value its unique constraint refuses.
-    r.src
-        .batch_execute(
-            "begin;
-             insert into digoal.loc_test values (1, 'with the bad row', now(), now());
-             insert into digoal.picky values (1, 7), (2, 7);
-             commit;
-             insert into digoal.loc_test values (2, 'after', now(), now());",
-        )
-        .await
-        .unwrap();
-    let status = r
-        .wait_for_error(&["needs an operator", "digoal.picky", "Key (v)=(7)"])
-        .await;
-    println!("status: {status}");
-    source_agent(&["remove-table", "--source-db", &db, "digoal.picky"]).await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (3, 'later', now(), now())")
-        .await
-        .unwrap();
-    // Every other table's changes arrive, the bad transaction's included.
-    let (rows, _) = r.wait_in_sync(SYNC).await;
-    assert_eq!(rows, 3);
+    take_out_refused_table(
+        &mut r,
+        "insert into digoal.picky values (1, 7), (2, 7)",
+        &["needs an operator", "digoal.picky", "Key (v)=(7)"],
+        "remove-table",
+    )
+    .await;
     wait_rows_equal(&r, &[("digoal.parent_t", "digoal.parent_t", "id", "true")]).await;
     let refs: i64 = r
         .dst
@@ -540,16 +548,11 @@ async fn a_table_the_target_refuses_is_taken_out_and_the_others_go_on_with_nothi
 /// `md5` of each row's text, in key order: rows of hundreds of MB compared
 /// as `t::text` without carrying them to the test.
 async fn row_digests(client: &Client, table: &str) -> Vec<String> {
-    client
-        .query(
-            &format!("select id || ':' || md5(b::text) from {table} b order by id"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    texts(
+        client,
+        &format!("select id || ':' || md5(b::text) from {table} b order by id"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -693,24 +696,13 @@ async fn a_table_set_aside_leaves_the_stream_at_once_and_shows_diverged() {
     source_agent(&["add-table", "--source-db", &db, "digoal.picky"]).await;
     r.start_agents().await;
     r.wait_in_sync(SYNC).await;
-    r.src
-        .batch_execute(
-            "begin;
-             insert into digoal.loc_test values (1, 'beside the bad row', now(), now());
-             insert into digoal.picky values (1, 500);
-             commit;",
-        )
-        .await
-        .unwrap();
-    r.wait_for_error(&["needs an operator", "digoal.picky", "small"])
-        .await;
-    source_agent(&["set-aside", "--source-db", &db, "digoal.picky"]).await;
-    r.src
-        .batch_execute("insert into digoal.loc_test values (2, 'after', now(), now())")
-        .await
-        .unwrap();
-    let (rows, _) = r.wait_in_sync(SYNC).await;
-    assert_eq!(rows, 2);
+    take_out_refused_table(
+        &mut r,
+        "insert into digoal.picky values (1, 500)",
+        &["needs an operator", "digoal.picky", "small"],
+        "set-aside",
+    )
+    .await;
     let status = r.status().await;
     let picky = status["tables"]
         .as_array()

@@ -629,48 +629,29 @@ pub async fn add_sequence(
     Ok(seq_id)
 }
 
-/// Stops replicating `table` to target `to` (every target when `None`):
-/// its capture stops now unless another target still takes it; changes
-/// already cut into that target's batches still ship, later ones are
-/// dropped; once the target has acked the last of them the registration
-/// goes and the target agent lifts its guard.
+/// Stops replicating `table` to target `to` (every target when `None`) at
+/// once: its capture stops unless another target still takes it, and no
+/// batch the target has not acknowledged carries its changes any more,
+/// even one cut before, so a table whose changes a target cannot apply
+/// stops holding it back. The target keeps the table as of the last batch
+/// it acknowledged (or a later one it applied before hearing of this); the
+/// registration goes and the target agent lifts its guard.
 pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) -> Result<()> {
-    ensure_installed(client).await?;
-    let source = TableName::parse(client, table).await?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(Error::db("remove-table"))?;
-    let only = match to {
-        Some(name) => Some(crate::targets::resolve(&tx, Some(name)).await?),
-        None => None,
-    };
-    // The table leaves at once: batches the target has not acknowledged
-    // no longer carry its changes, even those cut before now, so a table
-    // whose changes a target cannot apply stops holding it back. The
-    // target keeps the table as of the last batch it acknowledged (or a
-    // later one it applied before hearing of this). The batch lock orders
-    // this against the cutter and the acknowledgements.
-    tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
-        .await
-        .map_err(Error::db("remove-table"))?;
-    let removed = tx
-        .query(
-            "update pgferry.tables t
-                set removed = true,
-                    removed_batch = (select acked_batch from pgferry.targets g
-                                     where g.target_id = t.target_id)
-              where source_schema = $1 and source_name = $2 and not removed
-                and ($3::int is null or target_id = $3)
-             returning target_id, capture_id",
-            &[&source.schema, &source.name, &only],
-        )
-        .await
-        .map_err(Error::db("remove-table"))?;
-    let Some(first) = removed.first() else {
-        return Err(Error::NotReplicated(source.to_string()));
-    };
-    tx.execute("select pgferry.attach($1)", &[&first.get::<_, i32>(1)])
+    let (tx, source, removed) = take_out(
+        client,
+        table,
+        to,
+        "remove-table",
+        "update pgferry.tables t
+            set removed = true,
+                removed_batch = (select acked_batch from pgferry.targets g
+                                 where g.target_id = t.target_id)
+          where source_schema = $1 and source_name = $2 and not removed
+            and ($3::int is null or target_id = $3)
+         returning target_id, capture_id",
+    )
+    .await?;
+    tx.execute("select pgferry.attach($1)", &[&removed[0].get::<_, i32>(1)])
         .await
         .map_err(Error::db("remove-table: changing the capture triggers"))?;
     for row in &removed {
@@ -691,34 +672,58 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
 /// other tables back; status shows it diverged until `add-table` copies it
 /// again.
 pub async fn set_aside(client: &mut Client, table: &str, to: Option<&str>) -> Result<()> {
+    let (tx, source, set) = take_out(
+        client,
+        table,
+        to,
+        "set-aside",
+        "update pgferry.tables t
+            set diverged_at = now(), diverged_reason = 'set aside by an operator',
+                set_aside_batch = (select acked_batch from pgferry.targets g
+                                   where g.target_id = t.target_id)
+          where source_schema = $1 and source_name = $2 and not removed
+            and ($3::int is null or target_id = $3)
+         returning target_id",
+    )
+    .await?;
+    tx.commit().await.map_err(Error::db("set-aside"))?;
+    tracing::warn!(table = %source, targets = set.len(), "table set aside: its targets no longer get its changes until add-table copies it again");
+    Ok(())
+}
+
+/// Runs `update` (parameters: the table's schema and name, the target id
+/// or null for every target), which takes a table out of its targets'
+/// streams, in a transaction holding the batch list's lock, so that it is
+/// ordered against the cutter and the acknowledgements; returns the open
+/// transaction, the table and the rows `update` returned (at least one, or
+/// [`Error::NotReplicated`]).
+async fn take_out<'a>(
+    client: &'a mut Client,
+    table: &str,
+    to: Option<&str>,
+    command: &'static str,
+    update: &str,
+) -> Result<(
+    tokio_postgres::Transaction<'a>,
+    TableName,
+    Vec<tokio_postgres::Row>,
+)> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, table).await?;
-    let tx = client.transaction().await.map_err(Error::db("set-aside"))?;
+    let tx = client.transaction().await.map_err(Error::db(command))?;
     let only = match to {
         Some(name) => Some(crate::targets::resolve(&tx, Some(name)).await?),
         None => None,
     };
-    // Ordered against the cutter and the acknowledgements, as remove-table.
     tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
         .await
-        .map_err(Error::db("set-aside"))?;
-    let set = tx
-        .query(
-            "update pgferry.tables t
-                set diverged_at = now(), diverged_reason = 'set aside by an operator',
-                    set_aside_batch = (select acked_batch from pgferry.targets g
-                                       where g.target_id = t.target_id)
-              where source_schema = $1 and source_name = $2 and not removed
-                and ($3::int is null or target_id = $3)
-             returning target_id",
-            &[&source.schema, &source.name, &only],
-        )
+        .map_err(Error::db(command))?;
+    let rows = tx
+        .query(update, &[&source.schema, &source.name, &only])
         .await
-        .map_err(Error::db("set-aside"))?;
-    if set.is_empty() {
+        .map_err(Error::db(command))?;
+    if rows.is_empty() {
         return Err(Error::NotReplicated(source.to_string()));
     }
-    tx.commit().await.map_err(Error::db("set-aside"))?;
-    tracing::warn!(table = %source, targets = set.len(), "table set aside: its targets no longer get its changes until add-table copies it again");
-    Ok(())
+    Ok((tx, source, rows))
 }

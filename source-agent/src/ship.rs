@@ -184,9 +184,7 @@ impl Shipper {
         let limits = self.limits;
         let out = self.out.clone();
         futures::pin_mut!(rows);
-        let mut changes = Vec::new();
-        let mut bytes = 0usize;
-        let mut rows_in_chunk = 0u64;
+        let mut gathered = Gathered::default();
         let mut rows_sent = 0u64;
         while let Some(row) = rows
             .try_next()
@@ -213,63 +211,37 @@ impl Shipper {
             if let Some(new_row) = new_row.filter(|_| size > limits.bytes) {
                 // Alone, in pieces of a message each, copied out of the row
                 // as read: the row is held once.
-                if !changes.is_empty() {
-                    rows_sent += rows_in_chunk;
-                    let chunk = wire::BatchChunk {
-                        batch_id,
-                        changes: std::mem::take(&mut changes),
-                        ..Default::default()
-                    };
-                    if !send_chunk(&out, chunk).await {
-                        return Ok(SendOutcome::PeerGone);
-                    }
-                    bytes = 0;
-                    rows_in_chunk = 0;
+                if !gathered.flush(&out, batch_id, &mut rows_sent).await {
+                    return Ok(SendOutcome::PeerGone);
                 }
                 let head = to_change(&row, Some(String::new()))?;
-                let change_rows = u64::from(head.rows());
+                rows_sent += u64::from(head.rows());
                 let head = wire::Change {
                     new_row: None,
                     ..wire::Change::from(head)
                 };
                 for piece in pgferry_proto::change::pieces(head, new_row, limits.bytes) {
-                    let chunk = wire::BatchChunk {
-                        batch_id,
-                        changes: vec![piece],
-                        ..Default::default()
-                    };
-                    if !send_chunk(&out, chunk).await {
+                    gathered.changes.push(piece);
+                    if !gathered.flush(&out, batch_id, &mut 0).await {
                         return Ok(SendOutcome::PeerGone);
                     }
                 }
-                rows_sent += change_rows;
                 continue;
             }
             let change = to_change(&row, new_row.map(str::to_owned))?;
             let change_rows = u64::from(change.rows());
-            let change = wire::Change::from(change);
             // Keep messages under the byte budget too: wide rows would
             // otherwise make a chunk of `rows` changes too large to send.
-            let full =
-                rows_in_chunk + change_rows > u64::from(limits.rows) || bytes + size > limits.bytes;
-            if full && !changes.is_empty() {
-                rows_sent += rows_in_chunk;
-                let chunk = wire::BatchChunk {
-                    batch_id,
-                    changes: std::mem::take(&mut changes),
-                    ..Default::default()
-                };
-                if !send_chunk(&out, chunk).await {
-                    return Ok(SendOutcome::PeerGone);
-                }
-                bytes = 0;
-                rows_in_chunk = 0;
+            let full = gathered.rows + change_rows > u64::from(limits.rows)
+                || gathered.bytes + size > limits.bytes;
+            if full && !gathered.flush(&out, batch_id, &mut rows_sent).await {
+                return Ok(SendOutcome::PeerGone);
             }
-            bytes += size;
-            rows_in_chunk += change_rows;
-            changes.push(change);
+            gathered.bytes += size;
+            gathered.rows += change_rows;
+            gathered.changes.push(wire::Change::from(change));
         }
-        rows_sent += rows_in_chunk;
+        rows_sent += gathered.rows;
         let sequences = if self.has_sequences {
             sequence_values(&self.reader, self.target_id, &mut self.sequences_sent).await?
         } else {
@@ -277,7 +249,7 @@ impl Shipper {
         };
         let chunk = wire::BatchChunk {
             batch_id,
-            changes,
+            changes: gathered.changes,
             last: true,
             sequences,
             cut,
@@ -288,6 +260,40 @@ impl Shipper {
         }
         tracing::debug!(batch_id, changes = rows_sent, "sent batch");
         Ok(SendOutcome::Sent { changes: rows_sent })
+    }
+}
+
+/// Changes gathered for a batch's next chunk.
+#[derive(Default)]
+struct Gathered {
+    changes: Vec<wire::Change>,
+    /// Their row data's bytes.
+    bytes: usize,
+    /// The rows they hold (a statement's array counts each).
+    rows: u64,
+}
+
+impl Gathered {
+    /// Sends them as a chunk (nothing when none), counting their rows into
+    /// `sent`; false when the stream is gone.
+    async fn flush(
+        &mut self,
+        out: &mpsc::Sender<wire::SourceMessage>,
+        batch_id: u64,
+        sent: &mut u64,
+    ) -> bool {
+        if self.changes.is_empty() {
+            return true;
+        }
+        *sent += self.rows;
+        let chunk = wire::BatchChunk {
+            batch_id,
+            changes: std::mem::take(&mut self.changes),
+            ..Default::default()
+        };
+        self.bytes = 0;
+        self.rows = 0;
+        send_chunk(out, chunk).await
     }
 }
 
