@@ -45,6 +45,9 @@ pub struct Agent {
     args: Vec<String>,
     /// Where its stderr goes.
     log: PathBuf,
+    /// How many times it was started (each start logs "agent running" once
+    /// it listens).
+    starts: usize,
     /// Keeps the log's directory alive.
     _dir: tempfile::TempDir,
 }
@@ -60,6 +63,7 @@ impl Agent {
             name: name.to_owned(),
             args: args.to_vec(),
             log,
+            starts: 1,
             _dir: dir,
         }
     }
@@ -134,6 +138,14 @@ impl Agent {
     /// Starts the same command again (after a kill).
     pub fn restart(&mut self) {
         self.child = Self::start(&self.name, &self.args, &self.log);
+        self.starts += 1;
+    }
+
+    /// Whether its latest start got as far as listening: its log says
+    /// "agent running" once per start. A health check alone can be answered
+    /// by another test's agent that took the same port first.
+    pub fn listening(&self) -> bool {
+        self.log().matches(" agent running").count() >= self.starts
     }
 
     /// SIGTERM, then waits up to `grace` for a clean exit; returns whether it

@@ -551,7 +551,7 @@ pub async fn wait_serving_at(agent: &mut Agent, address: &str, ca: Option<&str>)
 async fn serving_unless_port_taken(agent: &mut Agent, address: &str, ca: Option<&str>) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if health_at(address, ca).await == Some(ServingStatus::Serving) {
+        if agent.listening() && health_at(address, ca).await == Some(ServingStatus::Serving) {
             return true;
         }
         if agent.exited() && agent.log().contains("Address already in use") {
