@@ -699,7 +699,11 @@ async fn a_table_set_aside_leaves_the_stream_at_once_and_shows_diverged() {
     take_out_refused_table(
         &mut r,
         "insert into digoal.picky values (1, 500)",
-        &["needs an operator", "digoal.picky", "small"],
+        &[
+            "needs an operator",
+            r#"digoal.picky, key {"id": 1}"#,
+            "small",
+        ],
         "set-aside",
     )
     .await;

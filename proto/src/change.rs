@@ -143,6 +143,22 @@ pub fn pieces<'a>(
     })
 }
 
+/// The key columns of a row (or key) object as a JSON object, for an error
+/// naming the row: read without copying the row's other values. `None`
+/// when the text is not such an object.
+pub fn key_of(row: &str, key_columns: &[String]) -> Option<String> {
+    let fields: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(row).ok()?;
+    let key: Vec<String> = key_columns
+        .iter()
+        .map(|k| {
+            let value = fields.get(k).map_or("null", |v| v.get());
+            format!("{}: {value}", serde_json::Value::from(k.as_str()))
+        })
+        .collect();
+    Some(format!("{{{}}}", key.join(", ")))
+}
+
 /// Joins the pieces of rows sent in pieces (see [`pieces`]) back into whole
 /// changes, across the chunks of a batch.
 #[derive(Debug, Default)]

@@ -358,25 +358,13 @@ pub enum SendOutcome {
     PeerGone,
 }
 
-/// The key of a change's row (its old key, else its new row), as a JSON
-/// object of the key columns, for an error: read without copying values.
+/// The key of a change's row (its old key, else its new row), for an error.
 fn key_of(seq: u64, statement_rows: u32, text: Option<&str>, key_columns: &[String]) -> String {
     if statement_rows > 0 {
         return format!("(rows of one statement, queue row {seq})");
     }
-    let fields: Option<HashMap<String, &serde_json::value::RawValue>> =
-        text.and_then(|t| serde_json::from_str(t).ok());
-    let Some(fields) = fields else {
-        return format!("(queue row {seq})");
-    };
-    let key: Vec<String> = key_columns
-        .iter()
-        .map(|k| {
-            let value = fields.get(k).map_or("null", |v| v.get());
-            format!("{}: {value}", serde_json::Value::from(k.as_str()))
-        })
-        .collect();
-    format!("{{{}}}", key.join(", "))
+    text.and_then(|t| pgferry_proto::change::key_of(t, key_columns))
+        .unwrap_or_else(|| format!("(queue row {seq})"))
 }
 
 /// A batch row as a change, its new row given (read from the row, or left

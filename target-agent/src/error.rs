@@ -126,7 +126,7 @@ pub enum Error {
     Apply {
         /// The batch.
         batch_id: u64,
-        /// The target table.
+        /// The target table (with the key of a change applied alone).
         table: String,
         /// The database's error.
         #[source]

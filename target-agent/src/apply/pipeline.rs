@@ -40,7 +40,9 @@ pub(super) struct Pipeline {
     /// read before its commit.
     pub(super) begin_check: Option<InFlight<Vec<SimpleQueryMessage>>>,
     /// Statements sent and not answered yet, oldest first, with the table
-    /// each writes: the server works on one while the next chunk arrives.
+    /// each writes (and the key of a change applied alone, see
+    /// `apply_run`), as its error names them: the server works on one while
+    /// the next chunk arrives.
     in_flight: VecDeque<(String, RunKind, InFlight<u64>)>,
     /// Prepared apply statements, per table, run kind and shape.
     statements: HashMap<(u32, RunKind, u32), Statement>,
@@ -189,7 +191,17 @@ impl Applier {
             self.pipeline.statements.insert(key, statement);
         }
         let statement = self.pipeline.statements[&key].clone();
-        let table = self.plans[&run.table_id].name.clone();
+        let mut table = self.plans[&run.table_id].name.clone();
+        // A change applied alone (the batch's retry in the source's order)
+        // names its key if it fails, for the operator it will need.
+        if self.retry.in_order
+            && let [row] = run.rows.as_slice()
+            && run.count == 1
+            && let Some(key) =
+                pgferry_proto::change::key_of(row, &self.announced[&run.table_id].0.key_columns)
+        {
+            table.push_str(&format!(", key {key}"));
+        }
         let client = Arc::clone(&self.client);
         let params: Vec<String> = match run.kind {
             RunKind::Truncate => Vec::new(),
