@@ -4,8 +4,9 @@
 # with ever more of the capture work in an AFTER UPDATE trigger, agents not
 # running. Each line is TPS on the variant and on the plain table in the
 # slice right after it, and the overhead (three rounds: slices swing by a few
-# points). Then a 100,000-row UPDATE and INSERT, plain and captured. One
-# throwaway cluster; release build.
+# points). Then a 100,000-row UPDATE, INSERT and DELETE, plain, captured, and
+# captured on a table with a jsonb column (which travels in its text form).
+# One throwaway cluster; release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/prereqs.sh
@@ -30,8 +31,10 @@ sql "create table t_plain (id int primary key, v int not null, info text);
 for t in t_noop t_insert t_row t_nokey t_capture t_notify; do
     sql "create table $t (like t_plain including all); insert into $t select * from t_plain;"
 done
+sql "create table t_json (like t_plain including all, j jsonb);
+     insert into t_json select *, '{\"a\": null}' from t_plain;"
 target/release/source-agent install --source-db "$db" >/dev/null 2>&1
-for t in t_nokey t_capture t_notify; do
+for t in t_nokey t_capture t_notify t_json; do
     target/release/source-agent add-table --source-db "$db" "public.$t" >/dev/null 2>&1
 done
 # What the row trigger that catches key changes costs beside the statement's.
@@ -60,17 +63,18 @@ for round in 1 2 3; do
     sql "truncate pgferry.queue"
 done
 
-# Bulk statements: an UPDATE of all 100,000 rows, then an INSERT of
-# 100,000 more, plain and captured.
+# Bulk statements: an UPDATE of all 100,000 rows, an INSERT of 100,000
+# more, and a DELETE of those, plain and captured.
 bulk_ms() {
     psql -qX "$db" -c '\timing on' -c "$1" | awk '/^Time/ {printf "%.0f", $2}'
 }
 update="update %s set v = v + 1"
-insert="insert into %s select g, 0, md5(g::text) from generate_series(100001, 200000) g"
+insert="insert into %s (id, v, info) select g, 0, md5(g::text) from generate_series(100001, 200000) g"
+delete="delete from %s where id > 100000"
 echo
-echo "| statement | plain ms | pgferry capture ms |"
-echo "|---|---|---|"
-for statement in "$update" "$insert"; do
+echo "| statement | plain ms | pgferry capture ms | with a jsonb column (text form) ms |"
+echo "|---|---|---|---|"
+for statement in "$update" "$insert" "$delete"; do
     # shellcheck disable=SC2059
-    echo "| ${statement%% *} of 100,000 rows | $(bulk_ms "$(printf "$statement" t_plain)") | $(bulk_ms "$(printf "$statement" t_capture)") |"
+    echo "| ${statement%% *} of 100,000 rows | $(bulk_ms "$(printf "$statement" t_plain)") | $(bulk_ms "$(printf "$statement" t_capture)") | $(bulk_ms "$(printf "$statement" t_json)") |"
 done

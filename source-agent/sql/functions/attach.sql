@@ -3,18 +3,20 @@
 -- ALWAYS so that session_replication_role cannot switch capture off; drops
 -- them when none is left. The change is captured once for all of them:
 -- the union of their columns (all when one takes all). When none filters
--- rows and no captured column travels in its text form (pgferry.text_form),
--- statement triggers queue the rows as row_to_json renders them, calling
--- the compiled capture functions of extension pgferry_capture when
--- `install` created it (see capture.rs), else their PL/pgSQL twins.
--- Otherwise a row trigger (a function made here,
--- pgferry.capture_filtered_<id>) queues each change with every captured
--- column in its text form, exact for every type, and, where registrations
--- filter rows, which registrations' filters its old and new row match,
--- skipping a change that no registration takes; each target's read then
--- decides as PostgreSQL 15 publications do (pgferry.route). The made
--- function names the columns: the DDL watch (watch_ddl.sql) makes it
--- again when the table changes.
+-- rows, statement triggers queue the rows: as row_to_json renders them,
+-- calling the compiled capture functions of extension pgferry_capture when
+-- `install` created it (see capture.rs), else their PL/pgSQL twins; or,
+-- when a captured column travels in its text form (pgferry.text_form), by
+-- a function made here (pgferry.capture_rows_<id>, capture_rows.sql)
+-- rendering every captured column's text form. When a registration
+-- filters rows, or a key column travels in its text form, a row trigger (a
+-- function made here, pgferry.capture_filtered_<id>, which also takes a
+-- key-changing update of a table with statement triggers and text forms)
+-- queues each change in text forms and which registrations' filters its
+-- old and new row match, skipping a change that no registration takes;
+-- each target's read then decides as PostgreSQL 15 publications do
+-- (pgferry.route). The made functions name the columns: the DDL watch
+-- (watch_ddl.sql) makes them again when the table changes.
 create or replace function pgferry.attach(p_capture_id int) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -29,6 +31,8 @@ declare
     v_hits text;
     v_filter record;
     v_exact boolean;
+    v_exact_keys boolean;
+    v_statements boolean;
     v_encode text;
     v_trigger name;
     v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
@@ -59,34 +63,89 @@ begin
                            order by a.attnum);
     end if;
     v_rel := v_relid::regclass::text;
-    -- Whether a captured column would not read back from row_to_json, or
-    -- the table is an inheritance child: a statement on its parent changes
-    -- its rows firing only its row triggers.
-    v_exact := exists (select from pg_attribute a
-                       where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
-                         and (v_columns is null or a.attname::text = any (v_columns || v_keys))
-                         and pgferry.text_form(a.atttypid))
-               or exists (select from pg_inherits where inhrelid = v_relid);
-    -- A row %1$s as a JSON object of its captured columns' text forms
-    -- (json_object takes arrays: no limit on the number of columns).
-    v_encode := format('pg_catalog.json_object(%L::text[], array[%s]::text[])',
-                       (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
-                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
-                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))),
-                       -- Quoted always: PL/pgSQL takes some names that
-                       -- quote_ident leaves bare for its own words (old.by).
-                       (select string_agg(format('%%1$s.%s::text', '"' || replace(a.attname, '"', '""') || '"'),
-                                          ', ' order by a.attnum)
-                        from pg_attribute a
-                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
-                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))));
     -- After id and mode: the key count, the keys, the replicated columns.
     v_args := format('%L', cardinality(v_keys))
         || coalesce((select string_agg(format(', %L', k), '' order by n)
                      from unnest(v_keys) with ordinality u(k, n)), '')
         || coalesce((select string_agg(format(', %L', c), '' order by n)
                      from unnest(v_columns) with ordinality u(c, n)), '');
-    if not v_filtered and not v_exact then
+    -- Whether a captured column would not read back from row_to_json.
+    v_exact := exists (select from pg_attribute a
+                       where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                         and (v_columns is null or a.attname::text = any (v_columns || v_keys))
+                         and pgferry.text_form(a.atttypid));
+    -- Whether a key column would not read back from row_to_json: its
+    -- deletes then need the text forms too.
+    v_exact_keys := exists (select from pg_attribute a
+                            where a.attrelid = v_relid and a.attname::text = any (v_keys)
+                              and pgferry.text_form(a.atttypid));
+    -- A row %1$s as a JSON object of its captured columns' text forms
+    -- (json_object takes arrays: no limit on the number of columns).
+    -- Quoted always: PL/pgSQL takes some names that quote_ident leaves bare
+    -- for its own words (old.by); schema-qualified, as the statement
+    -- capture runs with its caller's search_path.
+    v_encode := format('pg_catalog.json_object(%L::pg_catalog.text[], array[%s]::pg_catalog.text[])',
+                       (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
+                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))),
+                       (select string_agg(format('%%1$s.%s::pg_catalog.text',
+                                                 '"' || replace(a.attname, '"', '""') || '"'),
+                                          ', ' order by a.attnum)
+                        from pg_attribute a
+                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
+                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))));
+    -- Statement triggers unless a registration filters rows, a key column
+    -- needs its text form (the generic delete capture renders keys with
+    -- row_to_json), or the table is an inheritance child (a statement on
+    -- its parent changes its rows firing only its row triggers).
+    v_statements := not v_filtered and not v_exact_keys
+                    and not exists (select from pg_inherits where inhrelid = v_relid);
+    if v_exact and v_statements then
+        -- Statements' rows in their text forms (capture_rows.sql), which
+        -- the encoder already cuts down to the captured columns.
+        v_rows := format('pgferry.capture_rows_%s', p_capture_id);
+        perform pgferry.define_capture_rows(v_rows, format(v_encode, 'n'));
+        v_columns := null;
+    end if;
+    if not v_statements or v_exact then
+        for v_filter in
+            select table_id, row_filter from pgferry.tables
+            where capture_id = p_capture_id and not removed and row_filter is not null
+        loop
+            execute format('create function pgferry.row_filter_%s(r %s) returns boolean language sql stable as %L',
+                           v_filter.table_id, v_rel,
+                           format('select coalesce((select (%s) from (select ($1).*) as f), false)',
+                                  v_filter.row_filter));
+        end loop;
+        -- The ids of the registrations whose filter row %1$s matches (none
+        -- recorded when no registration filters).
+        v_hits := format('array_remove(array[%s]::int[], null)',
+                         (select string_agg(format('case when pgferry.row_filter_%s(%%1$s) then %s end',
+                                                   table_id, table_id), ', ' order by table_id)
+                          from pgferry.tables
+                          where capture_id = p_capture_id and not removed and row_filter is not null));
+        -- The row capture: every change of a table without statement
+        -- triggers, or a key-changing update of one with them.
+        execute format($f$
+            create function pgferry.capture_filtered_%s() returns trigger
+            language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
+            begin
+                perform pgferry.capture_row(%s, tg_op, %L::text[], %L::text[], %L,
+                    case when tg_op <> 'INSERT' then %s end,
+                    case when tg_op <> 'DELETE' then %s end,
+                    %s, %s);
+                return null;
+            end
+            $body$
+            $f$,
+            p_capture_id, p_capture_id, v_keys, v_columns, v_everyone,
+            format(v_encode, 'old'), format(v_encode, 'new'),
+            case when v_filtered then format('case when tg_op = ''INSERT'' then ''{}'' else %s end',
+                                             format(v_hits, 'old')) else 'null' end,
+            case when v_filtered then format('case when tg_op = ''DELETE'' then ''{}'' else %s end',
+                                             format(v_hits, 'new')) else 'null' end);
+    end if;
+    if v_statements then
         execute format('create trigger pgferry_capture_insert after insert on %s
                         referencing new table as pgferry_new for each statement
                         execute function %s',
@@ -119,43 +178,11 @@ begin
                            v_rel, v_same_key, format('%L, %L, %s', p_capture_id, '', v_args));
         end if;
         execute format('create trigger pgferry_capture_update_key after update on %s
-                        for each row when (not (%s)) execute function pgferry.capture(%s)',
-                       v_rel, v_same_key, format('%L, %L, %s', p_capture_id, '', v_args));
+                        for each row when (not (%s)) execute function %s',
+                       v_rel, v_same_key,
+                       case when v_exact then format('pgferry.capture_filtered_%s()', p_capture_id)
+                            else format('pgferry.capture(%L, %L, %s)', p_capture_id, '', v_args) end);
     else
-        for v_filter in
-            select table_id, row_filter from pgferry.tables
-            where capture_id = p_capture_id and not removed and row_filter is not null
-        loop
-            execute format('create function pgferry.row_filter_%s(r %s) returns boolean language sql stable as %L',
-                           v_filter.table_id, v_rel,
-                           format('select coalesce((select (%s) from (select ($1).*) as f), false)',
-                                  v_filter.row_filter));
-        end loop;
-        -- The ids of the registrations whose filter row %1$s matches (none
-        -- recorded when no registration filters).
-        v_hits := format('array_remove(array[%s]::int[], null)',
-                         (select string_agg(format('case when pgferry.row_filter_%s(%%1$s) then %s end',
-                                                   table_id, table_id), ', ' order by table_id)
-                          from pgferry.tables
-                          where capture_id = p_capture_id and not removed and row_filter is not null));
-        execute format($f$
-            create function pgferry.capture_filtered_%s() returns trigger
-            language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
-            begin
-                perform pgferry.capture_row(%s, tg_op, %L::text[], %L::text[], %L,
-                    case when tg_op <> 'INSERT' then %s end,
-                    case when tg_op <> 'DELETE' then %s end,
-                    %s, %s);
-                return null;
-            end
-            $body$
-            $f$,
-            p_capture_id, p_capture_id, v_keys, v_columns, v_everyone,
-            format(v_encode, 'old'), format(v_encode, 'new'),
-            case when v_filtered then format('case when tg_op = ''INSERT'' then ''{}'' else %s end',
-                                             format(v_hits, 'old')) else 'null' end,
-            case when v_filtered then format('case when tg_op = ''DELETE'' then ''{}'' else %s end',
-                                             format(v_hits, 'new')) else 'null' end);
         execute format('create trigger pgferry_capture_row after insert or update or delete on %s
                         for each row execute function pgferry.capture_filtered_%s()',
                        v_rel, p_capture_id);
