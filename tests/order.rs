@@ -1,5 +1,5 @@
-//! Commit order and exactly-once against the wrong rules of design.md
-//! section 3: a long transaction holding a small seq and xid, shorter ones
+//! Commit order and exactly-once against the wrong rules that
+//! docs/architecture.md ("Batches") names: a long transaction holding a small seq and xid, shorter ones
 //! committing past it, and updates to the same rows.
 
 use std::time::Duration;

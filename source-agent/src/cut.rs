@@ -1,4 +1,4 @@
-//! Cutting batches by snapshots (design.md section 3): the cut itself, and
+//! Cutting batches by snapshots (docs/architecture.md, "Batches"): the cut itself, and
 //! what the stream reads of a cut. The cutter's loop is `cutter.rs`.
 
 use tokio_postgres::{Client, Statement};

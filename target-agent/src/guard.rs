@@ -1,4 +1,4 @@
-//! The guard (design.md section 5): on every target table the agent applies
+//! The guard (docs/architecture.md, "Guard"): on every target table the agent applies
 //! to, a statement-level trigger enabled ALWAYS refuses INSERT, UPDATE,
 //! DELETE, TRUNCATE and COPY from every session not logged in as the applier
 //! role; write privileges granted to other roles are revoked as a second wall.
