@@ -229,7 +229,15 @@ async fn every_value_arrives_as_the_source_has_it_by_every_path_and_mapping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exactly() {
     let mut r = Replication::new().await;
-    create_on_both(&r, &[("digoal.docs", "(id int primary key, j json)")]).await;
+    // A % in a column name: the capture attach makes is built by format().
+    create_on_both(
+        &r,
+        &[(
+            "digoal.docs",
+            r#"(id int primary key, j json, "100%s" int default 7)"#,
+        )],
+    )
+    .await;
     let db = r.source_db.clone();
     source_agent(&["add-table", "--source-db", &db, "digoal.docs"]).await;
     r.start_agents().await;
@@ -267,11 +275,11 @@ async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exac
         .unwrap();
     r.src
         .batch_execute(
-            "insert into digoal.docs values (1, 'null');
+            "insert into digoal.docs (id, j) values (1, 'null');
              alter table digoal.docs add column k jsonb;
-             insert into digoal.docs values (2, '  \"s\"  ', 'null'), (3, null, null);
+             insert into digoal.docs (id, j, k) values (2, '  \"s\"  ', 'null'), (3, null, null);
              set session_replication_role = replica;
-             insert into digoal.docs values (4, 'null', '{\"a\": null}');
+             insert into digoal.docs (id, j, k, \"100%s\") values (4, 'null', '{\"a\": null}', 8);
              reset session_replication_role;
              alter table digoal.docs add column g int generated always as (id * 2) stored;",
         )
@@ -287,7 +295,16 @@ async fn capture_cannot_be_switched_off_and_columns_added_mid_stream_travel_exac
         .batch_execute("update digoal.docs set k = '[null]' where id = 1")
         .await
         .unwrap();
-    wait_rows_equal(&r, &[("digoal.docs", "digoal.docs", "id, j, k, g", "true")]).await;
+    wait_rows_equal(
+        &r,
+        &[(
+            "digoal.docs",
+            "digoal.docs",
+            r#"id, j, k, g, "100%s""#,
+            "true",
+        )],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,13 +83,18 @@ begin
     -- (json_object takes arrays: no limit on the number of columns).
     -- Quoted always: PL/pgSQL takes some names that quote_ident leaves bare
     -- for its own words (old.by); schema-qualified, as the statement
-    -- capture runs with its caller's search_path.
-    v_encode := format('pg_catalog.json_object(%L::pg_catalog.text[], array[%s]::pg_catalog.text[])',
-                       (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
-                        where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
-                          and (v_columns is null or a.attname::text = any (v_columns || v_keys))),
+    -- capture runs with its caller's search_path. A % in a name is
+    -- doubled: the result is a format string.
+    v_encode := format('pg_catalog.json_object(%s::pg_catalog.text[], array[%s]::pg_catalog.text[])',
+                       replace(format('%L', (select array_agg(a.attname::text order by a.attnum)
+                                             from pg_attribute a
+                                             where a.attrelid = v_relid and a.attnum > 0
+                                               and not a.attisdropped
+                                               and (v_columns is null
+                                                    or a.attname::text = any (v_columns || v_keys)))),
+                               '%', '%%'),
                        (select string_agg(format('%%1$s.%s::pg_catalog.text',
-                                                 '"' || replace(a.attname, '"', '""') || '"'),
+                                                 replace('"' || replace(a.attname, '"', '""') || '"', '%', '%%')),
                                           ', ' order by a.attnum)
                         from pg_attribute a
                         where a.attrelid = v_relid and a.attnum > 0 and not a.attisdropped
