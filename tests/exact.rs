@@ -650,11 +650,6 @@ async fn a_row_beyond_max_row_bytes_is_refused_naming_table_key_and_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_switched_off_without_the_ddl_watch_shows_the_table_diverged_until_copied_again() {
     let mut r = Replication::new().await;
-    let metrics_port = support::setup::free_port();
-    r.source_args = vec![
-        "--metrics-listen".into(),
-        format!("127.0.0.1:{metrics_port}"),
-    ];
     r.start_agents().await;
     r.wait_in_sync(SYNC).await;
     // As on an install without a superuser: no DDL watch.
@@ -679,6 +674,14 @@ async fn capture_switched_off_without_the_ddl_watch_shows_the_table_diverged_unt
             .contains("capture triggers found disabled or dropped"),
         "{table}"
     );
+    // With metrics served, the metric counts it (noticed without them too).
+    let metrics_port = support::setup::free_port();
+    r.source_agent().kill9().await;
+    r.source_args = vec![
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    r.start_source_agent().await;
     let diverged = support::wait_until("the metric counts it", SYNC, || async {
         let page = support::setup::metrics(metrics_port).await;
         support::setup::of_target(&page, "pgferry_tables_diverged", "default").filter(|&n| n == 1.0)

@@ -261,9 +261,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     tasks.spawn(upkeep::vacuum_loop(db_config.clone(), cancel.child_token()));
-    if args.metrics_listen.is_some() {
-        tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
-    }
+    // Always: besides the metrics, it marks diverged the tables whose
+    // capture it finds switched off, which status shows.
+    tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
     tracing::info!(source_id = %args.source_id, targets = first.len(), "source agent running");
     let result = fan_out::run(Arc::new(args), db_config, first, cancel.clone()).await;
     cancel.cancel();
