@@ -55,6 +55,15 @@ async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String
     .await
 }
 
+/// Whether the source's queue is empty: every change acknowledged.
+async fn queue_drained(r: &Replication) -> bool {
+    r.src
+        .query_one("select not exists (select from pgferry.queue)", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Waits until each (source, target, columns, filter) pair holds the same
 /// rows as `t::text`, and the queue is empty.
 pub(crate) async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str, &str)]) {
@@ -67,13 +76,7 @@ pub(crate) async fn wait_rows_equal(r: &Replication, pairs: &[(&str, &str, &str,
                 let t = rows_as_text(&r.dst, target, columns).await;
                 last.push((source.to_string(), s, t));
             }
-            let queued: bool = r
-                .src
-                .query_one("select exists (select from pgferry.queue)", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if !queued && last.iter().all(|(_, s, t)| s == t) {
+            if queue_drained(r).await && last.iter().all(|(_, s, t)| s == t) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -609,13 +612,7 @@ async fn values_of_100_and_500_mb_replicate_by_copy_and_change_in_bounded_memory
     support::wait_until("the changes' rows arrive", SYNC * 4, || async {
         let s = row_digests(&r.src, "digoal.big").await;
         let t = row_digests(&r.dst, "digoal.big").await;
-        let queued: bool = r
-            .src
-            .query_one("select exists (select from pgferry.queue)", &[])
-            .await
-            .unwrap()
-            .get(0);
-        (s == t && !queued).then_some(())
+        (s == t && queue_drained(&r).await).then_some(())
     })
     .await;
     let source = r.source_agent().peak_rss_mib();

@@ -642,13 +642,7 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
         table,
         to,
         "remove-table",
-        "update pgferry.tables t
-            set removed = true,
-                removed_batch = (select acked_batch from pgferry.targets g
-                                 where g.target_id = t.target_id)
-          where source_schema = $1 and source_name = $2 and not removed
-            and ($3::int is null or target_id = $3)
-         returning target_id, capture_id",
+        "removed = true, removed_batch = g.acked_batch",
     )
     .await?;
     tx.execute("select pgferry.attach($1)", &[&removed[0].get::<_, i32>(1)])
@@ -677,13 +671,8 @@ pub async fn set_aside(client: &mut Client, table: &str, to: Option<&str>) -> Re
         table,
         to,
         "set-aside",
-        "update pgferry.tables t
-            set diverged_at = now(), diverged_reason = 'set aside by an operator',
-                set_aside_batch = (select acked_batch from pgferry.targets g
-                                   where g.target_id = t.target_id)
-          where source_schema = $1 and source_name = $2 and not removed
-            and ($3::int is null or target_id = $3)
-         returning target_id",
+        "diverged_at = now(), diverged_reason = 'set aside by an operator',
+         set_aside_batch = g.acked_batch",
     )
     .await?;
     tx.commit().await.map_err(Error::db("set-aside"))?;
@@ -691,18 +680,18 @@ pub async fn set_aside(client: &mut Client, table: &str, to: Option<&str>) -> Re
     Ok(())
 }
 
-/// Runs `update` (parameters: the table's schema and name, the target id
-/// or null for every target), which takes a table out of its targets'
-/// streams, in a transaction holding the batch list's lock, so that it is
-/// ordered against the cutter and the acknowledgements; returns the open
-/// transaction, the table and the rows `update` returned (at least one, or
-/// [`Error::NotReplicated`]).
+/// Takes `table` out of the streams of target `to` (every target when
+/// `None`): sets `set` (which may read the target's row as `g`) on its live
+/// registrations, in a transaction holding the batch list's lock, so that
+/// it is ordered against the cutter and the acknowledgements. Returns the
+/// open transaction, the table and each registration's target id and
+/// capture id (at least one, or [`Error::NotReplicated`]).
 async fn take_out<'a>(
     client: &'a mut Client,
     table: &str,
     to: Option<&str>,
     command: &'static str,
-    update: &str,
+    set: &str,
 ) -> Result<(
     tokio_postgres::Transaction<'a>,
     TableName,
@@ -718,8 +707,16 @@ async fn take_out<'a>(
     tx.batch_execute("lock table pgferry.batch in share row exclusive mode")
         .await
         .map_err(Error::db(command))?;
+    let update = format!(
+        "update pgferry.tables t set {set}
+           from pgferry.targets g
+          where g.target_id = t.target_id
+            and t.source_schema = $1 and t.source_name = $2 and not t.removed
+            and ($3::int is null or t.target_id = $3)
+         returning t.target_id, t.capture_id"
+    );
     let rows = tx
-        .query(update, &[&source.schema, &source.name, &only])
+        .query(&update, &[&source.schema, &source.name, &only])
         .await
         .map_err(Error::db(command))?;
     if rows.is_empty() {

@@ -308,39 +308,32 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     // sides): json_to_recordset over the JSON text reads each row once,
     // where jsonb elements fed to jsonb_populate_record one by one cost the
     // apply a fifth more (1M rows: 3.2 s -> 2.5 s).
-    let typed = |names: &[String]| {
+    // Each of `names` (quoted) as `f(name, type, text form)` gives it, joined.
+    let each = |names: &[String], f: &dyn Fn(String, &str, bool) -> String| {
         table
             .columns
             .iter()
             .filter(|c| names.contains(&ident(&c.name)))
-            .map(|c| {
-                let sql_type = if text_form.contains(&c.name) {
-                    "text"
-                } else {
-                    &c.sql_type
-                };
-                format!("{} {sql_type}", ident(&c.name))
-            })
+            .map(|c| f(ident(&c.name), &c.sql_type, text_form.contains(&c.name)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    // A column of `names` as read from the recordset aliased `alias`: text
-    // forms through their type's input function.
+    // The recordset's definition: text forms read as text, ...
+    let typed = |names: &[String]| {
+        each(names, &|name, sql_type, text| {
+            format!("{name} {}", if text { "text" } else { sql_type })
+        })
+    };
+    // ... and then through their type's input function, from the
+    // recordset aliased `alias`.
     let read = |alias: &str, names: &[String]| {
-        table
-            .columns
-            .iter()
-            .filter(|c| names.contains(&ident(&c.name)))
-            .map(|c| {
-                let name = ident(&c.name);
-                if text_form.contains(&c.name) {
-                    format!("{alias}.{name}::{} as {name}", c.sql_type)
-                } else {
-                    format!("{alias}.{name}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        each(names, &|name, sql_type, text| {
+            if text {
+                format!("{alias}.{name}::{sql_type} as {name}")
+            } else {
+                format!("{alias}.{name}")
+            }
+        })
     };
     // The position of each row in its run, under a name no column has.
     let mut ord = "pgferry_ord".to_string();

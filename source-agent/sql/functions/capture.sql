@@ -44,7 +44,7 @@ begin
     if tg_op <> 'DELETE' and tg_argv[1] <> 'D' then
         -- row_to_json, not to_jsonb: a float's -0 keeps its sign. (A
         -- table with a column row_to_json cannot render exactly is
-        -- captured by a row trigger attach makes instead.)
+        -- captured by the functions attach makes for it instead.)
         v_new := row_to_json(new);
         if tg_nargs > 3 + v_nkeys then
             -- Only the replicated columns leave the source.
