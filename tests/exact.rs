@@ -106,16 +106,7 @@ pub(crate) async fn create_on_both(r: &Replication, tables: &[(&str, &str)]) {
     r.src.batch_execute(types).await.unwrap();
     r.dst.batch_execute(types).await.unwrap();
     for (table, definition) in tables {
-        r.src
-            .batch_execute(&format!("create table {table} {definition}"))
-            .await
-            .unwrap();
-        r.dst
-            .batch_execute(&format!(
-                "create table {table} {definition}; alter table {table} owner to applier"
-            ))
-            .await
-            .unwrap();
+        r.create_table(table, table, definition).await;
     }
 }
 

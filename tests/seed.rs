@@ -61,16 +61,7 @@ async fn seed_scenario_replicates_every_statement_kind() {
 /// returns the set-up with agents running.
 async fn replicate_extra_table(source: &str, target: &str, definition: &str) -> Replication {
     let mut r = Replication::new().await;
-    r.src
-        .batch_execute(&format!("create table {source} {definition}"))
-        .await
-        .unwrap();
-    r.dst
-        .batch_execute(&format!(
-            "create table {target} {definition}; alter table {target} owner to applier"
-        ))
-        .await
-        .unwrap();
+    r.create_table(source, target, definition).await;
     support::setup::source_agent(&[
         "add-table",
         "--source-db",

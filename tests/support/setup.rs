@@ -160,6 +160,21 @@ impl Replication {
         }
     }
 
+    /// Creates `source` on the source and `target` on the target from one
+    /// `definition`, the target's owned by the applier.
+    pub async fn create_table(&self, source: &str, target: &str, definition: &str) {
+        self.src
+            .batch_execute(&format!("create table {source} {definition}"))
+            .await
+            .expect("source table");
+        self.dst
+            .batch_execute(&format!(
+                "create table {target} {definition}; alter table {target} owner to {APPLIER}"
+            ))
+            .await
+            .expect("target table");
+    }
+
     /// Starts both agents and waits until they serve.
     pub async fn start_agents(&mut self) {
         self.start_target_agent().await;
