@@ -12,11 +12,12 @@ const SYNC: Duration = Duration::from_secs(30);
 
 /// Columns of every kind whose JSON form does not read back exactly, and
 /// scalars whose text a careless path changes.
-const AWKWARD: &str = "(id int primary key, j json, jb jsonb, a int[], ja jsonb[], h hstore,
+pub(crate) const AWKWARD: &str =
+    "(id int primary key, j json, jb jsonb, a int[], ja jsonb[], h hstore,
     c digoal.pair, d digoal.doc, x xml, f float8, t text)";
 
 /// Rows of [`AWKWARD`] (ids from `first`), as the applications write them.
-fn awkward_rows(first: i32) -> String {
+pub(crate) fn awkward_rows(first: i32) -> String {
     let rows = [
         r#"'null', 'null', '[0:1]={7,8}', array['null'::jsonb, null], 'a=>1, b=>NULL',
            '(1,"x y")', 'null', '<a>1</a>', '-0', 'back\slash "q"'"#,

@@ -347,6 +347,7 @@ fn frames(plan: &Plan) -> Vec<Vec<u8>> {
         begin,
         data: b"1000900\tcopied\t\\N\t\\N\n".to_vec(),
         end,
+        repair_keys: None,
     };
     for (i, piece) in pieces.iter().enumerate() {
         let last = i + 1 == pieces.len();

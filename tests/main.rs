@@ -23,3 +23,4 @@ mod restore;
 mod seed;
 mod targets;
 mod trust;
+mod verify;

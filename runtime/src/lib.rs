@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod health;
 pub mod install;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (11, include_str!("../sql/migrations/011_exact_values.sql")),
     (12, include_str!("../sql/migrations/012_divergence.sql")),
+    (13, include_str!("../sql/migrations/013_verify.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -50,6 +51,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/project.sql"),
         include_str!("../sql/functions/route.sql"),
         include_str!("../sql/functions/cut_batches.sql"),
+        include_str!("../sql/functions/cut_check.sql"),
         include_str!("../sql/functions/batch_changes.sql"),
         include_str!("../sql/functions/queue_floor.sql"),
         include_str!("../sql/functions/trim_queue.sql"),
@@ -57,6 +59,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../sql/functions/acknowledge.sql"),
         include_str!("../sql/functions/watch_ddl.sql"),
         include_str!("../sql/functions/refuse_rewrite.sql"),
+        include_str!("../sql/functions/capture_on.sql"),
         include_str!("../sql/functions/notice_capture_off.sql"),
     ],
     after_change: include_str!("../sql/after_change.sql"),
@@ -492,6 +495,31 @@ async fn check_columns(
     Ok(Some(
         all.into_iter().filter(|c| wanted.contains(c)).collect(),
     ))
+}
+
+/// Copies registration `table_id` again with its target's next batch, as
+/// `add-table` does a diverged one: `repair` of a table set aside, whose
+/// target missed changes that no longer wait in the queue.
+pub async fn copy_again(client: &mut Client, table_id: i32) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("copying a table again"))?;
+    let row = tx
+        .query_one(
+            "update pgferry.tables
+                set diverged_at = null, diverged_reason = null, set_aside_batch = null,
+                    state = 'copy_pending', copy_batch = null, copy_snapshot = null, copied_at = null
+              where table_id = $1
+             returning target_id",
+            &[&table_id],
+        )
+        .await
+        .map_err(Error::db("copying a table again"))?;
+    bump_version(&tx, row.get(0)).await?;
+    tx.commit()
+        .await
+        .map_err(Error::db("copying a table again"))
 }
 
 /// Tells a running agent that a target's table or sequence list changed.

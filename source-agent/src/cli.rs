@@ -141,6 +141,17 @@ pub enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Compare each target's tables with its view of the source while
+    /// writers run: each range of keys at a batch of its own, both sides
+    /// read at that batch, so equal copies always compare equal. Exit 0
+    /// when equal, 1 when rows differ, 2 on an error. `source-agent run`
+    /// must be running: the target's side comes through its stream.
+    Verify(CheckArgs),
+    /// Find the rows that differ as `verify` does and rewrite exactly those
+    /// on the target, through the stream, while writers run; ends with a
+    /// clean verify of each range (exit 0) or says what is left (exit 1). A
+    /// table set aside is copied again.
+    Repair(CheckArgs),
     /// Record a target agent `run` streams to: its address and the paths of
     /// its TLS and token files (the agent reads them when it connects; no
     /// secret is stored). A running agent starts streaming to it within a
@@ -193,6 +204,33 @@ pub enum Command {
     },
     /// Cut batches and stream them to every target until SIGTERM or SIGINT.
     Run(RunArgs),
+}
+
+/// Settings of `verify` and `repair`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Source database and config file.
+    #[command(flatten)]
+    pub common: Common,
+    /// Source tables to compare, SCHEMA.TABLE (default: every replicated
+    /// table).
+    pub tables: Vec<String>,
+    /// Only this target's tables (default: every target's).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Keys of differing rows listed per table at most (all are counted).
+    #[arg(long, default_value_t = 100)]
+    pub max_differences: usize,
+    /// Rows per range of keys: each range is compared at a batch of its
+    /// own, so no snapshot or lock is held for longer than a range takes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_rows: u32,
+    /// How long to wait for a target's answers before giving up.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub timeout: Duration,
 }
 
 /// Settings of `run`.

@@ -68,7 +68,16 @@ impl Shipper {
         let (rows_estimate, bytes_estimate): (i64, i64) = (estimate.get(0), estimate.get(1));
         tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
         let table_id = job.table_id.wire();
-        if !send_copy(&out, batch_id, table_id, true, Vec::new(), false).await {
+        if !send_copy(
+            &out,
+            batch_id,
+            wire::CopyData {
+                begin: true,
+                ..copy_data(table_id, Vec::new())
+            },
+        )
+        .await
+        {
             return Ok(false);
         }
         let stream = tx
@@ -107,7 +116,7 @@ impl Shipper {
                     rest = after;
                     let chunk =
                         std::mem::replace(&mut buffer, Vec::with_capacity(self.limits.bytes));
-                    if !send_copy(&out, batch_id, table_id, false, chunk, false).await {
+                    if !send_copy(&out, batch_id, copy_data(table_id, chunk)).await {
                         return Ok(false);
                     }
                 }
@@ -115,7 +124,7 @@ impl Shipper {
             }
             if done && !buffer.is_empty() {
                 let chunk = std::mem::take(&mut buffer);
-                if !send_copy(&out, batch_id, table_id, false, chunk, false).await {
+                if !send_copy(&out, batch_id, copy_data(table_id, chunk)).await {
                     return Ok(false);
                 }
             }
@@ -135,27 +144,36 @@ impl Shipper {
             }
         }
         tx.commit().await.map_err(Error::db("finishing a copy"))?;
-        Ok(send_copy(&out, batch_id, table_id, false, Vec::new(), true).await)
+        Ok(send_copy(
+            &out,
+            batch_id,
+            wire::CopyData {
+                end: true,
+                ..copy_data(table_id, Vec::new())
+            },
+        )
+        .await)
     }
 }
 
-/// Sends one piece of a table's initial copy; false when the stream is gone.
-async fn send_copy(
+/// A piece of a COPY's data for table `table_id`.
+pub(crate) fn copy_data(table_id: u32, data: Vec<u8>) -> wire::CopyData {
+    wire::CopyData {
+        table_id,
+        data,
+        ..Default::default()
+    }
+}
+
+/// Sends one piece of a COPY; false when the stream is gone.
+pub(crate) async fn send_copy(
     out: &mpsc::Sender<wire::SourceMessage>,
     batch_id: u64,
-    table_id: u32,
-    begin: bool,
-    data: Vec<u8>,
-    end: bool,
+    copy: wire::CopyData,
 ) -> bool {
     let chunk = wire::BatchChunk {
         batch_id,
-        copy: Some(wire::CopyData {
-            table_id,
-            begin,
-            data,
-            end,
-        }),
+        copy: Some(copy),
         ..Default::default()
     };
     send_chunk(out, chunk).await

@@ -7,18 +7,31 @@ use crate::error::{Error, Result};
 use crate::ids::BatchId;
 
 /// The cut of several targets in one transaction (`cut_batches.sql`).
-pub const CUT_BATCHES: &str = "select cut_target, cut_batch from pgferry.cut_batches($1, $2, $3)";
+pub const CUT_BATCHES: &str =
+    "select cut_target, cut_batch, newest from pgferry.cut_batches($1, $2, $3)";
+
+/// What a cut found for one target.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    /// The target's id.
+    pub target: i32,
+    /// The batch cut now, if any.
+    pub batch: Option<u64>,
+    /// The target's newest batch: the one cut now, or one `verify` or
+    /// `repair` cut (`cut_check.sql`), or the last.
+    pub newest: u64,
+}
 
 /// Cuts, at one snapshot, the next batch of each of `targets` (a target id
 /// and the last batch that target reported applied) whose tables have
 /// committed changes waiting and which has fewer than `max_unapplied` cut
-/// batches beyond the applied one. Returns the batches cut, by target.
+/// batches beyond the applied one. Returns what it found, by target.
 pub async fn cut(
     client: &Client,
     cut_batches: &Statement,
     targets: &[(i32, BatchId)],
     max_unapplied: u32,
-) -> Result<Vec<(i32, u64)>> {
+) -> Result<Vec<Cut>> {
     let ids: Vec<i32> = targets.iter().map(|(id, _)| *id).collect();
     let applied: Vec<i64> = targets.iter().map(|(_, a)| a.0 as i64).collect();
     let rows = client
@@ -27,7 +40,11 @@ pub async fn cut(
         .map_err(Error::db("cutting batches"))?;
     Ok(rows
         .iter()
-        .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+        .map(|row| Cut {
+            target: row.get(0),
+            batch: row.get::<_, Option<i64>>(1).map(|b| b as u64),
+            newest: row.get::<_, i64>(2) as u64,
+        })
         .collect())
 }
 

@@ -233,16 +233,26 @@ async fn cut_session(
         let cut = cut::cut(&client, &statement, &asked, pace.max_unapplied).await?;
         tracing::debug!(
             targets = asked.len(),
-            cut = cut.len(),
+            cut = cut.iter().filter(|c| c.batch.is_some()).count(),
             took_us = now.elapsed().as_micros() as u64,
             "cut batches"
         );
         for &i in &due {
             let target = &mut targets[i];
             target.last_cut = now;
-            match cut.iter().find(|(id, _)| *id == target.target.id) {
-                Some(&(_, batch_id)) => {
-                    target.ends.newest_cut.send_replace(BatchId(batch_id));
+            let found = cut.iter().find(|c| c.target == target.target.id);
+            if let Some(found) = found {
+                // A batch `verify` or `repair` cut goes out too.
+                target.ends.newest_cut.send_if_modified(|newest| {
+                    let newer = newest.0 < found.newest;
+                    if newer {
+                        *newest = BatchId(found.newest);
+                    }
+                    newer
+                });
+            }
+            match found.and_then(|c| c.batch) {
+                Some(_) => {
                     target.wait = pace.tick;
                     target.last_found = Instant::now();
                 }

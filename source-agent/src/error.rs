@@ -183,6 +183,29 @@ pub enum Error {
         /// The target's name.
         target: String,
     },
+    /// `verify` or `repair` waited in vain for a target's answers.
+    #[error(
+        "target {target} did not answer the checks of batch {batch_id} within {}: is `source-agent run` running and the target agent connected?",
+        humantime::format_duration(*.waited)
+    )]
+    NoAnswer {
+        /// The target's name.
+        target: String,
+        /// The batch that carried the checks.
+        batch_id: u64,
+        /// How long the command waited.
+        waited: std::time::Duration,
+    },
+    /// `verify` or `repair` of a table the target cannot answer for.
+    #[error("table {table} on target {target}: {reason}")]
+    CheckFailed {
+        /// The source table.
+        table: String,
+        /// The target's name.
+        target: String,
+        /// Why.
+        reason: String,
+    },
     /// A local I/O failure (listening socket, signals).
     #[error("{context}: {source}")]
     Io {
@@ -246,6 +269,8 @@ impl Error {
             | Error::UnknownTarget(_)
             | Error::CopyFailed { .. }
             | Error::AlreadyRunning { .. }
+            | Error::NoAnswer { .. }
+            | Error::CheckFailed { .. }
             | Error::Io { .. } => Recovery::Stop,
         }
     }

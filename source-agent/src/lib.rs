@@ -23,6 +23,7 @@ pub mod status;
 pub mod stream;
 pub mod targets;
 pub mod upkeep;
+pub mod verify;
 pub mod watch;
 
 use pgferry_runtime::{db, health};
@@ -36,9 +37,12 @@ use crate::error::{Error, Result};
 /// Name the agent's database sessions carry.
 pub const APPLICATION_NAME: &str = "pgferry-source-agent";
 
-/// Runs one command to completion.
-pub async fn execute(command: Command) -> Result<()> {
+/// Runs one command to completion; returns its exit code (`verify`: 1
+/// when rows differ).
+pub async fn execute(command: Command) -> Result<i32> {
     match command {
+        Command::Verify(args) => return check(args, false).await,
+        Command::Repair(args) => return check(args, true).await,
         Command::Install { common, capture } => {
             let mut client = connect(&common).await?;
             let (before, after) = capture::install(&mut client).await?;
@@ -198,7 +202,34 @@ pub async fn execute(command: Command) -> Result<()> {
         }
         Command::Run(args) => run(args).await?,
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `verify`, or `repair` when `repair`: prints what it found; 1 when rows
+/// still differ (or a table could not be compared).
+async fn check(args: cli::CheckArgs, repair: bool) -> Result<i32> {
+    let options = verify::Options {
+        target: args.target,
+        tables: args.tables,
+        max_differences: args.max_differences,
+        chunk_rows: args.chunk_rows,
+        timeout: args.timeout,
+        repair,
+    };
+    let report = verify::run(&database(&args.common)?, &options).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.differences > 0 || report.not_compared > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 async fn connect(common: &Common) -> Result<tokio_postgres::Client> {

@@ -11,20 +11,21 @@ use pgferry_proto::wire;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, RowStream, Statement};
 
-use crate::copy::CopyJob;
+use crate::copy::{CopyJob, copy_data, send_copy};
 use crate::cut::cut_sql;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
 
 /// Whether a batch and its predecessor are still kept, the batch's cut
-/// (see `cut::cut_sql`), and the initial copies it carries (see
-/// [`Shipper::send`]).
+/// (see `cut::cut_sql`), the initial copies it carries (see
+/// [`Shipper::send`]) and its checks and repairs (see [`Checks`]).
 pub const COPY_JOBS: &str = concat!(
     "
     with kept as (select count(*) = 2 as ok,
                          max(",
     cut_sql!(),
-    ") filter (where batch_id = $1::bigint) as cut
+    ") filter (where batch_id = $1::bigint) as cut,
+                         max(checks::text) filter (where batch_id = $1::bigint) as checks
                   from pgferry.batch
                   where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint))
     select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
@@ -35,7 +36,8 @@ pub const COPY_JOBS: &str = concat!(
                             from pg_attribute a
                             where a.attrelid = t.relid and a.attnum > 0
                               and not a.attisdropped and a.attgenerated = '')),
-                  t.relid::regclass, coalesce(t.row_filter, 'true'))
+                  t.relid::regclass, coalesce(t.row_filter, 'true')),
+           kept.checks
     from kept
     left join pgferry.tables t
       on t.target_id = $2 and t.copy_batch = $1 and t.state = 'copying' and not t.removed
@@ -110,16 +112,16 @@ impl Shipper {
                 self.reader
                     .query_raw(&self.read_batch, self.batch_params(batch_id))
             );
-            let (cut, jobs) = checked?;
+            let Header { cut, jobs, checks } = checked?;
             let cut = cut.ok_or_else(|| not_kept(batch_id))?;
             if !jobs.is_empty() {
                 // A table added after this stream began: announce it first.
                 return Ok(SendOutcome::TablesChanged);
             }
             let rows = rows.map_err(Error::db("reading a batch"))?;
-            return self.send_changes(batch_id, cut, rows).await;
+            return self.send_changes(batch_id, (cut, checks), rows).await;
         }
-        let (cut, jobs) = self.copy_jobs(batch_id).await?;
+        let Header { cut, jobs, checks } = self.copy_jobs(batch_id).await?;
         let cut = cut.ok_or_else(|| not_kept(batch_id))?;
         for job in jobs {
             if !self.known_tables.contains_key(&job.table_id) {
@@ -134,7 +136,7 @@ impl Shipper {
             .query_raw(&self.read_batch, self.batch_params(batch_id))
             .await
             .map_err(Error::db("reading a batch"))?;
-        self.send_changes(batch_id, cut, rows).await
+        self.send_changes(batch_id, (cut, checks), rows).await
     }
 
     /// [`READ_BATCH`]'s parameters.
@@ -142,11 +144,9 @@ impl Shipper {
         [i64::from(self.target_id), batch_id as i64]
     }
 
-    /// The cut of batch `batch_id` (see `cut::cut_sql`) if it and its predecessor
-    /// are still kept (a batch without its cuts would read as empty), and
-    /// the initial copies it carries: one round trip, since it runs before
-    /// every batch.
-    async fn copy_jobs(&self, batch_id: u64) -> Result<(Option<String>, Vec<CopyJob>)> {
+    /// The header of batch `batch_id`: one round trip, since it runs
+    /// before every batch.
+    async fn copy_jobs(&self, batch_id: u64) -> Result<Header> {
         let rows = self
             .reader
             .query(&self.copy_jobs, &[&(batch_id as i64), &self.target_id])
@@ -156,6 +156,12 @@ impl Shipper {
             .first()
             .filter(|row| row.get(0))
             .and_then(|row| row.get(1));
+        let checks = match rows.first().and_then(|row| row.get::<_, Option<&str>>(5)) {
+            Some(text) => serde_json::from_str(text).map_err(|err| {
+                Error::Protocol(format!("batch {batch_id}: unreadable checks: {err}"))
+            })?,
+            None => Checks::default(),
+        };
         let jobs = rows
             .into_iter()
             .filter_map(|row| {
@@ -166,8 +172,44 @@ impl Shipper {
                 })
             })
             .collect();
-        Ok((cut, jobs))
+        Ok(Header { cut, jobs, checks })
     }
+}
+
+/// What [`COPY_JOBS`] tells of a batch.
+struct Header {
+    /// Its cut (see `cut::cut_sql`) if it and its predecessor are still
+    /// kept (a batch without its cuts would read as empty).
+    cut: Option<String>,
+    /// The initial copies it carries.
+    jobs: Vec<CopyJob>,
+    /// Its checks and repairs.
+    checks: Checks,
+}
+
+/// What `verify` or `repair` put on a batch they cut (`pgferry.batch.checks`,
+/// written by `crate::verify`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Checks {
+    /// Questions for the target, answered after the batch's changes.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// Whether the batch carries repairs (`pgferry.repair_rows`).
+    #[serde(default)]
+    pub repairs: bool,
+}
+
+/// One of [`Checks::checks`] (see `wire::Check`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// The registration.
+    pub table_id: i32,
+    /// The key the range starts after.
+    pub after: Option<String>,
+    /// The key the range ends with.
+    pub upto: Option<String>,
+    /// Whether each row's hash is asked.
+    pub each_row: bool,
 }
 
 impl Shipper {
@@ -178,7 +220,7 @@ impl Shipper {
     async fn send_changes(
         &mut self,
         batch_id: u64,
-        cut: String,
+        (cut, checks): (String, Checks),
         rows: RowStream,
     ) -> Result<SendOutcome> {
         let limits = self.limits;
@@ -241,6 +283,14 @@ impl Shipper {
             gathered.rows += change_rows;
             gathered.changes.push(wire::Change::from(change));
         }
+        if checks.repairs {
+            if !gathered.flush(&out, batch_id, &mut rows_sent).await {
+                return Ok(SendOutcome::PeerGone);
+            }
+            if !self.send_repairs(batch_id).await? {
+                return Ok(SendOutcome::PeerGone);
+            }
+        }
         rows_sent += gathered.rows;
         let sequences = if self.has_sequences {
             sequence_values(&self.reader, self.target_id, &mut self.sequences_sent).await?
@@ -253,6 +303,16 @@ impl Shipper {
             last: true,
             sequences,
             cut,
+            checks: checks
+                .checks
+                .into_iter()
+                .map(|c| wire::Check {
+                    table_id: c.table_id as u32,
+                    after: c.after,
+                    upto: c.upto,
+                    each_row: c.each_row,
+                })
+                .collect(),
             ..Default::default()
         };
         if !send_chunk(&out, chunk).await {
@@ -260,6 +320,50 @@ impl Shipper {
         }
         tracing::debug!(batch_id, changes = rows_sent, "sent batch");
         Ok(SendOutcome::Sent { changes: rows_sent })
+    }
+}
+
+impl Shipper {
+    /// Sends the repairs of batch `batch_id`, after its changes: each the
+    /// keys it deletes and the source's rows of those keys, read in the
+    /// batch's snapshot, in pieces of a message. False when the stream is
+    /// gone.
+    async fn send_repairs(&mut self, batch_id: u64) -> Result<bool> {
+        let rows = self
+            .reader
+            .query(
+                "select table_id, keys, rows from pgferry.repair_rows
+                 where target_id = $1 and batch_id = $2 order by table_id",
+                &[&self.target_id, &(batch_id as i64)],
+            )
+            .await
+            .map_err(Error::db("reading a batch's repairs"))?;
+        for row in rows {
+            let table_id = row.get::<_, i32>(0) as u32;
+            let keys: String = row.get(1);
+            let data: Vec<u8> = row.get(2);
+            let begin = wire::CopyData {
+                begin: true,
+                repair_keys: Some(keys),
+                ..copy_data(table_id, Vec::new())
+            };
+            if !send_copy(&self.out, batch_id, begin).await {
+                return Ok(false);
+            }
+            for piece in data.chunks(self.limits.bytes.max(1)) {
+                if !send_copy(&self.out, batch_id, copy_data(table_id, piece.to_vec())).await {
+                    return Ok(false);
+                }
+            }
+            let end = wire::CopyData {
+                end: true,
+                ..copy_data(table_id, Vec::new())
+            };
+            if !send_copy(&self.out, batch_id, end).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

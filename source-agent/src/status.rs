@@ -80,8 +80,25 @@ pub struct TableStatus {
     /// Initial copy progress, while and after it runs.
     pub copy: Option<CopyProgress>,
     /// Why and since when the target's copy misses changes, until
-    /// `add-table` copies it again.
+    /// `add-table` (or `repair`) copies it again.
     pub diverged: Option<Divergence>,
+    /// Its last `verify` or `repair`.
+    pub verify: Option<LastVerify>,
+}
+
+/// The last `verify` (or `repair`) of a table on a target.
+#[derive(Debug, Serialize)]
+pub struct LastVerify {
+    /// When it ended.
+    pub at: String,
+    /// Rows it compared.
+    pub rows: i64,
+    /// Rows that differed (after the repair, for `repair`).
+    pub differences: i64,
+    /// When `repair` last ran.
+    pub repaired_at: Option<String>,
+    /// Rows it rewrote then.
+    pub repaired_rows: Option<i64>,
 }
 
 /// A table whose target copy misses changes.
@@ -165,7 +182,9 @@ pub async fn read(client: &Client) -> Result<Status> {
         .query(
             "select target, source, target_table, key_columns, state, pending_changes, columns,
                     row_filter, copy_rows, copy_rows_estimate, copy_bytes, copy_bytes_estimate,
-                    copy_batch, copied_at::text, diverged_at::text, diverged_reason
+                    copy_batch, copied_at::text, diverged_at::text, diverged_reason,
+                    verified_at::text, verify_rows, verify_differences, repaired_at::text,
+                    repaired_rows
              from pgferry.table_status order by source, target",
             &[],
         )
@@ -192,6 +211,13 @@ pub async fn read(client: &Client) -> Result<Status> {
             diverged: r.get::<_, Option<String>>(14).map(|at| Divergence {
                 at,
                 reason: r.get::<_, Option<String>>(15).unwrap_or_default(),
+            }),
+            verify: r.get::<_, Option<String>>(16).map(|at| LastVerify {
+                at,
+                rows: r.get::<_, Option<i64>>(17).unwrap_or(0),
+                differences: r.get::<_, Option<i64>>(18).unwrap_or(0),
+                repaired_at: r.get(19),
+                repaired_rows: r.get(20),
             }),
         })
         .collect();
@@ -284,8 +310,15 @@ impl std::fmt::Display for Status {
                 if let Some(d) = &table.diverged {
                     write!(
                         f,
-                        "  since {}: {} (add-table copies it again)",
+                        "  since {}: {} (repair or add-table brings it back)",
                         d.at, d.reason
+                    )?;
+                }
+                if let Some(v) = &table.verify {
+                    write!(
+                        f,
+                        "  verified {}: {} rows, {} differences",
+                        v.at, v.rows, v.differences
                     )?;
                 }
                 writeln!(f)?;

@@ -256,7 +256,14 @@ async fn session(
     drop(checks);
 
     ends.applied.send_replace(BatchId(last_applied));
-    let receive = receive_acks(&mut inbound, acks, &settings.target, ends, last_applied);
+    let mut recorder = crate::verify::Recorder::new(db_config);
+    let receive = receive_acks(
+        &mut inbound,
+        (acks, &mut recorder),
+        &settings.target,
+        ends,
+        last_applied,
+    );
     tokio::pin!(receive);
     tokio::select! {
         biased;
@@ -414,7 +421,8 @@ async fn send_batches(
 }
 
 /// Takes the target's reports: each batch applied, in order (this moves the
-/// window and the cutter), and from time to time the batches now durable
+/// window and the cutter), the answers to a batch's checks before it
+/// (recorded for `verify`), and from time to time the batches now durable
 /// there, which alone may be deleted here: those go to the acknowledging
 /// session (`ack.rs`), which deletes beside the reading: awaited in line,
 /// an acknowledgement (a delete and a commit) held back the applied reports
@@ -422,7 +430,7 @@ async fn send_batches(
 /// the bench's debug logs).
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
-    acks: &ack::Acks,
+    (acks, recorder): (&ack::Acks, &mut crate::verify::Recorder),
     target: &TargetId,
     ends: &StreamEnds,
     last_applied: u64,
@@ -448,6 +456,9 @@ async fn receive_acks(
                 ends.applied.send_replace(BatchId(applied));
                 metrics::batch_applied(&target.name, applied);
             }
+            Some(wire::target_message::Kind::Checked(c)) if c.batch_id == applied + 1 => {
+                recorder.record(target.id, c).await;
+            }
             Some(wire::target_message::Kind::Durable(d))
                 if d.batch_id > durable && d.batch_id <= applied =>
             {
@@ -457,7 +468,7 @@ async fn receive_acks(
             }
             other => {
                 return Err(Error::Protocol(format!(
-                    "expected batch {} applied or up to {applied} durable, got {other:?}",
+                    "expected batch {} checked or applied or up to {applied} durable, got {other:?}",
                     applied + 1
                 )));
             }

@@ -56,6 +56,11 @@ pub fn check_chunk(
             "batch {batch_id} started before batch {open} ended"
         ));
     }
+    if !chunk.last && !chunk.checks.is_empty() {
+        return protocol(format!(
+            "batch {batch_id}: checks on a chunk that does not close the batch"
+        ));
+    }
     let mut copying = copying;
     if let Some(copy) = &chunk.copy {
         if copy.begin {
@@ -156,7 +161,7 @@ mod tests {
                 table_id,
                 begin,
                 end,
-                data: Vec::new(),
+                ..Default::default()
             }),
             changes: vec![wire::Change::default(); changes],
             last,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pgferry_proto::wire::{SequenceSchema, TableSchema};
+use pgferry_runtime::digest;
 use pgferry_runtime::sql::{ident, qualified};
 use tokio_postgres::Client;
 
@@ -44,6 +45,11 @@ pub struct TablePlan {
     /// from it, no unique index but the key's, no exclusion constraint, no
     /// trigger but the guard.
     pub compact_key: Option<Vec<String>>,
+    /// `verify`'s count and digest of a range of keys (`$1` after, `$2` up
+    /// to; see `pgferry_runtime::digest`).
+    pub digest: String,
+    /// `verify`'s key and hash of each row of a range.
+    pub each_row: String,
 }
 
 impl TablePlan {
@@ -429,6 +435,26 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     // "Foreign keys on the target").
     let truncate = format!("truncate only {quoted} cascade");
     let copy_in = format!("copy {quoted} ({list}) from stdin");
+    let compared = |names: &[String]| -> Vec<digest::Column> {
+        names
+            .iter()
+            .filter_map(|n| table.columns.iter().find(|c| c.name == *n))
+            .map(|c| digest::Column {
+                name: c.name.clone(),
+                sql_type: c.sql_type.clone(),
+                text_form: text_form.contains(&c.name),
+            })
+            .collect()
+    };
+    let all: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    let (compared_columns, compared_keys) = (compared(&all), compared(&table.key_columns));
+    let ranged = digest::Rows {
+        relation: &quoted,
+        columns: &compared_columns,
+        keys: &compared_keys,
+        filter: None,
+    };
+    let (digest, each_row) = (ranged.digest_sql(), ranged.each_row_sql());
     TablePlan {
         name,
         schema: table.target_schema.clone(),
@@ -441,6 +467,8 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
         truncate,
         copy_in,
         compact_key: None,
+        digest,
+        each_row,
     }
 }
 

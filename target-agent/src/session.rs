@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, Committed};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::server::ReplicationService;
@@ -134,7 +134,15 @@ async fn serve_stream(
             continue;
         }
         match applier.apply_chunk(chunk).await {
-            Ok(Some(batch_id)) => {
+            Ok(Some(Committed { batch_id, checked })) => {
+                if let Some(checked) = checked {
+                    let checked = wire::TargetMessage {
+                        kind: Some(wire::target_message::Kind::Checked(checked)),
+                    };
+                    if out.send(Ok(checked)).await.is_err() {
+                        break;
+                    }
+                }
                 let applied = wire::TargetMessage {
                     kind: Some(wire::target_message::Kind::Applied(wire::Applied {
                         batch_id,

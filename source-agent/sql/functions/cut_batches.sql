@@ -6,10 +6,12 @@
 -- source's cores (the bench's fan-out measure). Cut on demand: no new batch
 -- for target p_targets[i] while p_max_unapplied of its cut batches wait
 -- beyond p_applied[i], the last it reported applied (or its acked batch).
+-- Returns each target's newest batch, and the one cut (null if none): a
+-- batch `verify` or `repair` cut (cut_check) is announced that way.
 -- An idle pipeline cuts at once (low lag); a busy one lets the next batch
 -- grow instead of paying a target transaction and an ack for every tick.
 create or replace function pgferry.cut_batches(p_targets int[], p_applied bigint[], p_max_unapplied bigint)
-returns table (cut_target int, cut_batch bigint)
+returns table (cut_target int, cut_batch bigint, newest bigint)
 language plpgsql as $$
 declare
     v_target int;
@@ -32,10 +34,16 @@ begin
         v_target := p_targets[i];
         select * into v_prev from pgferry.batch
         where target_id = v_target order by batch_id desc limit 1;
-        continue when v_prev.batch_id is null
-            or v_prev.batch_id - greatest(p_applied[i], (select acked_batch from pgferry.targets
+        continue when v_prev.batch_id is null;
+        cut_target := v_target;
+        cut_batch := null;
+        newest := v_prev.batch_id;
+        if v_prev.batch_id - greatest(p_applied[i], (select acked_batch from pgferry.targets
                                                          where target_id = v_target))
-               >= p_max_unapplied;
+               >= p_max_unapplied then
+            return next;
+            continue;
+        end if;
         v_id := null;
         insert into pgferry.batch (target_id, batch_id, snapshot)
         select v_target, v_prev.batch_id + 1, v_snap
@@ -48,11 +56,12 @@ begin
            or exists (select from pgferry.tables
                       where target_id = v_target and state = 'copy_pending' and not removed)
         returning batch_id into v_id;
-        continue when v_id is null;
-        update pgferry.tables set state = 'copying', copy_batch = v_id
-        where target_id = v_target and state = 'copy_pending' and not removed;
-        cut_target := v_target;
-        cut_batch := v_id;
+        if v_id is not null then
+            update pgferry.tables set state = 'copying', copy_batch = v_id
+            where target_id = v_target and state = 'copy_pending' and not removed;
+            cut_batch := v_id;
+            newest := v_id;
+        end if;
         return next;
     end loop;
 end

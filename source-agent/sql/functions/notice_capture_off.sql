@@ -12,9 +12,6 @@ language sql set search_path = pg_catalog, pg_temp as $$
            diverged_reason = 'capture triggers found disabled or dropped: writes made meanwhile did not replicate'
       from pgferry.targets g
      where g.target_id = t.target_id and not t.removed and t.diverged_at is null
-       and (exists (select from pg_trigger
-                    where tgrelid = t.relid and tgname like 'pgferry\_capture%' and tgenabled <> 'A')
-            or not exists (select from pg_trigger
-                           where tgrelid = t.relid and tgname = 'pgferry_capture_truncate'))
+       and not pgferry.capture_on(t.relid)
     returning t.source_schema || '.' || t.source_name, g.name
 $$;

@@ -107,6 +107,7 @@ impl Applier {
             merge,
             sequences,
             copying: None,
+            repair_errors: Vec::new(),
             open_batch: None,
             pipeline: Pipeline::default(),
             retries,

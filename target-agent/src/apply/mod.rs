@@ -7,14 +7,12 @@
 //! and schema drift have a module each below.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pgferry_proto::change::{Change, ChangeKind, Joiner};
 use pgferry_proto::wire;
 use pgferry_runtime::sql::literal;
-use tokio_postgres::{Client, CopyInSink, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
@@ -25,6 +23,7 @@ use drift::Shapes;
 use pipeline::{InFlight, Pipeline, send};
 
 mod admit;
+mod check;
 mod copy;
 mod drift;
 mod pipeline;
@@ -75,6 +74,14 @@ impl Retries {
     }
 }
 
+/// A batch committed.
+pub struct Committed {
+    /// The batch.
+    pub batch_id: u64,
+    /// The answers to its checks, if it asked any or a repair failed.
+    pub checked: Option<wire::Checked>,
+}
+
 /// The applier: the one session that writes a source's tables on the target.
 pub struct Applier {
     /// The applier's own session; the guard lets only its role write.
@@ -92,8 +99,10 @@ pub struct Applier {
     merge: bool,
     /// Target sequences (regclass oids) by the source's sequence id.
     sequences: HashMap<u32, u32>,
-    /// The initial copy in progress: table id and the COPY sink.
-    copying: Option<(u32, Pin<Box<CopyInSink<Bytes>>>)>,
+    /// The COPY in progress (an initial copy or a repair).
+    copying: Option<copy::Copying>,
+    /// The open batch's repairs that failed (see `copy`).
+    repair_errors: Vec<String>,
     /// The batch whose transaction is open, if any.
     open_batch: Option<u64>,
     /// Requests sent and not answered yet, and the prepared statements
@@ -132,9 +141,10 @@ impl Applier {
         self.open_batch
     }
 
-    /// Applies one chunk; returns the batch id when the chunk closed its
-    /// batch and the batch is committed. On error the batch is rolled back.
-    pub async fn apply_chunk(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+    /// Applies one chunk; returns the batch id, with its checks' answers
+    /// if it asked any, when the chunk closed its batch and the batch is
+    /// committed. On error the batch is rolled back.
+    pub async fn apply_chunk(&mut self, chunk: wire::BatchChunk) -> Result<Option<Committed>> {
         let result = self.apply_chunk_inner(chunk).await;
         if result.is_err() {
             self.abort().await;
@@ -147,6 +157,7 @@ impl Applier {
         // Dropping the sink aborts the COPY; answers to dropped requests
         // are read and discarded by the connection.
         self.copying = None;
+        self.repair_errors.clear();
         self.pipeline.clear();
         self.window.clear();
         self.joiner.clear();
@@ -157,11 +168,11 @@ impl Applier {
         }
     }
 
-    async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<u64>> {
+    async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<Committed>> {
         let batch_id = chunk.batch_id;
         frame::check_chunk(
             self.open_batch,
-            self.copying.as_ref().map(|(table_id, _)| *table_id),
+            self.copying.as_ref().map(|copying| copying.table_id),
             &chunk,
         )?;
         if self.open_batch.is_none() {
@@ -252,6 +263,18 @@ impl Applier {
         for value in chunk.sequences {
             self.raise_sequence(batch_id, value).await?;
         }
+        if let Some(check) = chunk
+            .checks
+            .iter()
+            .find(|c| !self.plans.contains_key(&c.table_id))
+        {
+            return Err(Error::UnknownTableId {
+                batch_id,
+                seq: 0,
+                table_id: check.table_id,
+            });
+        }
+        let checked = self.answer_checks(batch_id, &chunk.checks).await?;
         // Progress and commit in one round trip: this runs for every batch.
         self.client
             .batch_execute(&format!(
@@ -279,7 +302,7 @@ impl Applier {
             );
         }
         tracing::debug!(source_id = %self.source_id, batch_id, "applied batch");
-        Ok(Some(batch_id))
+        Ok(Some(Committed { batch_id, checked }))
     }
 
     /// Opens the batch's transaction and sends, without waiting, the check

@@ -1,0 +1,97 @@
+//! `verify`'s questions, answered in the batch's transaction after its
+//! changes: the source asked the same of the snapshot that cut the batch,
+//! and the applier, the tables' only writer, now holds exactly that view.
+
+use pgferry_proto::wire;
+use pgferry_runtime::digest;
+
+use tokio_postgres::Client;
+
+use super::Applier;
+use crate::error::{Error, Result};
+use crate::schema::TablePlan;
+
+/// The savepoint each check runs in: a check that fails is rolled back
+/// alone and answered with its reason; the batch goes on.
+const CHECK_SAVEPOINT: &str = "pgferry_check";
+
+impl Applier {
+    /// Answers the batch's checks and takes its repairs' failures, as the
+    /// Checked report that follows the commit; none when the batch asked
+    /// nothing and repaired nothing.
+    pub(super) async fn answer_checks(
+        &mut self,
+        batch_id: u64,
+        checks: &[wire::Check],
+    ) -> Result<Option<wire::Checked>> {
+        let repair_errors = std::mem::take(&mut self.repair_errors);
+        if checks.is_empty() && repair_errors.is_empty() {
+            return Ok(None);
+        }
+        let mut answers = Vec::with_capacity(checks.len());
+        for check in checks {
+            let answer = match answer(&self.client, &self.plans[&check.table_id], check).await {
+                Ok(answer) => answer,
+                Err(source) => {
+                    self.client
+                        .batch_execute(&format!("rollback to savepoint {CHECK_SAVEPOINT}"))
+                        .await
+                        .map_err(Error::db("rolling back a failed check"))?;
+                    let table = &self.plans[&check.table_id].name;
+                    let reason = pgferry_runtime::db::describe_with_key(&source);
+                    tracing::warn!(%table, batch_id, error = %reason, "check failed");
+                    wire::CheckAnswer {
+                        error: format!("{table}: {reason}"),
+                        ..Default::default()
+                    }
+                }
+            };
+            answers.push(answer);
+        }
+        Ok(Some(wire::Checked {
+            batch_id,
+            answers,
+            repair_errors,
+        }))
+    }
+}
+
+/// Answers one check on the applier's session `client`.
+async fn answer(
+    client: &Client,
+    plan: &TablePlan,
+    check: &wire::Check,
+) -> Result<wire::CheckAnswer, tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "savepoint {CHECK_SAVEPOINT}; {}",
+            digest::pinned(true)
+        ))
+        .await?;
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&check.after, &check.upto];
+    let answer = if check.each_row {
+        let rows = client.query(&plan.each_row, &range).await?;
+        wire::CheckAnswer {
+            rows: rows.len() as u64,
+            each_row: rows
+                .iter()
+                .map(|row| wire::RowHash {
+                    key: row.get(0),
+                    hash: row.get(1),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    } else {
+        let row = client.query_one(&plan.digest, &range).await?;
+        wire::CheckAnswer {
+            rows: row.get::<_, i64>(0) as u64,
+            digest: row.get(1),
+            ..Default::default()
+        }
+    };
+    client
+        .batch_execute(&format!("release savepoint {CHECK_SAVEPOINT}"))
+        .await?;
+    Ok(answer)
+}

@@ -1,0 +1,284 @@
+//! `verify` and `repair` while writers run: equal copies compare equal
+//! every time; rows changed behind the guard's back are named, key by key,
+//! and rewritten exactly, never with an older value than the source's.
+
+use support::Replication;
+use support::agent::run_command;
+use support::setup::{Writer, source_agent};
+
+use crate::exact::{AWKWARD, awkward_rows, create_on_both, wait_rows_equal};
+
+/// The registrations of these tests: the seed table whole (renamed by
+/// `--as`), a table of awkward values whole, one through `--columns` into
+/// a target table with a column of its own, one through `--where`.
+async fn replicate_awkward_tables(r: &mut Replication) {
+    create_on_both(
+        r,
+        &[
+            ("digoal.whole", AWKWARD),
+            ("digoal.picked", AWKWARD),
+            ("digoal.filtered", AWKWARD),
+        ],
+    )
+    .await;
+    r.dst
+        .batch_execute(
+            "drop table digoal.picked;
+             create table digoal.picked_t (id int primary key, j json, a int[], f float8,
+                                           note text default 'the target''s own');
+             alter table digoal.picked_t owner to applier",
+        )
+        .await
+        .unwrap();
+    // The target's sessions render dates and times otherwise.
+    r.dst
+        .batch_execute(
+            "alter database digoal set timezone = 'Asia/Kathmandu';
+             alter database digoal set datestyle = 'SQL, DMY';
+             alter database digoal set extra_float_digits = -3",
+        )
+        .await
+        .unwrap();
+    for table in ["digoal.whole", "digoal.picked", "digoal.filtered"] {
+        r.src
+            .batch_execute(&format!(
+                "insert into {table} values {};
+                 insert into {table} select g, '{{\"n\": null}}', null, array[g], null, null,
+                                            null, 'null', null, g / 7.0, 'row ' || g
+                 from generate_series(1000, 1400) g",
+                awkward_rows(1)
+            ))
+            .await
+            .unwrap();
+    }
+    r.src
+        .batch_execute(
+            "insert into digoal.loc_test
+             select g, 'seed ' || g, now(), now() from generate_series(1, 500) g",
+        )
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    for args in [
+        vec!["digoal.whole"],
+        vec![
+            "digoal.picked",
+            "--as",
+            "digoal.picked_t",
+            "--columns",
+            "id,j,a,f",
+        ],
+        vec!["digoal.filtered", "--where", "id % 3 <> 0"],
+    ] {
+        let mut command = vec!["add-table", "--source-db", &db];
+        command.extend(args);
+        source_agent(&command).await;
+    }
+}
+
+/// Writers on every table: inserts, updates (json nulls among them) and
+/// deletes, each in transactions of a few statements, about a hundred a
+/// second each (unthrottled, four writers outrun a debug build's agents on
+/// two cores, and every check would wait for the lag).
+fn start_writers(r: &Replication) -> Vec<Writer> {
+    let mut writers = vec![Writer::start_with(r.source_db.clone(), |round| {
+        let id = 100_000 + round;
+        format!(
+            "begin;
+             insert into digoal.loc_test values ({id}, 'new', now(), now());
+             update digoal.loc_test set info = info || '+', modify_time = now()
+              where id = 100 + {round} % 300;
+             delete from digoal.loc_test where id = {id} - 7;
+             commit;
+             select pg_sleep(0.01);"
+        )
+    })];
+    for table in ["digoal.whole", "digoal.picked", "digoal.filtered"] {
+        writers.push(Writer::start_with(r.source_db.clone(), move |round| {
+            let id = 2000 + round;
+            format!(
+                "begin;
+                 insert into {table} values ({id}, 'null', 'null', '[0:0]={{{round}}}', null,
+                                             'k=>v', '(1,x)', '{{\"a\": null}}', '<a/>', {round}.5, 'w');
+                 update {table} set f = f + 1, t = coalesce(t, '') || '.' where id = 1000 + {round} % 400;
+                 update {table} set j = '{{\"k\": null}}', jb = null where id = {id} - 3;
+                 delete from {table} where id = {id} - 5;
+                 commit;
+                 select pg_sleep(0.01);"
+            )
+        }));
+    }
+    writers
+}
+
+/// Runs `source-agent verify|repair` with `args`; its exit code, its
+/// output and its log.
+async fn check(r: &Replication, command: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![command, "--source-db", &r.source_db, "--timeout", "30s"];
+    all.extend(args);
+    let out = run_command("source-agent", &all).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// The tables compared, as (source, target, columns, filter).
+const PAIRS: [(&str, &str, &str, &str); 4] = [
+    (
+        "digoal.loc_test",
+        "digoal.rmt_test",
+        "id, info, create_time, modify_time",
+        "true",
+    ),
+    (
+        "digoal.whole",
+        "digoal.whole",
+        "id, j, jb, a, ja, h, c, d, x, f, t",
+        "true",
+    ),
+    ("digoal.picked", "digoal.picked_t", "id, j, a, f", "true"),
+    (
+        "digoal.filtered",
+        "digoal.filtered",
+        "id, j, jb, a, ja, h, c, d, x, f, t",
+        "id % 3 <> 0",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_under_load_finds_equal_copies_equal_every_time() {
+    let mut r = Replication::new().await;
+    replicate_awkward_tables(&mut r).await;
+    r.start_agents().await;
+    wait_rows_equal(&r, &PAIRS).await;
+    let writers = start_writers(&r);
+    for round in 0..20 {
+        // Small ranges: each table takes several batches.
+        let (code, out, log) = check(&r, "verify", &["--chunk-rows", "150"]).await;
+        assert_eq!(code, 0, "verify {round} under load:\n{out}{log}");
+        assert!(out.contains("total: 0 differences"), "{out}");
+    }
+    let mut committed = 0;
+    for writer in writers {
+        committed += writer.stop().await;
+    }
+    assert!(committed > 20, "the writers ran: {committed} transactions");
+    wait_rows_equal(&r, &PAIRS).await;
+    let status = r.status().await;
+    let tables = status["tables"].as_array().expect("status lists tables");
+    assert!(
+        tables
+            .iter()
+            .all(|t| t["verify"]["differences"] == 0 && t["verify"]["rows"].as_i64() > Some(0)),
+        "status shows each table's last verify: {status:#}"
+    );
+}
+
+/// Changes rows of target tables `tables` with their guard switched off,
+/// as a superuser could.
+async fn tamper(r: &Replication, tables: &[&str], sql: &str) {
+    let switch = |how: &str| {
+        tables
+            .iter()
+            .map(|t| format!("alter table {t} {how} trigger pgferry_guard;"))
+            .collect::<String>()
+    };
+    r.dst
+        .batch_execute(&format!(
+            "begin; {} {sql}; {} commit;",
+            switch("disable"),
+            switch("enable always")
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_rows_are_named_by_verify_and_repaired_under_load() {
+    let mut r = Replication::new().await;
+    replicate_awkward_tables(&mut r).await;
+    r.start_agents().await;
+    wait_rows_equal(&r, &PAIRS).await;
+    // Rows no writer touches: 3 deleted, 2 changed, 1 added, and one added
+    // outside the --where.
+    tamper(
+        &r,
+        &[
+            "digoal.rmt_test",
+            "digoal.whole",
+            "digoal.picked_t",
+            "digoal.filtered",
+        ],
+        "delete from digoal.rmt_test where id in (10, 20, 30);
+         update digoal.whole set t = 'tampered' where id = 1;
+         update digoal.picked_t set j = '{\"tampered\": true}' where id = 2;
+         insert into digoal.whole (id, t) values (9999, 'only here');
+         insert into digoal.filtered (id, t) values (9000, 'outside the filter')",
+    )
+    .await;
+    let writers = start_writers(&r);
+    let (code, out, log) = check(&r, "verify", &["--json"]).await;
+    assert_eq!(
+        code,
+        1,
+        "verify finds the tampering:\n{out}{log}\nsource agent:\n{}\ntarget agent:\n{}",
+        r.source_agent().log(),
+        r.target_agent().log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let found = |table: &str, kind: &str| -> Vec<String> {
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["table"] == table)
+            .flat_map(|t| t[kind].as_array().unwrap().iter().map(|k| k.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        found("digoal.loc_test", "missing"),
+        [r#"{"id":10}"#, r#"{"id":20}"#, r#"{"id":30}"#],
+        "{report:#}"
+    );
+    assert_eq!(
+        found("digoal.whole", "different"),
+        [r#"{"id":1}"#],
+        "{report:#}"
+    );
+    assert_eq!(
+        found("digoal.whole", "extra"),
+        [r#"{"id":9999}"#],
+        "{report:#}"
+    );
+    assert_eq!(
+        found("digoal.picked", "different"),
+        [r#"{"id":2}"#],
+        "{report:#}"
+    );
+    assert_eq!(
+        found("digoal.filtered", "extra"),
+        [r#"{"id":9000}"#],
+        "{report:#}"
+    );
+    assert_eq!(report["differences"], 7, "{report:#}");
+
+    let (code, out, log) = check(&r, "repair", &[]).await;
+    assert_eq!(code, 0, "repair under load:\n{out}{log}");
+    assert!(out.contains("7 rows repaired"), "{out}");
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(code, 0, "verify after the repair:\n{out}{log}");
+    for writer in writers {
+        writer.stop().await;
+    }
+    wait_rows_equal(&r, &PAIRS).await;
+    let own: String = r
+        .dst
+        .query_one("select note from digoal.picked_t where id = 1000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        own, "the target's own",
+        "rows not repaired keep the target's columns"
+    );
+}
