@@ -142,6 +142,11 @@ async fn alert_rules_and_dashboard_name_only_metrics_the_agents_export() {
         .await
         .unwrap();
     r.wait_in_sync(std::time::Duration::from_secs(60)).await;
+    // A verify, so that its gauge has a value (the agent reads it each second).
+    let verify = ["verify", "--source-db", &r.source_db];
+    let out = support::agent::run_command("source-agent", &verify).await;
+    support::setup::expect_success("verify", &out);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let mut names = exported(&metrics(source_port).await);
     let target_page = metrics(target_port).await;
     names.extend(exported(&target_page));

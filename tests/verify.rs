@@ -282,3 +282,193 @@ async fn tampered_rows_are_named_by_verify_and_repaired_under_load() {
         "rows not repaired keep the target's columns"
     );
 }
+
+/// The seed table with `rows` rows, replicating, agents running.
+async fn seeded(rows: i64) -> Replication {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(&format!(
+            "insert into digoal.loc_test
+             select g, 'seed ' || g, now(), now() from generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    r.start_agents().await;
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+    r
+}
+
+/// `check` started in the background.
+fn spawn_check(
+    r: &Replication,
+    command: &'static str,
+    args: &[&str],
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let mut all: Vec<String> = [command, "--source-db", &r.source_db, "--timeout", "60s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::spawn(async move {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_command("source-agent", &all).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_racing_updates_of_the_same_rows_never_leaves_an_older_value() {
+    let mut r = seeded(2000).await;
+    tamper(
+        &r,
+        &["digoal.rmt_test"],
+        "update digoal.rmt_test set info = 'stale' where id <= 200;
+         delete from digoal.rmt_test where id between 201 and 300",
+    )
+    .await;
+    // The writer rewrites exactly the damaged rows, one after another.
+    let writer = Writer::start_with(r.source_db.clone(), |round| {
+        format!(
+            "update digoal.loc_test set info = 'v{round}', modify_time = now()
+             where id = {round} % 300 + 1;
+             select pg_sleep(0.002);"
+        )
+    });
+    let (code, out, log) = check(&r, "repair", &["--chunk-rows", "100"]).await;
+    assert_eq!(code, 0, "repair racing updates:\n{out}{log}");
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(code, 0, "verify after the repair:\n{out}{log}");
+    let rounds = writer.stop().await;
+    assert!(
+        rounds > 300,
+        "the writer went round the damaged rows: {rounds}"
+    );
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+    r.target_agent().assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact() {
+    let mut r = seeded(10_000).await;
+    r.record_progress_history().await;
+    let writers = start_writers_on_seed(&r);
+    // The target agent killed while verify runs: it asks again what the
+    // restart lost.
+    let verify = spawn_check(&r, "verify", &["--chunk-rows", "20"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!verify.is_finished(), "verify still runs at the kill");
+    r.kill9_and_restart_target_agent().await;
+    let out = verify.await.unwrap();
+    let first = out.status.code();
+    eprintln!("the killed verify exited {first:?}");
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(
+        code, 0,
+        "verify after a killed one ({first:?}):\n{out}{log}"
+    );
+
+    // The source agent killed while repair runs.
+    tamper(
+        &r,
+        &["digoal.rmt_test"],
+        "update digoal.rmt_test set info = 'stale' where id % 97 = 0;
+         delete from digoal.rmt_test where id % 101 = 0",
+    )
+    .await;
+    let repair = spawn_check(&r, "repair", &["--chunk-rows", "20"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!repair.is_finished(), "repair still runs at the kill");
+    r.kill9_and_restart_source_agent().await;
+    let out = repair.await.unwrap();
+    let first = out.status.code();
+    eprintln!("the killed repair exited {first:?}");
+    let (code, out, log) = check(&r, "repair", &[]).await;
+    assert_eq!(
+        code, 0,
+        "repair after a killed one ({first:?}):\n{out}{log}"
+    );
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(code, 0, "verify after the repairs:\n{out}{log}");
+    for writer in writers {
+        writer.stop().await;
+    }
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+    let batches = r.assert_progress_moved_one_batch_at_a_time().await;
+    assert!(batches > 100, "{batches} batches applied");
+}
+
+/// Two throttled writers on the seed table.
+fn start_writers_on_seed(r: &Replication) -> Vec<Writer> {
+    (0..2)
+        .map(|w| {
+            Writer::start_with(r.source_db.clone(), move |round| {
+                let id = 1_000_000 * (w + 1) + round;
+                format!(
+                    "begin;
+                     insert into digoal.loc_test values ({id}, 'new', now(), now());
+                     update digoal.loc_test set info = info || '+' where id = {round} % 5000 + 1;
+                     delete from digoal.loc_test where id = {id} - 3;
+                     commit;
+                     select pg_sleep(0.01);"
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_switched_off_marks_the_table_diverged_and_repair_brings_it_back() {
+    let r = seeded(3000).await;
+    let writers = start_writers_on_seed(&r);
+    // As an install without a superuser allows: capture off a while.
+    let triggers: Vec<String> = r
+        .src
+        .query(
+            "select tgname::text from pg_trigger
+             where tgrelid = 'digoal.loc_test'::regclass and tgname like 'pgferry\\_capture%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    r.src
+        .batch_execute(
+            "alter event trigger pgferry_watch_ddl disable;
+             alter table digoal.loc_test disable trigger user;",
+        )
+        .await
+        .unwrap();
+    support::wait_until("the table shows diverged", SYNC_STATUS, || async {
+        let status = r.status().await;
+        (status["tables"][0]["state"] == "diverged").then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let enable: String = triggers
+        .iter()
+        .map(|t| format!("alter table digoal.loc_test enable always trigger {t};"))
+        .collect();
+    r.src
+        .batch_execute(&format!(
+            "{enable} alter event trigger pgferry_watch_ddl enable always;"
+        ))
+        .await
+        .unwrap();
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(
+        code, 1,
+        "the writes made meanwhile are missing:\n{out}{log}"
+    );
+    let (code, out, log) = check(&r, "repair", &[]).await;
+    assert_eq!(code, 0, "repair:\n{out}{log}");
+    let status = r.status().await;
+    assert_eq!(status["tables"][0]["state"], "replicating", "{status:#}");
+    assert!(status["tables"][0]["diverged"].is_null(), "{status:#}");
+    for writer in writers {
+        writer.stop().await;
+    }
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+}
+
+const SYNC_STATUS: std::time::Duration = std::time::Duration::from_secs(30);

@@ -611,7 +611,7 @@ fn statements_shown() -> bool {
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, single, catch_up, lag, lag_far, bulk, backlog,
-/// distance, recovery, fan_out). The
+/// distance, recovery, fan_out, verify). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
     std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
@@ -731,6 +731,20 @@ async fn main() {
         .await
         .expect("drop subscription");
     bench.start_pgferry(None).await;
+    if selected("verify") {
+        eprintln!("pgferry: verify of a 1M-row table beside pgbench, and a repair of 1 %...");
+        let v = bench.verify().await;
+        results.insert(
+            "pgferry_verify".into(),
+            json!({
+                "copy_rows_per_s": v.copy_rows_per_s,
+                "verify_rows_per_s": v.verify_rows_per_s,
+                "tps_alone": v.tps.0, "tps_during_verify": v.tps.1,
+                "repair_s": v.repair.0, "repair_rows": v.repair.1,
+                "equal_after_repair": v.equal_after,
+            }),
+        );
+    }
     let mut backlogs = Map::new();
     if selected("backlog") {
         for (name, settings) in BACKLOG_SETTINGS {

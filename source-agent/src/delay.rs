@@ -1,5 +1,5 @@
-//! How far behind each target is, and which of its tables diverged, as
-//! metrics to alert on. Read from the source database's batch list, not
+//! How far behind each target is, which of its tables diverged, and what
+//! each table's last verify found, as metrics to alert on. Read from the source database's batch list, not
 //! kept in memory, so an agent started after an outage reports the batches
 //! cut before it started. Each read first marks diverged the tables whose
 //! capture triggers are found switched off (`pgferry.notice_capture_off`):
@@ -25,6 +25,7 @@ const READ_EVERY: Duration = Duration::from_secs(1);
 pub async fn watch_loop(config: Config, cancel: CancellationToken) {
     let mut client = None;
     let mut shown = HashSet::new();
+    let mut verified_shown = HashSet::new();
     loop {
         if client.is_none() {
             client = pgferry_runtime::db::connect(&config).await.ok();
@@ -47,12 +48,49 @@ pub async fn watch_loop(config: Config, cancel: CancellationToken) {
                 }
             }
         }
+        if let Some(c) = &client {
+            match read_verified(c).await {
+                Ok(tables) => {
+                    let now: HashSet<(String, String)> =
+                        tables.iter().map(|t| (t.0.clone(), t.1.clone())).collect();
+                    for (target, table) in verified_shown.difference(&now) {
+                        metrics::verified(target, table, 0);
+                    }
+                    verified_shown = now;
+                    for (target, table, differences) in tables {
+                        metrics::verified(&target, &table, differences);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not read the delay");
+                    client = None;
+                }
+            }
+        }
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(READ_EVERY) => {}
         }
     }
+}
+
+/// Per table verified, and not removed since: its target, its name and
+/// the rows its last verify found differing.
+async fn read_verified(client: &Client) -> Result<Vec<(String, String, i64)>> {
+    let rows = client
+        .query(
+            "select g.name, t.source_schema || '.' || t.source_name, t.verify_differences
+             from pgferry.tables t join pgferry.targets g using (target_id)
+             where not t.removed and t.verified_at is not null",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the last verifies"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
 }
 
 /// Per target: its name, the seconds since the oldest batch it has not

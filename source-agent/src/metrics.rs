@@ -19,6 +19,10 @@ pub const SESSION_ERRORS: &str = "pgferry_session_errors_total";
 /// found switched off, or they were set aside) until copied again.
 pub const TABLES_DIVERGED: &str = "pgferry_tables_diverged";
 
+/// Rows that differed on the target at a table's last `verify` (after the
+/// repair, for `repair`), per target and table.
+pub const VERIFY_DIFFERENCES: &str = "pgferry_verify_differences";
+
 /// Help texts for every metric, shown on /metrics.
 pub fn describe() {
     metrics::describe_counter!(BATCHES_SENT, "Batches sent whole to the target.");
@@ -44,6 +48,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         TABLES_DIVERGED,
         "Tables whose copy on the target misses changes (capture found switched off, or set aside) until add-table copies them again."
+    );
+    metrics::describe_gauge!(
+        VERIFY_DIFFERENCES,
+        "Rows that differed on the target at the table's last verify (left after repair)."
     );
 }
 
@@ -81,4 +89,10 @@ pub fn delay(target: &str, seconds: f64, unacked: i64, diverged: i64) {
     metrics::gauge!(DELAY, "target" => target.to_owned()).set(seconds);
     metrics::gauge!(BATCHES_UNACKED, "target" => target.to_owned()).set(unacked as f64);
     metrics::gauge!(TABLES_DIVERGED, "target" => target.to_owned()).set(diverged as f64);
+}
+
+/// A table's last verify on `target` found `differences` rows differing.
+pub fn verified(target: &str, table: &str, differences: i64) {
+    metrics::gauge!(VERIFY_DIFFERENCES, "target" => target.to_owned(), "table" => table.to_owned())
+        .set(differences as f64);
 }

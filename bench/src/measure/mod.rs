@@ -10,6 +10,7 @@ mod overhead;
 mod queue;
 mod recovery;
 mod single;
+mod verify;
 
 pub(crate) use backlog::*;
 pub(crate) use catch_up::*;

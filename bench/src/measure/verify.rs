@@ -1,0 +1,140 @@
+//! Verify and repair of a 1M-row table: its initial copy's rate; pgbench's
+//! single-row updates (4 clients) alone and while `verify` runs again and
+//! again over the table, in alternating 10 s slices; verify's rate; and a
+//! repair of 1 % of its rows, scattered, changed behind the target's guard.
+
+use crate::*;
+
+/// Rows of the verified table.
+const ROWS: i64 = 1_000_000;
+
+/// What the verify measure found.
+pub(crate) struct Verified {
+    /// Rows per second of the table's initial copy.
+    pub(crate) copy_rows_per_s: f64,
+    /// Rows per second of each verify while pgbench ran.
+    pub(crate) verify_rows_per_s: Vec<f64>,
+    /// pgbench TPS without verify and during it (the means of the slices).
+    pub(crate) tps: (f64, f64),
+    /// The repair's seconds and the rows it rewrote.
+    pub(crate) repair: (f64, u64),
+    /// Whether the verify after the repair found the table equal.
+    pub(crate) equal_after: bool,
+}
+
+impl Bench {
+    /// Runs `source-agent verify|repair` over `public.big`; its exit code,
+    /// seconds and output.
+    async fn check_big(&self, command: &str) -> (Option<i32>, f64, String) {
+        let started = Instant::now();
+        let out = run_command(
+            "source-agent",
+            &[command, "--source-db", &self.source_db(), "public.big"],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), started.elapsed().as_secs_f64(), text)
+    }
+
+    /// Measure: verify and repair (see the module's comment). Expects the
+    /// agents running.
+    pub(crate) async fn verify(&mut self) -> Verified {
+        let definition = "(id int primary key, a int, b text, c timestamptz)";
+        self.ferry_src
+            .batch_execute(&format!(
+                "create table big {definition};
+                 insert into big select g, g % 1000, md5(g::text), now()
+                 from generate_series(1, {ROWS}) g;
+                 vacuum analyze big"
+            ))
+            .await
+            .expect("big table");
+        self.ferry_dst
+            .batch_execute(&format!(
+                "create table big {definition}; alter table big owner to applier"
+            ))
+            .await
+            .expect("big target table");
+        let started = Instant::now();
+        let out = run_command(
+            "source-agent",
+            &[
+                "add-table",
+                "--source-db",
+                &self.source_db(),
+                "public.big",
+                "--wait",
+            ],
+        )
+        .await;
+        expect_success("add-table", &out);
+        let copy_rows_per_s = ROWS as f64 / started.elapsed().as_secs_f64();
+
+        // Slices: pgbench alone, then while verify loops, three times.
+        let args = ["-c", "4", "-j", "2", "-T", "10"];
+        let (mut alone, mut during) = (0.0, 0.0);
+        let mut verify_rows_per_s = Vec::new();
+        for _ in 0..3 {
+            alone += self.pgbench(System::Pgferry, &script("t_rep"), &args);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let source_db = self.source_db();
+            let looping = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut rates = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let out = run_command(
+                            "source-agent",
+                            &["verify", "--source-db", &source_db, "public.big"],
+                        )
+                        .await;
+                        assert_eq!(
+                            out.status.code(),
+                            Some(0),
+                            "verify under pgbench: {}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        rates.push(ROWS as f64 / started.elapsed().as_secs_f64());
+                    }
+                    rates
+                })
+            };
+            during += tokio::task::block_in_place(|| {
+                self.pgbench(System::Pgferry, &script("t_rep"), &args)
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            verify_rows_per_s.extend(looping.await.expect("verify loop"));
+        }
+
+        // 1 % of the rows changed behind the target's guard, scattered.
+        self.ferry_dst
+            .batch_execute(
+                "begin;
+                 alter table big disable trigger pgferry_guard;
+                 update big set b = 'tampered' where id % 100 = 7;
+                 alter table big enable always trigger pgferry_guard;
+                 commit;",
+            )
+            .await
+            .expect("tamper");
+        let (code, repair_s, text) = self.check_big("repair").await;
+        assert_eq!(code, Some(0), "repair: {text}");
+        let repaired = text
+            .lines()
+            .find_map(|line| {
+                let (_, rest) = line.split_once(" left, ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or(0);
+        let (code, _, _) = self.check_big("verify").await;
+        Verified {
+            copy_rows_per_s,
+            verify_rows_per_s,
+            tps: (alone / 3.0, during / 3.0),
+            repair: (repair_s, repaired),
+            equal_after: code == Some(0),
+        }
+    }
+}
