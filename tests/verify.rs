@@ -8,9 +8,16 @@ use support::setup::{Writer, source_agent};
 
 use crate::exact::{AWKWARD, awkward_rows, create_on_both, wait_rows_equal};
 
+/// Scalars whose text depends on the session's settings (TimeZone,
+/// DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+/// lc_monetary), and others.
+const SCALARS: &str = "(id int primary key, ts timestamptz, t timestamp, d date, tm timetz,
+    iv interval, n numeric, r real, b bytea, u uuid, m money, ok bool, rg tstzrange, ip inet)";
+
 /// The registrations of these tests: the seed table whole (renamed by
 /// `--as`), a table of awkward values whole, one through `--columns` into
-/// a target table with a column of its own, one through `--where`.
+/// a target table with a column of its own, one through `--where`, and a
+/// table of scalars.
 async fn replicate_awkward_tables(r: &mut Replication) {
     create_on_both(
         r,
@@ -18,6 +25,7 @@ async fn replicate_awkward_tables(r: &mut Replication) {
             ("digoal.whole", AWKWARD),
             ("digoal.picked", AWKWARD),
             ("digoal.filtered", AWKWARD),
+            ("digoal.scalars", SCALARS),
         ],
     )
     .await;
@@ -52,14 +60,17 @@ async fn replicate_awkward_tables(r: &mut Replication) {
             .unwrap();
     }
     r.src
-        .batch_execute(
+        .batch_execute(&format!(
             "insert into digoal.loc_test
-             select g, 'seed ' || g, now(), now() from generate_series(1, 500) g",
-        )
+             select g, 'seed ' || g, now(), now() from generate_series(1, 500) g;
+             insert into digoal.scalars {}",
+            scalar_rows("generate_series(1, 300) as g")
+        ))
         .await
         .unwrap();
     let db = r.source_db.clone();
     for args in [
+        vec!["digoal.scalars"],
         vec!["digoal.whole"],
         vec![
             "digoal.picked",
@@ -76,6 +87,17 @@ async fn replicate_awkward_tables(r: &mut Replication) {
     }
 }
 
+/// A select of [`SCALARS`] rows, one per `g` of `ids` (a FROM item).
+fn scalar_rows(ids: &str) -> String {
+    format!(
+        "select g, now() - g * interval '1 hour 3 seconds', localtimestamp, current_date - g,
+                '12:34:56.789+05:30', g * interval '1 day 2 hours 3.5 seconds', g / 7.0,
+                g / 3.0::real, decode(md5(g::text), 'hex'), md5(g::text)::uuid, g * 1.25,
+                g % 2 = 0, tstzrange(now(), now() + interval '1 day'), '10.0.0.1/8'
+         from {ids}"
+    )
+}
+
 /// Writers on every table: inserts, updates (json nulls among them) and
 /// deletes, each in transactions of a few statements, about a hundred a
 /// second each (unthrottled, four writers outrun a debug build's agents on
@@ -85,12 +107,16 @@ fn start_writers(r: &Replication) -> Vec<Writer> {
         let id = 100_000 + round;
         format!(
             "begin;
+             insert into digoal.scalars {};
+             update digoal.scalars set ts = now(), iv = iv * 2, m = m + 1 where id = {round} % 300 + 1;
+             delete from digoal.scalars where id = {id} - 4;
              insert into digoal.loc_test values ({id}, 'new', now(), now());
              update digoal.loc_test set info = info || '+', modify_time = now()
               where id = 100 + {round} % 300;
              delete from digoal.loc_test where id = {id} - 7;
              commit;
-             select pg_sleep(0.01);"
+             select pg_sleep(0.01);",
+            scalar_rows(&format!("(values ({id})) as v(g)"))
         )
     })];
     for table in ["digoal.whole", "digoal.picked", "digoal.filtered"] {
@@ -123,7 +149,7 @@ async fn check(r: &Replication, command: &str, args: &[&str]) -> (i32, String, S
 }
 
 /// The tables compared, as (source, target, columns, filter).
-const PAIRS: [(&str, &str, &str, &str); 4] = [
+const PAIRS: [(&str, &str, &str, &str); 5] = [
     (
         "digoal.loc_test",
         "digoal.rmt_test",
@@ -142,6 +168,12 @@ const PAIRS: [(&str, &str, &str, &str); 4] = [
         "digoal.filtered",
         "id, j, jb, a, ja, h, c, d, x, f, t",
         "id % 3 <> 0",
+    ),
+    (
+        "digoal.scalars",
+        "digoal.scalars",
+        "id, ts, t, d, tm, iv, n, r, b, u, m, ok, rg, ip",
+        "true",
     ),
 ];
 
@@ -472,3 +504,30 @@ async fn capture_switched_off_marks_the_table_diverged_and_repair_brings_it_back
 }
 
 const SYNC_STATUS: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_set_aside_is_copied_again_by_repair_and_compared() {
+    let r = seeded(1000).await;
+    source_agent(&["set-aside", "--source-db", &r.source_db, "digoal.loc_test"]).await;
+    r.src
+        .batch_execute(
+            "update digoal.loc_test set info = 'while set aside' where id <= 10;
+             delete from digoal.loc_test where id between 11 and 20",
+        )
+        .await
+        .unwrap();
+    let (code, out, log) = check(&r, "verify", &[]).await;
+    assert_eq!(code, 1, "its target misses the changes:\n{out}{log}");
+    assert!(out.contains("20 differences"), "{out}");
+    let (code, out, log) = check(&r, "repair", &["--json"]).await;
+    assert_eq!(code, 0, "repair copies it again:\n{out}{log}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(
+        report["tables"][0]["note"],
+        "was set aside: copied again, then compared"
+    );
+    assert_eq!(report["tables"][0]["rows"], 990, "{report:#}");
+    let status = r.status().await;
+    assert_eq!(status["tables"][0]["state"], "replicating", "{status:#}");
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+}

@@ -150,7 +150,7 @@ pub enum Command {
     /// Find the rows that differ as `verify` does and rewrite exactly those
     /// on the target, through the stream, while writers run; ends with a
     /// clean verify of each range (exit 0) or says what is left (exit 1). A
-    /// table set aside is copied again.
+    /// table set aside is copied again, then compared.
     Repair(CheckArgs),
     /// Record a target agent `run` streams to: its address and the paths of
     /// its TLS and token files (the agent reads them when it connects; no

@@ -90,7 +90,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report> {
         if let (Some(total), Some(repaired)) = (&mut report.repaired, table.repaired) {
             *total += repaired;
         }
-        if table.note.is_some() && table.rows == 0 {
+        if !table.compared {
             report.not_compared += 1;
         }
         report.tables.push(table);
@@ -120,18 +120,17 @@ impl Checker {
         options: &Options,
     ) -> Result<TableReport> {
         let mut table = TableReport::of(registration);
-        if registration.state != "replicating" {
+        if options.repair && registration.set_aside {
+            // Its missed changes are no longer queued: only a copy brings
+            // it back.
+            crate::capture::copy_again(&mut self.control, registration.table_id).await?;
+            self.wait_copied(registration).await?;
+            table.note = Some("was set aside: copied again, then compared".into());
+        } else if registration.state != "replicating" {
             table.note = Some("not compared: its initial copy has not finished".into());
             return Ok(table);
         }
-        if options.repair && registration.set_aside {
-            crate::capture::copy_again(&mut self.control, registration.table_id).await?;
-            table.note = Some(
-                "not compared: it was set aside, so its target misses changes; it is copied again with the next batch"
-                    .into(),
-            );
-            return Ok(table);
-        }
+        table.compared = true;
         if options.repair {
             table.repaired = Some(0);
         }
@@ -175,6 +174,44 @@ impl Checker {
             "compared"
         );
         Ok(table)
+    }
+
+    /// Waits until the copy of `registration` is applied, while it moves:
+    /// gives up after the command's timeout without a step.
+    async fn wait_copied(&self, registration: &Registration) -> Result<()> {
+        let mut last = None;
+        let mut moved = tokio::time::Instant::now();
+        loop {
+            let row = self
+                .control
+                .query_one(
+                    "select state, removed, copy_rows from pgferry.tables where table_id = $1",
+                    &[&registration.table_id],
+                )
+                .await
+                .map_err(Error::db("waiting for a copy"))?;
+            let (state, removed, rows): (String, bool, Option<i64>) =
+                (row.get(0), row.get(1), row.get(2));
+            if removed {
+                return Err(refused(registration, "it was removed".into()));
+            }
+            if state == "replicating" {
+                return Ok(());
+            }
+            if last != Some((state.clone(), rows)) {
+                last = Some((state, rows));
+                moved = tokio::time::Instant::now();
+            } else if moved.elapsed() >= self.timeout {
+                return Err(refused(
+                    registration,
+                    format!(
+                        "its copy did not move for {}: is `source-agent run` running?",
+                        humantime::format_duration(self.timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The end of the range of `rows` keys after `after`; none when fewer

@@ -41,6 +41,8 @@ pub struct TableReport {
     pub table: String,
     /// schema.table on the target.
     pub target_table: String,
+    /// Whether it was compared (see `note` if not).
+    pub compared: bool,
     /// Rows compared (the source's, through the registration's filter).
     pub rows: u64,
     /// Differences found (left, for `repair`).
@@ -67,6 +69,7 @@ impl TableReport {
             target: registration.target.clone(),
             table: registration.source.clone(),
             target_table: registration.target_table.clone(),
+            compared: false,
             rows: 0,
             differences: 0,
             missing: Vec::new(),
