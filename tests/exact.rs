@@ -37,7 +37,7 @@ pub(crate) fn awkward_rows(first: i32) -> String {
 }
 
 /// The first column of `sql`'s rows, as text.
-async fn texts(client: &Client, sql: &str) -> Vec<String> {
+pub(crate) async fn texts(client: &Client, sql: &str) -> Vec<String> {
     client
         .query(sql, &[])
         .await

@@ -6,7 +6,7 @@ use support::Replication;
 use support::agent::run_command;
 use support::setup::{Writer, source_agent};
 
-use crate::exact::{AWKWARD, awkward_rows, create_on_both, wait_rows_equal};
+use crate::exact::{AWKWARD, awkward_rows, create_on_both, texts, wait_rows_equal};
 
 /// Scalars whose text depends on the session's settings (TimeZone,
 /// DateStyle, IntervalStyle, extra_float_digits, bytea_output,
@@ -452,18 +452,12 @@ async fn capture_switched_off_marks_the_table_diverged_and_repair_brings_it_back
     let r = seeded(3000).await;
     let writers = start_writers_on_seed(&r);
     // As an install without a superuser allows: capture off a while.
-    let triggers: Vec<String> = r
-        .src
-        .query(
-            "select tgname::text from pg_trigger
-             where tgrelid = 'digoal.loc_test'::regclass and tgname like 'pgferry\\_capture%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let triggers = texts(
+        &r.src,
+        "select tgname::text from pg_trigger
+         where tgrelid = 'digoal.loc_test'::regclass and tgname like 'pgferry\\_capture%'",
+    )
+    .await;
     r.src
         .batch_execute(
             "alter event trigger pgferry_watch_ddl disable;

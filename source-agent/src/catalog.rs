@@ -28,22 +28,18 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
         .query(
             "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
                     t.target_name, t.key_columns, t.create_target,
-                    array(select a.attname::text from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select a.attnotnull from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
+                    c.names, c.types, c.not_null,
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
-             from pgferry.tables t where t.target_id = $1 order by t.table_id",
+             from pgferry.tables t
+             cross join lateral (
+                 select coalesce(array_agg(name order by n), '{}') as names,
+                        coalesce(array_agg(sql_type order by n), '{}') as types,
+                        coalesce(array_agg(not_null order by n), '{}') as not_null
+                 from pgferry.replicated_columns(t.relid, t.columns) with ordinality
+                      as c(name, sql_type, not_null, text_form, n)) c
+             where t.target_id = $1 order by t.table_id",
             &[&target_id],
         )
         .await

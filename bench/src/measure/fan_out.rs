@@ -216,7 +216,7 @@ impl Bench {
     /// host: with all on both CPUs, three targets' applying (2.4 to 2.6
     /// times one target's CPU) ran on the writers' cores and counted as the
     /// source's cost. With `PGFERRY_BENCH_PIN=1` the sides stay apart.
-    fn set_apart(&mut self, apart: bool, more: &[Agent]) {
+    pub(crate) fn set_apart(&mut self, apart: bool, more: &[Agent]) {
         if pinned() {
             return;
         }

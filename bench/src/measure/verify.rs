@@ -2,6 +2,9 @@
 //! single-row updates (4 clients) alone and while `verify` runs again and
 //! again over the table, in alternating 10 s slices; verify's rate; and a
 //! repair of 1 % of its rows, scattered, changed behind the target's guard.
+//! The source's side (its cluster, agent, pgbench and the command) runs on
+//! one CPU and the target's on the other, as on two hosts: the writers
+//! meet only the source's part of the work.
 
 use crate::*;
 
@@ -23,15 +26,11 @@ pub(crate) struct Verified {
 }
 
 impl Bench {
-    /// Runs `source-agent verify|repair` over `public.big`; its exit code,
-    /// seconds and output.
+    /// Runs `source-agent verify|repair` over `public.big` on the source's
+    /// CPU; its exit code, seconds and output.
     async fn check_big(&self, command: &str) -> (Option<i32>, f64, String) {
         let started = Instant::now();
-        let out = run_command(
-            "source-agent",
-            &[command, "--source-db", &self.source_db(), "public.big"],
-        )
-        .await;
+        let out = on_source_cpu(command, &self.source_db()).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.code(), started.elapsed().as_secs_f64(), text)
     }
@@ -39,16 +38,20 @@ impl Bench {
     /// Measure: verify and repair (see the module's comment). Expects the
     /// agents running.
     pub(crate) async fn verify(&mut self) -> Verified {
+        self.set_apart(true, &[]);
         let definition = "(id int primary key, a int, b text, c timestamptz)";
         self.ferry_src
             .batch_execute(&format!(
                 "create table big {definition};
                  insert into big select g, g % 1000, md5(g::text), now()
-                 from generate_series(1, {ROWS}) g;
-                 vacuum analyze big"
+                 from generate_series(1, {ROWS}) g"
             ))
             .await
             .expect("big table");
+        self.ferry_src
+            .batch_execute("vacuum analyze big")
+            .await
+            .expect("vacuum");
         self.ferry_dst
             .batch_execute(&format!(
                 "create table big {definition}; alter table big owner to applier"
@@ -84,11 +87,7 @@ impl Bench {
                     let mut rates = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let started = Instant::now();
-                        let out = run_command(
-                            "source-agent",
-                            &["verify", "--source-db", &source_db, "public.big"],
-                        )
-                        .await;
+                        let out = on_source_cpu("verify", &source_db).await;
                         assert_eq!(
                             out.status.code(),
                             Some(0),
@@ -129,6 +128,7 @@ impl Bench {
             })
             .unwrap_or(0);
         let (code, _, _) = self.check_big("verify").await;
+        self.set_apart(false, &[]);
         Verified {
             copy_rows_per_s,
             verify_rows_per_s,
@@ -137,4 +137,16 @@ impl Bench {
             equal_after: code == Some(0),
         }
     }
+}
+
+/// `source-agent COMMAND --source-db SOURCE_DB public.big`, on the source's
+/// CPU.
+async fn on_source_cpu(command: &str, source_db: &str) -> std::process::Output {
+    tokio::process::Command::new("taskset")
+        .args(["-c", SOURCE_CPU])
+        .arg(support::agent::bin("source-agent"))
+        .args([command, "--source-db", source_db, "public.big"])
+        .output()
+        .await
+        .expect("source-agent runs")
 }

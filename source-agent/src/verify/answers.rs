@@ -151,6 +151,6 @@ pub async fn wait(
             });
         }
         tokio::time::sleep(poll).await;
-        poll = (poll * 2).min(Duration::from_millis(50));
+        poll = (poll * 2).min(Duration::from_millis(10));
     }
 }

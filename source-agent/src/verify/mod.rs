@@ -14,7 +14,7 @@ mod cut;
 mod registration;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -45,6 +45,10 @@ pub struct Options {
     /// Fix what differs.
     pub repair: bool,
 }
+
+/// Ranges whose answers are awaited at once: the source's side of the
+/// next is read while the target answers the first.
+const IN_FLIGHT: usize = 4;
 
 /// How many times a range is asked again whose answers were lost (an
 /// agent restarted meanwhile) before the command gives up.
@@ -134,35 +138,55 @@ impl Checker {
         if options.repair {
             table.repaired = Some(0);
         }
+        // Ranges go out IN_FLIGHT at a time: the next ones are cut and read
+        // here while the target answers the first.
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut after: Option<String> = None;
-        loop {
-            let upto = self
-                .boundary(registration, &after, options.chunk_rows)
-                .await?;
-            let range = (after, upto);
-            let (rows, mut found) = self.compare(registration, &range).await?;
+        let mut last_cut = false;
+        while !last_cut || !pending.is_empty() {
+            if !last_cut && pending.len() < IN_FLIGHT {
+                let upto = self
+                    .boundary(registration, &after, options.chunk_rows)
+                    .await?;
+                let range = (after.clone(), upto.clone());
+                if let Some(put) = self.put(registration, range, Question::Digest).await? {
+                    pending.push_back(put);
+                }
+                match upto {
+                    Some(upto) => after = Some(upto),
+                    None => last_cut = true,
+                }
+                continue;
+            }
+            let put = pending.pop_front().expect("a range in flight");
+            let answered = self.take(registration, &put).await?;
+            let (rows, mut found) = match (&put.source, &answered) {
+                (SourceSide::Digest(rows, digest), Some(answer))
+                    if *rows == answer.rows && *digest == answer.digest =>
+                {
+                    (*rows, Vec::new())
+                }
+                // Different, or the answer lost: this range afresh.
+                _ => self.compare(registration, &put.range).await?,
+            };
             if options.repair {
                 let mut round = 0;
                 while !found.is_empty() && round < REPAIR_ROUNDS {
                     round += 1;
                     let keys: Vec<String> = found.iter().map(|(_, key)| key.clone()).collect();
-                    let equal = self.repair(registration, &keys, &range).await?;
+                    let equal = self.repair(registration, &keys, &put.range).await?;
                     if let Some(repaired) = &mut table.repaired {
                         *repaired += keys.len() as u64;
                     }
                     found = if equal {
                         Vec::new()
                     } else {
-                        self.compare(registration, &range).await?.1
+                        self.compare(registration, &put.range).await?.1
                     };
                 }
             }
             table.rows += rows;
             table.add(&found, options.max_differences);
-            match range.1 {
-                Some(upto) => after = Some(upto),
-                None => break,
-            }
         }
         self.record(registration, &table).await?;
         tracing::info!(
@@ -295,6 +319,33 @@ impl Checker {
         range: &Range,
         question: Question<'_>,
     ) -> Result<Option<(SourceSide, Answer)>> {
+        let mut last_batch = 0;
+        for _ in 0..ATTEMPTS {
+            let Some(put) = self.put(registration, range.clone(), question).await? else {
+                return Ok(None);
+            };
+            last_batch = put.batch_id;
+            if let Some(answer) = self.take(registration, &put).await? {
+                return Ok(Some((put.source, answer)));
+            }
+            tracing::info!(batch_id = last_batch, table = %registration.source, "answers lost (an agent restarted); asking again");
+        }
+        Err(Error::NoAnswer {
+            target: registration.target.clone(),
+            batch_id: last_batch,
+            waited: self.timeout,
+        })
+    }
+
+    /// Puts a question of a range to a batch cut for it, and reads the
+    /// source's side in the batch's snapshot. None: the repair's rows are
+    /// too large for one batch (split the keys).
+    async fn put(
+        &mut self,
+        registration: &Registration,
+        range: Range,
+        question: Question<'_>,
+    ) -> Result<Option<Pending>> {
         let failed = check_error(registration);
         let checks = Checks {
             checks: vec![Check {
@@ -305,88 +356,88 @@ impl Checker {
             }],
             repairs: matches!(question, Question::Repair(_)),
         };
-        let mut last_batch = 0;
-        for _ in 0..ATTEMPTS {
-            let cut = cut::cut(
-                &mut self.cutter,
-                &mut self.reader,
-                registration.target_id,
-                &checks,
-            )
-            .await?;
-            last_batch = cut.batch_id;
-            if let Question::Repair(keys) = question {
-                let keys = format!("[{}]", keys.join(","));
-                let copy = registration
-                    .rows()
-                    .copy_keys_sql(&registration.column_list(), &keys);
-                let data = read_copy(&cut.read, &copy).await.map_err(&failed)?;
-                if data.len() > REPAIR_BYTES && keys.len() > 1 {
-                    return Ok(None);
-                }
-                cut.cut
-                    .execute(
-                        "insert into pgferry.repair_rows (target_id, batch_id, table_id, keys, rows)
-                         values ($1, $2, $3, $4, $5)",
-                        &[
-                            &registration.target_id,
-                            &(cut.batch_id as i64),
-                            &registration.table_id,
-                            &keys,
-                            &data,
-                        ],
-                    )
-                    .await
-                    .map_err(Error::db("recording a repair's rows"))?;
+        let cut = cut::cut(
+            &mut self.cutter,
+            &mut self.reader,
+            registration.target_id,
+            &checks,
+        )
+        .await?;
+        let batch_id = cut.batch_id;
+        if let Question::Repair(keys) = question {
+            let keys = format!("[{}]", keys.join(","));
+            let copy = registration
+                .rows()
+                .copy_keys_sql(&registration.column_list(), &keys);
+            let data = read_copy(&cut.read, &copy).await.map_err(&failed)?;
+            if data.len() > REPAIR_BYTES && keys.len() > 1 {
+                return Ok(None);
             }
             cut.cut
-                .commit()
+                .execute(
+                    "insert into pgferry.repair_rows (target_id, batch_id, table_id, keys, rows)
+                     values ($1, $2, $3, $4, $5)",
+                    &[
+                        &registration.target_id,
+                        &(batch_id as i64),
+                        &registration.table_id,
+                        &keys,
+                        &data,
+                    ],
+                )
                 .await
-                .map_err(Error::db("cutting a batch to check"))?;
-            let source = if matches!(question, Question::EachRow) {
-                let each_row = registration.rows().each_row_sql();
-                let rows = cut
-                    .read
-                    .query(&each_row, &[&range.0, &range.1])
-                    .await
-                    .map_err(&failed)?;
-                SourceSide::Rows(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-            } else {
-                let digest = registration.rows().digest_sql();
-                let row = cut
-                    .read
-                    .query_one(&digest, &[&range.0, &range.1])
-                    .await
-                    .map_err(&failed)?;
-                SourceSide::Digest(row.get::<_, i64>(0) as u64, row.get(1))
-            };
-            cut.read
-                .commit()
-                .await
-                .map_err(Error::db("reading the source at a batch's snapshot"))?;
-            let target = (registration.target_id, registration.target.as_str());
-            let Some(Answers {
-                answers,
-                repair_errors,
-            }) = answers::wait(&self.control, target, last_batch, self.timeout).await?
-            else {
-                tracing::info!(batch_id = last_batch, table = %registration.source, "answers lost (an agent restarted); asking again");
-                continue;
-            };
-            if !repair_errors.is_empty() {
-                return Err(refused(registration, repair_errors.join("; ")));
-            }
-            let answer = answers.into_iter().next().unwrap_or_default();
-            if !answer.error.is_empty() {
-                return Err(refused(registration, answer.error));
-            }
-            return Ok(Some((source, answer)));
+                .map_err(Error::db("recording a repair's rows"))?;
         }
-        Err(Error::NoAnswer {
-            target: registration.target.clone(),
-            batch_id: last_batch,
-            waited: self.timeout,
-        })
+        cut.cut
+            .commit()
+            .await
+            .map_err(Error::db("cutting a batch to check"))?;
+        let source = if matches!(question, Question::EachRow) {
+            let each_row = registration.rows().each_row_sql();
+            let rows = cut
+                .read
+                .query(&each_row, &[&range.0, &range.1])
+                .await
+                .map_err(&failed)?;
+            SourceSide::Rows(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        } else {
+            let digest = registration.rows().digest_sql();
+            let row = cut
+                .read
+                .query_one(&digest, &[&range.0, &range.1])
+                .await
+                .map_err(&failed)?;
+            SourceSide::Digest(row.get::<_, i64>(0) as u64, row.get(1))
+        };
+        cut.read
+            .commit()
+            .await
+            .map_err(Error::db("reading the source at a batch's snapshot"))?;
+        Ok(Some(Pending {
+            batch_id,
+            range,
+            source,
+        }))
+    }
+
+    /// The target's answer to a question put; None when it was lost.
+    async fn take(&self, registration: &Registration, put: &Pending) -> Result<Option<Answer>> {
+        let target = (registration.target_id, registration.target.as_str());
+        let Some(Answers {
+            answers,
+            repair_errors,
+        }) = answers::wait(&self.control, target, put.batch_id, self.timeout).await?
+        else {
+            return Ok(None);
+        };
+        if !repair_errors.is_empty() {
+            return Err(refused(registration, repair_errors.join("; ")));
+        }
+        let answer = answers.into_iter().next().unwrap_or_default();
+        if !answer.error.is_empty() {
+            return Err(refused(registration, answer.error));
+        }
+        Ok(Some(answer))
     }
 
     /// Records the table's outcome where `status` shows it; a repair that
@@ -445,6 +496,16 @@ async fn read_copy(
         data.extend_from_slice(&bytes);
     }
     Ok(data)
+}
+
+/// A question put to a batch, waiting for the target's answer.
+struct Pending {
+    /// The batch that carries it.
+    batch_id: u64,
+    /// The range asked about.
+    range: Range,
+    /// The source's side.
+    source: SourceSide,
 }
 
 /// What the source has of a range.

@@ -76,19 +76,14 @@ pub async fn list(
                      where c.oid = t.relid),
                     t.state, t.set_aside_batch is not null, t.diverged_at is not null,
                     t.relid, t.row_filter, t.key_columns,
-                    array(select a.attname::text from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select format_type(a.atttypid, a.atttypmod) from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum),
-                    array(select pgferry.text_form(a.atttypid) from pg_attribute a
-                          where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated = '' and (t.columns is null or a.attname = any (t.columns))
-                          order by a.attnum)
+                    c.names, c.types, c.text_form
              from pgferry.tables t join pgferry.targets g using (target_id)
+             cross join lateral (
+                 select coalesce(array_agg(name order by n), '{}') as names,
+                        coalesce(array_agg(sql_type order by n), '{}') as types,
+                        coalesce(array_agg(text_form order by n), '{}') as text_form
+                 from pgferry.replicated_columns(t.relid, t.columns) with ordinality
+                      as c(name, sql_type, not_null, text_form, n)) c
              where not t.removed and ($1::text is null or g.name = $1)
              order by g.name, t.source_schema, t.source_name",
             &[&target],
