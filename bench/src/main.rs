@@ -738,8 +738,10 @@ async fn main() {
             "pgferry_verify".into(),
             json!({
                 "copy_rows_per_s": v.copy_rows_per_s,
-                "verify_rows_per_s": v.verify_rows_per_s,
-                "tps_alone": v.tps.0, "tps_during_verify": v.tps.1,
+                "shares": v.shares.iter().map(|(share, rates, tps)| json!({
+                    "source_share": share, "verify_rows_per_s": rates,
+                    "tps_alone": tps.0, "tps_during_verify": tps.1,
+                })).collect::<Vec<_>>(),
                 "repair_s": v.repair.0, "repair_rows": v.repair.1,
                 "equal_after_repair": v.equal_after,
             }),

@@ -114,34 +114,30 @@ pub(crate) fn print_table(r: &Value) {
     }
     let v = &r["pgferry_verify"];
     if v.is_object() {
-        let rates: Vec<f64> = v["verify_rows_per_s"]
-            .as_array()
-            .map(|a| a.iter().map(f).collect())
-            .unwrap_or_default();
-        let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
         println!();
-        println!("| verify and repair of a 1M-row table (pgferry) | |");
+        println!("| verify and repair of a 1M-row table (pgferry, sides on a CPU each) | |");
         println!("|---|---|");
         println!("| initial copy, rows/s | {:.0} |", f(&v["copy_rows_per_s"]));
-        println!(
-            "| verify beside pgbench, rows/s (mean of {}) | {mean:.0} |",
-            rates.len()
-        );
-        println!(
-            "| pgbench TPS alone / during verify | {:.0} / {:.0} ({:.1} %) |",
-            f(&v["tps_alone"]),
-            f(&v["tps_during_verify"]),
-            f(&v["tps_during_verify"]) / f(&v["tps_alone"]) * 100.0
-        );
+        for share in v["shares"].as_array().into_iter().flatten() {
+            let rates: Vec<f64> = share["verify_rows_per_s"]
+                .as_array()
+                .map(|a| a.iter().map(f).collect())
+                .unwrap_or_default();
+            let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+            let (alone, during) = (f(&share["tps_alone"]), f(&share["tps_during_verify"]));
+            println!(
+                "| --source-share {}: verify rows/s (mean of {}); pgbench TPS alone / during | {mean:.0}; {alone:.0} / {during:.0} ({:.1} %) |",
+                share["source_share"],
+                rates.len(),
+                during / alone * 100.0
+            );
+        }
         println!(
             "| repair of 1 % of the rows, scattered: s, rows written | {:.1} s, {} |",
             f(&v["repair_s"]),
             v["repair_rows"]
         );
-        println!(
-            "| verify after the repair equal | {} |",
-            v["equal_after_repair"]
-        );
+        println!("| verify after the repair equal | {} |", v["equal_after_repair"]);
     }
     let fan = &r["pgferry_fan_out"];
     if fan.is_object() {

@@ -1,8 +1,8 @@
 //! The one definition of what `verify` compares, built the same on both
-//! sides: each row's canonical text (the compared columns as one record's
-//! text, under pinned session settings), a range's rows hashed together in
-//! key order with md5 (or each row alone, to find which differ); and each
-//! key as a JSON object. The source
+//! sides: a range's rows as COPY writes them (each column through its
+//! type's output function, under pinned session settings) in key order,
+//! hashed together with md5 (or each row's record text alone, to find
+//! which differ); and each key as a JSON object. The source
 //! runs it in the snapshot that cut a batch, the target in that batch's
 //! transaction after its changes: equal copies give equal answers.
 
@@ -21,6 +21,8 @@ pub fn pinned(local: bool) -> String {
         "extra_float_digits = 1",
         "bytea_output = 'hex'",
         "lc_monetary = 'C'",
+        // The range's keys are written as literals into COPY's query.
+        "standard_conforming_strings = on",
     ]
     .map(|setting| format!("{scope} {setting}"))
     .join("; ")
@@ -41,15 +43,48 @@ pub struct Column {
 /// compared `columns` and its `keys`, and the rows it keeps (`filter`, a
 /// predicate over alias `t`; the source's `--where`).
 #[derive(Debug, Clone)]
-pub struct Rows<'a> {
+pub struct Rows {
     /// The quoted, qualified relation.
-    pub relation: &'a str,
+    pub relation: String,
     /// The compared columns, in the source's order.
-    pub columns: &'a [Column],
+    pub columns: Vec<Column>,
     /// The key columns.
-    pub keys: &'a [Column],
+    pub keys: Vec<Column>,
     /// Which rows count, if not all.
-    pub filter: Option<&'a str>,
+    pub filter: Option<String>,
+}
+
+/// A range's digest, taken over its rows as COPY writes them in key order
+/// (`Rows::copy_range_sql`): how many rows, and the md5 of their text.
+/// Hashed here, not in the server: COPY's text costs the server about a
+/// third of what md5 of each row's text there did (the server's time is
+/// the writers').
+#[derive(Default)]
+pub struct Digest {
+    rows: u64,
+    md5: md5::Md5,
+}
+
+impl Digest {
+    /// Takes the next piece of the COPY.
+    pub fn update(&mut self, data: &[u8]) {
+        use md5::Digest as _;
+        // COPY's text escapes a newline inside a value: each one ends a row.
+        self.rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.md5.update(data);
+    }
+
+    /// The rows and their md5, in hex.
+    pub fn finish(self) -> (u64, String) {
+        use md5::Digest as _;
+        let hex = self
+            .md5
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.rows, hex)
+    }
 }
 
 /// `f` of each of `columns`, joined by commas.
@@ -61,32 +96,29 @@ fn each(columns: &[Column], f: impl Fn(&Column, String) -> String) -> String {
         .join(", ")
 }
 
-impl Rows<'_> {
+impl Rows {
     /// A row's key as a JSON object, as the changes carry it: text-form
     /// values as their text.
     pub fn key_json(&self) -> String {
-        let pairs = each(self.keys, |k, name| {
+        let pairs = each(&self.keys, |k, name| {
             let cast = if k.text_form { "::text" } else { "" };
             format!("{}, t.{name}{cast}", literal(&k.name))
         });
         format!("json_build_object({pairs})::text")
     }
 
-    /// A row as the compared columns' record, whose text is each column
-    /// through its type's output function as COPY writes it (a cast to
-    /// text may differ: xml's keeps a declaration its output drops).
-    fn row_text(&self) -> String {
-        format!("row({})", each(self.columns, |_, name| format!("t.{name}")))
-    }
-
-    /// A row's hash: md5 of its text.
+    /// A row's hash: md5 of the compared columns as one record's text,
+    /// each column through its type's output function as COPY writes it
+    /// (a cast to text may differ: xml's keeps a declaration its output
+    /// drops).
     fn row_hash(&self) -> String {
-        format!("md5({}::text)", self.row_text())
+        let values = each(&self.columns, |_, name| format!("t.{name}"));
+        format!("md5(row({values})::text)")
     }
 
     /// `t.k1, t.k2`: the key's order.
     fn key_order(&self) -> String {
-        each(self.keys, |_, name| format!("t.{name}"))
+        each(&self.keys, |_, name| format!("t.{name}"))
     }
 
     /// `(t.k1, t.k2)`.
@@ -98,14 +130,14 @@ impl Rows<'_> {
     /// through their type's input function), and the record definition
     /// that reads them.
     fn key_record(&self) -> (String, String) {
-        let read = each(self.keys, |k, name| {
+        let read = each(&self.keys, |k, name| {
             if k.text_form {
                 format!("r.{name}::{}", k.sql_type)
             } else {
                 format!("r.{name}")
             }
         });
-        let typed = each(self.keys, |k, name| {
+        let typed = each(&self.keys, |k, name| {
             format!("{name} {}", if k.text_form { "text" } else { &k.sql_type })
         });
         (read, typed)
@@ -117,41 +149,44 @@ impl Rows<'_> {
         format!("(select {read} from json_to_record({param}::text::json) as r({typed}))")
     }
 
-    /// The rows after key `$1` (none: from the first) up to and including
-    /// key `$2` (none: to the last), with the filter.
-    fn range(&self) -> String {
+    /// The rows after key `after` (an SQL text expression, null: from the
+    /// first) up to and including key `upto` (null: to the last), with the
+    /// filter.
+    fn range(&self, after: &str, upto: &str) -> String {
         let key = self.key_row();
         format!(
             "from only {} as t
              where coalesce(({}), false)
-               and ($1::text is null or {key} > {})
-               and ($2::text is null or {key} <= {})",
+               and ({after}::text is null or {key} > {})
+               and ({upto}::text is null or {key} <= {})",
             self.relation,
-            self.filter.unwrap_or("true"),
-            self.key_of("$1"),
-            self.key_of("$2"),
+            self.filter.as_deref().unwrap_or("true"),
+            self.key_of(after),
+            self.key_of(upto),
         )
     }
 
-    /// The range's row count and digest: md5 of its rows' texts in key
-    /// order (one md5 over the range costs a quarter of one per row).
-    pub fn digest_sql(&self) -> String {
+    /// COPY of the rows after key `after` up to and including key `upto`
+    /// (JSON key objects; none: open), in key order, for a [`Digest`]. COPY
+    /// takes no parameters: the keys go in as literals.
+    pub fn copy_range_sql(&self, after: Option<&str>, upto: Option<&str>) -> String {
+        let bound = |key: Option<&str>| key.map_or_else(|| "null".to_string(), literal);
         format!(
-            "select count(*)::bigint, coalesce(md5(string_agg({}::text, E'\\n' order by {})), '')
-             {}",
-            self.row_text(),
+            "copy (select {} {} order by {}) to stdout",
+            each(&self.columns, |_, name| format!("t.{name}")),
+            self.range(&bound(after), &bound(upto)),
             self.key_order(),
-            self.range(),
         )
     }
 
-    /// Each row of the range: its key (see [`Rows::key_json`]) and hash.
+    /// Each row of the range after key `$1` up to and including key `$2`:
+    /// its key (see [`Rows::key_json`]) and hash.
     pub fn each_row_sql(&self) -> String {
         format!(
             "select {}, {} {}",
             self.key_json(),
             self.row_hash(),
-            self.range()
+            self.range("$1", "$2")
         )
     }
 
@@ -164,7 +199,7 @@ impl Rows<'_> {
              order by {} offset $2::bigint - 1 limit 1",
             self.key_json(),
             self.relation,
-            self.filter.unwrap_or("true"),
+            self.filter.as_deref().unwrap_or("true"),
             self.key_row(),
             self.key_of("$1"),
             self.key_order(),
@@ -172,16 +207,17 @@ impl Rows<'_> {
     }
 
     /// The rows of the keys in JSON array `keys` (key objects), as COPY
-    /// text of `columns` (the replicated ones), for a repair.
-    pub fn copy_keys_sql(&self, columns: &str, keys: &str) -> String {
+    /// text of the columns, for a repair.
+    pub fn copy_keys_sql(&self, keys: &str) -> String {
         let (read, typed) = self.key_record();
+        let columns = each(&self.columns, |_, name| format!("t.{name}"));
         format!(
             "copy (select {columns} from only {} as t
                    where coalesce(({}), false)
                      and {} in (select {read} from json_to_recordset({}::json) as r({typed})))
              to stdout",
             self.relation,
-            self.filter.unwrap_or("true"),
+            self.filter.as_deref().unwrap_or("true"),
             self.key_row(),
             literal(keys),
         )

@@ -214,6 +214,7 @@ async fn check(args: cli::CheckArgs, repair: bool) -> Result<i32> {
         max_differences: args.max_differences,
         chunk_rows: args.chunk_rows,
         timeout: args.timeout,
+        source_share: args.source_share,
         repair,
     };
     let report = verify::run(&database(&args.common)?, &options).await?;

@@ -45,11 +45,8 @@ pub struct TablePlan {
     /// from it, no unique index but the key's, no exclusion constraint, no
     /// trigger but the guard.
     pub compact_key: Option<Vec<String>>,
-    /// `verify`'s count and digest of a range of keys (`$1` after, `$2` up
-    /// to; see `pgferry_runtime::digest`).
-    pub digest: String,
-    /// `verify`'s key and hash of each row of a range.
-    pub each_row: String,
+    /// The table's rows as `verify` reads them (`pgferry_runtime::digest`).
+    pub digest: digest::Rows,
 }
 
 impl TablePlan {
@@ -447,14 +444,12 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
             .collect()
     };
     let all: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-    let (compared_columns, compared_keys) = (compared(&all), compared(&table.key_columns));
-    let ranged = digest::Rows {
-        relation: &quoted,
-        columns: &compared_columns,
-        keys: &compared_keys,
+    let digest = digest::Rows {
+        relation: quoted.clone(),
+        columns: compared(&all),
+        keys: compared(&table.key_columns),
         filter: None,
     };
-    let (digest, each_row) = (ranged.digest_sql(), ranged.each_row_sql());
     TablePlan {
         name,
         schema: table.target_schema.clone(),
@@ -468,7 +463,6 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
         copy_in,
         compact_key: None,
         digest,
-        each_row,
     }
 }
 

@@ -15,22 +15,65 @@ const ROWS: i64 = 1_000_000;
 pub(crate) struct Verified {
     /// Rows per second of the table's initial copy.
     pub(crate) copy_rows_per_s: f64,
-    /// Rows per second of each verify while pgbench ran.
-    pub(crate) verify_rows_per_s: Vec<f64>,
-    /// pgbench TPS without verify and during it (the means of the slices).
-    pub(crate) tps: (f64, f64),
+    /// Per `--source-share` measured: rows per second of each verify while
+    /// pgbench ran, and pgbench's TPS without verify and during it (the
+    /// means of the slices).
+    pub(crate) shares: Vec<(u8, Vec<f64>, (f64, f64))>,
     /// The repair's seconds and the rows it rewrote.
     pub(crate) repair: (f64, u64),
     /// Whether the verify after the repair found the table equal.
     pub(crate) equal_after: bool,
 }
 
+/// The `--source-share` values measured.
+const SHARES: [u8; 2] = [100, 25];
+
 impl Bench {
+    /// pgbench TPS alone and while verify with `--source-share share` loops
+    /// (the means of three 10 s slices each), and each verify's rows/s.
+    async fn beside_pgbench(&self, share: u8) -> ((f64, f64), Vec<f64>) {
+        let args = ["-c", "4", "-j", "2", "-T", "10"];
+        let (mut alone, mut during) = (0.0, 0.0);
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            alone += self.pgbench(System::Pgferry, &script("t_rep"), &args);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let source_db = self.source_db();
+            let looping = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut rates = Vec::new();
+                    let share = share.to_string();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let out =
+                            on_source_cpu(&["verify", "--source-share", &share], &source_db).await;
+                        assert_eq!(
+                            out.status.code(),
+                            Some(0),
+                            "verify under pgbench: {}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        rates.push(ROWS as f64 / started.elapsed().as_secs_f64());
+                    }
+                    rates
+                })
+            };
+            during += tokio::task::block_in_place(|| {
+                self.pgbench(System::Pgferry, &script("t_rep"), &args)
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            rates.extend(looping.await.expect("verify loop"));
+        }
+        ((alone / 3.0, during / 3.0), rates)
+    }
+
     /// Runs `source-agent verify|repair` over `public.big` on the source's
     /// CPU; its exit code, seconds and output.
     async fn check_big(&self, command: &str) -> (Option<i32>, f64, String) {
         let started = Instant::now();
-        let out = on_source_cpu(command, &self.source_db()).await;
+        let out = on_source_cpu(&[command], &self.source_db()).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.code(), started.elapsed().as_secs_f64(), text)
     }
@@ -73,38 +116,12 @@ impl Bench {
         expect_success("add-table", &out);
         let copy_rows_per_s = ROWS as f64 / started.elapsed().as_secs_f64();
 
-        // Slices: pgbench alone, then while verify loops, three times.
-        let args = ["-c", "4", "-j", "2", "-T", "10"];
-        let (mut alone, mut during) = (0.0, 0.0);
-        let mut verify_rows_per_s = Vec::new();
-        for _ in 0..3 {
-            alone += self.pgbench(System::Pgferry, &script("t_rep"), &args);
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let source_db = self.source_db();
-            let looping = {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let mut rates = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let out = on_source_cpu("verify", &source_db).await;
-                        assert_eq!(
-                            out.status.code(),
-                            Some(0),
-                            "verify under pgbench: {}{}",
-                            String::from_utf8_lossy(&out.stdout),
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                        rates.push(ROWS as f64 / started.elapsed().as_secs_f64());
-                    }
-                    rates
-                })
-            };
-            during += tokio::task::block_in_place(|| {
-                self.pgbench(System::Pgferry, &script("t_rep"), &args)
-            });
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            verify_rows_per_s.extend(looping.await.expect("verify loop"));
+        // Slices: pgbench alone, then while verify loops, three times; at
+        // full speed, then sharing the source.
+        let mut shares = Vec::new();
+        for share in SHARES {
+            let (tps, rates) = self.beside_pgbench(share).await;
+            shares.push((share, rates, tps));
         }
 
         // 1 % of the rows changed behind the target's guard, scattered.
@@ -131,21 +148,21 @@ impl Bench {
         self.set_apart(false, &[]);
         Verified {
             copy_rows_per_s,
-            verify_rows_per_s,
-            tps: (alone / 3.0, during / 3.0),
+            shares,
             repair: (repair_s, repaired),
             equal_after: code == Some(0),
         }
     }
 }
 
-/// `source-agent COMMAND --source-db SOURCE_DB public.big`, on the source's
-/// CPU.
-async fn on_source_cpu(command: &str, source_db: &str) -> std::process::Output {
+/// `source-agent COMMAND... --source-db SOURCE_DB public.big`, on the
+/// source's CPU.
+async fn on_source_cpu(command: &[&str], source_db: &str) -> std::process::Output {
     tokio::process::Command::new("taskset")
         .args(["-c", SOURCE_CPU])
         .arg(support::agent::bin("source-agent"))
-        .args([command, "--source-db", source_db, "public.big"])
+        .args(command)
+        .args(["--source-db", source_db, "public.big"])
         .output()
         .await
         .expect("source-agent runs")

@@ -42,6 +42,9 @@ pub struct Options {
     pub chunk_rows: u32,
     /// How long to wait for a target's answers.
     pub timeout: Duration,
+    /// The share of its time, in percent, spent reading the source (see
+    /// `--source-share`).
+    pub source_share: u8,
     /// Fix what differs.
     pub repair: bool,
 }
@@ -149,8 +152,14 @@ impl Checker {
                     .boundary(registration, &after, options.chunk_rows)
                     .await?;
                 let range = (after.clone(), upto.clone());
+                let started = tokio::time::Instant::now();
                 if let Some(put) = self.put(registration, range, Question::Digest).await? {
                     pending.push_back(put);
+                }
+                let share = u32::from(options.source_share.clamp(1, 100));
+                if share < 100 {
+                    let read = started.elapsed();
+                    tokio::time::sleep(read * (100 - share) / share).await;
                 }
                 match upto {
                     Some(upto) => after = Some(upto),
@@ -249,7 +258,7 @@ impl Checker {
         let row = self
             .control
             .query_opt(
-                &registration.rows().boundary_sql(),
+                &registration.rows.boundary_sql(),
                 &[after, &i64::from(rows.max(1))],
             )
             .await
@@ -366,9 +375,7 @@ impl Checker {
         let batch_id = cut.batch_id;
         if let Question::Repair(keys) = question {
             let keys = format!("[{}]", keys.join(","));
-            let copy = registration
-                .rows()
-                .copy_keys_sql(&registration.column_list(), &keys);
+            let copy = registration.rows.copy_keys_sql(&keys);
             let data = read_copy(&cut.read, &copy).await.map_err(&failed)?;
             if data.len() > REPAIR_BYTES && keys.len() > 1 {
                 return Ok(None);
@@ -393,7 +400,7 @@ impl Checker {
             .await
             .map_err(Error::db("cutting a batch to check"))?;
         let source = if matches!(question, Question::EachRow) {
-            let each_row = registration.rows().each_row_sql();
+            let each_row = registration.rows.each_row_sql();
             let rows = cut
                 .read
                 .query(&each_row, &[&range.0, &range.1])
@@ -401,13 +408,17 @@ impl Checker {
                 .map_err(&failed)?;
             SourceSide::Rows(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         } else {
-            let digest = registration.rows().digest_sql();
-            let row = cut
-                .read
-                .query_one(&digest, &[&range.0, &range.1])
-                .await
-                .map_err(&failed)?;
-            SourceSide::Digest(row.get::<_, i64>(0) as u64, row.get(1))
+            let copy = registration
+                .rows
+                .copy_range_sql(range.0.as_deref(), range.1.as_deref());
+            let stream = cut.read.copy_out(copy.as_str()).await.map_err(&failed)?;
+            futures::pin_mut!(stream);
+            let mut digest = digest::Digest::default();
+            while let Some(data) = stream.try_next().await.map_err(&failed)? {
+                digest.update(&data);
+            }
+            let (rows, digest) = digest.finish();
+            SourceSide::Digest(rows, digest)
         };
         cut.read
             .commit()

@@ -20,8 +20,6 @@ pub struct Registration {
     pub source: String,
     /// schema.table on the target.
     pub target_table: String,
-    /// The source relation, quoted.
-    relation: String,
     /// `copy_pending`, `copying` or `replicating`.
     pub state: String,
     /// Whether it was set aside (its changes no longer go to the target).
@@ -30,30 +28,8 @@ pub struct Registration {
     pub diverged: bool,
     /// The source's table oid.
     pub relid: u32,
-    columns: Vec<Column>,
-    keys: Vec<Column>,
-    filter: Option<String>,
-}
-
-impl Registration {
     /// Its rows as the digest reads them.
-    pub fn rows(&self) -> Rows<'_> {
-        Rows {
-            relation: &self.relation,
-            columns: &self.columns,
-            keys: &self.keys,
-            filter: self.filter.as_deref(),
-        }
-    }
-
-    /// Its replicated columns, quoted, for COPY.
-    pub fn column_list(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| pgferry_runtime::sql::ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    pub rows: Rows,
 }
 
 /// The live registrations of target `target` (every target when `None`)
@@ -117,14 +93,16 @@ pub async fn list(
                 target: row.get(2),
                 source: row.get(3),
                 target_table: row.get(4),
-                relation: row.get::<_, Option<String>>(5).unwrap_or_default(),
                 state: row.get(6),
                 set_aside: row.get(7),
                 diverged: row.get(8),
                 relid: row.get(9),
-                filter: row.get(10),
-                columns,
-                keys,
+                rows: Rows {
+                    relation: row.get::<_, Option<String>>(5).unwrap_or_default(),
+                    columns,
+                    keys,
+                    filter: row.get(10),
+                },
             }
         })
         .collect();

@@ -2,6 +2,7 @@
 //! changes: the source asked the same of the snapshot that cut the batch,
 //! and the applier, the tables' only writer, now holds exactly that view.
 
+use futures_util::TryStreamExt;
 use pgferry_proto::wire;
 use pgferry_runtime::digest;
 
@@ -68,9 +69,9 @@ async fn answer(
             digest::pinned(true)
         ))
         .await?;
-    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&check.after, &check.upto];
     let answer = if check.each_row {
-        let rows = client.query(&plan.each_row, &range).await?;
+        let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&check.after, &check.upto];
+        let rows = client.query(&plan.digest.each_row_sql(), &range).await?;
         wire::CheckAnswer {
             rows: rows.len() as u64,
             each_row: rows
@@ -83,10 +84,19 @@ async fn answer(
             ..Default::default()
         }
     } else {
-        let row = client.query_one(&plan.digest, &range).await?;
+        let copy = plan
+            .digest
+            .copy_range_sql(check.after.as_deref(), check.upto.as_deref());
+        let stream = client.copy_out(copy.as_str()).await?;
+        futures_util::pin_mut!(stream);
+        let mut digest = digest::Digest::default();
+        while let Some(data) = stream.try_next().await? {
+            digest.update(&data);
+        }
+        let (rows, digest) = digest.finish();
         wire::CheckAnswer {
-            rows: row.get::<_, i64>(0) as u64,
-            digest: row.get(1),
+            rows,
+            digest,
             ..Default::default()
         }
     };
