@@ -738,6 +738,9 @@ async fn main() {
             "pgferry_verify".into(),
             json!({
                 "copy_rows_per_s": v.copy_rows_per_s,
+                "alone": v.alone.iter().map(|(chunk, rate)| json!({
+                    "chunk_rows": chunk, "verify_rows_per_s": rate,
+                })).collect::<Vec<_>>(),
                 "shares": v.shares.iter().map(|(share, rates, tps)| json!({
                     "source_share": share, "verify_rows_per_s": rates,
                     "tps_alone": tps.0, "tps_during_verify": tps.1,

@@ -118,6 +118,13 @@ pub(crate) fn print_table(r: &Value) {
         println!("| verify and repair of a 1M-row table (pgferry, sides on a CPU each) | |");
         println!("|---|---|");
         println!("| initial copy, rows/s | {:.0} |", f(&v["copy_rows_per_s"]));
+        for alone in v["alone"].as_array().into_iter().flatten() {
+            println!(
+                "| verify alone, --chunk-rows {}, rows/s | {:.0} |",
+                alone["chunk_rows"].as_str().unwrap_or_default(),
+                f(&alone["verify_rows_per_s"])
+            );
+        }
         for share in v["shares"].as_array().into_iter().flatten() {
             let rates: Vec<f64> = share["verify_rows_per_s"]
                 .as_array()
@@ -137,7 +144,10 @@ pub(crate) fn print_table(r: &Value) {
             f(&v["repair_s"]),
             v["repair_rows"]
         );
-        println!("| verify after the repair equal | {} |", v["equal_after_repair"]);
+        println!(
+            "| verify after the repair equal | {} |",
+            v["equal_after_repair"]
+        );
     }
     let fan = &r["pgferry_fan_out"];
     if fan.is_object() {

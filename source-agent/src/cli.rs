@@ -231,10 +231,11 @@ pub struct CheckArgs {
     /// How long to wait for a target's answers before giving up.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub timeout: Duration,
-    /// The share of its time, in percent, the command may spend reading
-    /// the source: after each range it pauses long enough to keep to it,
-    /// leaving the source's CPU to the writers (100: no pause).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    /// The share of its time, in percent, the command's reads may take
+    /// while other sessions run statements on the source: it pauses after
+    /// each range to keep to it, leaving the CPU to the writers; an idle
+    /// source is read at full speed (100: never pause).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub source_share: u8,
 }
 

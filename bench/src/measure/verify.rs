@@ -15,6 +15,9 @@ const ROWS: i64 = 1_000_000;
 pub(crate) struct Verified {
     /// Rows per second of the table's initial copy.
     pub(crate) copy_rows_per_s: f64,
+    /// Rows per second of a verify with nothing else running, per
+    /// `--chunk-rows` measured.
+    pub(crate) alone: Vec<(&'static str, f64)>,
     /// Per `--source-share` measured: rows per second of each verify while
     /// pgbench ran, and pgbench's TPS without verify and during it (the
     /// means of the slices).
@@ -25,8 +28,12 @@ pub(crate) struct Verified {
     pub(crate) equal_after: bool,
 }
 
-/// The `--source-share` values measured.
-const SHARES: [u8; 2] = [100, 25];
+/// The `--source-share` values measured beside pgbench: full speed, and
+/// the default.
+const SHARES: [u8; 2] = [100, 10];
+
+/// The `--chunk-rows` values measured alone (the default, and larger).
+const CHUNKS: [&str; 2] = ["10000", "50000"];
 
 impl Bench {
     /// pgbench TPS alone and while verify with `--source-share share` loops
@@ -116,6 +123,13 @@ impl Bench {
         expect_success("add-table", &out);
         let copy_rows_per_s = ROWS as f64 / started.elapsed().as_secs_f64();
 
+        let mut alone = Vec::new();
+        for chunk in CHUNKS {
+            let started = Instant::now();
+            let out = on_source_cpu(&["verify", "--chunk-rows", chunk], &self.source_db()).await;
+            assert_eq!(out.status.code(), Some(0), "verify alone");
+            alone.push((chunk, ROWS as f64 / started.elapsed().as_secs_f64()));
+        }
         // Slices: pgbench alone, then while verify loops, three times; at
         // full speed, then sharing the source.
         let mut shares = Vec::new();
@@ -148,6 +162,7 @@ impl Bench {
         self.set_apart(false, &[]);
         Verified {
             copy_rows_per_s,
+            alone,
             shares,
             repair: (repair_s, repaired),
             equal_after: code == Some(0),

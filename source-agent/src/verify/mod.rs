@@ -11,6 +11,7 @@
 
 mod answers;
 mod cut;
+mod pace;
 mod registration;
 mod report;
 
@@ -42,8 +43,8 @@ pub struct Options {
     pub chunk_rows: u32,
     /// How long to wait for a target's answers.
     pub timeout: Duration,
-    /// The share of its time, in percent, spent reading the source (see
-    /// `--source-share`).
+    /// The share of its time, in percent, the reads may take while the
+    /// source is busy (see `pace`).
     pub source_share: u8,
     /// Fix what differs.
     pub repair: bool,
@@ -86,6 +87,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report> {
         cutter,
         reader,
         timeout: options.timeout,
+        pace: pace::Pace::new(options.source_share),
     };
     let mut report = Report {
         repaired: options.repair.then_some(0),
@@ -113,6 +115,7 @@ struct Checker {
     cutter: Client,
     reader: Client,
     timeout: Duration,
+    pace: pace::Pace,
 }
 
 /// A range of keys: after the first, up to and including the second (none:
@@ -156,11 +159,8 @@ impl Checker {
                 if let Some(put) = self.put(registration, range, Question::Digest).await? {
                     pending.push_back(put);
                 }
-                let share = u32::from(options.source_share.clamp(1, 100));
-                if share < 100 {
-                    let read = started.elapsed();
-                    tokio::time::sleep(read * (100 - share) / share).await;
-                }
+                let busy = self.pace.busy(&self.control).await?;
+                tokio::time::sleep(self.pace.pause(started.elapsed(), busy)).await;
                 match upto {
                     Some(upto) => after = Some(upto),
                     None => last_cut = true,
