@@ -24,10 +24,6 @@ pub struct Registration {
     pub state: String,
     /// Whether it was set aside (its changes no longer go to the target).
     pub set_aside: bool,
-    /// Whether it is marked diverged.
-    pub diverged: bool,
-    /// The source's table oid.
-    pub relid: u32,
     /// Its rows as the digest reads them.
     pub rows: Rows,
 }
@@ -50,8 +46,7 @@ pub async fn list(
                     (select format('%I.%I', n.nspname, c.relname)
                      from pg_class c join pg_namespace n on n.oid = c.relnamespace
                      where c.oid = t.relid),
-                    t.state, t.set_aside_batch is not null, t.diverged_at is not null,
-                    t.relid, t.row_filter, t.key_columns,
+                    t.state, t.set_aside_batch is not null, t.row_filter, t.key_columns,
                     c.names, c.types, c.text_form
              from pgferry.tables t join pgferry.targets g using (target_id)
              cross join lateral (
@@ -69,9 +64,9 @@ pub async fn list(
     let all: Vec<Registration> = rows
         .into_iter()
         .map(|row| {
-            let names: Vec<String> = row.get(12);
-            let types: Vec<String> = row.get(13);
-            let text_form: Vec<bool> = row.get(14);
+            let names: Vec<String> = row.get(10);
+            let types: Vec<String> = row.get(11);
+            let text_form: Vec<bool> = row.get(12);
             let columns: Vec<Column> = names
                 .into_iter()
                 .zip(types)
@@ -82,7 +77,7 @@ pub async fn list(
                     text_form,
                 })
                 .collect();
-            let key_columns: Vec<String> = row.get(11);
+            let key_columns: Vec<String> = row.get(9);
             let keys = key_columns
                 .iter()
                 .filter_map(|k| columns.iter().find(|c| c.name == *k).cloned())
@@ -95,13 +90,11 @@ pub async fn list(
                 target_table: row.get(4),
                 state: row.get(6),
                 set_aside: row.get(7),
-                diverged: row.get(8),
-                relid: row.get(9),
                 rows: Rows {
                     relation: row.get::<_, Option<String>>(5).unwrap_or_default(),
                     columns,
                     keys,
-                    filter: row.get(10),
+                    filter: row.get(8),
                 },
             }
         })
