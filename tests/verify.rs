@@ -141,6 +141,10 @@ fn start_writers(r: &Replication) -> Vec<Writer> {
 /// output and its log.
 async fn check(r: &Replication, command: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec![command, "--source-db", &r.source_db, "--timeout", "30s"];
+    // Full speed unless asked: these tests are about what verify finds.
+    if !args.contains(&"--source-share") {
+        all.extend(["--source-share", "100"]);
+    }
     all.extend(args);
     let out = run_command("source-agent", &all).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -185,8 +189,11 @@ async fn verify_under_load_finds_equal_copies_equal_every_time() {
     wait_rows_equal(&r, &PAIRS).await;
     let writers = start_writers(&r);
     for round in 0..20 {
-        // Small ranges: each table takes several batches.
-        let (code, out, log) = check(&r, "verify", &["--chunk-rows", "150"]).await;
+        // Small ranges: each table takes several batches; every other
+        // verify at the default pace, which pauses for the writers.
+        let share = if round % 2 == 0 { "10" } else { "100" };
+        let args = ["--chunk-rows", "150", "--source-share", share];
+        let (code, out, log) = check(&r, "verify", &args).await;
         assert_eq!(code, 0, "verify {round} under load:\n{out}{log}");
         assert!(out.contains("total: 0 differences"), "{out}");
     }
@@ -336,10 +343,18 @@ fn spawn_check(
     command: &'static str,
     args: &[&str],
 ) -> tokio::task::JoinHandle<std::process::Output> {
-    let mut all: Vec<String> = [command, "--source-db", &r.source_db, "--timeout", "60s"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut all: Vec<String> = [
+        command,
+        "--source-db",
+        &r.source_db,
+        "--timeout",
+        "60s",
+        "--source-share",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     all.extend(args.iter().map(|s| s.to_string()));
     tokio::spawn(async move {
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -382,13 +397,7 @@ async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact()
     let writers = start_writers_on_seed(&r);
     // The target agent killed while verify runs: it asks again what the
     // restart lost.
-    let verify = spawn_check(&r, "verify", &["--chunk-rows", "20"]);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!verify.is_finished(), "verify still runs at the kill");
-    r.kill9_and_restart_target_agent().await;
-    let out = verify.await.unwrap();
-    let first = out.status.code();
-    eprintln!("the killed verify exited {first:?}");
+    let first = killed_during(&mut r, "verify", Side::Target).await;
     let (code, out, log) = check(&r, "verify", &[]).await;
     assert_eq!(
         code, 0,
@@ -403,13 +412,7 @@ async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact()
          delete from digoal.rmt_test where id % 101 = 0",
     )
     .await;
-    let repair = spawn_check(&r, "repair", &["--chunk-rows", "20"]);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!repair.is_finished(), "repair still runs at the kill");
-    r.kill9_and_restart_source_agent().await;
-    let out = repair.await.unwrap();
-    let first = out.status.code();
-    eprintln!("the killed repair exited {first:?}");
+    let first = killed_during(&mut r, "repair", Side::Source).await;
     let (code, out, log) = check(&r, "repair", &[]).await;
     assert_eq!(
         code, 0,
@@ -423,6 +426,27 @@ async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact()
     wait_rows_equal(&r, &PAIRS[..1]).await;
     let batches = r.assert_progress_moved_one_batch_at_a_time().await;
     assert!(batches > 100, "{batches} batches applied");
+}
+
+/// Which agent a test kills.
+enum Side {
+    Source,
+    Target,
+}
+
+/// Runs `command` over ranges of 20 rows and kill -9s the `side` agent
+/// while it runs; the command's exit code, once it ends.
+async fn killed_during(r: &mut Replication, command: &'static str, side: Side) -> Option<i32> {
+    let running = spawn_check(r, command, &["--chunk-rows", "20"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!running.is_finished(), "{command} still runs at the kill");
+    match side {
+        Side::Source => r.kill9_and_restart_source_agent().await,
+        Side::Target => r.kill9_and_restart_target_agent().await,
+    }
+    let code = running.await.unwrap().status.code();
+    eprintln!("the {command} an agent was killed under exited {code:?}");
+    code
 }
 
 /// Two throttled writers on the seed table.

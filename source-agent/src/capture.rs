@@ -40,7 +40,7 @@ pub const SCHEMA: Schema = Schema {
     migrations: MIGRATIONS,
     functions: &[
         pgferry_runtime::TEXT_FORM_SQL,
-        include_str!("../sql/functions/replicated_columns.sql"),
+        include_str!("../sql/functions/replicated_column_lists.sql"),
         include_str!("../sql/functions/detach.sql"),
         include_str!("../sql/functions/attach.sql"),
         include_str!("../sql/functions/capture.sql"),

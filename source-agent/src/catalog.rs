@@ -33,12 +33,7 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
              from pgferry.tables t
-             cross join lateral (
-                 select coalesce(array_agg(name order by n), '{}') as names,
-                        coalesce(array_agg(sql_type order by n), '{}') as types,
-                        coalesce(array_agg(not_null order by n), '{}') as not_null
-                 from pgferry.replicated_columns(t.relid, t.columns) with ordinality
-                      as c(name, sql_type, not_null, text_form, n)) c
+             cross join lateral pgferry.replicated_column_lists(t.relid, t.columns) c
              where t.target_id = $1 order by t.table_id",
             &[&target_id],
         )

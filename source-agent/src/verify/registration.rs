@@ -49,12 +49,7 @@ pub async fn list(
                     t.state, t.set_aside_batch is not null, t.row_filter, t.key_columns,
                     c.names, c.types, c.text_form
              from pgferry.tables t join pgferry.targets g using (target_id)
-             cross join lateral (
-                 select coalesce(array_agg(name order by n), '{}') as names,
-                        coalesce(array_agg(sql_type order by n), '{}') as types,
-                        coalesce(array_agg(text_form order by n), '{}') as text_form
-                 from pgferry.replicated_columns(t.relid, t.columns) with ordinality
-                      as c(name, sql_type, not_null, text_form, n)) c
+             cross join lateral pgferry.replicated_column_lists(t.relid, t.columns) c
              where not t.removed and ($1::text is null or g.name = $1)
              order by g.name, t.source_schema, t.source_name",
             &[&target],
