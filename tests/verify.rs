@@ -274,31 +274,16 @@ async fn tampered_rows_are_named_by_verify_and_repaired_under_load() {
             .flat_map(|t| t[kind].as_array().unwrap().iter().map(|k| k.to_string()))
             .collect()
     };
-    assert_eq!(
-        found("digoal.loc_test", "missing"),
-        [r#"{"id":10}"#, r#"{"id":20}"#, r#"{"id":30}"#],
-        "{report:#}"
-    );
-    assert_eq!(
-        found("digoal.whole", "different"),
-        [r#"{"id":1}"#],
-        "{report:#}"
-    );
-    assert_eq!(
-        found("digoal.whole", "extra"),
-        [r#"{"id":9999}"#],
-        "{report:#}"
-    );
-    assert_eq!(
-        found("digoal.picked", "different"),
-        [r#"{"id":2}"#],
-        "{report:#}"
-    );
-    assert_eq!(
-        found("digoal.filtered", "extra"),
-        [r#"{"id":9000}"#],
-        "{report:#}"
-    );
+    for (table, kind, ids) in [
+        ("digoal.loc_test", "missing", &[10, 20, 30][..]),
+        ("digoal.whole", "different", &[1]),
+        ("digoal.whole", "extra", &[9999]),
+        ("digoal.picked", "different", &[2]),
+        ("digoal.filtered", "extra", &[9000]),
+    ] {
+        let keys: Vec<String> = ids.iter().map(|id| format!(r#"{{"id":{id}}}"#)).collect();
+        assert_eq!(found(table, kind), keys, "{table} {kind}: {report:#}");
+    }
     assert_eq!(report["differences"], 7, "{report:#}");
 
     let (code, out, log) = check(&r, "repair", &[]).await;

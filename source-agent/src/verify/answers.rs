@@ -88,9 +88,12 @@ impl Recorder {
             self.client = Some(client);
         }
         let client = self.client.as_ref().expect("connected above");
+        // Answers no command took within the hour (it was killed) go.
         client
             .execute(
-                "insert into pgferry.check_results (target_id, batch_id, answers)
+                "with stale as (delete from pgferry.check_results
+                                where received_at < now() - interval '1 hour')
+                 insert into pgferry.check_results (target_id, batch_id, answers)
                  values ($1, $2, $3::text::jsonb)
                  on conflict (target_id, batch_id) do update set answers = excluded.answers",
                 &[&target_id, &batch_id, &answers],
