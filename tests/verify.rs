@@ -531,3 +531,55 @@ async fn a_table_set_aside_is_copied_again_by_repair_and_compared() {
     assert_eq!(status["tables"][0]["state"], "replicating", "{status:#}");
     wait_rows_equal(&r, &PAIRS[..1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_the_target_refuses_is_rolled_back_alone_and_named() {
+    let r = seeded(100).await;
+    // A foreign key only the target has, which the source's row 10 breaks
+    // once it is gone from the target.
+    r.dst
+        .batch_execute(
+            "create table digoal.known (info text primary key);
+             alter table digoal.known owner to applier;
+             insert into digoal.known select info from digoal.rmt_test where id <> 10;
+             alter table digoal.rmt_test add constraint known_info
+                 foreign key (info) references digoal.known not valid;",
+        )
+        .await
+        .unwrap();
+    tamper(
+        &r,
+        &["digoal.rmt_test"],
+        "delete from digoal.rmt_test where id = 10",
+    )
+    .await;
+    let (code, out, log) = check(&r, "repair", &[]).await;
+    assert_eq!(code, 2, "the target refuses the repair:\n{out}{log}");
+    assert!(
+        log.contains("table digoal.loc_test on target default")
+            && log.contains("digoal.rmt_test")
+            && log.contains("known_info"),
+        "names the table and the constraint:\n{log}"
+    );
+    // Replication goes on (to a value the foreign key allows).
+    r.src
+        .batch_execute("update digoal.loc_test set info = 'seed 12' where id = 11")
+        .await
+        .unwrap();
+    support::wait_until("the update arrives", SYNC_STATUS, || async {
+        let row = r
+            .dst
+            .query_one("select info from digoal.rmt_test where id = 11", &[])
+            .await
+            .unwrap();
+        (row.get::<_, String>(0) == "seed 12").then_some(())
+    })
+    .await;
+    r.dst
+        .batch_execute("alter table digoal.rmt_test drop constraint known_info")
+        .await
+        .unwrap();
+    let (code, out, log) = check(&r, "repair", &[]).await;
+    assert_eq!(code, 0, "repair once the target lets it:\n{out}{log}");
+    wait_rows_equal(&r, &PAIRS[..1]).await;
+}
