@@ -34,10 +34,9 @@ pub struct Ack {
 pub type Acks = mpsc::UnboundedSender<Ack>;
 
 /// The least time between two acknowledgements. The targets report their
-/// durable batches each at its own time: acknowledged as they came, three
-/// targets' reports were as many transactions on the source (1,313 for
-/// 1,488 reports in 30 s of the bench's fan-out measure); gathered, one
-/// acknowledgement takes them all.
+/// durable batches each at its own time: acknowledged as they came, several
+/// targets' reports cost the source nearly a transaction each; gathered,
+/// one acknowledgement takes them all.
 const ACK_EVERY: Duration = Duration::from_millis(50);
 
 /// Sets up the acknowledging session and prepares [`acknowledge`]'s

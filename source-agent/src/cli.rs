@@ -291,9 +291,8 @@ pub struct RunArgs {
     /// Cut batches that may wait to be applied before the cutter holds off
     /// and lets the next batch grow. As many as --window by default: a
     /// change cut while this many wait waits a round trip for the target's
-    /// report, which on a 50 ms link at 500 TPS took 8 batches (a few ms
-    /// each) to reach; under load the coalescing, not this, sets the
-    /// batches' size.
+    /// report, which on a link between datacenters takes several batches'
+    /// time; under load the coalescing, not this, sets the batches' size.
     #[arg(long, env = "PGFERRY_MAX_UNAPPLIED_BATCHES", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unapplied_batches: u32,
     /// How many batches may be sent and not yet acknowledged.

@@ -45,10 +45,9 @@ pub struct Pace {
 /// above, the batches grow until the wait reaches `max_coalesce`: each
 /// batch costs the source a cut, a read and an acknowledgement whatever
 /// its size, which a writer's few thousand single-row commits a second
-/// must not pay hundreds of times a second. At 1 ms per change the bench's
-/// lag load (about 800 changes a second: 500 TPS and heartbeats) sat near
-/// the threshold and its batches drifted to 3-6 ms apart (debug log of
-/// `PGFERRY_BENCH_ONLY=lag`), with the same writers' cost as now.
+/// must not pay hundreds of times a second. The threshold sits well above
+/// a steady few hundred transactions a second, which so keep a batch per
+/// tick and their low lag (docs/benchmarks.md, the lag measure).
 const COALESCE_PER_CHANGE: Duration = Duration::from_micros(500);
 
 impl Pace {

@@ -426,8 +426,7 @@ async fn send_batches(
 /// there, which alone may be deleted here: those go to the acknowledging
 /// session (`ack.rs`), which deletes beside the reading: awaited in line,
 /// an acknowledgement (a delete and a commit) held back the applied reports
-/// queued behind it, and with them the next cut (up to 10 ms at 500 TPS in
-/// the bench's debug logs).
+/// queued behind it, and with them the next cut.
 async fn receive_acks(
     inbound: &mut tonic::Streaming<wire::TargetMessage>,
     (acks, recorder): (&ack::Acks, &mut crate::verify::Recorder),

@@ -310,7 +310,7 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     // Rows are parsed straight to the columns' types (checked equal on both
     // sides): json_to_recordset over the JSON text reads each row once,
     // where jsonb elements fed to jsonb_populate_record one by one cost the
-    // apply a fifth more (1M rows: 3.2 s -> 2.5 s).
+    // apply more.
     // Each of `names` (quoted) as `f(name, type, text form)` gives it, joined.
     let each = |names: &[String], f: &dyn Fn(String, &str, bool) -> String| {
         table
@@ -366,9 +366,8 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     );
     let upsert = if merge {
         // MERGE inserts a missing row without ON CONFLICT's speculative
-        // insertion and updates a present one without locking it first
-        // (1M rows in 1000-row statements: inserts 2.55 -> 2.24 s, updates
-        // 3.7 -> 3.4 s). The applier session plans only nested loops, so
+        // insertion and updates a present one without locking it first,
+        // both cheaper per row. The applier session plans only nested loops, so
         // each row is found through the key's index whatever the
         // statistics say.
         let on = keys
@@ -416,8 +415,8 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     // Each key is looked up on its own, by an index condition, and its row
     // deleted by ctid, whatever the table's statistics say: a table vacuumed
     // while empty keeps reltuples = 0, and after a batch filled it a join was
-    // planned as a full scan per statement (4 minutes for a 200k-change
-    // batch in the bench). The applier session plans no sequential scans.
+    // planned as a full scan per statement, for minutes on a large batch.
+    // The applier session plans no sequential scans.
     let delete = format!(
         "delete from only {quoted} as t
          where t.ctid = any(array(
