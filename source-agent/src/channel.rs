@@ -1,13 +1,57 @@
-//! The channel to the target agent: its address, TLS trust and client
-//! certificate from the settings, checked before the first connection.
+//! The channel to a target agent: its address, TLS trust, client
+//! certificate and token from the settings, checked before the first
+//! connection.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pgferry_runtime::config::ConfigError;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::cli::RunArgs;
 use crate::error::{Error, Result};
-use crate::targets::Target;
+
+/// Where a target agent listens and what the link to it needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// http://HOST:PORT, or https://HOST:PORT with `tls_ca`.
+    pub address: String,
+    /// The CA its certificate must come from.
+    pub tls_ca: Option<PathBuf>,
+    /// The client certificate to present.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key: Option<PathBuf>,
+    /// The file holding the token to present.
+    pub auth_token_file: Option<PathBuf>,
+}
+
+impl Target {
+    /// The target `run`'s flags name, if `--target` is given.
+    pub fn from_args(args: &RunArgs) -> Option<Target> {
+        Some(Target {
+            address: args.target.clone()?,
+            tls_ca: args.tls_ca.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            auth_token_file: args.auth_token_file.clone(),
+        })
+    }
+
+    /// The token it wants, read from its file and checked to fit a header.
+    pub fn token(&self) -> Result<Option<String>> {
+        let token = pgferry_runtime::config::read_optional_secret(
+            "auth-token-file",
+            self.auth_token_file.as_deref(),
+        )?;
+        if let Some(token) = &token
+            && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
+        {
+            return Err(Error::BadToken);
+        }
+        Ok(token)
+    }
+}
 
 /// The target agent's endpoint from its address and TLS files: https
 /// trusts the certificates in the CA file alone, and needs one.

@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::Target;
 use crate::cli::RunArgs;
 use crate::cutter::{self, Joining, Pace};
 use crate::error::{Error, Result};
-use crate::targets::{self, Recorded, Target};
+use crate::targets::{self, Recorded};
 use crate::{ack, links, stream};
 
 /// How often the target list is read again.

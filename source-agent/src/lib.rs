@@ -9,7 +9,6 @@ pub mod capture;
 pub mod catalog;
 pub mod channel;
 pub mod cli;
-pub mod copy;
 pub mod cut;
 pub mod cutter;
 pub mod delay;
@@ -159,7 +158,7 @@ pub async fn execute(command: Command) -> Result<i32> {
         } => {
             let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
-            let target = targets::Target {
+            let target = channel::Target {
                 address,
                 tls_ca,
                 tls_cert,

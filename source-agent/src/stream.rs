@@ -16,13 +16,14 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
+use crate::channel::Target;
 use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TableId, TargetId};
 use crate::links::StreamEnds;
 use crate::ship::{self, ChunkLimits, KnownTable, SendOutcome, Shipper};
-use crate::targets::{Recorded, Target};
+use crate::targets::Recorded;
 use crate::{ack, catalog, metrics, status};
 use pgferry_runtime::recovery::Recovery;
 

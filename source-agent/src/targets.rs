@@ -9,50 +9,9 @@ use std::path::{Path, PathBuf};
 use pgferry_runtime::config::ConfigError;
 use tokio_postgres::{Client, GenericClient};
 
+use crate::channel::Target;
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
-
-/// Where a target agent listens and what the link to it needs.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// http://HOST:PORT, or https://HOST:PORT with `tls_ca`.
-    pub address: String,
-    /// The CA its certificate must come from.
-    pub tls_ca: Option<PathBuf>,
-    /// The client certificate to present.
-    pub tls_cert: Option<PathBuf>,
-    /// Its private key.
-    pub tls_key: Option<PathBuf>,
-    /// The file holding the token to present.
-    pub auth_token_file: Option<PathBuf>,
-}
-
-impl Target {
-    /// The target `run`'s flags name, if `--target` is given.
-    pub fn from_args(args: &RunArgs) -> Option<Target> {
-        Some(Target {
-            address: args.target.clone()?,
-            tls_ca: args.tls_ca.clone(),
-            tls_cert: args.tls_cert.clone(),
-            tls_key: args.tls_key.clone(),
-            auth_token_file: args.auth_token_file.clone(),
-        })
-    }
-
-    /// The token it wants, read from its file and checked to fit a header.
-    pub fn token(&self) -> Result<Option<String>> {
-        let token = pgferry_runtime::config::read_optional_secret(
-            "auth-token-file",
-            self.auth_token_file.as_deref(),
-        )?;
-        if let Some(token) = &token
-            && tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).is_err()
-        {
-            return Err(Error::BadToken);
-        }
-        Ok(token)
-    }
-}
 
 /// A target as recorded in `pgferry.targets`.
 #[derive(Debug, Clone)]

@@ -144,13 +144,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tasks.spawn(serve);
     }
     let service = server::ReplicationService {
-        db_config,
-        cancel: cancel.child_token(),
         gate,
-        retries: Default::default(),
-        compact_window: args.compact_window_bytes,
-        batch_idle_timeout: args.batch_idle_timeout,
-        tasks: tasks.clone(),
+        sessions: session::Sessions {
+            db_config,
+            cancel: cancel.child_token(),
+            retries: Default::default(),
+            compact_window: args.compact_window_bytes,
+            batch_idle_timeout: args.batch_idle_timeout,
+            tasks: tasks.clone(),
+        },
     };
     tracing::info!(
         listen = %args.listen,

@@ -8,37 +8,55 @@ use std::time::Duration;
 use pgferry_proto::wire;
 use pgferry_runtime::db;
 use tokio::sync::{mpsc, watch};
+use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Status, Streaming};
 
-use crate::apply::{Applier, Committed};
+use crate::apply::{Applier, Committed, Retries};
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::server::ReplicationService;
 use crate::{durable, frame};
 
-/// Admits the source of `hello` and starts its session on the service's
+/// What every source's session shares.
+pub struct Sessions {
+    /// How the applier sessions connect.
+    pub db_config: Config,
+    /// Stops every stream at shutdown, between chunks.
+    pub cancel: CancellationToken,
+    /// Batches to apply otherwise when resent, shared by all streams.
+    pub retries: Arc<Retries>,
+    /// Bytes of a batch held back to drop overwritten changes.
+    pub compact_window: usize,
+    /// How long an open batch may wait for its next chunk (see
+    /// `--batch-idle-timeout`).
+    pub batch_idle_timeout: Duration,
+    /// Every stream's tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Admits the source of `hello` and starts its session on the sessions'
 /// task tracker; returns the stream of what goes back to the source.
 pub async fn open(
-    service: &ReplicationService,
+    shared: &Sessions,
     hello: wire::Hello,
     inbound: Streaming<wire::SourceMessage>,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
-    let client = db::connect(&service.db_config)
+    let client = db::connect(&shared.db_config)
         .await
         .map_err(Error::Connect)?;
     let applier = Applier::start(
         client,
         &hello,
-        Arc::clone(&service.retries),
-        service.compact_window,
+        Arc::clone(&shared.retries),
+        shared.compact_window,
     )
     .await
     .inspect_err(|err| {
         tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
     })?;
-    let flusher = durable::Flusher::connect(&service.db_config, &hello.source_id).await?;
+    let flusher = durable::Flusher::connect(&shared.db_config, &hello.source_id).await?;
     // The source deletes what Ready reports applied: the progress just
     // read may be an asynchronous commit still on its way to disk.
     flusher.flush().await?;
@@ -58,15 +76,15 @@ pub async fn open(
     };
     out.send(Ok(ready)).await.ok();
     let (applied_tx, applied_rx) = watch::channel(applier.last_applied());
-    service
+    shared
         .tasks
         .spawn(durable::report(flusher, applied_rx, out.clone()));
-    service.tasks.spawn(serve_stream(
+    shared.tasks.spawn(serve_stream(
         applier,
         inbound,
         out,
         applied_tx,
-        (service.cancel.clone(), service.batch_idle_timeout),
+        (shared.cancel.clone(), shared.batch_idle_timeout),
         hello.source_id,
     ));
     Ok(out_rx)

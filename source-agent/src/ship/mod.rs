@@ -1,6 +1,9 @@
 //! Shipping a batch: its header (is it still kept, its cut, the copies it
 //! carries), its changes read in seq order and sent in bounded chunks, and
-//! the replicated sequences' values.
+//! the replicated sequences' values; the initial copies and repairs it
+//! carries (`copy`).
+
+mod copy;
 
 use std::collections::HashMap;
 
@@ -11,10 +14,10 @@ use pgferry_proto::wire;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, RowStream, Statement};
 
-use crate::copy::{CopyJob, copy_data, send_copy};
 use crate::cut::cut_sql;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
+use copy::{CopyJob, copy_data, send_copy};
 
 /// Whether a batch and its predecessor are still kept, the batch's cut
 /// (see `cut::cut_sql`), the initial copies it carries (see

@@ -8,9 +8,9 @@ use pgferry_proto::wire;
 use tokio::sync::mpsc;
 use tokio_postgres::IsolationLevel;
 
+use super::{Shipper, send_chunk};
 use crate::error::{Error, Result};
 use crate::ids::TableId;
-use crate::ship::{Shipper, send_chunk};
 
 /// A table whose initial copy goes with a batch.
 pub(crate) struct CopyJob {
