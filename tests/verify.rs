@@ -152,6 +152,20 @@ async fn check(r: &Replication, command: &str, args: &[&str]) -> (i32, String, S
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// [`check`], which must exit with `code` (`what` says why it should):
+/// its output and log.
+async fn exits(
+    r: &Replication,
+    command: &str,
+    args: &[&str],
+    code: i32,
+    what: &str,
+) -> (String, String) {
+    let (exited, out, log) = check(r, command, args).await;
+    assert_eq!(exited, code, "{what}:\n{out}{log}");
+    (out, log)
+}
+
 /// The tables compared, as (source, target, columns, filter).
 const PAIRS: [(&str, &str, &str, &str); 5] = [
     (
@@ -193,8 +207,14 @@ async fn verify_under_load_finds_equal_copies_equal_every_time() {
         // verify at the default pace, which pauses for the writers.
         let share = if round % 2 == 0 { "10" } else { "100" };
         let args = ["--chunk-rows", "150", "--source-share", share];
-        let (code, out, log) = check(&r, "verify", &args).await;
-        assert_eq!(code, 0, "verify {round} under load:\n{out}{log}");
+        let (out, _) = exits(
+            &r,
+            "verify",
+            &args,
+            0,
+            &format!("verify {round} under load"),
+        )
+        .await;
         assert!(out.contains("total: 0 differences"), "{out}");
     }
     let mut committed = 0;
@@ -286,11 +306,9 @@ async fn tampered_rows_are_named_by_verify_and_repaired_under_load() {
     }
     assert_eq!(report["differences"], 7, "{report:#}");
 
-    let (code, out, log) = check(&r, "repair", &[]).await;
-    assert_eq!(code, 0, "repair under load:\n{out}{log}");
+    let (out, _) = exits(&r, "repair", &[], 0, "repair under load").await;
     assert!(out.contains("7 rows repaired"), "{out}");
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(code, 0, "verify after the repair:\n{out}{log}");
+    exits(&r, "verify", &[], 0, "verify after the repair").await;
     for writer in writers {
         writer.stop().await;
     }
@@ -365,10 +383,15 @@ async fn repair_racing_updates_of_the_same_rows_never_leaves_an_older_value() {
              select pg_sleep(0.002);"
         )
     });
-    let (code, out, log) = check(&r, "repair", &["--chunk-rows", "20"]).await;
-    assert_eq!(code, 0, "repair racing updates:\n{out}{log}");
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(code, 0, "verify after the repair:\n{out}{log}");
+    exits(
+        &r,
+        "repair",
+        &["--chunk-rows", "20"],
+        0,
+        "repair racing updates",
+    )
+    .await;
+    exits(&r, "verify", &[], 0, "verify after the repair").await;
     let rounds = writer.stop().await;
     assert!(rounds > 0, "the writer ran beside the repair");
     wait_rows_equal(&r, &PAIRS[..1]).await;
@@ -383,11 +406,14 @@ async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact()
     // The target agent killed while verify runs: it asks again what the
     // restart lost.
     let first = killed_during(&mut r, "verify", Side::Target).await;
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(
-        code, 0,
-        "verify after a killed one ({first:?}):\n{out}{log}"
-    );
+    exits(
+        &r,
+        "verify",
+        &[],
+        0,
+        &format!("verify after a killed one ({first:?})"),
+    )
+    .await;
 
     // The source agent killed while repair runs.
     tamper(
@@ -398,13 +424,15 @@ async fn kill_9_of_either_agent_during_verify_and_repair_then_a_rerun_is_exact()
     )
     .await;
     let first = killed_during(&mut r, "repair", Side::Source).await;
-    let (code, out, log) = check(&r, "repair", &[]).await;
-    assert_eq!(
-        code, 0,
-        "repair after a killed one ({first:?}):\n{out}{log}"
-    );
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(code, 0, "verify after the repairs:\n{out}{log}");
+    exits(
+        &r,
+        "repair",
+        &[],
+        0,
+        &format!("repair after a killed one ({first:?})"),
+    )
+    .await;
+    exits(&r, "verify", &[], 0, "verify after the repairs").await;
     for writer in writers {
         writer.stop().await;
     }
@@ -487,13 +515,15 @@ async fn capture_switched_off_marks_the_table_diverged_and_repair_brings_it_back
         ))
         .await
         .unwrap();
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(
-        code, 1,
-        "the writes made meanwhile are missing:\n{out}{log}"
-    );
-    let (code, out, log) = check(&r, "repair", &[]).await;
-    assert_eq!(code, 0, "repair:\n{out}{log}");
+    exits(
+        &r,
+        "verify",
+        &[],
+        1,
+        "the writes made meanwhile are missing",
+    )
+    .await;
+    exits(&r, "repair", &[], 0, "repair").await;
     let status = r.status().await;
     assert_eq!(status["tables"][0]["state"], "replicating", "{status:#}");
     assert!(status["tables"][0]["diverged"].is_null(), "{status:#}");
@@ -516,11 +546,9 @@ async fn a_table_set_aside_is_copied_again_by_repair_and_compared() {
         )
         .await
         .unwrap();
-    let (code, out, log) = check(&r, "verify", &[]).await;
-    assert_eq!(code, 1, "its target misses the changes:\n{out}{log}");
+    let (out, _) = exits(&r, "verify", &[], 1, "its target misses the changes").await;
     assert!(out.contains("20 differences"), "{out}");
-    let (code, out, log) = check(&r, "repair", &["--json"]).await;
-    assert_eq!(code, 0, "repair copies it again:\n{out}{log}");
+    let (out, _) = exits(&r, "repair", &["--json"], 0, "repair copies it again").await;
     let report: serde_json::Value = serde_json::from_str(&out).expect(&out);
     assert_eq!(
         report["tables"][0]["note"],
@@ -553,8 +581,7 @@ async fn a_repair_the_target_refuses_is_rolled_back_alone_and_named() {
         "delete from digoal.rmt_test where id = 10",
     )
     .await;
-    let (code, out, log) = check(&r, "repair", &[]).await;
-    assert_eq!(code, 2, "the target refuses the repair:\n{out}{log}");
+    let (_, log) = exits(&r, "repair", &[], 2, "the target refuses the repair").await;
     assert!(
         log.contains("table digoal.loc_test on target default")
             && log.contains("digoal.rmt_test")
@@ -579,7 +606,6 @@ async fn a_repair_the_target_refuses_is_rolled_back_alone_and_named() {
         .batch_execute("alter table digoal.rmt_test drop constraint known_info")
         .await
         .unwrap();
-    let (code, out, log) = check(&r, "repair", &[]).await;
-    assert_eq!(code, 0, "repair once the target lets it:\n{out}{log}");
+    exits(&r, "repair", &[], 0, "repair once the target lets it").await;
     wait_rows_equal(&r, &PAIRS[..1]).await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pgferry_proto::wire;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::{Client, Config, Statement};
 
 use crate::error::{Error, Result};
 
@@ -112,11 +112,25 @@ const POLL: Duration = Duration::from_millis(5);
 /// the target's commit and the answers' record) and asks again.
 const LOST_AFTER: Duration = Duration::from_secs(3);
 
+/// Prepares on `client` the look [`wait`] repeats: take a batch's
+/// answers, and say whether its target acknowledged the batch.
+pub async fn prepare(client: &Client) -> Result<Statement> {
+    client
+        .prepare(
+            "with taken as (delete from pgferry.check_results
+                            where target_id = $1 and batch_id = $2 returning answers::text)
+             select (select answers from taken),
+                    (select acked_batch >= $2::bigint from pgferry.targets where target_id = $1)",
+        )
+        .await
+        .map_err(Error::db("preparing the look for check answers"))
+}
+
 /// Waits for, and takes, target `target_id`'s answers to batch `batch_id`;
 /// `None` when they were lost (see [`LOST_AFTER`]). After `timeout` without
 /// them, says the agents may not be running.
 pub async fn wait(
-    client: &Client,
+    (client, take): (&Client, &Statement),
     (target_id, target): (i32, &str),
     batch_id: u64,
     timeout: Duration,
@@ -126,13 +140,7 @@ pub async fn wait(
     let mut poll = POLL;
     loop {
         let row = client
-            .query_one(
-                "with taken as (delete from pgferry.check_results
-                                where target_id = $1 and batch_id = $2 returning answers::text)
-                 select (select answers from taken),
-                        (select acked_batch >= $2 from pgferry.targets where target_id = $1)",
-                &[&target_id, &(batch_id as i64)],
-            )
+            .query_one(take, &[&target_id, &(batch_id as i64)])
             .await
             .map_err(Error::db("reading check answers"))?;
         if let Some(text) = row.get::<_, Option<&str>>(0) {

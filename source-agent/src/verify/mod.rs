@@ -82,8 +82,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report> {
         .map_err(Error::db("pinning the session's settings"))?;
     let registrations =
         registration::list(&control, options.target.as_deref(), &options.tables).await?;
+    let take = answers::prepare(&control).await?;
     let mut checker = Checker {
         control,
+        take,
         cutter,
         reader,
         timeout: options.timeout,
@@ -112,6 +114,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report> {
 /// in a cut's snapshot.
 struct Checker {
     control: Client,
+    /// [`answers::prepare`]'s look, on `control`.
+    take: tokio_postgres::Statement,
     cutter: Client,
     reader: Client,
     timeout: Duration,
@@ -437,7 +441,13 @@ impl Checker {
         let Some(Answers {
             answers,
             repair_errors,
-        }) = answers::wait(&self.control, target, put.batch_id, self.timeout).await?
+        }) = answers::wait(
+            (&self.control, &self.take),
+            target,
+            put.batch_id,
+            self.timeout,
+        )
+        .await?
         else {
             return Ok(None);
         };
