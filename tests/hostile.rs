@@ -347,7 +347,7 @@ fn frames(plan: &Plan) -> Vec<Vec<u8>> {
         begin,
         data: b"1000900\tcopied\t\\N\t\\N\n".to_vec(),
         end,
-        repair_keys: None,
+        ..Default::default()
     };
     for (i, piece) in pieces.iter().enumerate() {
         let last = i + 1 == pieces.len();

@@ -6,6 +6,7 @@ mod batch_cut;
 mod capture;
 mod compact;
 mod copy;
+mod ddl;
 mod deploy;
 mod exact;
 mod fan_out;

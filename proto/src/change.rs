@@ -26,6 +26,12 @@ pub enum ChangeKind {
     },
     /// `TRUNCATE` of the whole table.
     Truncate,
+    /// A change of the table's columns or name, at its place among the
+    /// table's row changes: a JSON object (see `Op::Schema` on the wire).
+    Schema {
+        /// The change.
+        change: String,
+    },
 }
 
 /// A change to one replicated table, in queue order.
@@ -216,6 +222,7 @@ impl From<Change> for wire::Change {
             ChangeKind::Update { old_key, new_row } => (wire::Op::Update, old_key, Some(new_row)),
             ChangeKind::Delete { old_key } => (wire::Op::Delete, Some(old_key), None),
             ChangeKind::Truncate => (wire::Op::Truncate, None, None),
+            ChangeKind::Schema { change } => (wire::Op::Schema, None, Some(change)),
         };
         wire::Change {
             seq: change.seq,
@@ -250,6 +257,9 @@ impl TryFrom<wire::Change> for Change {
                 old_key: change.old_key.ok_or(missing("delete", "old_key"))?,
             },
             Ok(wire::Op::Truncate) => ChangeKind::Truncate,
+            Ok(wire::Op::Schema) => ChangeKind::Schema {
+                change: change.new_row.ok_or(missing("schema change", "new_row"))?,
+            },
             Ok(wire::Op::Unspecified) | Err(_) => {
                 return Err(WireError::UnknownOp { seq, op: change.op });
             }
@@ -262,7 +272,7 @@ impl TryFrom<wire::Change> for Change {
                     new_row,
                 } => new_row,
                 ChangeKind::Delete { old_key } => old_key,
-                ChangeKind::Update { .. } | ChangeKind::Truncate => {
+                ChangeKind::Update { .. } | ChangeKind::Truncate | ChangeKind::Schema { .. } => {
                     return Err(WireError::NotRows { seq });
                 }
             };
@@ -286,6 +296,7 @@ impl TryFrom<wire::Change> for Change {
                     }
                 }
                 ChangeKind::Delete { old_key } => object("old_key", old_key)?,
+                ChangeKind::Schema { change } => object("new_row", change)?,
                 ChangeKind::Truncate => {}
             }
         }
@@ -311,6 +322,7 @@ mod tests {
                 .prop_map(|(old_key, new_row)| ChangeKind::Update { old_key, new_row }),
             object().prop_map(|old_key| ChangeKind::Delete { old_key }),
             Just(ChangeKind::Truncate),
+            object().prop_map(|change| ChangeKind::Schema { change }),
         ]
     }
 
@@ -355,7 +367,7 @@ mod tests {
         }
 
         #[test]
-        fn unknown_operations_are_refused(seq: u64, op in 5i32..) {
+        fn unknown_operations_are_refused(seq: u64, op in 6i32..) {
             let wire = wire::Change { seq, op, ..Default::default() };
             prop_assert_eq!(Change::try_from(wire), Err(WireError::UnknownOp { seq, op }));
         }

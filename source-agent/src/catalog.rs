@@ -22,7 +22,7 @@ pub async fn tables_version(client: &Client, target_id: i32) -> Result<i64> {
 
 /// The announced schema of every table registered for target `target_id`
 /// (removed ones too, while changes cut before their removal are still
-/// shipping).
+/// shipping), with the earlier forms its target table may still have.
 pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::TableSchema>> {
     let rows = client
         .query(
@@ -39,13 +39,46 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
         )
         .await
         .map_err(Error::db("reading the table list"))?;
+    let earlier = client
+        .query(
+            "select table_id, target_schema, target_name, key_columns, names, types, not_null
+             from pgferry.earlier_forms($1)",
+            &[&target_id],
+        )
+        .await
+        .map_err(Error::db("reading the tables' earlier forms"))?;
+    let columns = |names: Vec<String>, types: Vec<String>, not_null: Vec<bool>| {
+        names
+            .into_iter()
+            .zip(types)
+            .zip(not_null)
+            .map(|((name, sql_type), not_null)| wire::Column {
+                name,
+                sql_type,
+                not_null,
+            })
+            .collect()
+    };
     Ok(rows
         .into_iter()
         .map(|row| {
-            let names: Vec<String> = row.get(6);
-            let types: Vec<String> = row.get(7);
-            let not_null: Vec<bool> = row.get(8);
+            let table_id = row.get::<_, i32>(0);
+            let earlier_forms = earlier
+                .iter()
+                .filter(|form| form.get::<_, i32>(0) == table_id)
+                .map(|form| wire::TableSchema {
+                    table_id: table_id as u32,
+                    source_name: row.get(1),
+                    target_schema: form.get(1),
+                    target_table: form.get(2),
+                    key_columns: form.get(3),
+                    generated_columns: row.get(9),
+                    columns: columns(form.get(4), form.get(5), form.get(6)),
+                    ..Default::default()
+                })
+                .collect();
             wire::TableSchema {
+                earlier_forms,
                 table_id: row.get::<_, i32>(0) as u32,
                 source_name: row.get(1),
                 target_schema: row.get(2),
@@ -53,16 +86,7 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                 key_columns: row.get(4),
                 create_if_missing: row.get(5),
                 generated_columns: row.get(9),
-                columns: names
-                    .into_iter()
-                    .zip(types)
-                    .zip(not_null)
-                    .map(|((name, sql_type), not_null)| wire::Column {
-                        name,
-                        sql_type,
-                        not_null,
-                    })
-                    .collect(),
+                columns: columns(row.get(6), row.get(7), row.get(8)),
             }
         })
         .collect())

@@ -178,6 +178,25 @@ pub enum Command {
         /// File holding the token the target agent wants.
         #[arg(long)]
         auth_token_file: Option<PathBuf>,
+        /// What the target does with a replicated table's schema change
+        /// (ALTER TABLE on the source): makes it at its place in the
+        /// stream, or stops there until the operator has made it and runs
+        /// `ddl-done`.
+        #[arg(long, value_enum, default_value_t = DdlMode::Apply)]
+        ddl: DdlMode,
+    },
+    /// Tell pgferry that a schema change a target stopped at (`status`
+    /// names it and its ID) was made on the target by hand: the target
+    /// takes the table's new shape without making the change.
+    DdlDone {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The target (may be left out when the source has one).
+        #[arg(long)]
+        target: Option<String>,
+        /// The schema change's ID, as `status` shows it.
+        id: i64,
     },
     /// Forget a target `add-target` recorded, with its tables: the queued
     /// changes only it still needed are deleted at once.
@@ -332,6 +351,25 @@ pub enum CaptureChoice {
     Compiled,
     /// PL/pgSQL (drops the extension if an earlier install created it).
     Plpgsql,
+}
+
+/// `add-target --ddl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DdlMode {
+    /// The target agent makes each schema change at its place.
+    Apply,
+    /// The target stops at each schema change until `ddl-done`.
+    Pause,
+}
+
+impl DdlMode {
+    /// The mode as `pgferry.targets.ddl` records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DdlMode::Apply => "apply",
+            DdlMode::Pause => "pause",
+        }
+    }
 }
 
 /// How batches are compressed on the wire.

@@ -160,6 +160,9 @@ pub enum Error {
         /// What the source has instead.
         reason: String,
     },
+    /// `ddl-done` of an ID that is no queued schema change of the target.
+    #[error("no schema change {0} is queued for that target (status shows the ID of the one a target stopped at)")]
+    UnknownSchemaChange(i64),
     /// `add-target` of a name already recorded.
     #[error("target {0} is already recorded")]
     TargetExists(String),
@@ -266,6 +269,7 @@ impl Error {
             | Error::BadTarget(_)
             | Error::BadToken
             | Error::TargetExists(_)
+            | Error::UnknownSchemaChange(_)
             | Error::UnknownTarget(_)
             | Error::CopyFailed { .. }
             | Error::AlreadyRunning { .. }

@@ -17,6 +17,7 @@ pub mod fan_out;
 pub mod ids;
 pub mod links;
 pub mod metrics;
+pub mod schema_changes;
 pub mod ship;
 pub mod status;
 pub mod stream;
@@ -155,6 +156,7 @@ pub async fn execute(command: Command) -> Result<i32> {
             tls_cert,
             tls_key,
             auth_token_file,
+            ddl,
         } => {
             let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
@@ -165,8 +167,15 @@ pub async fn execute(command: Command) -> Result<i32> {
                 tls_key,
                 auth_token_file,
             };
-            targets::add(&mut client, &name, &target).await?;
+            targets::add(&mut client, &name, &target, ddl).await?;
             println!("added target {name} ({})", target.address);
+        }
+        Command::DdlDone { common, target, id } => {
+            let client = connect(&common).await?;
+            capture::ensure_installed(&client).await?;
+            let target_id = targets::resolve(&client, target.as_deref()).await?;
+            let table = schema_changes::done(&client, target_id, id).await?;
+            println!("schema change {id} of {table}: the target takes its new shape as it is");
         }
         Command::RemoveTarget { common, name } => {
             let mut client = connect(&common).await?;

@@ -10,7 +10,7 @@ use pgferry_runtime::config::ConfigError;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::channel::Target;
-use crate::cli::RunArgs;
+use crate::cli::{DdlMode, RunArgs};
 use crate::error::{Error, Result};
 
 /// A target as recorded in `pgferry.targets`.
@@ -31,7 +31,7 @@ pub struct Recorded {
 /// target an installation of one target streams to by `run --target`
 /// (`default`, no address) becomes this one, with its tables and progress;
 /// otherwise the new target starts from now, with no tables.
-pub async fn add(client: &mut Client, name: &str, target: &Target) -> Result<()> {
+pub async fn add(client: &mut Client, name: &str, target: &Target, ddl: DdlMode) -> Result<()> {
     crate::channel::endpoint(target)?;
     target.token()?;
     let (ca, cert, key, token) = (
@@ -55,9 +55,9 @@ pub async fn add(client: &mut Client, name: &str, target: &Target) -> Result<()>
         .execute(
             "update pgferry.targets
                 set name = $1, address = $2, tls_ca = $3, tls_cert = $4, tls_key = $5,
-                    auth_token_file = $6
+                    auth_token_file = $6, ddl = $7
               where target_id = (select min(target_id) from pgferry.targets where address is null)",
-            &[&name, &target.address, &ca, &cert, &key, &token],
+            &[&name, &target.address, &ca, &cert, &key, &token, &ddl.as_str()],
         )
         .await
         .map_err(Error::db("recording the target"))?;
@@ -66,12 +66,12 @@ pub async fn add(client: &mut Client, name: &str, target: &Target) -> Result<()>
         // are not its (its tables are copied after it).
         tx.execute(
             "with added as (
-                 insert into pgferry.targets (name, address, tls_ca, tls_cert, tls_key, auth_token_file)
-                 values ($1, $2, $3, $4, $5, $6) returning target_id
+                 insert into pgferry.targets (name, address, tls_ca, tls_cert, tls_key, auth_token_file, ddl)
+                 values ($1, $2, $3, $4, $5, $6, $7) returning target_id
              )
              insert into pgferry.batch (target_id, batch_id, snapshot)
              select target_id, 0, pg_current_snapshot() from added",
-            &[&name, &target.address, &ca, &cert, &key, &token],
+            &[&name, &target.address, &ca, &cert, &key, &token, &ddl.as_str()],
         )
         .await
         .map_err(Error::db("recording the target"))?;

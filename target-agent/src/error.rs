@@ -161,6 +161,49 @@ pub enum Error {
         #[source]
         source: pgferry_proto::change::WireError,
     },
+    /// A schema change that failed on the target: the batch is rolled back
+    /// and retried, so it applies once its cause is gone.
+    #[error(
+        "batch {batch_id}, table {table}: schema change {seq} ({command}) failed on the target: {}; remove the cause (it is retried), or make the change on the target by hand and run `source-agent ddl-done --target NAME {seq}`",
+        with_detail(.source)
+    )]
+    SchemaChange {
+        /// The batch.
+        batch_id: u64,
+        /// The schema change's queue seq, its id.
+        seq: u64,
+        /// The target table.
+        table: String,
+        /// The command the source ran.
+        command: String,
+        /// The target's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A schema change that waits for the operator (`--ddl pause`).
+    #[error(
+        "batch {batch_id}, table {table}: schema change {seq} waits for the operator (the target takes schema changes with --ddl pause): make it on the target ({command}), then run `source-agent ddl-done --target NAME {seq}`"
+    )]
+    SchemaPaused {
+        /// The batch.
+        batch_id: u64,
+        /// The schema change's queue seq, its id.
+        seq: u64,
+        /// The target table.
+        table: String,
+        /// The command the source ran.
+        command: String,
+    },
+    /// A schema change that is not what the source sends.
+    #[error("batch {batch_id}: schema change {seq} is malformed: {problem}")]
+    BadSchemaChange {
+        /// The batch.
+        batch_id: u64,
+        /// The change's seq.
+        seq: u64,
+        /// What is wrong.
+        problem: String,
+    },
     /// A batch waited too long for its next chunk and was rolled back.
     #[error("batch {batch_id}: no chunk came for {waited:?} (--batch-idle-timeout); rolled back")]
     BatchIdle {
@@ -228,7 +271,9 @@ impl From<Error> for Status {
             | Error::UnknownSequence { .. }
             | Error::ColumnMismatch { .. }
             | Error::NoUniqueKey { .. }
-            | Error::RowSecurity { .. } => Code::FailedPrecondition,
+            | Error::RowSecurity { .. }
+            | Error::SchemaChange { .. }
+            | Error::SchemaPaused { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::ConstraintRetry { .. } => Code::Aborted,
             Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,
@@ -236,6 +281,7 @@ impl From<Error> for Status {
             Error::Protocol(_)
             | Error::Wire { .. }
             | Error::BadKey { .. }
+            | Error::BadSchemaChange { .. }
             | Error::UnknownTableId { .. } => Code::InvalidArgument,
             Error::Config(_) | Error::Conninfo(_) | Error::Io { .. } => Code::Internal,
         };
@@ -245,3 +291,13 @@ impl From<Error> for Status {
 
 /// Result with the target agent's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A DDL statement's error with its DETAIL, which names what stands in the
+/// way (the view that depends on a column) and, unlike a row statement's,
+/// holds no row values.
+fn with_detail(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error().and_then(|db| db.detail()) {
+        Some(detail) => format!("{}: {detail}", pgferry_runtime::db::describe(err)),
+        None => pgferry_runtime::db::describe(err),
+    }
+}

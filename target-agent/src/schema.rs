@@ -491,6 +491,7 @@ mod tests {
             key_columns: vec!["id".into()],
             create_if_missing: false,
             generated_columns: Vec::new(),
+            earlier_forms: Vec::new(),
         }
     }
 

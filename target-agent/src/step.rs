@@ -119,6 +119,9 @@ pub fn steps(change: Change, split: bool, shape: u32) -> Vec<Step> {
             count: 1,
             shape: 0,
         }),
+        // Made by the applier itself at its place (apply/ddl), never a row
+        // statement's step.
+        ChangeKind::Schema { .. } => {}
     }
     out
 }
@@ -242,6 +245,7 @@ mod tests {
                     out.push((c.table_id, RunKind::Delete, Some(old_key.clone())))
                 }
                 ChangeKind::Truncate => out.push((c.table_id, RunKind::Truncate, None)),
+                ChangeKind::Schema { .. } => {}
             }
         }
         out

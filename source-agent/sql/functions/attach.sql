@@ -16,7 +16,8 @@
 -- old and new row match, skipping a change that no registration takes;
 -- each target's read then decides as PostgreSQL 15 publications do
 -- (pgferry.route). The made functions name the columns: the DDL watch
--- (watch_ddl.sql) makes them again when the table changes.
+-- (watch_ddl.sql) makes them again when the table changes, and compares
+-- the table's next change with the shape recorded here.
 create or replace function pgferry.attach(p_capture_id int) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -199,6 +200,9 @@ begin
     loop
         execute format('alter table %s enable always trigger %I', v_rel, v_trigger);
     end loop;
+    -- The shape the DDL watch compares the table's next ALTER with.
+    update pgferry.tables set shape = pgferry.table_shape(v_relid)
+    where capture_id = p_capture_id and not removed;
     perform set_config('pgferry.attaching', 'off', true);
 end
 $$;

@@ -3,7 +3,8 @@
 -- A change of a filtered capture (hits not null) is decided per
 -- registration as PostgreSQL 15 publications do: old and new row match:
 -- update; only the new: insert; only the old: delete; neither: nothing
--- (see capture_row). Every other change ships as queued. The new row is
+-- (see capture_row). Every other change ships as queued (a schema change
+-- is cut down to the registration by schema_change_for). The new row is
 -- cut down to the registration's columns: the capture took the union of
 -- its table's registrations'.
 create or replace function pgferry.route(
@@ -17,7 +18,7 @@ language sql immutable as $$
                 when d.op = 'D' and p_old_key is null then pgferry.project(p_new_row, p_keys, false)
                 else p_old_key end,
            case when d.op = 'D' then null
-                when p_columns is null then p_new_row
+                when p_columns is null or p_op = 'S' then p_new_row
                 else pgferry.project(p_new_row, p_columns, p_many) end
     from (values (case
             when p_old_hits is null or not p_filtered then p_op

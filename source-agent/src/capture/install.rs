@@ -41,6 +41,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (12, include_str!("../../sql/migrations/012_divergence.sql")),
     (13, include_str!("../../sql/migrations/013_verify.sql")),
+    (
+        14,
+        include_str!("../../sql/migrations/014_schema_changes.sql"),
+    ),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -50,6 +54,7 @@ pub const SCHEMA: Schema = Schema {
     functions: &[
         pgferry_runtime::TEXT_FORM_SQL,
         include_str!("../../sql/functions/replicated_column_lists.sql"),
+        include_str!("../../sql/functions/table_shape.sql"),
         include_str!("../../sql/functions/detach.sql"),
         include_str!("../../sql/functions/attach.sql"),
         include_str!("../../sql/functions/capture.sql"),
@@ -62,6 +67,8 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/route.sql"),
         include_str!("../../sql/functions/cut_batches.sql"),
         include_str!("../../sql/functions/cut_check.sql"),
+        include_str!("../../sql/functions/schema_change_for.sql"),
+        include_str!("../../sql/functions/earlier_forms.sql"),
         include_str!("../../sql/functions/batch_changes.sql"),
         include_str!("../../sql/functions/queue_floor.sql"),
         include_str!("../../sql/functions/trim_queue.sql"),

@@ -17,8 +17,6 @@ pub(crate) struct CopyJob {
     pub(crate) table_id: TableId,
     /// schema.table, for logs and errors.
     pub(crate) name: String,
-    /// The COPY ... TO STDOUT statement.
-    pub(crate) statement: String,
 }
 
 /// How often copy progress is logged and recorded for `status`.
@@ -66,6 +64,37 @@ impl Shipper {
             .await
             .map_err(Error::db("recording the copy snapshot"))?;
         let (rows_estimate, bytes_estimate): (i64, i64) = (estimate.get(0), estimate.get(1));
+        // The columns copied and their types, read in the copy's own
+        // transaction: the table's shape then, which the target brings its
+        // table to before the rows (a schema change the copy's snapshot
+        // sees is in the copy, not in the stream).
+        let shape = tx
+            .query_one(
+                "select c.names, c.types, c.not_null,
+                        format('copy (select %s from only %s where coalesce((%s), false)) to stdout',
+                               (select string_agg(quote_ident(n), ', ' order by o)
+                                from unnest(c.names) with ordinality u(n, o)),
+                               t.relid::regclass, coalesce(t.row_filter, 'true'))
+                 from pgferry.tables t
+                 cross join lateral pgferry.replicated_column_lists(t.relid, t.columns) c
+                 where t.table_id = $1",
+                &[&job.table_id.sql()],
+            )
+            .await
+            .map_err(Error::db("reading the copied columns"))?;
+        let (names, types, not_null): (Vec<String>, Vec<String>, Vec<bool>) =
+            (shape.get(0), shape.get(1), shape.get(2));
+        let statement: String = shape.get(3);
+        let columns = names
+            .into_iter()
+            .zip(types)
+            .zip(not_null)
+            .map(|((name, sql_type), not_null)| wire::Column {
+                name,
+                sql_type,
+                not_null,
+            })
+            .collect();
         tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
         let table_id = job.table_id.wire();
         if !send_copy(
@@ -73,6 +102,7 @@ impl Shipper {
             batch_id,
             wire::CopyData {
                 begin: true,
+                columns,
                 ..copy_data(table_id, Vec::new())
             },
         )
@@ -81,7 +111,7 @@ impl Shipper {
             return Ok(false);
         }
         let stream = tx
-            .copy_out(job.statement.as_str())
+            .copy_out(statement.as_str())
             .await
             .map_err(Error::db("reading the initial copy"))?;
         futures::pin_mut!(stream);

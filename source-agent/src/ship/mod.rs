@@ -31,16 +31,7 @@ pub const COPY_JOBS: &str = concat!(
                          max(checks::text) filter (where batch_id = $1::bigint) as checks
                   from pgferry.batch
                   where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint))
-    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name,
-           format('copy (select %s from only %s where coalesce((%s), false)) to stdout',
-                  coalesce((select string_agg(quote_ident(c), ', ' order by n)
-                            from unnest(t.columns) with ordinality u(c, n)),
-                           (select string_agg(quote_ident(a.attname), ', ' order by a.attnum)
-                            from pg_attribute a
-                            where a.attrelid = t.relid and a.attnum > 0
-                              and not a.attisdropped and a.attgenerated = '')),
-                  t.relid::regclass, coalesce(t.row_filter, 'true')),
-           kept.checks
+    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name, kept.checks
     from kept
     left join pgferry.tables t
       on t.target_id = $2 and t.copy_batch = $1 and t.state = 'copying' and not t.removed
@@ -159,7 +150,7 @@ impl Shipper {
             .first()
             .filter(|row| row.get(0))
             .and_then(|row| row.get(1));
-        let checks = match rows.first().and_then(|row| row.get::<_, Option<&str>>(5)) {
+        let checks = match rows.first().and_then(|row| row.get::<_, Option<&str>>(4)) {
             Some(text) => serde_json::from_str(text).map_err(|err| {
                 Error::Protocol(format!("batch {batch_id}: unreadable checks: {err}"))
             })?,
@@ -171,7 +162,6 @@ impl Shipper {
                 Some(CopyJob {
                     table_id: TableId::from_sql(row.get::<_, Option<i32>>(2)?),
                     name: row.get(3),
-                    statement: row.get(4),
                 })
             })
             .collect();
@@ -495,6 +485,9 @@ fn to_change(row: &tokio_postgres::Row, new_row: Option<String>) -> Result<Chang
             old_key: old_key.ok_or_else(broken)?,
         },
         "T" => ChangeKind::Truncate,
+        "S" => ChangeKind::Schema {
+            change: new_row.ok_or_else(broken)?,
+        },
         _ => return Err(broken()),
     };
     Ok(Change {

@@ -58,10 +58,12 @@ impl Applier {
             .map_err(Error::db("reading the server version"))?
             .get(0);
         let mut plans = HashMap::new();
+        let mut forms = Vec::with_capacity(hello.tables.len());
         for table in &hello.tables {
-            let plan = schema::check(&client, table, merge).await?;
+            let (form, plan) = matching_form(&client, table, merge).await?;
             guard::ensure(&client, plan.guarded(), &applier).await?;
             plans.insert(table.table_id, plan);
+            forms.push(form);
         }
         let guarded: Vec<_> = plans.values().map(TablePlan::guarded).collect();
         guard::track(&client, &hello.source_id, &guarded).await?;
@@ -88,14 +90,13 @@ impl Applier {
             .await
             .map_err(Error::db("reading progress"))?;
         let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
-        let announced = hello
-            .tables
-            .iter()
+        let announced = forms
+            .into_iter()
             .map(|table| {
                 let mut columns: Vec<String> =
                     table.columns.iter().map(|c| c.name.clone()).collect();
                 columns.sort_unstable();
-                (table.table_id, (table.clone(), columns))
+                (table.table_id, (table, columns))
             })
             .collect();
         Ok(Applier {
@@ -119,4 +120,34 @@ impl Applier {
             open_since: None,
         })
     }
+}
+
+/// The form of `table` its target table has, and its plan: the announced
+/// one, else the newest earlier form it matches (the target has not yet
+/// applied the schema changes since, which come in the stream). When none
+/// matches, the announced form's error.
+async fn matching_form(
+    client: &Client,
+    table: &wire::TableSchema,
+    merge: bool,
+) -> Result<(wire::TableSchema, TablePlan)> {
+    let error = match schema::check(client, table, merge).await {
+        Ok(plan) => return Ok((table.clone(), plan)),
+        Err(error @ (Error::ColumnMismatch { .. } | Error::UnknownTable { .. }))
+            if !table.earlier_forms.is_empty() =>
+        {
+            error
+        }
+        Err(error) => return Err(error),
+    };
+    for form in table.earlier_forms.iter().rev() {
+        if let Ok(plan) = schema::check(client, form, merge).await {
+            tracing::info!(
+                table = %plan.name,
+                "the target table has an earlier form: schema changes queued since reach it in the stream"
+            );
+            return Ok((form.clone(), plan));
+        }
+    }
+    Err(error)
 }

@@ -38,6 +38,10 @@ impl Applier {
         if copy.begin {
             // COPY is not pipelined: start it on a settled session.
             self.settle(batch_id).await?;
+            if copy.repair_keys.is_none() && !copy.columns.is_empty() {
+                self.take_copy_shape(batch_id, copy.table_id, &copy.columns)
+                    .await?;
+            }
         }
         let plan = self
             .plans

@@ -21,6 +21,15 @@ pub(super) struct Shapes {
     pub(super) plans: HashMap<(u32, u32), TablePlan>,
 }
 
+impl Shapes {
+    /// Forgets a table's shapes: its schema changed, and with it what its
+    /// rows' columns are checked against.
+    pub(super) fn forget(&mut self, table_id: u32) {
+        self.numbers.retain(|(table, _), _| *table != table_id);
+        self.plans.retain(|(table, _), _| *table != table_id);
+    }
+}
+
 impl Applier {
     /// The shape of a change's rows (see [`Step::shape`]): 0 unless its
     /// rows carry other columns than the stream announced; a column list
@@ -29,7 +38,9 @@ impl Applier {
     pub(super) async fn shape(&mut self, batch_id: u64, change: &Change) -> Result<u32> {
         let row = match &change.kind {
             ChangeKind::Insert { new_row } | ChangeKind::Update { new_row, .. } => new_row,
-            ChangeKind::Delete { .. } | ChangeKind::Truncate => return Ok(0),
+            ChangeKind::Delete { .. } | ChangeKind::Truncate | ChangeKind::Schema { .. } => {
+                return Ok(0);
+            }
         };
         let (table, announced) = &self.announced[&change.table_id];
         let Some(mut columns) = crate::shape::columns(row) else {

@@ -25,6 +25,7 @@ use pipeline::{InFlight, Pipeline, send};
 mod admit;
 mod check;
 mod copy;
+mod ddl;
 mod drift;
 mod pipeline;
 
@@ -236,6 +237,14 @@ impl Applier {
             }
         }
         for change in changes {
+            if let ChangeKind::Schema { change: text } = &change.kind {
+                // Rows before it in the old shape, rows after it in the new.
+                self.send_held(batch_id).await?;
+                self.settle(batch_id).await?;
+                self.apply_schema_change(batch_id, change.seq, change.table_id, text)
+                    .await?;
+                continue;
+            }
             let shape = self.shape(batch_id, &change).await?;
             let key_columns = self.plans[&change.table_id]
                 .compact_key

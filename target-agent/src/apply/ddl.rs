@@ -1,0 +1,433 @@
+//! Schema changes at their place in the stream: a change of a source
+//! table's columns or name, as its registration takes it (the source cut
+//! it down to the registration's columns and named the target table), made
+//! on the target table inside the batch's transaction, after the changes
+//! before it and before those after it; then the table's plan is made again
+//! from the new shape. What to run is worked out by column number against
+//! the target's own columns, so a target already in the new shape (the
+//! operator made the change by hand) runs nothing.
+
+use std::collections::HashMap;
+
+use pgferry_proto::wire;
+use pgferry_runtime::sql::{ident, qualified};
+use serde::Deserialize;
+use tokio_postgres::Client;
+
+use super::Applier;
+use crate::error::{Error, Result};
+use crate::{guard, schema};
+
+/// A schema change as the source sends it (`Op::Schema`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct SchemaChange {
+    /// The registration's columns before the change, by column number.
+    before: Vec<ShapeColumn>,
+    /// And after it.
+    after: Vec<ShapeColumn>,
+    /// The target table after the change.
+    schema: String,
+    table: String,
+    /// The command the source ran, for messages.
+    command: String,
+    /// What the target does with it.
+    mode: Mode,
+}
+
+/// One column of a shape.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(crate) struct ShapeColumn {
+    attnum: i32,
+    name: String,
+    #[serde(rename = "type")]
+    sql_type: String,
+    not_null: bool,
+    default: Option<String>,
+}
+
+/// What the target does with a schema change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// Makes it (`add-target --ddl apply`, the default).
+    Apply,
+    /// Waits for the operator to make it and say so (`--ddl pause`),
+    /// unless the target already has the new shape.
+    Pause,
+    /// The operator made it (`ddl-done`): take the new shape as it is.
+    Done,
+}
+
+/// A target column: its type as the target names it.
+type Current = HashMap<String, String>;
+
+/// The statements that take the target table `quoted` (with columns
+/// `current`) from `before` to `after`; none for what it already has.
+/// Drops first (a name may come back), then renames, then changes of a
+/// column's type, NOT NULL and default, then additions.
+fn statements(
+    quoted: &str,
+    before: &[ShapeColumn],
+    after: &[ShapeColumn],
+    current: &Current,
+) -> Vec<String> {
+    let alter = |what: String| format!("alter table {quoted} {what}");
+    let mut out = Vec::new();
+    let kept = |b: &ShapeColumn| after.iter().any(|a| a.attnum == b.attnum);
+    for b in before.iter().filter(|b| !kept(b)) {
+        if current.contains_key(&b.name) {
+            out.push(alter(format!("drop column {}", ident(&b.name))));
+        }
+    }
+    let mut additions = Vec::new();
+    for a in after {
+        let Some(b) = before.iter().find(|b| b.attnum == a.attnum) else {
+            if !current.contains_key(&a.name) {
+                let default = a
+                    .default
+                    .as_ref()
+                    .map(|d| format!(" default {d}"))
+                    .unwrap_or_default();
+                let not_null = if a.not_null { " not null" } else { "" };
+                additions.push(alter(format!(
+                    "add column {} {}{default}{not_null}",
+                    ident(&a.name),
+                    a.sql_type
+                )));
+            }
+            continue;
+        };
+        let name = ident(&a.name);
+        if b.name != a.name && current.contains_key(&b.name) && !current.contains_key(&a.name) {
+            out.push(alter(format!(
+                "rename column {} to {name}",
+                ident(&b.name)
+            )));
+        }
+        if b.sql_type != a.sql_type {
+            out.push(alter(format!(
+                "alter column {name} type {t} using {name}::{t}",
+                t = a.sql_type
+            )));
+        }
+        if b.not_null != a.not_null {
+            let set = if a.not_null { "set" } else { "drop" };
+            out.push(alter(format!("alter column {name} {set} not null")));
+        }
+        if b.default != a.default {
+            out.push(alter(match &a.default {
+                Some(default) => format!("alter column {name} set default {default}"),
+                None => format!("alter column {name} drop default"),
+            }));
+        }
+    }
+    out.extend(additions);
+    out
+}
+
+/// Whether the target table (columns `current`) already has the shape
+/// `after`: every column under its new name, none dropped still there.
+fn has_shape(before: &[ShapeColumn], after: &[ShapeColumn], current: &Current) -> bool {
+    after.iter().all(|a| current.contains_key(&a.name))
+        && before
+            .iter()
+            .filter(|b| !after.iter().any(|a| a.name == b.name))
+            .all(|b| !current.contains_key(&b.name))
+}
+
+impl Applier {
+    /// Makes schema change `seq` (JSON `text`) of table `table_id` on the
+    /// target, in the open batch's transaction, the statements before it
+    /// settled; then plans the table's rows in its new shape.
+    pub(super) async fn apply_schema_change(
+        &mut self,
+        batch_id: u64,
+        seq: u64,
+        table_id: u32,
+        text: &str,
+    ) -> Result<()> {
+        let change: SchemaChange =
+            serde_json::from_str(text).map_err(|error| Error::BadSchemaChange {
+                batch_id,
+                seq,
+                problem: error.to_string(),
+            })?;
+        let plan = &self.plans[&table_id];
+        let (table, quoted) = (plan.name.clone(), plan.quoted.clone());
+        let current = schema::column_types(&self.client, plan).await?;
+        let failed = |source| Error::SchemaChange {
+            batch_id,
+            seq,
+            table: table.clone(),
+            command: change.command.clone(),
+            source,
+        };
+        let done = has_shape(&change.before, &change.after, &current);
+        match change.mode {
+            Mode::Pause if !done => {
+                return Err(Error::SchemaPaused {
+                    batch_id,
+                    seq,
+                    table,
+                    command: change.command,
+                });
+            }
+            Mode::Apply => {
+                for sql in statements(&quoted, &change.before, &change.after, &current) {
+                    tracing::info!(batch_id, seq, table = %table, sql = %sql, "schema change");
+                    self.client.execute(&sql, &[]).await.map_err(failed)?;
+                }
+            }
+            Mode::Pause | Mode::Done => {}
+        }
+        let renamed = (change.schema.as_str(), change.table.as_str())
+            != (plan.schema.as_str(), plan.table.as_str());
+        if renamed && change.mode == Mode::Apply {
+            rename_table(&self.client, &quoted, &change.schema, &change.table)
+                .await
+                .map_err(failed)?;
+        }
+        self.replan(batch_id, table_id, &change).await?;
+        if renamed {
+            let guarded: Vec<_> = self.plans.values().map(|p| p.guarded()).collect();
+            guard::track(&self.client, &self.source_id, &guarded).await?;
+        }
+        Ok(())
+    }
+
+    /// The table's plan, announced form and shapes made again for its new
+    /// shape: its columns as the change leaves them, its key under the
+    /// keys' new names.
+    async fn replan(&mut self, batch_id: u64, table_id: u32, change: &SchemaChange) -> Result<()> {
+        let mut table = self.announced[&table_id].0.clone();
+        let renamed: HashMap<&str, &str> = change
+            .before
+            .iter()
+            .filter_map(|b| {
+                let a = change.after.iter().find(|a| a.attnum == b.attnum)?;
+                Some((b.name.as_str(), a.name.as_str()))
+            })
+            .collect();
+        table.key_columns = table
+            .key_columns
+            .iter()
+            .map(|k| renamed.get(k.as_str()).map_or(k.clone(), |n| n.to_string()))
+            .collect();
+        table.target_schema = change.schema.clone();
+        table.target_table = change.table.clone();
+        table.columns = change
+            .after
+            .iter()
+            .map(|a| wire::Column {
+                name: a.name.clone(),
+                sql_type: a.sql_type.clone(),
+                not_null: a.not_null,
+            })
+            .collect();
+        self.plan_again(batch_id, table_id, table).await
+    }
+
+    /// Brings a table about to be copied to the copy's columns (`columns`,
+    /// the table's shape in the copy's snapshot), when the stream announced
+    /// others: the table is emptied and filled again, so a column the copy
+    /// lacks is dropped, one it adds is added, one of another type takes
+    /// the copy's.
+    pub(super) async fn take_copy_shape(
+        &mut self,
+        batch_id: u64,
+        table_id: u32,
+        columns: &[wire::Column],
+    ) -> Result<()> {
+        let announced = &self.announced[&table_id].0;
+        let same = announced.columns.len() == columns.len()
+            && announced
+                .columns
+                .iter()
+                .zip(columns)
+                .all(|(a, c)| a.name == c.name && a.sql_type == c.sql_type);
+        if same {
+            return Ok(());
+        }
+        let plan = &self.plans[&table_id];
+        let (name, quoted) = (plan.name.clone(), plan.quoted.clone());
+        let current = schema::column_types(&self.client, plan).await?;
+        let mut sql = Vec::new();
+        for gone in announced
+            .columns
+            .iter()
+            .filter(|a| !columns.iter().any(|c| c.name == a.name) && current.contains_key(&a.name))
+        {
+            sql.push(format!("alter table {quoted} drop column {}", ident(&gone.name)));
+        }
+        for c in columns {
+            let column = ident(&c.name);
+            match current.get(&c.name) {
+                None => sql.push(format!(
+                    "alter table {quoted} add column {column} {}",
+                    c.sql_type
+                )),
+                Some(sql_type) if *sql_type != c.sql_type => sql.push(format!(
+                    "alter table {quoted} alter column {column} type {t} using {column}::{t}",
+                    t = c.sql_type
+                )),
+                Some(_) => {}
+            }
+        }
+        for statement in sql {
+            tracing::info!(batch_id, table = %name, sql = %statement, "the copy's shape");
+            self.client
+                .execute(&statement, &[])
+                .await
+                .map_err(|source| Error::Apply {
+                    batch_id,
+                    table: name.clone(),
+                    source,
+                })?;
+        }
+        let mut table = announced.clone();
+        table.columns = columns.to_vec();
+        self.plan_again(batch_id, table_id, table).await
+    }
+
+    /// Checks `table` (a new form of table `table_id`) against the target,
+    /// typed as the target names its columns' types, and makes it the
+    /// table's plan and announced form; its shapes and prepared statements
+    /// are forgotten.
+    async fn plan_again(
+        &mut self,
+        batch_id: u64,
+        table_id: u32,
+        mut table: wire::TableSchema,
+    ) -> Result<()> {
+        table.create_if_missing = false;
+        table.earlier_forms.clear();
+        let mut at = self.plans[&table_id].clone();
+        at.quoted = qualified(&table.target_schema, &table.target_table);
+        let types = schema::column_types(&self.client, &at).await?;
+        for column in &mut table.columns {
+            if let Some(sql_type) = types.get(&column.name) {
+                column.sql_type.clone_from(sql_type);
+            }
+        }
+        let plan = schema::check(&self.client, &table, self.merge).await?;
+        tracing::info!(batch_id, table = %plan.name, "planned the table's rows in its new shape");
+        let mut sorted: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        sorted.sort_unstable();
+        self.plans.insert(table_id, plan);
+        self.announced.insert(table_id, (table, sorted));
+        self.shapes.forget(table_id);
+        self.pipeline.forget(table_id);
+        Ok(())
+    }
+}
+
+/// Moves and renames the target table, unless it already has that name.
+async fn rename_table(
+    client: &Client,
+    quoted: &str,
+    schema: &str,
+    table: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let exists = client
+        .query_one(
+            "select to_regclass($1) is not null",
+            &[&qualified(schema, table)],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if exists {
+        return Ok(());
+    }
+    let old_table = client
+        .query_one(
+            "select c.relname::text from pg_class c where c.oid = $1::text::regclass",
+            &[&quoted],
+        )
+        .await?
+        .get::<_, String>(0);
+    let mut at = quoted.to_string();
+    let old_schema = client
+        .query_one(
+            "select n.nspname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+             where c.oid = $1::text::regclass",
+            &[&quoted],
+        )
+        .await?
+        .get::<_, String>(0);
+    if old_schema != schema {
+        client
+            .execute(&format!("alter table {at} set schema {}", ident(schema)), &[])
+            .await?;
+        at = qualified(schema, &old_table);
+    }
+    if old_table != table {
+        client
+            .execute(&format!("alter table {at} rename to {}", ident(table)), &[])
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(attnum: i32, name: &str, sql_type: &str) -> ShapeColumn {
+        ShapeColumn {
+            attnum,
+            name: name.into(),
+            sql_type: sql_type.into(),
+            not_null: false,
+            default: None,
+        }
+    }
+
+    fn current(columns: &[(&str, &str)]) -> Current {
+        columns
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_kind_of_change_becomes_its_statement_in_a_safe_order() {
+        let before = vec![
+            column(1, "id", "integer"),
+            column(2, "old name", "text"),
+            column(3, "n", "integer"),
+            column(4, "gone", "text"),
+        ];
+        let mut after = vec![
+            column(1, "id", "integer"),
+            column(2, "new name", "text"),
+            column(3, "n", "bigint"),
+            ShapeColumn {
+                default: Some("'x'::text".into()),
+                not_null: true,
+                ..column(5, "added", "text")
+            },
+        ];
+        after[0].not_null = true;
+        let target = current(&[("id", "integer"), ("old name", "text"), ("n", "integer"), ("gone", "text")]);
+        assert_eq!(
+            statements("t", &before, &after, &target),
+            vec![
+                "alter table t drop column \"gone\"",
+                "alter table t alter column \"id\" set not null",
+                "alter table t rename column \"old name\" to \"new name\"",
+                "alter table t alter column \"n\" type bigint using \"n\"::bigint",
+                "alter table t add column \"added\" text default 'x'::text not null",
+            ]
+        );
+        assert!(!has_shape(&before, &after, &target));
+    }
+
+    #[test]
+    fn a_target_already_in_the_new_shape_runs_nothing_but_type_and_constraint_changes() {
+        let before = vec![column(1, "id", "integer"), column(2, "a", "text")];
+        let after = vec![column(1, "id", "integer"), column(2, "b", "text"), column(3, "c", "text")];
+        let target = current(&[("id", "integer"), ("b", "text"), ("c", "text")]);
+        assert!(statements("t", &before, &after, &target).is_empty());
+        assert!(has_shape(&before, &after, &target));
+    }
+}

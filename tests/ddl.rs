@@ -1,0 +1,350 @@
+//! Schema changes in stream order: an ordinary `ALTER TABLE` on the source
+//! reaches the target at its place among the rows, through `--as` and
+//! `--columns`, while writers run, across kills, and waits for the operator
+//! where the target cannot make it.
+
+use std::time::Duration;
+
+use support::Replication;
+use support::agent::run_command;
+use support::setup::{Writer, expect_success, source_agent};
+
+use crate::exact::texts;
+
+const SYNC: Duration = Duration::from_secs(90);
+
+/// Source tables and what the target holds of them: `digoal.items` whole
+/// under its own name, `digoal.picked` as `digoal.picked_t` with a column
+/// list, the seed table as `digoal.rmt_test`.
+async fn items_and_picked() -> Replication {
+    let r = Replication::new().await;
+    r.create_table(
+        "digoal.items",
+        "digoal.items",
+        "(id int primary key, n int, note text, extra text)",
+    )
+    .await;
+    r.create_table(
+        "digoal.picked",
+        "digoal.picked_t",
+        "(id int primary key, n int, note text)",
+    )
+    .await;
+    r.src
+        .batch_execute(
+            "alter table digoal.picked add column secret text;
+             insert into digoal.items select g, g, 'note ' || g, null from generate_series(1, 200) g;
+             insert into digoal.picked select g, g, 'note ' || g, 's' from generate_series(1, 200) g;",
+        )
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    source_agent(&["add-table", "--source-db", &db, "digoal.items"]).await;
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "digoal.picked",
+        "--as",
+        "digoal.picked_t",
+        "--columns",
+        "id,n,note",
+    ])
+    .await;
+    r
+}
+
+/// Writers on both tables that touch only `id` and `n`, which every step
+/// keeps: inserts, updates and deletes, a few hundred transactions a second.
+fn writers(r: &Replication) -> Vec<Writer> {
+    ["digoal.items", "digoal.picked"]
+        .into_iter()
+        .map(|table| {
+            Writer::start_with(r.source_db.clone(), move |round| {
+                let id = 1000 + round;
+                format!(
+                    "insert into {table} (id, n) values ({id}, {round});
+                     update {table} set n = n + 1 where id = {id} - 3;
+                     delete from {table} where id = {id} - 40;
+                     select pg_sleep(0.002);"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Each (source query, target query) returns the same rows as text, and the
+/// queue is empty; panics with both sides and `status` after [`SYNC`].
+async fn wait_equal(r: &Replication, pairs: &[(&str, &str)]) {
+    let mut last = Vec::new();
+    let done = tokio::time::timeout(SYNC, async {
+        loop {
+            last.clear();
+            for (source, target) in pairs {
+                last.push((texts(&r.src, source).await, texts(&r.dst, target).await));
+            }
+            let drained: bool = r
+                .src
+                .query_one("select not exists (select from pgferry.queue)", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if drained && last.iter().all(|(s, t)| s == t) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if done.is_err() {
+        let status = r.status().await;
+        for (s, t) in &last {
+            if s != t {
+                let first = s.iter().zip(t).find(|(a, b)| a != b);
+                println!("source {} rows, target {}: first difference {first:?}", s.len(), t.len());
+            }
+        }
+        panic!("not equal after {SYNC:?}; status {status:#}");
+    }
+}
+
+/// The rows of both tables, compared whole (`t::text`) on each side.
+const ITEMS: (&str, &str) = (
+    "select t::text from digoal.items t order by id",
+    "select t::text from digoal.items t order by id",
+);
+
+/// `verify` of every table: exit 0, no differences.
+async fn verify_equal(r: &mut Replication) {
+    let out = run_command(
+        "source-agent",
+        &["verify", "--source-db", &r.source_db, "--source-share", "100", "--timeout", "60s"],
+    )
+    .await;
+    if out.status.code() != Some(0) {
+        panic!(
+            "verify: {}{}\nstatus {:#}\ntarget agent:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            r.status().await,
+            r.target_agent().log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_rename_retype_and_drop_columns_reach_the_target_at_their_place_under_writers() {
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    let writers = writers(&r);
+    let picked = |columns: &str| {
+        (
+            format!("select row({columns})::text from digoal.picked order by id"),
+            format!("select row({columns})::text from digoal.picked_t order by id"),
+        )
+    };
+    let steps: [(&str, &str); 4] = [
+        (
+            "alter table digoal.items add column flag text not null default 'on';
+             alter table digoal.picked add column flag text default 'on';
+             update digoal.items set flag = 'off' where id % 10 = 0;
+             update digoal.picked set flag = 'off' where id % 10 = 0;",
+            "id, n, note",
+        ),
+        (
+            "alter table digoal.items rename column note to remark;
+             alter table digoal.picked rename column note to remark;
+             update digoal.items set remark = 'renamed' where id % 7 = 0;
+             update digoal.picked set remark = 'renamed' where id % 7 = 0;",
+            "id, n, remark",
+        ),
+        (
+            "alter table digoal.items alter column n type bigint;
+             alter table digoal.picked alter column n type bigint;
+             update digoal.items set n = 3000000000 + id where id % 5 = 0;
+             update digoal.picked set n = 3000000000 + id where id % 5 = 0;",
+            "id, n, remark",
+        ),
+        (
+            "alter table digoal.items drop column extra;
+             alter table digoal.picked drop column remark;",
+            "id, n",
+        ),
+    ];
+    for (ddl, _) in &steps {
+        r.src.batch_execute(ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
+        // Exact under load: compared at a batch after the change.
+        verify_equal(&mut r).await;
+    }
+    for writer in writers {
+        assert!(writer.stop().await > 0, "the writers wrote throughout");
+    }
+    let (source, target) = picked(steps[3].1);
+    wait_equal(&r, &[ITEMS, (&source, &target)]).await;
+    // The target table of the column list took neither the new column nor
+    // the source's column it does not replicate; the dropped ones are gone.
+    let target_columns = texts(
+        &r.dst,
+        "select string_agg(attname, ',' order by attnum) from pg_attribute
+         where attrelid = 'digoal.picked_t'::regclass and attnum > 0 and not attisdropped",
+    )
+    .await;
+    assert_eq!(target_columns, ["id,n"]);
+    let items_columns = texts(
+        &r.dst,
+        "select string_agg(attname || ' ' || format_type(atttypid, atttypmod), ',' order by attnum)
+         from pg_attribute
+         where attrelid = 'digoal.items'::regclass and attnum > 0 and not attisdropped",
+    )
+    .await;
+    assert_eq!(items_columns, ["id integer,n bigint,remark text,flag text"]);
+    verify_equal(&mut r).await;
+    r.source_agent().assert_running();
+    r.target_agent().assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_the_old_and_the_new_shape_in_one_batch_arrive_each_in_its_own() {
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    // With the source agent stopped, the rows before the ALTER, the ALTER
+    // and the rows after it are cut into one batch.
+    r.source_agent().kill9().await;
+    r.src
+        .batch_execute(
+            "update digoal.items set note = 'old shape' where id <= 50;
+             alter table digoal.items rename column note to remark;
+             alter table digoal.items add column born timestamptz default '2026-01-02 03:04:05+00';
+             update digoal.items set remark = 'new shape', born = now() where id > 25 and id <= 75;
+             insert into digoal.items (id, n, remark) values (5000, 1, 'after');
+             alter table digoal.items alter column n type numeric(20,2);
+             update digoal.items set n = n + 0.25 where id <= 10;",
+        )
+        .await
+        .unwrap();
+    r.start_source_agent().await;
+    wait_equal(&r, &[ITEMS]).await;
+    verify_equal(&mut r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_either_agent_and_the_target_database_around_a_schema_change_loses_nothing() {
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    let writers = writers(&r);
+    r.src
+        .batch_execute(
+            "alter table digoal.items add column k1 int default 7;
+             update digoal.items set k1 = id where id % 3 = 0;",
+        )
+        .await
+        .unwrap();
+    r.kill9_and_restart_target_agent().await;
+    r.src
+        .batch_execute("alter table digoal.items rename column k1 to k2")
+        .await
+        .unwrap();
+    r.kill9_and_restart_source_agent().await;
+    r.src
+        .batch_execute(
+            "alter table digoal.items alter column k2 type bigint;
+             update digoal.items set k2 = 5000000000 where id = 2;",
+        )
+        .await
+        .unwrap();
+    // The target database itself, mid-stream.
+    r.target.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.src
+        .batch_execute("alter table digoal.items drop column note")
+        .await
+        .unwrap();
+    r.target.start_server();
+    r.reconnect_target().await;
+    for writer in writers {
+        writer.stop().await;
+    }
+    wait_equal(&r, &[ITEMS]).await;
+    verify_equal(&mut r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_the_target_cannot_make_waits_for_the_operator_then_applies_by_itself() {
+    let mut r = items_and_picked().await;
+    r.dst
+        .batch_execute("create view digoal.items_notes as select id, note from digoal.items")
+        .await
+        .unwrap();
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    r.src
+        .batch_execute(
+            "alter table digoal.items alter column note type varchar(100);
+             insert into digoal.items (id, n, note) values (9001, 1, 'after the alter');",
+        )
+        .await
+        .unwrap();
+    let id: i64 = r
+        .src
+        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let error = r.wait_for_error(&[&format!("schema change {id}"), "items_notes"]).await;
+    println!("status: {error:#}");
+    // Nothing after it applied: the row inserted after the ALTER waits.
+    let waiting = texts(&r.dst, "select count(*)::text from digoal.items where id = 9001").await;
+    assert_eq!(waiting, ["0"]);
+    // The operator drops the view: the change applies by itself.
+    r.dst.batch_execute("drop view digoal.items_notes").await.unwrap();
+    wait_equal(&r, &[ITEMS]).await;
+
+    // Again, but the operator makes the change by hand (keeping the view)
+    // and says so: made again, it would fail again.
+    r.dst
+        .batch_execute("create view digoal.items_notes as select id, note from digoal.items")
+        .await
+        .unwrap();
+    r.src
+        .batch_execute(
+            "alter table digoal.items alter column note type varchar(200);
+             update digoal.items set note = 'by hand' where id = 1;",
+        )
+        .await
+        .unwrap();
+    let id: i64 = r
+        .src
+        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    r.wait_for_error(&[&format!("schema change {id}")]).await;
+    r.dst
+        .batch_execute(
+            "begin;
+             drop view digoal.items_notes;
+             alter table digoal.items alter column note type varchar(200);
+             create view digoal.items_notes as select id, note from digoal.items;
+             commit;",
+        )
+        .await
+        .unwrap();
+    let out = run_command(
+        "source-agent",
+        &["ddl-done", "--source-db", &r.source_db, &id.to_string()],
+    )
+    .await;
+    expect_success("ddl-done", &out);
+    wait_equal(&r, &[ITEMS]).await;
+    verify_equal(&mut r).await;
+    let wrong = run_command(
+        "source-agent",
+        &["ddl-done", "--source-db", &r.source_db, "999999"],
+    )
+    .await;
+    assert!(!wrong.status.success(), "an unknown ID is refused");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no schema change 999999"));
+}
