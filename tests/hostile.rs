@@ -215,6 +215,7 @@ fn table(columns_right: bool) -> wire::TableSchema {
         name: name.into(),
         sql_type: sql_type.into(),
         not_null,
+        ..Default::default()
     };
     wire::TableSchema {
         table_id: 1,

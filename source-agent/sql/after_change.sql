@@ -4,21 +4,22 @@
 select pgferry.attach(capture_id)
 from (select distinct capture_id from pgferry.tables where not removed) c;
 
--- The DDL watch and the rewrite refusal (watch_ddl.sql,
--- refuse_rewrite.sql), enabled ALWAYS so that session_replication_role
--- cannot switch them off. Event triggers take a superuser: an install by
+-- The DDL watch and the rewrite note (watch_ddl.sql, note_rewrite.sql),
+-- enabled ALWAYS so that session_replication_role cannot switch them off. Event triggers take a superuser: an install by
 -- another role goes without them (status says so; docs/reference.md).
 do $$
 begin
     if (select rolsuper from pg_roles where rolname = current_user) then
         drop event trigger if exists pgferry_watch_ddl;
         drop event trigger if exists pgferry_refuse_rewrite;
+        drop function if exists pgferry.refuse_rewrite();
+        drop event trigger if exists pgferry_note_rewrite;
         create event trigger pgferry_watch_ddl on ddl_command_end
             when tag in ('ALTER TABLE') execute function pgferry.watch_ddl();
-        create event trigger pgferry_refuse_rewrite on table_rewrite
-            execute function pgferry.refuse_rewrite();
+        create event trigger pgferry_note_rewrite on table_rewrite
+            execute function pgferry.note_rewrite();
         alter event trigger pgferry_watch_ddl enable always;
-        alter event trigger pgferry_refuse_rewrite enable always;
+        alter event trigger pgferry_note_rewrite enable always;
     end if;
 end
 $$;

@@ -28,7 +28,7 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
         .query(
             "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
                     t.target_name, t.key_columns, t.create_target,
-                    c.names, c.types, c.not_null,
+                    c.names, c.types, c.not_null, c.attnums,
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
@@ -41,24 +41,12 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
         .map_err(Error::db("reading the table list"))?;
     let earlier = client
         .query(
-            "select table_id, target_schema, target_name, key_columns, names, types, not_null
+            "select table_id, target_schema, target_name, key_columns, names, types, not_null, attnums
              from pgferry.earlier_forms($1)",
             &[&target_id],
         )
         .await
         .map_err(Error::db("reading the tables' earlier forms"))?;
-    let columns = |names: Vec<String>, types: Vec<String>, not_null: Vec<bool>| {
-        names
-            .into_iter()
-            .zip(types)
-            .zip(not_null)
-            .map(|((name, sql_type), not_null)| wire::Column {
-                name,
-                sql_type,
-                not_null,
-            })
-            .collect()
-    };
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -72,8 +60,8 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                     target_schema: form.get(1),
                     target_table: form.get(2),
                     key_columns: form.get(3),
-                    generated_columns: row.get(9),
-                    columns: columns(form.get(4), form.get(5), form.get(6)),
+                    generated_columns: row.get(10),
+                    columns: columns(form, 4),
                     ..Default::default()
                 })
                 .collect();
@@ -85,11 +73,33 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                 target_table: row.get(3),
                 key_columns: row.get(4),
                 create_if_missing: row.get(5),
-                generated_columns: row.get(9),
-                columns: columns(row.get(6), row.get(7), row.get(8)),
+                generated_columns: row.get(10),
+                columns: columns(&row, 6),
             }
         })
         .collect())
+}
+
+/// The columns of a row holding, from column `at` on, the arrays of
+/// `pgferry.replicated_column_lists`: names, types, NOT NULL and column
+/// numbers.
+pub fn columns(row: &tokio_postgres::Row, at: usize) -> Vec<wire::Column> {
+    let names: Vec<String> = row.get(at);
+    let types: Vec<String> = row.get(at + 1);
+    let not_null: Vec<bool> = row.get(at + 2);
+    let attnums: Vec<i32> = row.get(at + 3);
+    names
+        .into_iter()
+        .zip(types)
+        .zip(not_null)
+        .zip(attnums)
+        .map(|(((name, sql_type), not_null), attnum)| wire::Column {
+            name,
+            sql_type,
+            not_null,
+            attnum,
+        })
+        .collect()
 }
 
 /// The sequences announced to target `target_id`.

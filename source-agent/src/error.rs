@@ -161,7 +161,9 @@ pub enum Error {
         reason: String,
     },
     /// `ddl-done` of an ID that is no queued schema change of the target.
-    #[error("no schema change {0} is queued for that target (status shows the ID of the one a target stopped at)")]
+    #[error(
+        "no schema change {0} is queued for that target (status shows the ID of the one a target stopped at)"
+    )]
     UnknownSchemaChange(i64),
     /// `add-target` of a name already recorded.
     #[error("target {0} is already recorded")]

@@ -148,7 +148,7 @@ pub async fn read(client: &Client) -> Result<Status> {
                     case when exists (select from pg_extension where extname = $1)
                          then 'compiled' else 'plpgsql' end,
                     (select count(*) = 2 from pg_event_trigger
-                     where evtname in ('pgferry_watch_ddl', 'pgferry_refuse_rewrite')
+                     where evtname in ('pgferry_watch_ddl', 'pgferry_note_rewrite')
                        and evtenabled = 'A')
              from pgferry.queue",
             &[&crate::capture::EXTENSION],

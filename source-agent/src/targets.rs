@@ -57,7 +57,15 @@ pub async fn add(client: &mut Client, name: &str, target: &Target, ddl: DdlMode)
                 set name = $1, address = $2, tls_ca = $3, tls_cert = $4, tls_key = $5,
                     auth_token_file = $6, ddl = $7
               where target_id = (select min(target_id) from pgferry.targets where address is null)",
-            &[&name, &target.address, &ca, &cert, &key, &token, &ddl.as_str()],
+            &[
+                &name,
+                &target.address,
+                &ca,
+                &cert,
+                &key,
+                &token,
+                &ddl.as_str(),
+            ],
         )
         .await
         .map_err(Error::db("recording the target"))?;

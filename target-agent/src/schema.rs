@@ -481,11 +481,13 @@ mod tests {
                     name: "id".into(),
                     sql_type: "integer".into(),
                     not_null: true,
+                    attnum: 1,
                 },
                 Column {
                     name: "info".into(),
                     sql_type: "text".into(),
                     not_null: false,
+                    attnum: 2,
                 },
             ],
             key_columns: vec!["id".into()],

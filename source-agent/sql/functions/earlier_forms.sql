@@ -7,7 +7,7 @@
 -- beside the current form.
 create or replace function pgferry.earlier_forms(p_target int)
 returns table (table_id int, target_schema text, target_name text, key_columns text[],
-               names text[], types text[], not_null boolean[])
+               names text[], types text[], not_null boolean[], attnums int[])
 language sql stable as $$
     select t.table_id,
            case when t.target_schema = t.source_schema and t.target_name = t.source_name
@@ -29,6 +29,10 @@ language sql stable as $$
                    and (t.columns is null or c ->> 'name' = any (t.columns))
                  order by (c ->> 'attnum')::int),
            array(select (c ->> 'not_null')::boolean from jsonb_array_elements(s.before -> 'columns') c
+                 where not (c ->> 'generated')::boolean
+                   and (t.columns is null or c ->> 'name' = any (t.columns))
+                 order by (c ->> 'attnum')::int),
+           array(select (c ->> 'attnum')::int from jsonb_array_elements(s.before -> 'columns') c
                  where not (c ->> 'generated')::boolean
                    and (t.columns is null or c ->> 'name' = any (t.columns))
                  order by (c ->> 'attnum')::int)

@@ -12,6 +12,10 @@
 -- - its registrations follow: its name, a target name that was the
 --   source's, a renamed column in a column list (the old name stays, for
 --   the rows queued before), a renamed key column;
+-- - when the ALTER rewrote the table (note_rewrite.sql) to give a new
+--   column a volatile default, or a column another type through USING,
+--   values no target would reproduce: the table is copied again to each
+--   target, in stream order after the change;
 -- - its capture triggers are made again for its new columns.
 -- attach's own ALTERs pass.
 create or replace function pgferry.watch_ddl() returns event_trigger
@@ -68,6 +72,28 @@ begin
                    key_columns = array(select coalesce(v_renamed ->> k, k)
                                        from unnest(t.key_columns) with ordinality u(k, n) order by n)
              where t.capture_id = v_table.capture_id and not t.removed;
+        end if;
+        if v_before is not null
+           and (',' || current_setting('pgferry.rewritten', true)) like ('%,' || v_table.relid || ',%')
+           and exists (select from jsonb_array_elements(v_after -> 'columns') a
+                       left join jsonb_array_elements(v_before -> 'columns') b
+                         on b ->> 'attnum' = a ->> 'attnum'
+                       where (b is null and a ->> 'default' is not null)
+                          -- A type change without USING casts each value as
+                          -- the target's own ALTER does; with one (the
+                          -- catalog does not keep it: its command's text
+                          -- says), the values may be anything.
+                          or (b ->> 'type' <> a ->> 'type' and current_query() ~* '\musing\M')) then
+            with again as (
+                update pgferry.tables
+                   set diverged_at = null, diverged_reason = null, set_aside_batch = null,
+                       state = 'copy_pending', copy_batch = null, copy_snapshot = null, copied_at = null
+                 where capture_id = v_table.capture_id and not removed
+                returning target_id)
+            update pgferry.targets set tables_version = tables_version + 1
+            where target_id in (select target_id from again);
+            raise notice 'pgferry: table % is copied again to its targets: the ALTER rewrote its rows with values a target would not compute the same',
+                v_table.relid::regclass;
         end if;
         perform pgferry.attach(v_table.capture_id);
     end loop;

@@ -17,5 +17,8 @@ create table pgferry.ddl_done (
     primary key (target_id, seq)
 );
 
+-- The column lists now carry each column's number.
+drop function if exists pgferry.replicated_column_lists(oid, text[]);
+
 -- A stream's hello looks up the schema changes still queued.
 create index queue_schema_changes on pgferry.queue (table_id, seq) where op = 'S';

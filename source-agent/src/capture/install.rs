@@ -75,7 +75,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/forget_removed.sql"),
         include_str!("../../sql/functions/acknowledge.sql"),
         include_str!("../../sql/functions/watch_ddl.sql"),
-        include_str!("../../sql/functions/refuse_rewrite.sql"),
+        include_str!("../../sql/functions/note_rewrite.sql"),
         include_str!("../../sql/functions/capture_on.sql"),
         include_str!("../../sql/functions/notice_capture_off.sql"),
     ],

@@ -70,7 +70,7 @@ impl Shipper {
         // sees is in the copy, not in the stream).
         let shape = tx
             .query_one(
-                "select c.names, c.types, c.not_null,
+                "select c.names, c.types, c.not_null, c.attnums,
                         format('copy (select %s from only %s where coalesce((%s), false)) to stdout',
                                (select string_agg(quote_ident(n), ', ' order by o)
                                 from unnest(c.names) with ordinality u(n, o)),
@@ -82,19 +82,8 @@ impl Shipper {
             )
             .await
             .map_err(Error::db("reading the copied columns"))?;
-        let (names, types, not_null): (Vec<String>, Vec<String>, Vec<bool>) =
-            (shape.get(0), shape.get(1), shape.get(2));
-        let statement: String = shape.get(3);
-        let columns = names
-            .into_iter()
-            .zip(types)
-            .zip(not_null)
-            .map(|((name, sql_type), not_null)| wire::Column {
-                name,
-                sql_type,
-                not_null,
-            })
-            .collect();
+        let statement: String = shape.get(4);
+        let columns = crate::catalog::columns(&shape, 0);
         tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
         let table_id = job.table_id.wire();
         if !send_copy(

@@ -99,10 +99,7 @@ fn statements(
         };
         let name = ident(&a.name);
         if b.name != a.name && current.contains_key(&b.name) && !current.contains_key(&a.name) {
-            out.push(alter(format!(
-                "rename column {} to {name}",
-                ident(&b.name)
-            )));
+            out.push(alter(format!("rename column {} to {name}", ident(&b.name))));
         }
         if b.sql_type != a.sql_type {
             out.push(alter(format!(
@@ -222,6 +219,7 @@ impl Applier {
                 name: a.name.clone(),
                 sql_type: a.sql_type.clone(),
                 not_null: a.not_null,
+                attnum: a.attnum,
             })
             .collect();
         self.plan_again(batch_id, table_id, table).await
@@ -230,8 +228,8 @@ impl Applier {
     /// Brings a table about to be copied to the copy's columns (`columns`,
     /// the table's shape in the copy's snapshot), when the stream announced
     /// others: the table is emptied and filled again, so a column the copy
-    /// lacks is dropped, one it adds is added, one of another type takes
-    /// the copy's.
+    /// lacks is dropped, one of another name under the same column number
+    /// renamed, one it adds added, one of another type takes the copy's.
     pub(super) async fn take_copy_shape(
         &mut self,
         batch_id: u64,
@@ -252,12 +250,33 @@ impl Applier {
         let (name, quoted) = (plan.name.clone(), plan.quoted.clone());
         let current = schema::column_types(&self.client, plan).await?;
         let mut sql = Vec::new();
-        for gone in announced
-            .columns
-            .iter()
-            .filter(|a| !columns.iter().any(|c| c.name == a.name) && current.contains_key(&a.name))
-        {
-            sql.push(format!("alter table {quoted} drop column {}", ident(&gone.name)));
+        let mut current = current;
+        let same_number =
+            |a: &wire::Column, c: &wire::Column| a.attnum != 0 && a.attnum == c.attnum;
+        for a in &announced.columns {
+            let renamed = columns
+                .iter()
+                .find(|c| same_number(a, c) && c.name != a.name && !current.contains_key(&c.name));
+            if let Some(c) = renamed.filter(|_| current.contains_key(&a.name)) {
+                sql.push(format!(
+                    "alter table {quoted} rename column {} to {}",
+                    ident(&a.name),
+                    ident(&c.name)
+                ));
+                let sql_type = current.remove(&a.name).unwrap_or_default();
+                current.insert(c.name.clone(), sql_type);
+            }
+        }
+        for gone in announced.columns.iter().filter(|a| {
+            !columns
+                .iter()
+                .any(|c| c.name == a.name || same_number(a, c))
+                && current.contains_key(&a.name)
+        }) {
+            sql.push(format!(
+                "alter table {quoted} drop column {}",
+                ident(&gone.name)
+            ));
         }
         for c in columns {
             let column = ident(&c.name);
@@ -356,7 +375,10 @@ async fn rename_table(
         .get::<_, String>(0);
     if old_schema != schema {
         client
-            .execute(&format!("alter table {at} set schema {}", ident(schema)), &[])
+            .execute(
+                &format!("alter table {at} set schema {}", ident(schema)),
+                &[],
+            )
             .await?;
         at = qualified(schema, &old_table);
     }
@@ -408,7 +430,12 @@ mod tests {
             },
         ];
         after[0].not_null = true;
-        let target = current(&[("id", "integer"), ("old name", "text"), ("n", "integer"), ("gone", "text")]);
+        let target = current(&[
+            ("id", "integer"),
+            ("old name", "text"),
+            ("n", "integer"),
+            ("gone", "text"),
+        ]);
         assert_eq!(
             statements("t", &before, &after, &target),
             vec![
@@ -425,7 +452,11 @@ mod tests {
     #[test]
     fn a_target_already_in_the_new_shape_runs_nothing_but_type_and_constraint_changes() {
         let before = vec![column(1, "id", "integer"), column(2, "a", "text")];
-        let after = vec![column(1, "id", "integer"), column(2, "b", "text"), column(3, "c", "text")];
+        let after = vec![
+            column(1, "id", "integer"),
+            column(2, "b", "text"),
+            column(3, "c", "text"),
+        ];
         let target = current(&[("id", "integer"), ("b", "text"), ("c", "text")]);
         assert!(statements("t", &before, &after, &target).is_empty());
         assert!(has_shape(&before, &after, &target));

@@ -77,7 +77,7 @@ impl Applier {
                     .unwrap_or_else(|| wire::Column {
                         name: name.clone(),
                         sql_type: target_types.get(name).cloned().unwrap_or_default(),
-                        not_null: false,
+                        ..Default::default()
                     })
             })
             .collect();

@@ -59,7 +59,8 @@ impl Pipeline {
     /// Forgets a table's prepared statements: its schema changed. Shape
     /// numbers are reused once [`super::Shapes::forget`] ran.
     pub(super) fn forget(&mut self, table_id: u32) {
-        self.statements.retain(|(table, _, _), _| *table != table_id);
+        self.statements
+            .retain(|(table, _, _), _| *table != table_id);
     }
 }
 
