@@ -81,7 +81,9 @@ async fn wait_equal(r: &Replication, pairs: &[(&str, &str)]) {
         loop {
             last.clear();
             for (source, target) in pairs {
-                last.push((texts(&r.src, source).await, texts(&r.dst, target).await));
+                // A table the target is yet to rename or alter answers
+                // with an error until then.
+                last.push((rows(&r.src, source).await, rows(&r.dst, target).await));
             }
             let drained: bool = r
                 .src
@@ -109,6 +111,14 @@ async fn wait_equal(r: &Replication, pairs: &[(&str, &str)]) {
             }
         }
         panic!("not equal after {SYNC:?}; status {status:#}");
+    }
+}
+
+/// The first column of `sql`'s rows as text; empty on an error.
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    match client.query(sql, &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -378,4 +388,126 @@ async fn a_schema_change_the_target_cannot_make_waits_for_the_operator_then_appl
     .await;
     assert!(!wrong.status.success(), "an unknown ID is refused");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("no schema change 999999"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_table_renames_its_target_unless_the_target_has_its_own_name() {
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    r.src
+        .batch_execute(
+            "alter table digoal.items rename to goods;
+             alter table digoal.picked rename to chosen;
+             insert into digoal.goods (id, n) values (8000, 1);
+             insert into digoal.chosen (id, n, note) values (8000, 1, 'renamed');",
+        )
+        .await
+        .unwrap();
+    let goods = (
+        "select t::text from digoal.goods t order by id",
+        "select t::text from digoal.goods t order by id",
+    );
+    let chosen = (
+        "select row(id, n, note)::text from digoal.chosen order by id",
+        "select row(id, n, note)::text from digoal.picked_t order by id",
+    );
+    wait_equal(&r, &[goods, chosen]).await;
+    // The registrations follow: status and the next stream name the tables
+    // as they are now.
+    r.kill9_and_restart_source_agent().await;
+    r.src
+        .batch_execute("update digoal.goods set n = 2 where id = 8000")
+        .await
+        .unwrap();
+    wait_equal(&r, &[goods, chosen]).await;
+    let status = r.status().await;
+    let names: Vec<&str> = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["source"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"digoal.goods") && names.contains(&"digoal.chosen"),
+        "{status:#}"
+    );
+    verify_equal(&mut r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ddl_pause_a_target_stops_at_each_schema_change_until_the_operator_has_made_it() {
+    let mut r = items_and_picked().await;
+    source_agent(&[
+        "add-target",
+        "--source-db",
+        &r.source_db,
+        "dc2",
+        "--address",
+        &r.target_url,
+        "--ddl",
+        "pause",
+    ])
+    .await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    r.src
+        .batch_execute(
+            "alter table digoal.items add column size int;
+             insert into digoal.items (id, n, size) values (7000, 1, 42);",
+        )
+        .await
+        .unwrap();
+    let id: i64 = r
+        .src
+        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    r.wait_for_error(&[&format!("schema change {id}"), "--ddl pause"])
+        .await;
+    let waiting = texts(
+        &r.dst,
+        "select count(*)::text from digoal.items where id = 7000",
+    )
+    .await;
+    assert_eq!(waiting, ["0"], "nothing after the change applied");
+    // The operator makes it (here as the source did): the target, now in
+    // the new shape, goes on.
+    r.dst
+        .batch_execute("alter table digoal.items add column size int")
+        .await
+        .unwrap();
+    wait_equal(&r, &[ITEMS]).await;
+    // A change the operator makes otherwise (another default): ddl-done.
+    r.src
+        .batch_execute("alter table digoal.items alter column size set default 1")
+        .await
+        .unwrap();
+    let id: i64 = r
+        .src
+        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    r.wait_for_error(&[&format!("schema change {id}")]).await;
+    r.dst
+        .batch_execute("alter table digoal.items alter column size set default 2")
+        .await
+        .unwrap();
+    source_agent(&[
+        "ddl-done",
+        "--source-db",
+        &r.source_db,
+        "--target",
+        "dc2",
+        &id.to_string(),
+    ])
+    .await;
+    r.src
+        .batch_execute("insert into digoal.items (id, n) values (7001, 1)")
+        .await
+        .unwrap();
+    wait_equal(&r, &[ITEMS]).await;
+    verify_equal(&mut r).await;
 }
