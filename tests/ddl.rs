@@ -511,3 +511,98 @@ async fn with_ddl_pause_a_target_stops_at_each_schema_change_until_the_operator_
     wait_equal(&r, &[ITEMS]).await;
     verify_equal(&mut r).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_ddl_watch_source_agent_ddl_records_changes_and_an_alter_made_otherwise_sets_the_table_aside()
+ {
+    let mut r = items_and_picked().await;
+    // As on an install without a superuser: no event triggers.
+    r.src
+        .batch_execute(
+            "alter event trigger pgferry_watch_ddl disable;
+             alter event trigger pgferry_note_rewrite disable;",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    let db = r.source_db.clone();
+    let out = source_agent(&[
+        "ddl",
+        "--source-db",
+        &db,
+        "alter table digoal.items add column c text default 'x';
+         alter table digoal.items rename column note to remark;",
+    ])
+    .await;
+    assert!(
+        out.contains("recorded a schema change of digoal.items"),
+        "{out}"
+    );
+    r.src
+        .batch_execute("insert into digoal.items (id, n, remark, c) values (6000, 1, 'r', 'y')")
+        .await
+        .unwrap();
+    wait_equal(&r, &[ITEMS]).await;
+    // From a file, a type change through USING: the table is copied again.
+    let file = std::env::temp_dir().join(format!("pgferry-ddl-{}.sql", std::process::id()));
+    std::fs::write(
+        &file,
+        "alter table digoal.items alter column n type text using 'n=' || n;",
+    )
+    .unwrap();
+    source_agent(&["ddl", "--source-db", &db, "-f", file.to_str().unwrap()]).await;
+    wait_equal(&r, &[ITEMS]).await;
+    // An ALTER made otherwise: the table is set aside, shown diverged, and
+    // the other tables go on.
+    r.src
+        .batch_execute(
+            "alter table digoal.items add column d int default 4;
+             insert into digoal.items (id, n) values (6001, 'after');
+             insert into digoal.picked (id, n, note) values (6001, 1, 'goes on');",
+        )
+        .await
+        .unwrap();
+    let table = support::wait_until("the table shows diverged", SYNC, || async {
+        let status = r.status().await;
+        status["tables"]
+            .as_array()?
+            .iter()
+            .find(|t| t["source"] == "digoal.items" && t["state"] == "diverged")
+            .cloned()
+    })
+    .await;
+    assert!(
+        table["diverged"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed outside pgferry"),
+        "{table}"
+    );
+    let picked = (
+        "select row(id, n, note)::text from digoal.picked order by id",
+        "select row(id, n, note)::text from digoal.picked_t order by id",
+    );
+    support::wait_until("the other tables go on", SYNC, || async {
+        rows(
+            &r.dst,
+            "select id::text from digoal.picked_t where id = 6001",
+        )
+        .await
+        .pop()
+    })
+    .await;
+    // repair copies it again, in its new shape.
+    let out = run_command(
+        "source-agent",
+        &["repair", "--source-db", &db, "--source-share", "100"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_equal(&r, &[ITEMS, picked]).await;
+    verify_equal(&mut r).await;
+}

@@ -27,13 +27,21 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
     let rows = client
         .query(
             "select t.table_id, t.source_schema || '.' || t.source_name, t.target_schema,
-                    t.target_name, t.key_columns, t.create_target,
+                    t.target_name, t.key_columns, t.create_target, t.state <> 'replicating',
                     c.names, c.types, c.not_null, c.attnums,
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
              from pgferry.tables t
-             cross join lateral pgferry.replicated_column_lists(t.relid, t.columns) c
+             -- A table set aside is announced as recorded: one altered
+             -- without the DDL watch would otherwise not match its target.
+             cross join lateral (
+                 select names, types, not_null, attnums
+                 from pgferry.replicated_column_lists(t.relid, t.columns)
+                 where t.set_aside_batch is null or t.shape is null
+                 union all
+                 select * from pgferry.shape_columns(t.shape, t.columns)
+                 where t.set_aside_batch is not null and t.shape is not null) c
              where t.target_id = $1 order by t.table_id",
             &[&target_id],
         )
@@ -60,7 +68,7 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                     target_schema: form.get(1),
                     target_table: form.get(2),
                     key_columns: form.get(3),
-                    generated_columns: row.get(10),
+                    generated_columns: row.get(11),
                     columns: columns(form, 4),
                     ..Default::default()
                 })
@@ -73,8 +81,9 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                 target_table: row.get(3),
                 key_columns: row.get(4),
                 create_if_missing: row.get(5),
-                generated_columns: row.get(10),
-                columns: columns(&row, 6),
+                generated_columns: row.get(11),
+                copy_pending: row.get(6),
+                columns: columns(&row, 7),
             }
         })
         .collect())

@@ -185,6 +185,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DdlMode::Apply)]
         ddl: DdlMode,
     },
+    /// Run DDL on the source (ALTER TABLE ... of replicated tables) and
+    /// record in the same transaction the schema changes it makes, for
+    /// their targets to make at their place. For an install without a
+    /// superuser, which has no DDL watch: a replicated table altered
+    /// otherwise is set aside until `repair` copies it again.
+    Ddl {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The SQL to run.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<String>,
+        /// A file of SQL to run.
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+    },
     /// Tell pgferry that a schema change a target stopped at (`status`
     /// names it and its ID) was made on the target by hand: the target
     /// takes the table's new shape without making the change.

@@ -108,6 +108,17 @@ async fn read(client: &Client) -> Result<Vec<(String, f64, i64, i64)>> {
         let (table, target): (String, String) = (off.get(0), off.get(1));
         tracing::error!(table = %table, target = %target, "capture triggers found disabled or dropped: the table diverged on the target until add-table copies it again");
     }
+    for changed in client
+        .query(
+            "select source, target from pgferry.notice_shape_changed()",
+            &[],
+        )
+        .await
+        .map_err(Error::db("checking the tables' shapes"))?
+    {
+        let (table, target): (String, String) = (changed.get(0), changed.get(1));
+        tracing::error!(table = %table, target = %target, "columns changed outside pgferry with no DDL watch: the table is set aside on the target until repair copies it again");
+    }
     let rows = client
         .query(
             "select t.name, coalesce(extract(epoch from now() - b.cut_at)::float8, 0),

@@ -60,6 +60,15 @@ pub async fn execute(command: Command) -> Result<i32> {
                     "PL/pgSQL"
                 }
             );
+            let watch = status::read(&client).await?.ddl_watch;
+            println!(
+                "schema changes: {}",
+                if watch {
+                    "recorded by the DDL watch (event triggers): an ordinary ALTER TABLE replicates"
+                } else {
+                    "no DDL watch (event triggers need a superuser): run them through `source-agent ddl`; a table altered otherwise is set aside"
+                }
+            );
         }
         Command::AddTable {
             common,
@@ -169,6 +178,27 @@ pub async fn execute(command: Command) -> Result<i32> {
             };
             targets::add(&mut client, &name, &target, ddl).await?;
             println!("added target {name} ({})", target.address);
+        }
+        Command::Ddl { common, sql, file } => {
+            let sql = match (sql, file) {
+                (Some(sql), _) => sql,
+                (None, Some(file)) => {
+                    std::fs::read_to_string(&file).map_err(|source| Error::Io {
+                        context: "reading the DDL file",
+                        source,
+                    })?
+                }
+                (None, None) => unreachable!("clap requires SQL or a file"),
+            };
+            let mut client = connect(&common).await?;
+            capture::ensure_installed(&client).await?;
+            let tables = schema_changes::run(&mut client, &sql).await?;
+            if tables.is_empty() {
+                println!("ran; no replicated table changed its columns or name");
+            }
+            for table in tables {
+                println!("recorded a schema change of {table}: its targets make it at its place");
+            }
         }
         Command::DdlDone { common, target, id } => {
             let client = connect(&common).await?;

@@ -1,8 +1,45 @@
-//! The operator's side of schema changes: `ddl-done`, which tells pgferry
-//! that a target stopped at a schema change (`--ddl pause`, or a change that
-//! failed there) has had it made by hand.
+//! The operator's side of schema changes: `ddl`, which runs DDL and records
+//! the schema changes it makes where no DDL watch does, and `ddl-done`,
+//! which tells pgferry that a target stopped at a schema change (`--ddl
+//! pause`, or a change that failed there) has had it made by hand.
 
 use tokio_postgres::Client;
+
+/// Runs `sql` on the source and records, in the same transaction, the
+/// schema change of each replicated table whose columns or name it changed
+/// (`pgferry.record_schema_changes`); returns those tables. Nothing is
+/// recorded, or run, if the SQL fails.
+pub async fn run(client: &mut Client, sql: &str) -> Result<Vec<String>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::db("starting the DDL's transaction"))?;
+    // Which files the tables have now: one the DDL replaces was rewritten.
+    let filenodes: String = tx
+        .query_one(
+            "select coalesce(string_agg(relid || ':' || pg_relation_filenode(relid), ','), '') || ','
+             from (select distinct relid from pgferry.tables where not removed) t",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the replicated tables' files"))?
+        .get(0);
+    tx.batch_execute(sql)
+        .await
+        .map_err(Error::db("running the DDL"))?;
+    let tables = tx
+        .query(
+            "select pgferry.record_schema_changes($1, $2)",
+            &[&filenodes, &sql],
+        )
+        .await
+        .map_err(Error::db("recording the schema changes"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.commit().await.map_err(Error::db("committing the DDL"))?;
+    Ok(tables)
+}
 
 use crate::error::{Error, Result};
 

@@ -61,13 +61,14 @@ impl TablePlan {
     }
 }
 
-/// The target table's columns and their types (format_type).
-pub async fn column_types(client: &Client, plan: &TablePlan) -> Result<HashMap<String, String>> {
+/// The columns of target table `quoted` (quoted, qualified) and their
+/// types (format_type).
+pub async fn column_types(client: &Client, quoted: &str) -> Result<HashMap<String, String>> {
     let rows = client
         .query(
             "select attname::text, format_type(atttypid, atttypmod) from pg_attribute
              where attrelid = $1::text::regclass and attnum > 0 and not attisdropped",
-            &[&plan.quoted],
+            &[&quoted],
         )
         .await
         .map_err(Error::db("reading target columns"))?;
@@ -494,6 +495,7 @@ mod tests {
             create_if_missing: false,
             generated_columns: Vec::new(),
             earlier_forms: Vec::new(),
+            copy_pending: false,
         }
     }
 

@@ -20,22 +20,7 @@ language sql stable as $$
                                     on b ->> 'attnum' = a ->> 'attnum'
                                   where a ->> 'name' = k), k)
                  from unnest(t.key_columns) with ordinality u(k, n) order by n),
-           array(select c ->> 'name' from jsonb_array_elements(s.before -> 'columns') c
-                 where not (c ->> 'generated')::boolean
-                   and (t.columns is null or c ->> 'name' = any (t.columns))
-                 order by (c ->> 'attnum')::int),
-           array(select c ->> 'type' from jsonb_array_elements(s.before -> 'columns') c
-                 where not (c ->> 'generated')::boolean
-                   and (t.columns is null or c ->> 'name' = any (t.columns))
-                 order by (c ->> 'attnum')::int),
-           array(select (c ->> 'not_null')::boolean from jsonb_array_elements(s.before -> 'columns') c
-                 where not (c ->> 'generated')::boolean
-                   and (t.columns is null or c ->> 'name' = any (t.columns))
-                 order by (c ->> 'attnum')::int),
-           array(select (c ->> 'attnum')::int from jsonb_array_elements(s.before -> 'columns') c
-                 where not (c ->> 'generated')::boolean
-                   and (t.columns is null or c ->> 'name' = any (t.columns))
-                 order by (c ->> 'attnum')::int)
+           f.names, f.types, f.not_null, f.attnums
     from pgferry.tables t
     join pgferry.targets g on g.target_id = t.target_id
     join pgferry.batch b on b.target_id = g.target_id and b.batch_id = g.acked_batch
@@ -43,6 +28,7 @@ language sql stable as $$
                         from pgferry.queue q
                         where q.table_id = t.capture_id and q.op = 'S'
                           and not pg_visible_in_snapshot(q.txid, b.snapshot)) s
+    cross join lateral pgferry.shape_columns(s.before, t.columns) f
     where t.target_id = p_target and t.shape is not null
     order by t.table_id, s.seq
 $$;

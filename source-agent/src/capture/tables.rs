@@ -301,7 +301,8 @@ async fn check_columns(
 
 /// Copies registration `table_id` again with its target's next batch, as
 /// `add-table` does a diverged one: `repair` of a table set aside, whose
-/// target missed changes that no longer wait in the queue.
+/// target missed changes that no longer wait in the queue (or could not
+/// apply them: the table was altered without the DDL watch).
 pub async fn copy_again(client: &mut Client, table_id: i32) -> Result<()> {
     let tx = client
         .transaction()
@@ -313,9 +314,14 @@ pub async fn copy_again(client: &mut Client, table_id: i32) -> Result<()> {
                 set diverged_at = null, diverged_reason = null, set_aside_batch = null,
                     state = 'copy_pending', copy_batch = null, copy_snapshot = null, copied_at = null
               where table_id = $1
-             returning target_id",
+             returning target_id, capture_id",
             &[&table_id],
         )
+        .await
+        .map_err(Error::db("copying a table again"))?;
+    // Its capture made again for the table as it is now, whose shape it
+    // records: one altered without the DDL watch is copied in its new one.
+    tx.execute("select pgferry.attach($1)", &[&row.get::<_, i32>(1)])
         .await
         .map_err(Error::db("copying a table again"))?;
     bump_version(&tx, row.get(0)).await?;

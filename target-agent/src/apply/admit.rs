@@ -134,7 +134,7 @@ async fn matching_form(
     let error = match schema::check(client, table, merge).await {
         Ok(plan) => return Ok((table.clone(), plan)),
         Err(error @ (Error::ColumnMismatch { .. } | Error::UnknownTable { .. }))
-            if !table.earlier_forms.is_empty() =>
+            if !table.earlier_forms.is_empty() || table.copy_pending =>
         {
             error
         }
@@ -148,6 +148,22 @@ async fn matching_form(
             );
             return Ok((form.clone(), plan));
         }
+    }
+    if table.copy_pending
+        && let Error::ColumnMismatch { .. } = error
+    {
+        // The copy to come brings the table to its columns: until then it
+        // is planned as it is, with the announced columns it has.
+        let mut form = table.clone();
+        let quoted = pgferry_runtime::sql::qualified(&table.target_schema, &table.target_table);
+        let present = schema::column_types(client, &quoted).await?;
+        form.columns.retain(|c| present.contains_key(&c.name));
+        for column in &mut form.columns {
+            column.sql_type.clone_from(&present[&column.name]);
+        }
+        let plan = schema::check(client, &form, merge).await?;
+        tracing::info!(table = %plan.name, "the target table differs from the source's; its copy to come brings it to the source's columns");
+        return Ok((form, plan));
     }
     Err(error)
 }

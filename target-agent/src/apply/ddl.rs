@@ -295,7 +295,7 @@ impl Applier {
         }
         let plan = &self.plans[&table_id];
         let (name, quoted) = (plan.name.clone(), plan.quoted.clone());
-        let current = schema::column_types(&self.client, plan).await?;
+        let current = schema::column_types(&self.client, &quoted).await?;
         let mut sql = Vec::new();
         let mut current = current;
         let same_number =
@@ -367,8 +367,7 @@ impl Applier {
     ) -> Result<()> {
         table.create_if_missing = false;
         table.earlier_forms.clear();
-        let mut at = self.plans[&table_id].clone();
-        at.quoted = qualified(&table.target_schema, &table.target_table);
+        let at = qualified(&table.target_schema, &table.target_table);
         let types = schema::column_types(&self.client, &at).await?;
         for column in &mut table.columns {
             if let Some(sql_type) = types.get(&column.name) {

@@ -64,7 +64,7 @@ impl Applier {
         // the target's is taken (the source's is not known here), so the
         // check finds only what the target lacks.
         let target_types =
-            schema::column_types(&self.client, &self.plans[&change.table_id]).await?;
+            schema::column_types(&self.client, &self.plans[&change.table_id].quoted).await?;
         shaped.columns = key
             .1
             .iter()
