@@ -606,3 +606,55 @@ async fn without_the_ddl_watch_source_agent_ddl_records_changes_and_an_alter_mad
     wait_equal(&r, &[ITEMS, picked]).await;
     verify_equal(&mut r).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_ships_its_last_changes_then_its_registration_ends_and_the_target_keeps_it()
+{
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    // The source agent is stopped: the drop and the changes before it wait
+    // in the queue, then ship in order.
+    r.source_agent().kill9().await;
+    r.src
+        .batch_execute(
+            "insert into digoal.picked (id, n, note) values (9100, 1, 'last');
+             begin;
+             update digoal.picked set note = 'in the drop''s transaction' where id = 1;
+             drop table digoal.picked;
+             commit;
+             insert into digoal.items (id, n) values (9100, 1);",
+        )
+        .await
+        .unwrap();
+    r.start_source_agent().await;
+    wait_equal(&r, &[ITEMS]).await;
+    let kept = texts(
+        &r.dst,
+        "select row(id, n, note)::text from digoal.picked_t where id in (1, 9100) order by id",
+    )
+    .await;
+    assert_eq!(
+        kept,
+        ["(1,1,\"in the drop's transaction\")", "(9100,1,last)"]
+    );
+    // The registration ends and the target agent lifts its guard.
+    support::setup::wait_for_sql(
+        &r.src,
+        "select not exists (select from pgferry.tables where source_name = 'picked')",
+        SYNC,
+    )
+    .await;
+    support::setup::wait_for_sql(
+        &r.dst,
+        "select not exists (select from pg_trigger
+                            where tgrelid = 'digoal.picked_t'::regclass and tgname = 'pgferry_guard')",
+        SYNC,
+    )
+    .await;
+    r.src
+        .batch_execute("update digoal.items set n = 5 where id = 9100")
+        .await
+        .unwrap();
+    wait_equal(&r, &[ITEMS]).await;
+}

@@ -302,7 +302,7 @@ fn statements_shown() -> bool {
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, single, catch_up, lag, lag_far, bulk, backlog,
-/// distance, recovery, fan_out, verify). The
+/// distance, recovery, fan_out, verify, ddl). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
     std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
@@ -438,6 +438,21 @@ async fn main() {
                 })).collect::<Vec<_>>(),
                 "repair_s": v.repair.0, "repair_rows": v.repair.1,
                 "equal_after_repair": v.equal_after,
+            }),
+        );
+    }
+    if selected("ddl") {
+        eprintln!(
+            "pgferry: the DDL watch's cost to writers, and ALTERs of a 1M-row table under load..."
+        );
+        let d = bench.schema_changes().await;
+        results.insert(
+            "pgferry_ddl".into(),
+            json!({
+                "tps_with_event_triggers": d.tps.0, "tps_without_event_triggers": d.tps.1,
+                "alters": d.alters.iter().map(|(name, replicated, alone)| json!({
+                    "alter": name, "source_commit_to_target_s": replicated, "target_alone_s": alone,
+                })).collect::<Vec<_>>(),
             }),
         );
     }

@@ -149,6 +149,28 @@ pub(crate) fn print_table(r: &Value) {
             v["equal_after_repair"]
         );
     }
+    let d = &r["pgferry_ddl"];
+    if d.is_object() {
+        let (with, without) = (
+            f(&d["tps_with_event_triggers"]),
+            f(&d["tps_without_event_triggers"]),
+        );
+        println!();
+        println!("| schema changes (pgferry, sides on a CPU each) | |");
+        println!("|---|---|");
+        println!(
+            "| pgbench TPS with the DDL watch / without | {with:.0} / {without:.0} ({:.1} %) |",
+            with / without * 100.0
+        );
+        for alter in d["alters"].as_array().into_iter().flatten() {
+            println!(
+                "| 1M-row table, {}: source commit to target, s (under load); the same ALTER on the target alone, s | {:.2}; {:.2} |",
+                alter["alter"].as_str().unwrap_or_default(),
+                f(&alter["source_commit_to_target_s"]),
+                f(&alter["target_alone_s"])
+            );
+        }
+    }
     let fan = &r["pgferry_fan_out"];
     if fan.is_object() {
         let (one, three) = (f(&fan["one_target_tps"]), f(&fan["three_targets_tps"]));

@@ -14,12 +14,16 @@ begin
         drop event trigger if exists pgferry_refuse_rewrite;
         drop function if exists pgferry.refuse_rewrite();
         drop event trigger if exists pgferry_note_rewrite;
+        drop event trigger if exists pgferry_watch_drop;
         create event trigger pgferry_watch_ddl on ddl_command_end
             when tag in ('ALTER TABLE') execute function pgferry.watch_ddl();
         create event trigger pgferry_note_rewrite on table_rewrite
             execute function pgferry.note_rewrite();
+        create event trigger pgferry_watch_drop on sql_drop
+            when tag in ('DROP TABLE') execute function pgferry.watch_drop();
         alter event trigger pgferry_watch_ddl enable always;
         alter event trigger pgferry_note_rewrite enable always;
+        alter event trigger pgferry_watch_drop enable always;
     end if;
 end
 $$;

@@ -33,15 +33,20 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
                             and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
              from pgferry.tables t
-             -- A table set aside is announced as recorded: one altered
-             -- without the DDL watch would otherwise not match its target.
+             -- A table set aside, or dropped with changes still to ship, is
+             -- announced as recorded: one altered without the DDL watch
+             -- would otherwise not match its target.
+             cross join lateral (select t.shape is not null
+                                        and (t.set_aside_batch is not null
+                                             or not exists (select from pg_class r where r.oid = t.relid))
+                                 as recorded) k
              cross join lateral (
                  select names, types, not_null, attnums
                  from pgferry.replicated_column_lists(t.relid, t.columns)
-                 where t.set_aside_batch is null or t.shape is null
+                 where not k.recorded
                  union all
                  select * from pgferry.shape_columns(t.shape, t.columns)
-                 where t.set_aside_batch is not null and t.shape is not null) c
+                 where k.recorded) c
              where t.target_id = $1 order by t.table_id",
             &[&target_id],
         )

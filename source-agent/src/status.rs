@@ -147,8 +147,8 @@ pub async fn read(client: &Client) -> Result<Status> {
                     coalesce(extract(epoch from now() - min(captured_at))::float8, 0),
                     case when exists (select from pg_extension where extname = $1)
                          then 'compiled' else 'plpgsql' end,
-                    (select count(*) = 2 from pg_event_trigger
-                     where evtname in ('pgferry_watch_ddl', 'pgferry_note_rewrite')
+                    (select count(*) = 3 from pg_event_trigger
+                     where evtname in ('pgferry_watch_ddl', 'pgferry_note_rewrite', 'pgferry_watch_drop')
                        and evtenabled = 'A')
              from pgferry.queue",
             &[&crate::capture::EXTENSION],

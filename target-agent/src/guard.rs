@@ -94,6 +94,25 @@ async fn revoke_other_writers(client: &Client, table: Guarded<'_>, applier: &str
     Ok(())
 }
 
+/// Whether `source_id` replicates target table `schema`.`table` already
+/// (its stream guarded it before).
+pub async fn replicates(
+    client: &Client,
+    source_id: &str,
+    schema: &str,
+    table: &str,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "select exists (select from pgferry.guarded
+                            where source_id = $1 and table_schema = $2 and table_name = $3)",
+            &[&source_id, &schema, &table],
+        )
+        .await
+        .map_err(Error::db("reading the guarded tables"))?
+        .get(0))
+}
+
 /// Records which tables `source_id` now replicates (`tables`) and lifts the
 /// guard from the ones it no longer does, unless another source still
 /// replicates them. Privileges revoked earlier are not granted back.

@@ -3,6 +3,7 @@
 mod backlog;
 mod bulk;
 mod catch_up;
+mod ddl;
 mod distance;
 mod fan_out;
 mod lag;

@@ -78,6 +78,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/record_schema_change.sql"),
         include_str!("../../sql/functions/record_schema_changes.sql"),
         include_str!("../../sql/functions/watch_ddl.sql"),
+        include_str!("../../sql/functions/watch_drop.sql"),
         include_str!("../../sql/functions/note_rewrite.sql"),
         include_str!("../../sql/functions/capture_on.sql"),
         include_str!("../../sql/functions/notice_capture_off.sql"),

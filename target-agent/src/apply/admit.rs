@@ -60,7 +60,7 @@ impl Applier {
         let mut plans = HashMap::new();
         let mut forms = Vec::with_capacity(hello.tables.len());
         for table in &hello.tables {
-            let (form, plan) = matching_form(&client, table, merge).await?;
+            let (form, plan) = matching_form(&client, &hello.source_id, table, merge).await?;
             guard::ensure(&client, plan.guarded(), &applier).await?;
             plans.insert(table.table_id, plan);
             forms.push(form);
@@ -124,10 +124,13 @@ impl Applier {
 
 /// The form of `table` its target table has, and its plan: the announced
 /// one, else the newest earlier form it matches (the target has not yet
-/// applied the schema changes since, which come in the stream). When none
+/// applied the schema changes since, which come in the stream), else, for
+/// a table `source_id` already replicates that is being copied again, the
+/// table as it is (the copy brings it to the copy's columns). When none
 /// matches, the announced form's error.
 async fn matching_form(
     client: &Client,
+    source_id: &str,
     table: &wire::TableSchema,
     merge: bool,
 ) -> Result<(wire::TableSchema, TablePlan)> {
@@ -151,9 +154,8 @@ async fn matching_form(
     }
     if table.copy_pending
         && let Error::ColumnMismatch { .. } = error
+        && guard::replicates(client, source_id, &table.target_schema, &table.target_table).await?
     {
-        // The copy to come brings the table to its columns: until then it
-        // is planned as it is, with the announced columns it has.
         let mut form = table.clone();
         let quoted = pgferry_runtime::sql::qualified(&table.target_schema, &table.target_table);
         let present = schema::column_types(client, &quoted).await?;
@@ -162,7 +164,7 @@ async fn matching_form(
             column.sql_type.clone_from(&present[&column.name]);
         }
         let plan = schema::check(client, &form, merge).await?;
-        tracing::info!(table = %plan.name, "the target table differs from the source's; its copy to come brings it to the source's columns");
+        tracing::info!(table = %plan.name, "the target table differs from the source's: the copy under way brings it to the source's columns");
         return Ok((form, plan));
     }
     Err(error)
