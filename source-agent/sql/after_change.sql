@@ -16,7 +16,8 @@ begin
         drop event trigger if exists pgferry_note_rewrite;
         drop event trigger if exists pgferry_watch_drop;
         create event trigger pgferry_watch_ddl on ddl_command_end
-            when tag in ('ALTER TABLE') execute function pgferry.watch_ddl();
+            when tag in ('ALTER TABLE', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+            execute function pgferry.watch_ddl();
         create event trigger pgferry_note_rewrite on table_rewrite
             execute function pgferry.note_rewrite();
         create event trigger pgferry_watch_drop on sql_drop

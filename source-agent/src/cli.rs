@@ -89,6 +89,11 @@ pub enum Command {
         /// SQL LIKE pattern (repeatable).
         #[arg(long, requires = "schema")]
         exclude: Vec<String>,
+        /// With --schema: also add each table created in the schema later,
+        /// in the CREATE's own transaction, copied in stream order (needs
+        /// the DDL watch: an install by a superuser).
+        #[arg(long, requires = "schema")]
+        follow: bool,
         /// Show the initial copy's progress and return once the table
         /// replicates (exit 1 if the copy fails in a way that needs an
         /// operator); `source-agent run` must be running to copy it.

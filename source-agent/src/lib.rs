@@ -80,6 +80,7 @@ pub async fn execute(command: Command) -> Result<i32> {
             create_target,
             schema,
             exclude,
+            follow,
             wait,
         } => {
             let mut client = connect(&common).await?;
@@ -98,6 +99,19 @@ pub async fn execute(command: Command) -> Result<i32> {
                     }
                     for (name, why) in &report.skipped {
                         println!("skipped {name}: {why}");
+                    }
+                    if follow {
+                        capture::follow_schema(
+                            &client,
+                            &schema,
+                            &exclude,
+                            target.as_deref(),
+                            create_target,
+                        )
+                        .await?;
+                        println!(
+                            "following {schema}: tables created there are added as they are created"
+                        );
                     }
                     report.table_ids
                 }

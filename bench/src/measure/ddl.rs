@@ -70,20 +70,28 @@ impl Bench {
 
         let definition = "(id int primary key, a int, b text)";
         let fill = format!("select g, g % 1000, md5(g::text) from generate_series(1, {ROWS}) g");
-        self.ferry_src
-            .batch_execute(&format!(
-                "create table wide {definition}; insert into wide {fill}; vacuum analyze wide"
-            ))
-            .await
-            .expect("wide table");
-        self.ferry_dst
-            .batch_execute(&format!(
+        // VACUUM runs alone: not inside a multi-statement string.
+        for sql in [
+            format!("create table wide {definition}; insert into wide {fill}"),
+            "vacuum analyze wide".into(),
+        ] {
+            self.ferry_src
+                .batch_execute(&sql)
+                .await
+                .expect("wide table");
+        }
+        for sql in [
+            format!(
                 "create table wide {definition}; alter table wide owner to applier;
-                 create table wide_alone {definition}; insert into wide_alone {fill};
-                 vacuum analyze wide_alone"
-            ))
-            .await
-            .expect("wide target tables");
+                 create table wide_alone {definition}; insert into wide_alone {fill}"
+            ),
+            "vacuum analyze wide_alone".into(),
+        ] {
+            self.ferry_dst
+                .batch_execute(&sql)
+                .await
+                .expect("wide target tables");
+        }
         let out = run_command(
             "source-agent",
             &[

@@ -117,6 +117,7 @@ begin
         for v_filter in
             select table_id, row_filter from pgferry.tables
             where capture_id = p_capture_id and not removed and row_filter is not null
+              and set_aside_batch is null
         loop
             execute format('create function pgferry.row_filter_%s(r %s) returns boolean language sql stable as %L',
                            v_filter.table_id, v_rel,
@@ -124,12 +125,15 @@ begin
                                   v_filter.row_filter));
         end loop;
         -- The ids of the registrations whose filter row %1$s matches (none
-        -- recorded when no registration filters).
+        -- recorded when no registration filters). A registration set aside
+        -- ships nothing until it is copied again (which attaches anew), and
+        -- its filter may name a column a schema change took away.
         v_hits := format('array_remove(array[%s]::int[], null)',
                          (select string_agg(format('case when pgferry.row_filter_%s(%%1$s) then %s end',
                                                    table_id, table_id), ', ' order by table_id)
                           from pgferry.tables
-                          where capture_id = p_capture_id and not removed and row_filter is not null));
+                          where capture_id = p_capture_id and not removed and row_filter is not null
+                            and set_aside_batch is null));
         -- The row capture: every change of a table without statement
         -- triggers, or a key-changing update of one with them.
         execute format($f$

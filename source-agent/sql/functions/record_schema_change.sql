@@ -13,6 +13,10 @@
 --   a new column a volatile default, or a column another type through
 --   USING, values no target would reproduce: the table is copied again to
 --   each target, in stream order after the change;
+-- - a registration whose --where names a column the change dropped or
+--   retyped is stopped: marked diverged, naming the column, and set aside
+--   (its filter no longer says what it said; the other registrations and
+--   tables go on);
 -- - its capture triggers are made again for its new columns (attach, which
 --   records the new shape).
 create or replace function pgferry.record_schema_change(
@@ -75,6 +79,22 @@ begin
         where target_id in (select target_id from again);
         raise notice 'pgferry: table % is copied again to its targets: the ALTER rewrote its rows with values a target would not compute the same',
             p_relid::regclass;
+    end if;
+    if v_before is not null then
+        update pgferry.tables t
+           set diverged_at = now(),
+               diverged_reason = format('its --where names column %s, which a schema change dropped or retyped: '
+                                        'take it out (remove-table) and add it again with a filter the table now allows',
+                                        c.name),
+               set_aside_batch = g.acked_batch
+          from pgferry.targets g,
+               (select b ->> 'name' as name
+                from jsonb_array_elements(v_before -> 'columns') b
+                left join jsonb_array_elements(v_after -> 'columns') a on a ->> 'attnum' = b ->> 'attnum'
+                where a is null or a ->> 'type' <> b ->> 'type') c
+         where t.capture_id = p_capture_id and not t.removed and t.row_filter is not null
+           and t.diverged_at is null and g.target_id = t.target_id
+           and t.row_filter ~* ('\m' || c.name || '\M');
     end if;
     perform pgferry.attach(p_capture_id);
 end

@@ -1,9 +1,11 @@
 -- The DDL watch (event trigger pgferry_watch_ddl, on ddl_command_end of
--- ALTER TABLE; after_change.sql creates it where `install` runs as a
--- superuser). In the ALTER's own transaction, for each replicated table
--- it touched: disabling its capture triggers is refused (writes made while
--- they are off would never replicate, with nothing to show it), and the
--- change is recorded (record_schema_change.sql). attach's own ALTERs pass.
+-- ALTER TABLE and CREATE TABLE; after_change.sql creates it where
+-- `install` runs as a superuser). In the command's own transaction: a
+-- table created in a followed schema is registered (follow_table.sql);
+-- for each replicated table an ALTER touched, disabling its capture
+-- triggers is refused (writes made while they are off would never
+-- replicate, with nothing to show it), and the change is recorded
+-- (record_schema_change.sql). attach's own ALTERs pass.
 create or replace function pgferry.watch_ddl() returns event_trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -12,6 +14,15 @@ begin
     if current_setting('pgferry.attaching', true) = 'on' then
         return;
     end if;
+    for v_table in
+        select distinct c.objid as relid
+        from pg_event_trigger_ddl_commands() c
+        where c.classid = 'pg_class'::regclass and c.object_type = 'table'
+          and c.command_tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+          and exists (select from pgferry.followed_schemas f where f.schema_name = c.schema_name)
+    loop
+        perform pgferry.follow_table(v_table.relid);
+    end loop;
     for v_table in
         select distinct t.capture_id, c.objid as relid
         from pg_event_trigger_ddl_commands() c

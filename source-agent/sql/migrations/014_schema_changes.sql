@@ -17,6 +17,17 @@ create table pgferry.ddl_done (
     primary key (target_id, seq)
 );
 
+-- Schemas whose new tables a target takes as they are created
+-- (`add-table --schema S --follow`).
+create table pgferry.followed_schemas (
+    target_id     int  not null references pgferry.targets on delete cascade,
+    schema_name   text not null,
+    -- LIKE patterns of table names left out.
+    exclude       text[] not null default '{}',
+    create_target boolean not null default false,
+    primary key (target_id, schema_name)
+);
+
 -- The column lists now carry each column's number.
 drop function if exists pgferry.replicated_column_lists(oid, text[]);
 

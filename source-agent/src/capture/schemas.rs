@@ -78,3 +78,35 @@ pub async fn add_schema(
     }
     Ok(report)
 }
+
+/// Has target `to` (the only one when `None`) take each table created in
+/// `schema` from now on (`add-table --schema --follow`; see
+/// `follow_table.sql`), skipping names matching an `exclude` pattern. The
+/// DDL watch must run: it is what sees the CREATE.
+pub async fn follow_schema(
+    client: &Client,
+    schema: &str,
+    exclude: &[String],
+    to: Option<&str>,
+    create_target: bool,
+) -> Result<()> {
+    if !crate::status::read(client).await?.ddl_watch {
+        return Err(pgferry_runtime::config::ConfigError::Invalid {
+            setting: "follow",
+            reason: "new tables are seen by the DDL watch, which an install by a superuser creates; add them with add-table".into(),
+        }
+        .into());
+    }
+    let target_id = crate::targets::resolve(client, to).await?;
+    client
+        .execute(
+            "insert into pgferry.followed_schemas (target_id, schema_name, exclude, create_target)
+             values ($1, $2, $3, $4)
+             on conflict (target_id, schema_name) do update
+               set exclude = excluded.exclude, create_target = excluded.create_target",
+            &[&target_id, &schema, &exclude, &create_target],
+        )
+        .await
+        .map_err(Error::db("add-table --follow"))?;
+    Ok(())
+}

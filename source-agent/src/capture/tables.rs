@@ -80,24 +80,10 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
     let key: Vec<String> = match &captured {
         Some((_, key)) => Some(key.clone()),
         None => tx
-        .query_opt(
-            "select array(select a.attname::text
-                          from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) with ordinality k(attnum, ord)
-                          join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                          order by k.ord)
-             from pg_index i
-             where i.indrelid = $1 and i.indisunique and i.indisvalid
-               and i.indpred is null and i.indexprs is null
-               and not exists (select from unnest(i.indkey::int2[]) k(attnum)
-                               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                               where not a.attnotnull)
-             order by i.indisprimary desc, i.indnkeyatts
-             limit 1",
-            &[&relid],
-        )
-        .await
-        .map_err(Error::db("add-table: finding the key"))?
-        .map(|row| row.get(0)),
+            .query_one("select pgferry.table_key($1)", &[&relid])
+            .await
+            .map_err(Error::db("add-table: finding the key"))?
+            .get(0),
     }
     .ok_or_else(|| Error::NoKey(source.to_string()))?;
     let columns = check_columns(&tx, relid, &source, &key, &spec.columns).await?;
