@@ -122,6 +122,15 @@ async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     }
 }
 
+/// The ID of the newest schema change queued on the source.
+async fn newest_schema_change(r: &Replication) -> i64 {
+    r.src
+        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The rows of both tables, compared whole (`t::text`) on each side.
 const ITEMS: (&str, &str) = (
     "select t::text from digoal.items t order by id",
@@ -319,12 +328,7 @@ async fn a_schema_change_the_target_cannot_make_waits_for_the_operator_then_appl
         )
         .await
         .unwrap();
-    let id: i64 = r
-        .src
-        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = newest_schema_change(&r).await;
     let error = r
         .wait_for_error(&[&format!("schema change {id}"), "items_notes"])
         .await;
@@ -356,12 +360,7 @@ async fn a_schema_change_the_target_cannot_make_waits_for_the_operator_then_appl
         )
         .await
         .unwrap();
-    let id: i64 = r
-        .src
-        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = newest_schema_change(&r).await;
     r.wait_for_error(&[&format!("schema change {id}")]).await;
     r.dst
         .batch_execute(
@@ -458,12 +457,7 @@ async fn with_ddl_pause_a_target_stops_at_each_schema_change_until_the_operator_
         )
         .await
         .unwrap();
-    let id: i64 = r
-        .src
-        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = newest_schema_change(&r).await;
     r.wait_for_error(&[&format!("schema change {id}"), "--ddl pause"])
         .await;
     let waiting = texts(
@@ -484,12 +478,7 @@ async fn with_ddl_pause_a_target_stops_at_each_schema_change_until_the_operator_
         .batch_execute("alter table digoal.items alter column size set default 1")
         .await
         .unwrap();
-    let id: i64 = r
-        .src
-        .query_one("select max(seq) from pgferry.queue where op = 'S'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = newest_schema_change(&r).await;
     r.wait_for_error(&[&format!("schema change {id}")]).await;
     r.dst
         .batch_execute("alter table digoal.items alter column size set default 2")

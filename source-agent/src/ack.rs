@@ -31,7 +31,14 @@ pub struct Ack {
 }
 
 /// Where the streams send their targets' acknowledgements.
-pub type Acks = mpsc::UnboundedSender<Ack>;
+pub type Acks = mpsc::Sender<Ack>;
+
+/// Acknowledgements waiting for the acknowledging session, all targets
+/// together: far more than the durable reports of a round between two
+/// acknowledgements. When the session is down (its database away) a
+/// stream waits here, which bounds what it holds, instead of queuing
+/// without end.
+pub const WAITING: usize = 1024;
 
 /// The least time between two acknowledgements. The targets report their
 /// durable batches each at its own time: acknowledged as they came, several
@@ -79,7 +86,7 @@ pub async fn acknowledge(client: &Client, statement: &Statement, acks: &[Ack]) -
 pub async fn ack_loop(
     config: Config,
     max_backoff: Duration,
-    mut acks: mpsc::UnboundedReceiver<Ack>,
+    mut acks: mpsc::Receiver<Ack>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(max_backoff);
@@ -96,7 +103,7 @@ pub async fn ack_loop(
 
 async fn ack_session(
     config: &Config,
-    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    acks: &mut mpsc::Receiver<Ack>,
     pending: &mut BTreeMap<i32, Ack>,
 ) -> Result<()> {
     let client = pgferry_runtime::db::connect(config)

@@ -83,6 +83,10 @@ impl Pace {
     }
 }
 
+/// Targets waiting to join the cutter: a pipeline starts per target, and
+/// the cutter takes them between cuts.
+pub const JOINING: usize = 64;
+
 /// A target for the cutter to cut until its pipeline stops.
 pub struct Joining {
     /// The target.
@@ -150,7 +154,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(200);
 pub async fn cut_loop(
     config: Config,
     pace: Pace,
-    mut joins: mpsc::UnboundedReceiver<Joining>,
+    mut joins: mpsc::Receiver<Joining>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new(pace.max_backoff);
@@ -168,7 +172,7 @@ pub async fn cut_loop(
 async fn cut_session(
     config: &Config,
     pace: Pace,
-    joins: &mut mpsc::UnboundedReceiver<Joining>,
+    joins: &mut mpsc::Receiver<Joining>,
     targets: &mut Vec<Cutting>,
     cancel: &CancellationToken,
 ) -> Result<()> {

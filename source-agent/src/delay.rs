@@ -97,27 +97,23 @@ async fn read_verified(client: &Client) -> Result<Vec<(String, String, i64)>> {
 /// acknowledged was cut (0 when none waits), how many batches wait, and
 /// how many of its tables diverged.
 async fn read(client: &Client) -> Result<Vec<(String, f64, i64, i64)>> {
-    for off in client
-        .query(
+    let noticed = [
+        (
             "select source, target from pgferry.notice_capture_off()",
-            &[],
-        )
-        .await
-        .map_err(Error::db("checking the capture triggers"))?
-    {
-        let (table, target): (String, String) = (off.get(0), off.get(1));
-        tracing::error!(table = %table, target = %target, "capture triggers found disabled or dropped: the table diverged on the target until add-table copies it again");
-    }
-    for changed in client
-        .query(
+            "checking the capture triggers",
+            "capture triggers found disabled or dropped: the table diverged on the target until add-table copies it again",
+        ),
+        (
             "select source, target from pgferry.notice_shape_changed()",
-            &[],
-        )
-        .await
-        .map_err(Error::db("checking the tables' shapes"))?
-    {
-        let (table, target): (String, String) = (changed.get(0), changed.get(1));
-        tracing::error!(table = %table, target = %target, "columns changed outside pgferry with no DDL watch: the table is set aside on the target until repair copies it again");
+            "checking the tables' shapes",
+            "columns changed outside pgferry with no DDL watch: the table is set aside on the target until repair copies it again",
+        ),
+    ];
+    for (sql, context, what) in noticed {
+        for row in client.query(sql, &[]).await.map_err(Error::db(context))? {
+            let (table, target): (String, String) = (row.get(0), row.get(1));
+            tracing::error!(table = %table, target = %target, "{what}");
+        }
     }
     let rows = client
         .query(

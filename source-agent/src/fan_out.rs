@@ -36,14 +36,14 @@ pub async fn run(
     let follow = Target::from_args(&args).is_none();
     // The cutter and the acknowledging session, shared by the pipelines.
     let mut shared = JoinSet::new();
-    let (joins, joined) = mpsc::unbounded_channel();
+    let (joins, joined) = mpsc::channel(cutter::JOINING);
     shared.spawn(cutter::cut_loop(
         db_config.clone(),
         Pace::from_args(&args),
         joined,
         cancel.child_token(),
     ));
-    let (acks, acked) = mpsc::unbounded_channel();
+    let (acks, acked) = mpsc::channel(ack::WAITING);
     // Not stopped by `cancel`: the streams' last acknowledgements come
     // after it; it ends once every stream has ended (and with them the
     // senders of `acks`).
@@ -146,7 +146,7 @@ struct Pipelines {
     running: HashMap<i32, CancellationToken>,
     set: JoinSet<(i32, Result<()>)>,
     /// Where a pipeline's target joins the cutter.
-    cutter: mpsc::UnboundedSender<Joining>,
+    cutter: mpsc::Sender<Joining>,
     /// Where the pipelines' streams send their acknowledgements.
     acks: ack::Acks,
     args: Arc<RunArgs>,
@@ -179,7 +179,7 @@ async fn pipeline(
     db_config: Config,
     recorded: Recorded,
     link: Target,
-    (cutter, acks): (mpsc::UnboundedSender<Joining>, ack::Acks),
+    (cutter, acks): (mpsc::Sender<Joining>, ack::Acks),
     cancel: CancellationToken,
 ) -> Result<()> {
     let settings = stream::Settings::from_args(args, &recorded, &link)?;
@@ -189,11 +189,13 @@ async fn pipeline(
     // The cutter gone (shutdown, or an error fan_out's run returns) drops
     // the receiver; the stream's newest cut then never moves and
     // `cancel` ends it.
-    let _ = cutter.send(Joining {
-        target: settings.target.clone(),
-        ends: cutter_ends,
-        stop: stop.clone(),
-    });
+    let _ = cutter
+        .send(Joining {
+            target: settings.target.clone(),
+            ends: cutter_ends,
+            stop: stop.clone(),
+        })
+        .await;
     tracing::info!(target = %recorded.name, address = %link.address, source_id = %args.source_id, "streaming to target");
     let streamed = stream::run(settings, db_config, stream_ends, acks, cancel.child_token()).await;
     stop.cancel();

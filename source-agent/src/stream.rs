@@ -438,15 +438,16 @@ async fn receive_acks(
     // What the target reports applied on connecting is durable there. Its
     // cleanup here (a previous session's last acks may not have come) can
     // take a while: it runs while the first batches go out, not before.
+    // The acknowledging session ends only after every stream, so a send
+    // fails only when it failed for good; then the queue keeps the batches.
     let acknowledge = |batch_id, fresh| {
-        // The acknowledging session ends only after every stream.
-        let _ = acks.send(ack::Ack {
+        acks.send(ack::Ack {
             target: target.clone(),
             batch_id,
             fresh,
-        });
+        })
     };
-    acknowledge(last_applied, false);
+    let _ = acknowledge(last_applied, false).await;
     let mut applied = last_applied;
     let mut durable = last_applied;
     while let Some(message) = inbound.message().await.map_err(Error::Target)? {
@@ -463,7 +464,7 @@ async fn receive_acks(
                 if d.batch_id > durable && d.batch_id <= applied =>
             {
                 durable = d.batch_id;
-                acknowledge(durable, true);
+                let _ = acknowledge(durable, true).await;
                 ends.durable.send_replace(BatchId(durable));
             }
             other => {
