@@ -763,3 +763,28 @@ async fn a_table_created_in_a_followed_schema_is_added_and_copied_in_stream_orde
     assert_eq!(replicated, ["items,loc_test,orders"]);
     verify_equal(&mut r).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_key_column_and_a_table_moved_to_another_schema_keep_replicating() {
+    let mut r = items_and_picked().await;
+    r.start_agents().await;
+    wait_equal(&r, &[ITEMS]).await;
+    r.src
+        .batch_execute(
+            "alter table digoal.items rename column id to item_id;
+             update digoal.items set n = -n where item_id <= 10;
+             delete from digoal.items where item_id = 11;
+             create schema archive;
+             alter table digoal.items set schema archive;
+             update archive.items set item_id = item_id + 1000 where item_id = 12;
+             insert into archive.items (item_id, n) values (7, 7) on conflict (item_id) do update set n = 77;",
+        )
+        .await
+        .unwrap();
+    let items = (
+        "select t::text from archive.items t order by item_id",
+        "select t::text from archive.items t order by item_id",
+    );
+    wait_equal(&r, &[items]).await;
+    verify_equal(&mut r).await;
+}

@@ -420,6 +420,13 @@ async fn rename_table(
         .await?
         .get::<_, String>(0);
     if old_schema != schema {
+        // As a table the source asks to create gets its schema.
+        client
+            .execute(
+                &format!("create schema if not exists {}", ident(schema)),
+                &[],
+            )
+            .await?;
         client
             .execute(
                 &format!("alter table {at} set schema {}", ident(schema)),

@@ -215,7 +215,17 @@ impl Applier {
                 table_id: change.table_id,
             });
         }
-        for change in &changes {
+        for change in changes {
+            if let ChangeKind::Schema { change: text } = &change.kind {
+                // Rows before it in the old shape, rows after it in the new.
+                self.send_held(batch_id).await?;
+                self.settle(batch_id).await?;
+                self.apply_schema_change(batch_id, change.seq, change.table_id, text)
+                    .await?;
+                continue;
+            }
+            // Checked here, not before the loop: a schema change before it
+            // in the batch may have renamed a key column.
             let old_key = match &change.kind {
                 ChangeKind::Delete { old_key } => Some((old_key, change.statement_rows)),
                 ChangeKind::Update {
@@ -234,16 +244,6 @@ impl Applier {
                     table: self.plans[&change.table_id].name.clone(),
                     problem,
                 });
-            }
-        }
-        for change in changes {
-            if let ChangeKind::Schema { change: text } = &change.kind {
-                // Rows before it in the old shape, rows after it in the new.
-                self.send_held(batch_id).await?;
-                self.settle(batch_id).await?;
-                self.apply_schema_change(batch_id, change.seq, change.table_id, text)
-                    .await?;
-                continue;
             }
             let shape = self.shape(batch_id, &change).await?;
             let key_columns = self.plans[&change.table_id]
