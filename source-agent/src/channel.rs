@@ -8,7 +8,6 @@ use std::time::Duration;
 use pgferry_runtime::config::ConfigError;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::cli::RunArgs;
 use crate::error::{Error, Result};
 
 /// Where a target agent listens and what the link to it needs.
@@ -27,17 +26,6 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target `run`'s flags name, if `--target` is given.
-    pub fn from_args(args: &RunArgs) -> Option<Target> {
-        Some(Target {
-            address: args.target.clone()?,
-            tls_ca: args.tls_ca.clone(),
-            tls_cert: args.tls_cert.clone(),
-            tls_key: args.tls_key.clone(),
-            auth_token_file: args.auth_token_file.clone(),
-        })
-    }
-
     /// The token it wants, read from its file and checked to fit a header.
     pub fn token(&self) -> Result<Option<String>> {
         let token = pgferry_runtime::config::read_optional_secret(

@@ -14,7 +14,6 @@ use tokio_postgres::{Client, Config};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TargetId};
@@ -64,17 +63,6 @@ impl Pace {
 const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 impl Pace {
-    /// The pace `run`'s settings ask for.
-    pub fn from_args(args: &RunArgs) -> Pace {
-        Pace {
-            tick: args.tick,
-            idle_tick: args.idle_tick,
-            max_coalesce: args.max_coalesce,
-            max_backoff: args.max_backoff,
-            max_unapplied: args.max_unapplied_batches,
-        }
-    }
-
     /// How far ahead of its time a target is cut along with one due now: a
     /// quarter of `max_coalesce`, so that its batch is a little smaller,
     /// where a cut of its own would cost the source a transaction more.

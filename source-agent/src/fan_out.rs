@@ -14,9 +14,9 @@ use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::Target;
-use crate::cli::RunArgs;
-use crate::cutter::{self, Joining, Pace};
+use crate::cutter::{self, Joining};
 use crate::error::{Error, Result};
+use crate::settings::RunSettings;
 use crate::targets::{self, Recorded};
 use crate::{ack, links, stream};
 
@@ -28,18 +28,18 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// an error neither a pipeline nor the cutter may retry (then everything
 /// stops and that error is returned).
 pub async fn run(
-    args: Arc<RunArgs>,
+    settings: Arc<RunSettings>,
     db_config: Config,
     first: Vec<(Recorded, Target)>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let follow = Target::from_args(&args).is_none();
+    let follow = settings.flags_target.is_none();
     // The cutter and the acknowledging session, shared by the pipelines.
     let mut shared = JoinSet::new();
     let (joins, joined) = mpsc::channel(cutter::JOINING);
     shared.spawn(cutter::cut_loop(
         db_config.clone(),
-        Pace::from_args(&args),
+        settings.pace,
         joined,
         cancel.child_token(),
     ));
@@ -49,7 +49,7 @@ pub async fn run(
     // senders of `acks`).
     shared.spawn(ack::ack_loop(
         db_config.clone(),
-        args.max_backoff,
+        settings.max_backoff,
         acked,
         cancel.clone(),
     ));
@@ -58,7 +58,7 @@ pub async fn run(
         set: JoinSet::new(),
         cutter: joins,
         acks,
-        args,
+        settings,
         db_config: db_config.clone(),
         cancel: cancel.clone(),
     };
@@ -149,7 +149,7 @@ struct Pipelines {
     cutter: mpsc::Sender<Joining>,
     /// Where the pipelines' streams send their acknowledgements.
     acks: ack::Acks,
-    args: Arc<RunArgs>,
+    settings: Arc<RunSettings>,
     db_config: Config,
     cancel: CancellationToken,
 }
@@ -158,14 +158,14 @@ impl Pipelines {
     fn start(&mut self, recorded: Recorded, link: Target) {
         let stop = self.cancel.child_token();
         self.running.insert(recorded.id, stop.clone());
-        let (args, db_config) = (self.args.clone(), self.db_config.clone());
+        let (settings, db_config) = (self.settings.clone(), self.db_config.clone());
         let (cutter, acks) = (self.cutter.clone(), self.acks.clone());
         self.set.spawn(async move {
             let id = recorded.id;
             let ends = (cutter, acks);
             (
                 id,
-                pipeline(&args, db_config, recorded, link, ends, stop).await,
+                pipeline(&settings, db_config, recorded, link, ends, stop).await,
             )
         });
     }
@@ -175,14 +175,15 @@ impl Pipelines {
 /// acknowledgements sent to the acknowledging session; the stream stopping
 /// lets the cutter drop the target.
 async fn pipeline(
-    args: &RunArgs,
+    settings: &RunSettings,
     db_config: Config,
     recorded: Recorded,
     link: Target,
     (cutter, acks): (mpsc::Sender<Joining>, ack::Acks),
     cancel: CancellationToken,
 ) -> Result<()> {
-    let settings = stream::Settings::from_args(args, &recorded, &link)?;
+    let source_id = &settings.source_id;
+    let settings = stream::Settings::new(&settings.streams, &recorded, &link)?;
     crate::metrics::target_started(&recorded.name);
     let (cutter_ends, stream_ends) = links::links();
     let stop = cancel.child_token();
@@ -196,7 +197,7 @@ async fn pipeline(
             stop: stop.clone(),
         })
         .await;
-    tracing::info!(target = %recorded.name, address = %link.address, source_id = %args.source_id, "streaming to target");
+    tracing::info!(target = %recorded.name, address = %link.address, source_id = %source_id, "streaming to target");
     let streamed = stream::run(settings, db_config, stream_ends, acks, cancel.child_token()).await;
     stop.cancel();
     streamed

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod links;
 pub mod metrics;
 pub mod schema_changes;
+pub mod settings;
 pub mod ship;
 pub mod status;
 pub mod stream;
@@ -308,13 +309,14 @@ fn database(common: &Common) -> Result<tokio_postgres::Config> {
 /// `run`: cut batches and stream them until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let db_config = database(&args.common)?;
+    let settings = settings::RunSettings::from_args(&args);
     // Fail fast on a source that cannot work at all; later outages are retried.
     let probe = db::connect(&db_config).await.map_err(Error::Connect)?;
     capture::ensure_installed(&probe).await?;
     cut::check_transaction_ids(&probe).await?;
-    let first = targets::for_run(&probe, &args).await?;
+    let first = targets::for_run(&probe, settings.flags_target.as_ref()).await?;
     for (recorded, link) in &first {
-        stream::Settings::from_args(&args, recorded, link)?;
+        stream::Settings::new(&settings.streams, recorded, link)?;
     }
     drop(probe);
 
@@ -322,12 +324,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         context: "installing signal handlers",
         source,
     })?;
-    if let Some(addr) = args.metrics_listen {
+    if let Some(addr) = settings.metrics_listen {
         pgferry_runtime::metrics::serve(addr)?;
         metrics::describe();
     }
     let tasks = TaskTracker::new();
-    if let Some(addr) = args.health_listen {
+    if let Some(addr) = settings.health_listen {
         let (reporter, service) = tonic_health::server::health_reporter();
         let serve = health::serve_plain(addr, service, cancel.child_token())
             .await
@@ -348,8 +350,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Always: besides the metrics, it marks diverged the tables whose
     // capture it finds switched off, which status shows.
     tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
-    tracing::info!(source_id = %args.source_id, targets = first.len(), "source agent running");
-    let result = fan_out::run(Arc::new(args), db_config, first, cancel.clone()).await;
+    tracing::info!(source_id = %settings.source_id, targets = first.len(), "source agent running");
+    let result = fan_out::run(Arc::new(settings), db_config, first, cancel.clone()).await;
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

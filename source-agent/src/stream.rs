@@ -17,7 +17,6 @@ use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
 use crate::channel::Target;
-use crate::cli::RunArgs;
 use crate::cut;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TableId, TargetId};
@@ -32,8 +31,22 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for the target to ack what was sent.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// What every replication session takes from `run`'s settings.
+pub struct Defaults {
+    /// `--source-id`.
+    pub source_id: String,
+    /// `--window`: batches sent beyond the last one applied.
+    pub window: u64,
+    /// `--chunk-rows`, `--chunk-bytes` and `--max-row-bytes`.
+    pub limits: ChunkLimits,
+    /// `--compression`.
+    pub compression: Option<CompressionEncoding>,
+    /// `--max-backoff`.
+    pub max_backoff: Duration,
+}
+
 /// What a replication session takes from `run`'s settings and its target,
-/// which clap and [`Settings::from_args`] have checked.
+/// checked by [`Settings::new`].
 pub struct Settings {
     /// The target.
     pub target: TargetId,
@@ -54,27 +67,22 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The session's settings from `args` and the `target` it streams to
-    /// (`recorded` at the address and with the files of `link`), reading
-    /// the token file and checking the address and TLS files.
-    pub fn from_args(args: &RunArgs, recorded: &Recorded, link: &Target) -> Result<Settings> {
-        let target = link;
+    /// The session's settings from `defaults` and the target it streams
+    /// to (`recorded` at the address and with the files of `link`),
+    /// reading the token file and checking the address and TLS files.
+    pub fn new(defaults: &Defaults, recorded: &Recorded, link: &Target) -> Result<Settings> {
         Ok(Settings {
             target: TargetId {
                 id: recorded.id,
                 name: recorded.name.clone(),
             },
-            source_id: args.source_id.clone(),
-            endpoint: crate::channel::endpoint(target)?,
-            token: target.token()?,
-            window: args.window,
-            limits: ChunkLimits {
-                rows: args.chunk_rows,
-                bytes: usize::try_from(args.chunk_bytes).unwrap_or(usize::MAX),
-                row_bytes: usize::try_from(args.max_row_bytes).unwrap_or(usize::MAX),
-            },
-            compression: args.compression.encoding(),
-            max_backoff: args.max_backoff,
+            source_id: defaults.source_id.clone(),
+            endpoint: crate::channel::endpoint(link)?,
+            token: link.token()?,
+            window: defaults.window,
+            limits: defaults.limits,
+            compression: defaults.compression,
+            max_backoff: defaults.max_backoff,
         })
     }
 }

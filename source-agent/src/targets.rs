@@ -10,7 +10,7 @@ use pgferry_runtime::config::ConfigError;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::channel::Target;
-use crate::cli::{DdlMode, RunArgs};
+use crate::cli::DdlMode;
 use crate::error::{Error, Result};
 
 /// A target as recorded in `pgferry.targets`.
@@ -189,15 +189,15 @@ pub async fn resolve(client: &impl GenericClient, name: Option<&str>) -> Result<
 }
 
 /// The targets `run` streams to with what each link needs: every recorded
-/// one; with `--target`, the source's only one at the flags' address.
+/// one; with `--target` (`flags`), the source's only one at its address.
 pub async fn for_run(
     client: &impl GenericClient,
-    args: &RunArgs,
+    flags: Option<&Target>,
 ) -> Result<Vec<(Recorded, Target)>> {
     let recorded = list(client).await?;
-    if let Some(flags) = Target::from_args(args) {
+    if let Some(flags) = flags {
         return match <[Recorded; 1]>::try_from(recorded) {
-            Ok([only]) => Ok(vec![(only, flags)]),
+            Ok([only]) => Ok(vec![(only, flags.clone())]),
             Err(recorded) => Err(ConfigError::Invalid {
                 setting: "target",
                 reason: format!(
