@@ -9,7 +9,7 @@ use support::Replication;
 use support::agent::run_command;
 use support::setup::{Writer, expect_success, source_agent};
 
-use crate::exact::texts;
+use crate::exact::{queue_drained, texts};
 
 const SYNC: Duration = Duration::from_secs(90);
 
@@ -85,13 +85,7 @@ async fn wait_equal(r: &Replication, pairs: &[(&str, &str)]) {
                 // with an error until then.
                 last.push((rows(&r.src, source).await, rows(&r.dst, target).await));
             }
-            let drained: bool = r
-                .src
-                .query_one("select not exists (select from pgferry.queue)", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if drained && last.iter().all(|(s, t)| s == t) {
+            if queue_drained(r).await && last.iter().all(|(s, t)| s == t) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,6 +114,15 @@ async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// How many rows of key `id` the target's `digoal.items` has, as text.
+async fn on_target(r: &Replication, id: i32) -> Vec<String> {
+    texts(
+        &r.dst,
+        &format!("select count(*)::text from digoal.items where id = {id}"),
+    )
+    .await
 }
 
 /// The ID of the newest schema change queued on the source.
@@ -334,11 +337,7 @@ async fn a_schema_change_the_target_cannot_make_waits_for_the_operator_then_appl
         .await;
     println!("status: {error:#}");
     // Nothing after it applied: the row inserted after the ALTER waits.
-    let waiting = texts(
-        &r.dst,
-        "select count(*)::text from digoal.items where id = 9001",
-    )
-    .await;
+    let waiting = on_target(&r, 9001).await;
     assert_eq!(waiting, ["0"]);
     // The operator drops the view: the change applies by itself.
     r.dst
@@ -460,11 +459,7 @@ async fn with_ddl_pause_a_target_stops_at_each_schema_change_until_the_operator_
     let id = newest_schema_change(&r).await;
     r.wait_for_error(&[&format!("schema change {id}"), "--ddl pause"])
         .await;
-    let waiting = texts(
-        &r.dst,
-        "select count(*)::text from digoal.items where id = 7000",
-    )
-    .await;
+    let waiting = on_target(&r, 7000).await;
     assert_eq!(waiting, ["0"], "nothing after the change applied");
     // The operator makes it (here as the source did): the target, now in
     // the new shape, goes on.

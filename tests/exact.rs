@@ -57,7 +57,7 @@ async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String
 }
 
 /// Whether the source's queue is empty: every change acknowledged.
-async fn queue_drained(r: &Replication) -> bool {
+pub(crate) async fn queue_drained(r: &Replication) -> bool {
     r.src
         .query_one("select not exists (select from pgferry.queue)", &[])
         .await
