@@ -178,7 +178,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let shutdown = cancel.clone().cancelled_owned();
     let served = match acceptor {
         Some(acceptor) => {
-            let incoming = tls::incoming(listener, acceptor, cancel.child_token());
+            let incoming = tls::incoming(listener, acceptor, &tasks, cancel.child_token());
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

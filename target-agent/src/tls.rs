@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics;
 
@@ -124,17 +125,20 @@ impl ClientCertVerifier for ProofOfKey {
     }
 }
 
-/// The TLS connections of `listener`, handshaken, until `cancel`. A failed
-/// handshake (a peer that does not speak TLS, or cannot prove it holds its
-/// certificate's key) is logged with the peer's address and counted
-/// in `pgferry_refused_peers_total{reason="tls"}`.
+/// The TLS connections of `listener`, handshaken, until `cancel`; the
+/// accepting loop and each handshake are `tasks`' (the run's, which
+/// shutdown waits for). A failed handshake (a peer that does not speak
+/// TLS, or cannot prove it holds its certificate's key) is logged with the
+/// peer's address and counted in `pgferry_refused_peers_total{reason="tls"}`.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let handshakes = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -151,7 +155,7 @@ pub fn incoming(
                 }
             };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
+            handshakes.spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         tx.send(Ok(stream)).await.ok();
