@@ -20,7 +20,6 @@ language sql immutable as $$
                     and (p_columns is null or c ->> 'name' = any (p_columns))),
         'schema', p_schema,
         'table', p_table,
-        'source', (p_change -> 'after' ->> 'schema') || '.' || (p_change -> 'after' ->> 'name'),
         'command', p_change ->> 'command',
         'mode', p_mode)
 $$;
