@@ -61,18 +61,50 @@ impl TablePlan {
     }
 }
 
-/// The columns of target table `quoted` (quoted, qualified) and their
-/// types (format_type).
-pub async fn column_types(client: &Client, quoted: &str) -> Result<HashMap<String, String>> {
+/// A column of a target table, as its catalog has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetColumn {
+    /// Its type as the target names it (format_type).
+    pub sql_type: String,
+    /// Whether it is NOT NULL.
+    pub not_null: bool,
+    /// Its default's expression, if any.
+    pub default: Option<String>,
+}
+
+/// The columns of target table `quoted` (quoted, qualified), by name.
+pub async fn columns(client: &Client, quoted: &str) -> Result<HashMap<String, TargetColumn>> {
     let rows = client
         .query(
-            "select attname::text, format_type(atttypid, atttypmod) from pg_attribute
-             where attrelid = $1::text::regclass and attnum > 0 and not attisdropped",
+            "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    pg_get_expr(d.adbin, d.adrelid)
+             from pg_attribute a
+             left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+             where a.attrelid = $1::text::regclass and a.attnum > 0 and not a.attisdropped",
             &[&quoted],
         )
         .await
         .map_err(Error::db("reading target columns"))?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let column = TargetColumn {
+                sql_type: r.get(1),
+                not_null: r.get(2),
+                default: r.get(3),
+            };
+            (r.get(0), column)
+        })
+        .collect())
+}
+
+/// The columns of target table `quoted` and their types (format_type).
+pub async fn column_types(client: &Client, quoted: &str) -> Result<HashMap<String, String>> {
+    Ok(columns(client, quoted)
+        .await?
+        .into_iter()
+        .map(|(name, column)| (name, column.sql_type))
+        .collect())
 }
 
 /// Checks that the target table of `table` exists (creating it when the

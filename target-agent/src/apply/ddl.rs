@@ -16,7 +16,8 @@ use tokio_postgres::Client;
 
 use super::Applier;
 use crate::error::{Error, Result};
-use crate::{guard, schema};
+use crate::guard;
+use crate::schema::{self, TargetColumn};
 
 /// A schema change as the source sends it (`Op::Schema`).
 #[derive(Debug, Deserialize)]
@@ -56,16 +57,6 @@ enum Mode {
     Pause,
     /// The operator made it (`ddl-done`): take the new shape as it is.
     Done,
-}
-
-/// A column of the target table, as its catalog has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TargetColumn {
-    /// Its type as the target names it (format_type).
-    sql_type: String,
-    not_null: bool,
-    /// Its default's expression, if any.
-    default: Option<String>,
 }
 
 /// The target table's columns by name.
@@ -151,34 +142,6 @@ fn statements(
     out
 }
 
-/// The target table's columns (`quoted`).
-async fn target_columns(client: &Client, quoted: &str) -> Result<Current> {
-    let rows = client
-        .query(
-            "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    pg_get_expr(d.adbin, d.adrelid)
-             from pg_attribute a
-             left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-             where a.attrelid = $1::text::regclass and a.attnum > 0 and not a.attisdropped",
-            &[&quoted],
-        )
-        .await
-        .map_err(Error::db("reading the target table's columns"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.get(0),
-                TargetColumn {
-                    sql_type: r.get(1),
-                    not_null: r.get(2),
-                    default: r.get(3),
-                },
-            )
-        })
-        .collect())
-}
-
 impl Applier {
     /// Makes schema change `seq` (JSON `text`) of table `table_id` on the
     /// target, in the open batch's transaction, the statements before it
@@ -198,7 +161,7 @@ impl Applier {
             })?;
         let plan = &self.plans[&table_id];
         let (table, quoted) = (plan.name.clone(), plan.quoted.clone());
-        let current = target_columns(&self.client, &quoted).await?;
+        let current = schema::columns(&self.client, &quoted).await?;
         let failed = |source| Error::SchemaChange {
             batch_id,
             seq,
@@ -227,7 +190,8 @@ impl Applier {
         let renamed = (change.schema.as_str(), change.table.as_str())
             != (plan.schema.as_str(), plan.table.as_str());
         if renamed && change.mode == Mode::Apply {
-            rename_table(&self.client, &quoted, &change.schema, &change.table)
+            let from = (plan.schema.clone(), plan.table.clone());
+            rename_table(&self.client, &quoted, from, &change.schema, &change.table)
                 .await
                 .map_err(failed)?;
         }
@@ -386,10 +350,12 @@ impl Applier {
     }
 }
 
-/// Moves and renames the target table, unless it already has that name.
+/// Moves and renames the target table `quoted` (`from`: its schema and
+/// name), unless a table of the new name is already there.
 async fn rename_table(
     client: &Client,
     quoted: &str,
+    (old_schema, old_table): (String, String),
     schema: &str,
     table: &str,
 ) -> Result<(), tokio_postgres::Error> {
@@ -403,22 +369,7 @@ async fn rename_table(
     if exists {
         return Ok(());
     }
-    let old_table = client
-        .query_one(
-            "select c.relname::text from pg_class c where c.oid = $1::text::regclass",
-            &[&quoted],
-        )
-        .await?
-        .get::<_, String>(0);
     let mut at = quoted.to_string();
-    let old_schema = client
-        .query_one(
-            "select n.nspname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
-             where c.oid = $1::text::regclass",
-            &[&quoted],
-        )
-        .await?
-        .get::<_, String>(0);
     if old_schema != schema {
         // As a table the source asks to create gets its schema.
         client
