@@ -34,6 +34,43 @@ pub enum ChangeKind {
     },
 }
 
+impl ChangeKind {
+    /// The letter of each kind in the source's queue (`pgferry.queue.op`,
+    /// whose check constraint lists the same letters), in the order of
+    /// the variants.
+    pub const QUEUE_OPS: [&'static str; 5] = ["I", "U", "D", "T", "S"];
+
+    /// The kind's letter in the source's queue.
+    pub fn queue_op(&self) -> &'static str {
+        let index = match self {
+            ChangeKind::Insert { .. } => 0,
+            ChangeKind::Update { .. } => 1,
+            ChangeKind::Delete { .. } => 2,
+            ChangeKind::Truncate => 3,
+            ChangeKind::Schema { .. } => 4,
+        };
+        Self::QUEUE_OPS[index]
+    }
+
+    /// The change a queue row holds: its letter `op`, its old key and its
+    /// new row (a schema change's JSON). `None` for an unknown letter or a
+    /// row that lacks what its kind needs.
+    pub fn from_queue(op: &str, old_key: Option<String>, new_row: Option<String>) -> Option<Self> {
+        Some(
+            match Self::QUEUE_OPS.iter().position(|known| *known == op)? {
+                0 => ChangeKind::Insert { new_row: new_row? },
+                1 => ChangeKind::Update {
+                    old_key,
+                    new_row: new_row?,
+                },
+                2 => ChangeKind::Delete { old_key: old_key? },
+                3 => ChangeKind::Truncate,
+                _ => ChangeKind::Schema { change: new_row? },
+            },
+        )
+    }
+}
+
 /// A change to one replicated table, in queue order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -371,6 +408,45 @@ mod tests {
             let wire = wire::Change { seq, op, ..Default::default() };
             prop_assert_eq!(Change::try_from(wire), Err(WireError::UnknownOp { seq, op }));
         }
+    }
+
+    /// A kind's old key and new row, as the queue holds them.
+    fn queue_fields(kind: &ChangeKind) -> (Option<&str>, Option<&str>) {
+        match kind {
+            ChangeKind::Insert { new_row } => (None, Some(new_row)),
+            ChangeKind::Update { old_key, new_row } => (old_key.as_deref(), Some(new_row)),
+            ChangeKind::Delete { old_key } => (Some(old_key), None),
+            ChangeKind::Truncate => (None, None),
+            ChangeKind::Schema { change } => (None, Some(change)),
+        }
+    }
+
+    #[test]
+    fn every_kind_survives_the_queue_form() {
+        let kinds = [
+            ChangeKind::Insert {
+                new_row: "{}".into(),
+            },
+            ChangeKind::Update {
+                old_key: Some("{}".into()),
+                new_row: "{}".into(),
+            },
+            ChangeKind::Delete {
+                old_key: "{}".into(),
+            },
+            ChangeKind::Truncate,
+            ChangeKind::Schema {
+                change: "{}".into(),
+            },
+        ];
+        for (kind, op) in kinds.iter().zip(ChangeKind::QUEUE_OPS) {
+            assert_eq!(kind.queue_op(), op);
+            let (old_key, new_row) = queue_fields(kind);
+            let back = ChangeKind::from_queue(op, old_key.map(Into::into), new_row.map(Into::into));
+            assert_eq!(back.as_ref(), Some(kind));
+        }
+        assert_eq!(ChangeKind::from_queue("X", None, Some("{}".into())), None);
+        assert_eq!(ChangeKind::from_queue("I", None, None), None);
     }
 
     #[test]

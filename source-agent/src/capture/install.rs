@@ -45,6 +45,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         14,
         include_str!("../../sql/migrations/014_schema_changes.sql"),
     ),
+    (15, include_str!("../../sql/migrations/015_known_ops.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -181,5 +182,25 @@ pub async fn ensure_installed(client: &Client) -> Result<()> {
         Ok(())
     } else {
         Err(Error::NotInstalled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pgferry_proto::change::ChangeKind;
+
+    #[test]
+    fn the_queue_takes_exactly_the_kinds_the_agents_know() {
+        let letters: Vec<String> = ChangeKind::QUEUE_OPS
+            .iter()
+            .map(|op| format!("'{op}'"))
+            .collect();
+        let check = format!("check (op in ({}))", letters.join(", "));
+        assert!(
+            super::MIGRATIONS
+                .iter()
+                .any(|(_, sql)| sql.contains(&check)),
+            "no migration has {check}"
+        );
     }
 }

@@ -472,24 +472,8 @@ fn to_change(row: &tokio_postgres::Row, new_row: Option<String>) -> Result<Chang
     let op: &str = row.get(2);
     let old_key: Option<String> = row.get(3);
     let statement_rows = row.get::<_, Option<i32>>(5).unwrap_or(0) as u32;
-    let broken = || Error::Protocol(format!("queue row {seq} ({op}) lacks its data"));
-    let kind = match op {
-        "I" => ChangeKind::Insert {
-            new_row: new_row.ok_or_else(broken)?,
-        },
-        "U" => ChangeKind::Update {
-            old_key,
-            new_row: new_row.ok_or_else(broken)?,
-        },
-        "D" => ChangeKind::Delete {
-            old_key: old_key.ok_or_else(broken)?,
-        },
-        "T" => ChangeKind::Truncate,
-        "S" => ChangeKind::Schema {
-            change: new_row.ok_or_else(broken)?,
-        },
-        _ => return Err(broken()),
-    };
+    let kind = ChangeKind::from_queue(op, old_key, new_row)
+        .ok_or_else(|| Error::Protocol(format!("queue row {seq} ({op}) lacks its data")))?;
     Ok(Change {
         seq,
         table_id,
