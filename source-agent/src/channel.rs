@@ -10,9 +10,10 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 
-/// Where a target agent listens and what the link to it needs.
+/// How to reach a target agent: where it listens, and the TLS trust,
+/// client certificate and token a connection to it needs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Dial {
     /// http://HOST:PORT, or https://HOST:PORT with `tls_ca`.
     pub address: String,
     /// The CA its certificate must come from.
@@ -25,7 +26,7 @@ pub struct Target {
     pub auth_token_file: Option<PathBuf>,
 }
 
-impl Target {
+impl Dial {
     /// The token it wants, read from its file and checked to fit a header.
     pub fn token(&self) -> Result<Option<String>> {
         let token = pgferry_runtime::config::read_optional_secret(
@@ -43,7 +44,7 @@ impl Target {
 
 /// The target agent's endpoint from its address and TLS files: https
 /// trusts the certificates in the CA file alone, and needs one.
-pub fn endpoint(target: &Target) -> Result<Endpoint> {
+pub fn endpoint(target: &Dial) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(target.address.clone())
         .map_err(|_| Error::BadTarget(target.address.clone()))?;
     let tls_ca = |reason: String| ConfigError::Invalid {

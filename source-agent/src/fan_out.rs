@@ -1,7 +1,7 @@
 //! Fan-out: a stream per target, each with its own batches, progress and
 //! back-off, so a slow, down or refusing target holds back only itself,
-//! and one cutter and one acknowledging session for them all (`cutter.rs`,
-//! `ack.rs`); targets added or removed
+//! and one cutter and one acknowledging session for them all (`cut::cutter`,
+//! `ack`); targets added or removed
 //! while the agent runs are followed within a second.
 
 use std::collections::HashMap;
@@ -13,28 +13,30 @@ use tokio::task::JoinSet;
 use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::Target;
-use crate::cutter::{self, Joining};
+use crate::ack;
+use crate::channel::Dial;
+use crate::cut::cutter::{self, Joining};
+use crate::cut::links;
 use crate::error::{Error, Result};
 use crate::settings::RunSettings;
+use crate::ship::stream;
 use crate::targets::{self, Recorded};
-use crate::{ack, links, stream};
 
 /// How often the target list is read again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Streams to `first` (what `run` checked at start) and, unless `--target`
 /// fixed the one target, to every target recorded later, until `cancel` or
-/// an error neither a pipeline nor the cutter may retry (then everything
+/// an error neither a target's stream nor the cutter may retry (then everything
 /// stops and that error is returned).
 pub async fn run(
     settings: Arc<RunSettings>,
     db_config: Config,
-    first: Vec<(Recorded, Target)>,
+    first: Vec<(Recorded, Dial)>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let follow = settings.flags_target.is_none();
-    // The cutter and the acknowledging session, shared by the pipelines.
+    // The cutter and the acknowledging session, shared by the streams.
     let mut shared = JoinSet::new();
     let (joins, joined) = mpsc::channel(cutter::JOINING);
     shared.spawn(cutter::cut_loop(
@@ -53,7 +55,7 @@ pub async fn run(
         acked,
         cancel.clone(),
     ));
-    let mut pipelines = Pipelines {
+    let mut streams = TargetStreams {
         running: HashMap::new(),
         set: JoinSet::new(),
         cutter: joins,
@@ -62,8 +64,8 @@ pub async fn run(
         db_config: db_config.clone(),
         cancel: cancel.clone(),
     };
-    for (recorded, link) in first {
-        pipelines.start(recorded, link);
+    for (recorded, dial) in first {
+        streams.start(recorded, dial);
     }
     let mut client = None;
     let mut result = Ok(());
@@ -79,12 +81,12 @@ pub async fn run(
                 cancel.cancel();
                 break;
             }
-            Some(ended) = pipelines.set.join_next() => {
+            Some(ended) = streams.set.join_next() => {
                 let (id, ended) = ended.map_err(|join| Error::Io {
-                    context: "a target's pipeline",
+                    context: "a target's stream",
                     source: std::io::Error::other(join),
                 })?;
-                pipelines.running.remove(&id);
+                streams.running.remove(&id);
                 if let Err(err) = ended {
                     result = Err(err);
                     cancel.cancel();
@@ -104,33 +106,33 @@ pub async fn run(
                         continue;
                     }
                 };
-                pipelines.running.retain(|id, stop| {
+                streams.running.retain(|id, stop| {
                     let kept = recorded.iter().any(|r| r.id == *id);
                     if !kept {
-                        tracing::info!(target_id = id, "target removed; its pipeline stops");
+                        tracing::info!(target_id = id, "target removed; its stream stops");
                         stop.cancel();
                     }
                     kept
                 });
                 for r in recorded {
-                    if pipelines.running.contains_key(&r.id) {
+                    if streams.running.contains_key(&r.id) {
                         continue;
                     }
-                    let Some(link) = r.target.clone() else { continue };
-                    tracing::info!(target = %r.name, address = %link.address, "target added; streaming to it");
-                    pipelines.start(r, link);
+                    let Some(dial) = r.target.clone() else { continue };
+                    tracing::info!(target = %r.name, address = %dial.address, "target added; streaming to it");
+                    streams.start(r, dial);
                 }
             }
         }
     }
-    while let Some(ended) = pipelines.set.join_next().await {
+    while let Some(ended) = streams.set.join_next().await {
         if let Ok((_, Err(err))) = ended
             && result.is_ok()
         {
             result = Err(err);
         }
     }
-    drop(pipelines);
+    drop(streams);
     while let Some(ended) = shared.join_next().await {
         if let Ok(Err(err)) = ended
             && result.is_ok()
@@ -141,21 +143,21 @@ pub async fn run(
     result
 }
 
-/// The running pipelines, by target id, each with its own stop.
-struct Pipelines {
+/// The running streams, by target id, each with its own stop.
+struct TargetStreams {
     running: HashMap<i32, CancellationToken>,
     set: JoinSet<(i32, Result<()>)>,
-    /// Where a pipeline's target joins the cutter.
+    /// Where a stream's target joins the cutter.
     cutter: mpsc::Sender<Joining>,
-    /// Where the pipelines' streams send their acknowledgements.
+    /// Where the streams send their acknowledgements.
     acks: ack::Acks,
     settings: Arc<RunSettings>,
     db_config: Config,
     cancel: CancellationToken,
 }
 
-impl Pipelines {
-    fn start(&mut self, recorded: Recorded, link: Target) {
+impl TargetStreams {
+    fn start(&mut self, recorded: Recorded, dial: Dial) {
         let stop = self.cancel.child_token();
         self.running.insert(recorded.id, stop.clone());
         let (settings, db_config) = (self.settings.clone(), self.db_config.clone());
@@ -165,7 +167,7 @@ impl Pipelines {
             let ends = (cutter, acks);
             (
                 id,
-                pipeline(&settings, db_config, recorded, link, ends, stop).await,
+                stream_target(&settings, db_config, recorded, dial, ends, stop).await,
             )
         });
     }
@@ -174,16 +176,16 @@ impl Pipelines {
 /// One target's stream, its target cut by the cutter meanwhile and its
 /// acknowledgements sent to the acknowledging session; the stream stopping
 /// lets the cutter drop the target.
-async fn pipeline(
+async fn stream_target(
     settings: &RunSettings,
     db_config: Config,
     recorded: Recorded,
-    link: Target,
+    dial: Dial,
     (cutter, acks): (mpsc::Sender<Joining>, ack::Acks),
     cancel: CancellationToken,
 ) -> Result<()> {
     let source_id = &settings.source_id;
-    let settings = stream::Settings::new(&settings.streams, &recorded, &link)?;
+    let settings = stream::Settings::new(&settings.streams, &recorded, &dial)?;
     crate::metrics::target_started(&recorded.name);
     let (cutter_ends, stream_ends) = links::links();
     let stop = cancel.child_token();
@@ -197,7 +199,7 @@ async fn pipeline(
             stop: stop.clone(),
         })
         .await;
-    tracing::info!(target = %recorded.name, address = %link.address, source_id = %source_id, "streaming to target");
+    tracing::info!(target = %recorded.name, address = %dial.address, source_id = %source_id, "streaming to target");
     let streamed = stream::run(settings, db_config, stream_ends, acks, cancel.child_token()).await;
     stop.cancel();
     streamed

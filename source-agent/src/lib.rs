@@ -3,29 +3,24 @@
 //! committed changes into batches by snapshots and streams them, in commit
 //! order, to a target agent; acks delete them from the queue.
 
+// A change's trip: captured on the source, cut into batches, shipped to
+// each target, acknowledged. Beside it: the operator's status, targets and
+// verify, and the agent's settings, errors and metrics.
 pub mod ack;
 pub mod backoff;
 pub mod capture;
-pub mod catalog;
 pub mod channel;
 pub mod cli;
 pub mod cut;
-pub mod cutter;
-pub mod delay;
 pub mod error;
 pub mod fan_out;
 pub mod ids;
-pub mod links;
 pub mod metrics;
-pub mod schema_changes;
 pub mod settings;
 pub mod ship;
 pub mod status;
-pub mod stream;
 pub mod targets;
-pub mod upkeep;
 pub mod verify;
-pub mod watch;
 
 use pgferry_runtime::{db, health};
 use std::sync::Arc;
@@ -61,7 +56,7 @@ pub async fn execute(command: Command) -> Result<i32> {
                     "PL/pgSQL"
                 }
             );
-            let watch = status::read(&client).await?.ddl_watch;
+            let watch = capture::watches_ddl(&client).await?;
             println!(
                 "schema changes: {}",
                 if watch {
@@ -132,7 +127,7 @@ pub async fn execute(command: Command) -> Result<i32> {
                 (None, None) => unreachable!("clap requires a table or --schema"),
             };
             if wait {
-                watch::wait(&client, &added).await?;
+                status::watch::wait(&client, &added).await?;
                 println!("replicating");
             }
         }
@@ -184,7 +179,7 @@ pub async fn execute(command: Command) -> Result<i32> {
         } => {
             let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
-            let target = channel::Target {
+            let target = channel::Dial {
                 address,
                 tls_ca,
                 tls_cert,
@@ -207,7 +202,7 @@ pub async fn execute(command: Command) -> Result<i32> {
             };
             let mut client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
-            let tables = schema_changes::run(&mut client, &sql).await?;
+            let tables = capture::ddl::run(&mut client, &sql).await?;
             if tables.is_empty() {
                 println!("ran; no replicated table changed its columns or name");
             }
@@ -219,7 +214,7 @@ pub async fn execute(command: Command) -> Result<i32> {
             let client = connect(&common).await?;
             capture::ensure_installed(&client).await?;
             let target_id = targets::resolve(&client, target.as_deref()).await?;
-            let table = schema_changes::done(&client, target_id, id).await?;
+            let table = capture::ddl::done(&client, target_id, id).await?;
             println!("schema change {id} of {table}: the target takes its new shape as it is");
         }
         Command::RemoveTarget { common, name } => {
@@ -239,7 +234,7 @@ pub async fn execute(command: Command) -> Result<i32> {
                 context: "installing signal handlers",
                 source,
             })?;
-            watch::watch(&client, cancel).await?;
+            status::watch::watch(&client, cancel).await?;
         }
         Command::Status { common, json, .. } => {
             let client = connect(&common).await?;
@@ -315,8 +310,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     capture::ensure_installed(&probe).await?;
     cut::check_transaction_ids(&probe).await?;
     let first = targets::for_run(&probe, settings.flags_target.as_ref()).await?;
-    for (recorded, link) in &first {
-        stream::Settings::new(&settings.streams, recorded, link)?;
+    for (recorded, dial) in &first {
+        ship::stream::Settings::new(&settings.streams, recorded, dial)?;
     }
     drop(probe);
 
@@ -346,10 +341,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ));
     }
 
-    tasks.spawn(upkeep::vacuum_loop(db_config.clone(), cancel.child_token()));
+    tasks.spawn(ack::upkeep::vacuum_loop(
+        db_config.clone(),
+        cancel.child_token(),
+    ));
     // Always: besides the metrics, it marks diverged the tables whose
     // capture it finds switched off, which status shows.
-    tasks.spawn(delay::watch_loop(db_config.clone(), cancel.child_token()));
+    tasks.spawn(status::delay::watch_loop(
+        db_config.clone(),
+        cancel.child_token(),
+    ));
     tracing::info!(source_id = %settings.source_id, targets = first.len(), "source agent running");
     let result = fan_out::run(Arc::new(settings), db_config, first, cancel.clone()).await;
     cancel.cancel();

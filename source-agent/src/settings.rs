@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use crate::channel::Target;
+use crate::channel::Dial;
 use crate::cli::RunArgs;
-use crate::cutter::Pace;
+use crate::cut::cutter::Pace;
 use crate::ship::ChunkLimits;
-use crate::stream::Defaults;
+use crate::ship::stream::Defaults;
 
 /// What `run` and its parts take from its flags.
 pub struct RunSettings {
@@ -22,7 +22,7 @@ pub struct RunSettings {
     pub max_backoff: Duration,
     /// `--target` with its TLS and token flags: the source's only target,
     /// at that address, instead of the recorded targets.
-    pub flags_target: Option<Target>,
+    pub flags_target: Option<Dial>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `--health-listen`.
@@ -43,7 +43,7 @@ impl RunSettings {
             },
             streams: Defaults {
                 source_id: args.source_id.clone(),
-                window: args.window,
+                batches_in_flight: args.window,
                 limits: ChunkLimits {
                     rows: args.chunk_rows,
                     bytes: usize::try_from(args.chunk_bytes).unwrap_or(usize::MAX),
@@ -53,7 +53,7 @@ impl RunSettings {
                 max_backoff: args.max_backoff,
             },
             max_backoff: args.max_backoff,
-            flags_target: args.target.clone().map(|address| Target {
+            flags_target: args.target.clone().map(|address| Dial {
                 address,
                 tls_ca: args.tls_ca.clone(),
                 tls_cert: args.tls_cert.clone(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use pgferry_runtime::config::ConfigError;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::channel::Target;
+use crate::channel::Dial;
 use crate::cli::DdlMode;
 use crate::error::{Error, Result};
 
@@ -22,7 +22,7 @@ pub struct Recorded {
     pub name: String,
     /// Where it listens; `None` for the unnamed target of an installation
     /// that `run --target` gives the address of.
-    pub target: Option<Target>,
+    pub target: Option<Dial>,
 }
 
 /// Records target `name`, after checking that its address parses, its TLS
@@ -31,7 +31,7 @@ pub struct Recorded {
 /// target an installation of one target streams to by `run --target`
 /// (`default`, no address) becomes this one, with its tables and progress;
 /// otherwise the new target starts from now, with no tables.
-pub async fn add(client: &mut Client, name: &str, target: &Target, ddl: DdlMode) -> Result<()> {
+pub async fn add(client: &mut Client, name: &str, target: &Dial, ddl: DdlMode) -> Result<()> {
     crate::channel::endpoint(target)?;
     target.token()?;
     let (ca, cert, key, token) = (
@@ -151,7 +151,7 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<Recorded>> {
             Recorded {
                 id: row.get(0),
                 name: row.get(1),
-                target: row.get::<_, Option<String>>(2).map(|address| Target {
+                target: row.get::<_, Option<String>>(2).map(|address| Dial {
                     address,
                     tls_ca: path(3),
                     tls_cert: path(4),
@@ -192,8 +192,8 @@ pub async fn resolve(client: &impl GenericClient, name: Option<&str>) -> Result<
 /// one; with `--target` (`flags`), the source's only one at its address.
 pub async fn for_run(
     client: &impl GenericClient,
-    flags: Option<&Target>,
-) -> Result<Vec<(Recorded, Target)>> {
+    flags: Option<&Dial>,
+) -> Result<Vec<(Recorded, Dial)>> {
     let recorded = list(client).await?;
     if let Some(flags) = flags {
         return match <[Recorded; 1]>::try_from(recorded) {

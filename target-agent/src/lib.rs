@@ -5,7 +5,6 @@
 pub mod apply;
 pub mod auth;
 pub mod cli;
-pub mod compact;
 pub mod durable;
 pub mod error;
 pub mod frame;
@@ -14,8 +13,6 @@ pub mod metrics;
 pub mod schema;
 pub mod server;
 pub mod session;
-pub mod shape;
-pub mod step;
 pub mod tls;
 
 use pgferry_proto::SERVICE_NAME;

@@ -25,7 +25,7 @@ pub struct TablePlan {
     /// Insert-or-update of a run of rows, keeping the last row per key.
     pub upsert: String,
     /// Plain insert of a run of rows the source inserted (see
-    /// [`crate::step::RunKind::Insert`]).
+    /// [`crate::apply::step::RunKind::Insert`]).
     pub insert: String,
     /// Delete of a run of keys.
     pub delete: String,
@@ -39,7 +39,7 @@ pub struct TablePlan {
     /// `COPY ... FROM STDIN` of the replicated columns, for the initial copy.
     pub copy_in: String,
     /// The key columns, when a batch's changes to the table may be applied
-    /// net of those a later change overwrites (see [`crate::compact`]): an
+    /// net of those a later change overwrites (see [`crate::apply::compact`]): an
     /// ordinary table whose rows nothing ties to other rows, so no order of
     /// its changes inside a batch can fail or be seen. No foreign key to or
     /// from it, no unique index but the key's, no exclusion constraint, no

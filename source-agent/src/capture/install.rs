@@ -185,6 +185,21 @@ pub async fn ensure_installed(client: &Client) -> Result<()> {
     }
 }
 
+/// Whether the DDL watch runs: its three event triggers, which only an
+/// install by a superuser creates, are there and enabled.
+pub async fn watches_ddl(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one(
+            "select count(*) = 3 from pg_event_trigger
+             where evtname in ('pgferry_watch_ddl', 'pgferry_note_rewrite', 'pgferry_watch_drop')
+               and evtenabled = 'A'",
+            &[],
+        )
+        .await
+        .map_err(Error::db("looking for the DDL watch"))?;
+    Ok(row.get(0))
+}
+
 #[cfg(test)]
 mod tests {
     use pgferry_proto::change::ChangeKind;

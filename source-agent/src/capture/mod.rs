@@ -2,6 +2,7 @@
 //! upgrading pgferry's schema (`install`), registering tables (`tables`),
 //! whole schemas (`schemas`) and sequences (`sequences`).
 
+pub mod ddl;
 mod install;
 mod schemas;
 mod sequences;
@@ -11,7 +12,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
 pub(crate) use install::{EXTENSION, MIGRATIONS};
-pub use install::{SCHEMA, choose, ensure_installed, install};
+pub use install::{SCHEMA, choose, ensure_installed, install, watches_ddl};
 pub use schemas::{SchemaReport, add_schema, follow_schema};
 pub use sequences::add_sequence;
 pub use tables::{TableSpec, add_table, copy_again, remove_table, set_aside};

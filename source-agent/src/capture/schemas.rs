@@ -90,7 +90,7 @@ pub async fn follow_schema(
     to: Option<&str>,
     create_target: bool,
 ) -> Result<()> {
-    if !crate::status::read(client).await?.ddl_watch {
+    if !super::watches_ddl(client).await? {
         return Err(pgferry_runtime::config::ConfigError::Invalid {
             setting: "follow",
             reason: "new tables are seen by the DDL watch, which an install by a superuser creates; add them with add-table".into(),

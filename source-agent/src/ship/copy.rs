@@ -8,7 +8,7 @@ use pgferry_proto::wire;
 use tokio::sync::mpsc;
 use tokio_postgres::IsolationLevel;
 
-use super::{Shipper, send_chunk};
+use super::batch::{Shipper, send_chunk};
 use crate::error::{Error, Result};
 use crate::ids::TableId;
 
@@ -83,7 +83,7 @@ impl Shipper {
             .await
             .map_err(Error::db("reading the copied columns"))?;
         let statement: String = shape.get(4);
-        let columns = crate::catalog::columns(&shape, 0);
+        let columns = crate::ship::catalog::columns(&shape, 0);
         tracing::info!(table = %job.name, batch_id, rows_estimate, bytes_estimate, "initial copy started");
         let table_id = job.table_id.wire();
         if !send_copy(

@@ -5,8 +5,8 @@ use pgferry_runtime::digest;
 use pgferry_runtime::sql::literal;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
+use super::Checks;
 use crate::error::{Error, Result};
-use crate::ship::Checks;
 
 /// A batch just cut, not yet committed, and a transaction reading the
 /// source in its snapshot, with the digest's settings pinned.

@@ -23,12 +23,36 @@ use pgferry_runtime::digest;
 use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
-use crate::ship::{Check, Checks};
 pub use answers::Recorder;
 use answers::{Answer, Answers};
 use registration::Registration;
 pub use report::Report;
 use report::{Kind, TableReport};
+
+/// What `verify` or `repair` put on a batch they cut (`pgferry.batch.checks`),
+/// which the stream sends with the batch.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Checks {
+    /// Questions for the target, answered after the batch's changes.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// Whether the batch carries repairs (`pgferry.repair_rows`).
+    #[serde(default)]
+    pub repairs: bool,
+}
+
+/// One of [`Checks::checks`] (see `wire::Check`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// The registration.
+    pub table_id: i32,
+    /// The key the range starts after.
+    pub after: Option<String>,
+    /// The key the range ends with.
+    pub upto: Option<String>,
+    /// Whether each row's hash is asked.
+    pub each_row: bool,
+}
 
 /// What to compare, and how.
 #[derive(Debug, Clone)]

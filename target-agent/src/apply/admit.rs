@@ -9,8 +9,11 @@ use std::sync::Arc;
 use pgferry_proto::wire;
 use tokio_postgres::Client;
 
-use super::{Applier, Pipeline, Retries, Shapes};
-use crate::compact::Compactor;
+use super::Applier;
+use super::copy::Copier;
+use super::retry::Retries;
+use super::tables::Tables;
+use super::transaction::Transaction;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::schema::{self, TablePlan};
@@ -19,7 +22,7 @@ impl Applier {
     /// Checks every announced table, guards it, and reads the source's
     /// progress. Nothing is written to a replicated table here. Each batch's
     /// changes pass a window of `compact_window` bytes that drops those a
-    /// later change of the same row overwrites (see [`crate::compact`]).
+    /// later change of the same row overwrites (see [`super::compact`]).
     pub async fn start(
         client: Client,
         hello: &wire::Hello,
@@ -90,34 +93,14 @@ impl Applier {
             .await
             .map_err(Error::db("reading progress"))?;
         let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
-        let announced = forms
-            .into_iter()
-            .map(|table| {
-                let mut columns: Vec<String> =
-                    table.columns.iter().map(|c| c.name.clone()).collect();
-                columns.sort_unstable();
-                (table.table_id, (table, columns))
-            })
-            .collect();
+        let source_id = hello.source_id.clone();
         Ok(Applier {
-            client: Arc::new(client),
-            source_id: hello.source_id.clone(),
-            plans,
-            announced,
-            shapes: Shapes::default(),
-            merge,
-            sequences,
-            copying: None,
-            repair_errors: Vec::new(),
-            open_batch: None,
-            pipeline: Pipeline::default(),
-            retries,
-            retry: Default::default(),
+            txn: Transaction::new(client, source_id.clone(), retries, compact_window),
+            tables: Tables::new(source_id, merge, plans, forms, sequences),
+            copy: Copier::default(),
             joiner: Default::default(),
-            window: Compactor::new(compact_window),
             last_applied: last as u64,
             last_cut,
-            open_since: None,
         })
     }
 }

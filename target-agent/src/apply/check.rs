@@ -8,7 +8,7 @@ use pgferry_runtime::digest;
 
 use tokio_postgres::Client;
 
-use super::Applier;
+use super::tables::Tables;
 use crate::error::{Error, Result};
 use crate::schema::TablePlan;
 
@@ -16,45 +16,53 @@ use crate::schema::TablePlan;
 /// alone and answered with its reason; the batch goes on.
 const CHECK_SAVEPOINT: &str = "pgferry_check";
 
-impl Applier {
-    /// Answers the batch's checks and takes its repairs' failures, as the
-    /// Checked report that follows the commit; none when the batch asked
-    /// nothing and repaired nothing.
-    pub(super) async fn answer_checks(
-        &mut self,
-        batch_id: u64,
-        checks: &[wire::Check],
-    ) -> Result<Option<wire::Checked>> {
-        let repair_errors = std::mem::take(&mut self.repair_errors);
-        if checks.is_empty() && repair_errors.is_empty() {
-            return Ok(None);
-        }
-        let mut answers = Vec::with_capacity(checks.len());
-        for check in checks {
-            let answer = match answer(&self.client, &self.plans[&check.table_id], check).await {
-                Ok(answer) => answer,
-                Err(source) => {
-                    self.client
-                        .batch_execute(&format!("rollback to savepoint {CHECK_SAVEPOINT}"))
-                        .await
-                        .map_err(Error::db("rolling back a failed check"))?;
-                    let table = &self.plans[&check.table_id].name;
-                    let reason = pgferry_runtime::db::describe_with_key(&source);
-                    tracing::warn!(%table, batch_id, error = %reason, "check failed");
-                    wire::CheckAnswer {
-                        error: format!("{table}: {reason}"),
-                        ..Default::default()
-                    }
-                }
-            };
-            answers.push(answer);
-        }
-        Ok(Some(wire::Checked {
-            batch_id,
-            answers,
-            repair_errors,
-        }))
+/// Answers the batch's `checks` on the applier's settled session `client`
+/// and takes its repairs' failures (`repair_errors`), as the Checked report
+/// that follows the commit; none when the batch asked nothing and
+/// repaired nothing.
+pub(super) async fn answer_checks(
+    client: &Client,
+    tables: &Tables,
+    batch_id: u64,
+    checks: &[wire::Check],
+    repair_errors: Vec<String>,
+) -> Result<Option<wire::Checked>> {
+    if checks.is_empty() && repair_errors.is_empty() {
+        return Ok(None);
     }
+    let mut answers = Vec::with_capacity(checks.len());
+    for check in checks {
+        let plan = tables
+            .plans
+            .get(&check.table_id)
+            .ok_or(Error::UnknownTableId {
+                batch_id,
+                seq: 0,
+                table_id: check.table_id,
+            })?;
+        let answer = match answer(client, plan, check).await {
+            Ok(answer) => answer,
+            Err(source) => {
+                client
+                    .batch_execute(&format!("rollback to savepoint {CHECK_SAVEPOINT}"))
+                    .await
+                    .map_err(Error::db("rolling back a failed check"))?;
+                let table = &plan.name;
+                let reason = pgferry_runtime::db::describe_with_key(&source);
+                tracing::warn!(%table, batch_id, error = %reason, "check failed");
+                wire::CheckAnswer {
+                    error: format!("{table}: {reason}"),
+                    ..Default::default()
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    Ok(Some(wire::Checked {
+        batch_id,
+        answers,
+        repair_errors,
+    }))
 }
 
 /// Answers one check on the applier's session `client`.

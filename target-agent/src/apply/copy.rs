@@ -11,13 +11,22 @@ use futures_util::SinkExt;
 use pgferry_proto::wire;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::Applier;
+use super::tables::Tables;
 use crate::error::{Error, Result};
 
+/// The batch's COPY in progress, and its repairs that failed.
+#[derive(Default)]
+pub(super) struct Copier {
+    copying: Option<Copying>,
+    /// Each failed repair's table and reason, for the batch's Checked
+    /// report.
+    repair_errors: Vec<String>,
+}
+
 /// A COPY in progress.
-pub(super) struct Copying {
+struct Copying {
     /// The source's table id.
-    pub(super) table_id: u32,
+    table_id: u32,
     /// The COPY; none for a repair that failed, whose remaining data is
     /// passed over.
     sink: Option<Pin<Box<CopyInSink<Bytes>>>>,
@@ -30,20 +39,35 @@ pub(super) struct Copying {
 /// so the batch's changes, and every other table, go on.
 const REPAIR_SAVEPOINT: &str = "pgferry_repair";
 
-impl Applier {
-    /// A piece of a COPY: `begin` empties the table (or deletes the rows a
-    /// repair names) and starts COPY, data goes straight to the server,
-    /// `end` finishes it.
-    pub(super) async fn apply_copy(&mut self, batch_id: u64, copy: wire::CopyData) -> Result<()> {
-        if copy.begin {
-            // COPY is not pipelined: start it on a settled session.
-            self.settle(batch_id).await?;
-            if copy.repair_keys.is_none() && !copy.columns.is_empty() {
-                self.take_copy_shape(batch_id, copy.table_id, &copy.columns)
-                    .await?;
-            }
-        }
-        let plan = self
+impl Copier {
+    /// The table whose COPY is streaming, if any.
+    pub(super) fn copying(&self) -> Option<u32> {
+        self.copying.as_ref().map(|copying| copying.table_id)
+    }
+
+    /// The failed repairs' reasons, taken for the batch's report.
+    pub(super) fn take_repair_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.repair_errors)
+    }
+
+    /// Forgets the COPY in progress (its batch is rolled back): dropping
+    /// the sink aborts it.
+    pub(super) fn abort(&mut self) {
+        self.copying = None;
+        self.repair_errors.clear();
+    }
+
+    /// A piece of a COPY on the applier's settled session `client`:
+    /// `begin` empties the table (or deletes the rows a repair names) and
+    /// starts COPY, data goes straight to the server, `end` finishes it.
+    pub(super) async fn apply(
+        &mut self,
+        client: &Client,
+        tables: &Tables,
+        batch_id: u64,
+        copy: wire::CopyData,
+    ) -> Result<()> {
+        let plan = tables
             .plans
             .get(&copy.table_id)
             .ok_or(Error::UnknownTableId {
@@ -60,19 +84,18 @@ impl Applier {
         if copy.begin {
             let sink = match &copy.repair_keys {
                 None => {
-                    self.client
+                    client
                         .batch_execute(&plan.clear)
                         .await
                         .map_err(copy_error)?;
                     tracing::info!(table = %plan.name, batch_id, "initial copy started");
                     Some(
-                        start_copy(&self.client, &plan.copy_in)
+                        start_copy(client, &plan.copy_in)
                             .await
                             .map_err(copy_error)?,
                     )
                 }
                 Some(keys) => {
-                    let client = &self.client;
                     let started = async {
                         client
                             .batch_execute(&format!("savepoint {REPAIR_SAVEPOINT}"))
@@ -83,7 +106,7 @@ impl Applier {
                     match started.await {
                         Ok(sink) => Some(sink),
                         Err(source) => {
-                            self.repair_failed(batch_id, copy.table_id, source).await?;
+                            self.repair_failed(client, &name, batch_id, source).await?;
                             None
                         }
                     }
@@ -115,7 +138,7 @@ impl Applier {
                 });
                 if repair && sent.is_ok() {
                     let release = format!("release savepoint {REPAIR_SAVEPOINT}");
-                    sent = self.client.batch_execute(&release).await;
+                    sent = client.batch_execute(&release).await;
                 }
             }
         }
@@ -125,7 +148,7 @@ impl Applier {
                 if let Some(copying) = &mut self.copying {
                     copying.sink = None;
                 }
-                self.repair_failed(batch_id, copy.table_id, source).await
+                self.repair_failed(client, &name, batch_id, source).await
             }
             Err(source) => Err(copy_error(source)),
         }
@@ -135,15 +158,15 @@ impl Applier {
     /// the batch's Checked report.
     async fn repair_failed(
         &mut self,
+        client: &Client,
+        table: &str,
         batch_id: u64,
-        table_id: u32,
         source: tokio_postgres::Error,
     ) -> Result<()> {
-        let table = self.plans[&table_id].name.clone();
         let reason = pgferry_runtime::db::describe_with_key(&source);
         tracing::warn!(%table, batch_id, error = %reason, "repair failed; rolled back alone");
         self.repair_errors.push(format!("{table}: {reason}"));
-        self.client
+        client
             .batch_execute(&format!("rollback to savepoint {REPAIR_SAVEPOINT}"))
             .await
             .map_err(Error::db("rolling back a failed repair"))

@@ -14,7 +14,7 @@ use pgferry_runtime::sql::{ident, qualified};
 use serde::Deserialize;
 use tokio_postgres::Client;
 
-use super::Applier;
+use super::tables::Tables;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::schema::{self, TargetColumn};
@@ -142,12 +142,14 @@ fn statements(
     out
 }
 
-impl Applier {
+impl Tables {
     /// Makes schema change `seq` (JSON `text`) of table `table_id` on the
-    /// target, in the open batch's transaction, the statements before it
-    /// settled; then plans the table's rows in its new shape.
+    /// target, on the applier's settled session `client`, in the open
+    /// batch's transaction; then plans the table's rows in its new shape
+    /// (the caller forgets its prepared statements).
     pub(super) async fn apply_schema_change(
         &mut self,
+        client: &Client,
         batch_id: u64,
         seq: u64,
         table_id: u32,
@@ -161,7 +163,7 @@ impl Applier {
             })?;
         let plan = &self.plans[&table_id];
         let (table, quoted) = (plan.name.clone(), plan.quoted.clone());
-        let current = schema::columns(&self.client, &quoted).await?;
+        let current = schema::columns(client, &quoted).await?;
         let failed = |source| Error::SchemaChange {
             batch_id,
             seq,
@@ -182,7 +184,7 @@ impl Applier {
             Mode::Apply => {
                 for sql in to_run {
                     tracing::info!(batch_id, seq, table = %table, sql = %sql, "schema change");
-                    self.client.execute(&sql, &[]).await.map_err(failed)?;
+                    client.execute(&sql, &[]).await.map_err(failed)?;
                 }
             }
             Mode::Pause | Mode::Done => {}
@@ -191,14 +193,14 @@ impl Applier {
             != (plan.schema.as_str(), plan.table.as_str());
         if renamed && change.mode == Mode::Apply {
             let from = (plan.schema.clone(), plan.table.clone());
-            rename_table(&self.client, &quoted, from, &change.schema, &change.table)
+            rename_table(client, &quoted, from, &change.schema, &change.table)
                 .await
                 .map_err(failed)?;
         }
-        self.replan(batch_id, table_id, &change).await?;
+        self.replan(client, batch_id, table_id, &change).await?;
         if renamed {
             let guarded: Vec<_> = self.plans.values().map(|p| p.guarded()).collect();
-            guard::track(&self.client, &self.source_id, &guarded).await?;
+            guard::track(client, &self.source_id, &guarded).await?;
         }
         Ok(())
     }
@@ -206,7 +208,13 @@ impl Applier {
     /// The table's plan, announced form and shapes made again for its new
     /// shape: its columns as the change leaves them, its key under the
     /// keys' new names.
-    async fn replan(&mut self, batch_id: u64, table_id: u32, change: &SchemaChange) -> Result<()> {
+    async fn replan(
+        &mut self,
+        client: &Client,
+        batch_id: u64,
+        table_id: u32,
+        change: &SchemaChange,
+    ) -> Result<()> {
         let mut table = self.announced[&table_id].0.clone();
         let renamed: HashMap<&str, &str> = change
             .before
@@ -233,7 +241,7 @@ impl Applier {
                 attnum: a.attnum,
             })
             .collect();
-        self.plan_again(batch_id, table_id, table).await
+        self.plan_again(client, batch_id, table_id, table).await
     }
 
     /// Brings a table about to be copied to the copy's columns (`columns`,
@@ -241,12 +249,15 @@ impl Applier {
     /// others: the table is emptied and filled again, so a column the copy
     /// lacks is dropped, one of another name under the same column number
     /// renamed, one it adds added, one of another type takes the copy's.
+    /// Returns whether the table was planned again (the caller then forgets
+    /// its prepared statements).
     pub(super) async fn take_copy_shape(
         &mut self,
+        client: &Client,
         batch_id: u64,
         table_id: u32,
         columns: &[wire::Column],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let announced = &self.announced[&table_id].0;
         let same = announced.columns.len() == columns.len()
             && announced
@@ -255,11 +266,11 @@ impl Applier {
                 .zip(columns)
                 .all(|(a, c)| a.name == c.name && a.sql_type == c.sql_type);
         if same {
-            return Ok(());
+            return Ok(false);
         }
         let plan = &self.plans[&table_id];
         let (name, quoted) = (plan.name.clone(), plan.quoted.clone());
-        let current = schema::column_types(&self.client, &quoted).await?;
+        let current = schema::column_types(client, &quoted).await?;
         let mut sql = Vec::new();
         let mut current = current;
         let same_number =
@@ -305,7 +316,7 @@ impl Applier {
         }
         for statement in sql {
             tracing::info!(batch_id, table = %name, sql = %statement, "the copy's shape");
-            self.client
+            client
                 .execute(&statement, &[])
                 .await
                 .map_err(|source| Error::Apply {
@@ -316,37 +327,8 @@ impl Applier {
         }
         let mut table = announced.clone();
         table.columns = columns.to_vec();
-        self.plan_again(batch_id, table_id, table).await
-    }
-
-    /// Checks `table` (a new form of table `table_id`) against the target,
-    /// typed as the target names its columns' types, and makes it the
-    /// table's plan and announced form; its shapes and prepared statements
-    /// are forgotten.
-    async fn plan_again(
-        &mut self,
-        batch_id: u64,
-        table_id: u32,
-        mut table: wire::TableSchema,
-    ) -> Result<()> {
-        table.create_if_missing = false;
-        table.earlier_forms.clear();
-        let at = qualified(&table.target_schema, &table.target_table);
-        let types = schema::column_types(&self.client, &at).await?;
-        for column in &mut table.columns {
-            if let Some(sql_type) = types.get(&column.name) {
-                column.sql_type.clone_from(sql_type);
-            }
-        }
-        let plan = schema::check(&self.client, &table, self.merge).await?;
-        tracing::info!(batch_id, table = %plan.name, "planned the table's rows in its new shape");
-        let mut sorted: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-        sorted.sort_unstable();
-        self.plans.insert(table_id, plan);
-        self.announced.insert(table_id, (table, sorted));
-        self.shapes.forget(table_id);
-        self.pipeline.forget(table_id);
-        Ok(())
+        self.plan_again(client, batch_id, table_id, table).await?;
+        Ok(true)
     }
 }
 

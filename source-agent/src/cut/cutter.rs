@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::cut;
+use crate::cut::links::CutterEnds;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TargetId};
-use crate::links::CutterEnds;
 
 /// How often the cutter looks for committed changes: every `tick` while
 /// they come; once none came for [`IDLE_AFTER`], the wait doubles after

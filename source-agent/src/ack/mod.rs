@@ -6,6 +6,8 @@
 //! all the targets in it, where three targets acknowledging one by one paid
 //! three commits and waited for each other's lock on the source.
 
+pub mod upkeep;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,5 +1,9 @@
 //! Cutting batches by snapshots (docs/architecture.md, "Batches"): the cut itself, and
-//! what the stream reads of a cut. The cutter's loop is `cutter.rs`.
+//! what the stream reads of a cut. The cutter's loop is `cutter`; what it
+//! and the streams tell each other, `links`.
+
+pub mod cutter;
+pub mod links;
 
 use tokio_postgres::{Client, Statement};
 

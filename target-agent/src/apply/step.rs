@@ -59,7 +59,7 @@ pub struct Step {
     /// How many rows `rows` holds.
     pub count: u32,
     /// The columns the rows carry: 0, those the stream announced; another
-    /// number, a column list met since (see [`crate::shape`]). Keys and
+    /// number, a column list met since (see [`crate::apply::shape`]). Keys and
     /// truncates are always 0.
     pub shape: u32,
 }

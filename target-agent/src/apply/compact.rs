@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, RandomState};
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::step::{RunKind, Step};
+use crate::apply::step::{RunKind, Step};
 
 /// What a held change costs beyond its text, roughly: the held entry, its
 /// slot in the key index and the text's allocation.
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(key_of(r#"{"a": 10}"#, &columns), None);
         assert_eq!(key_of("[1]", &columns), None);
         assert_eq!(
-            crate::step::elements(r#"[{"a":1}, {"a":2}]"#),
+            crate::apply::step::elements(r#"[{"a":1}, {"a":2}]"#),
             Some(vec![r#"{"a":1}"#, r#"{"a":2}"#])
         );
     }

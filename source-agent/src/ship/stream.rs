@@ -15,15 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
+use super::batch::{self, ChunkLimits, KnownTable, SendOutcome, Shipper};
+use super::catalog;
 use crate::backoff::Backoff;
-use crate::channel::Target;
+use crate::channel::Dial;
 use crate::cut;
+use crate::cut::links::StreamEnds;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TableId, TargetId};
-use crate::links::StreamEnds;
-use crate::ship::{self, ChunkLimits, KnownTable, SendOutcome, Shipper};
 use crate::targets::Recorded;
-use crate::{ack, catalog, metrics, status};
+use crate::{ack, metrics, status};
 use pgferry_runtime::recovery::Recovery;
 
 /// Largest message either way; a chunk of `chunk_rows` changes must fit.
@@ -36,7 +37,7 @@ pub struct Defaults {
     /// `--source-id`.
     pub source_id: String,
     /// `--window`: batches sent beyond the last one applied.
-    pub window: u64,
+    pub batches_in_flight: u64,
     /// `--chunk-rows`, `--chunk-bytes` and `--max-row-bytes`.
     pub limits: ChunkLimits,
     /// `--compression`.
@@ -57,7 +58,7 @@ pub struct Settings {
     /// The target's token, presented as a bearer token.
     pub token: Option<String>,
     /// `--window`: batches sent beyond the last one applied.
-    pub window: u64,
+    pub batches_in_flight: u64,
     /// `--chunk-rows` and `--chunk-bytes`.
     pub limits: ChunkLimits,
     /// `--compression`.
@@ -68,18 +69,18 @@ pub struct Settings {
 
 impl Settings {
     /// The session's settings from `defaults` and the target it streams
-    /// to (`recorded` at the address and with the files of `link`),
+    /// to (`recorded` at the address and with the files of `dial`),
     /// reading the token file and checking the address and TLS files.
-    pub fn new(defaults: &Defaults, recorded: &Recorded, link: &Target) -> Result<Settings> {
+    pub fn new(defaults: &Defaults, recorded: &Recorded, dial: &Dial) -> Result<Settings> {
         Ok(Settings {
             target: TargetId {
                 id: recorded.id,
                 name: recorded.name.clone(),
             },
             source_id: defaults.source_id.clone(),
-            endpoint: crate::channel::endpoint(link)?,
-            token: link.token()?,
-            window: defaults.window,
+            endpoint: crate::channel::endpoint(dial)?,
+            token: dial.token()?,
+            batches_in_flight: defaults.batches_in_flight,
             limits: defaults.limits,
             compression: defaults.compression,
             max_backoff: defaults.max_backoff,
@@ -159,13 +160,13 @@ async fn session(
         catalog::sequence_schemas(&reader, target_id),
         async {
             reader
-                .prepare(ship::READ_BATCH)
+                .prepare(batch::READ_BATCH)
                 .await
                 .map_err(Error::db("preparing the batch read"))
         },
         async {
             reader
-                .prepare(ship::COPY_JOBS)
+                .prepare(batch::COPY_JOBS)
                 .await
                 .map_err(Error::db("preparing the batch check"))
         },
@@ -360,7 +361,7 @@ async fn acked_batch(client: &Client, target_id: i32) -> Result<u64> {
 /// How often a session looks for a changed table list.
 const TABLES_CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// Sends batches from `first` on, in order, at most `window` beyond the last
+/// Sends batches from `first` on, in order, at most `batches_in_flight` beyond the last
 /// applied one, until shutdown or a change of the table list (returns Ok to
 /// end the session, dropping `shipper` and with it the outbound stream).
 /// When the last applied batch jumps ahead (the target's Ready), sending
@@ -405,7 +406,7 @@ async fn send_batches(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            moved = applied.wait_for(|applied| next.saturating_sub(applied.0) <= settings.window) => {
+            moved = applied.wait_for(|applied| next.saturating_sub(applied.0) <= settings.batches_in_flight) => {
                 if moved.is_err() { return Ok(()); }
             }
         }
@@ -433,7 +434,7 @@ async fn send_batches(
 /// window and the cutter), the answers to a batch's checks before it
 /// (recorded for `verify`), and from time to time the batches now durable
 /// there, which alone may be deleted here: those go to the acknowledging
-/// session (`ack.rs`), which deletes beside the reading: awaited in line,
+/// session (`crate::ack`), which deletes beside the reading: awaited in line,
 /// an acknowledgement (a delete and a commit) held back the applied reports
 /// queued behind it, and with them the next cut.
 async fn receive_acks(

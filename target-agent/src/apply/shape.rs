@@ -7,9 +7,51 @@
 //! column, until it does), and a column the row lacks is left as the target
 //! has it (an update) or to its default (an insert), never set to NULL.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+use crate::schema::TablePlan;
+
+/// Column lists met since the stream began other than the announced ones,
+/// each numbered (see [`super::step::Step::shape`]) and planned.
+#[derive(Default)]
+pub(super) struct Shapes {
+    /// Their shape numbers, by table and sorted columns.
+    numbers: HashMap<(u32, Vec<String>), u32>,
+    /// Their checked plans, by table and shape number.
+    plans: HashMap<(u32, u32), TablePlan>,
+}
+
+impl Shapes {
+    /// The number of table `table_id`'s rows of `columns`, or the columns
+    /// back when they were not met yet.
+    pub(super) fn number(&self, table_id: u32, columns: Vec<String>) -> Result<u32, Vec<String>> {
+        let key = (table_id, columns);
+        self.numbers.get(&key).copied().ok_or(key.1)
+    }
+
+    /// Numbers a column list met for the first time, planned as `plan`.
+    pub(super) fn add(&mut self, table_id: u32, columns: Vec<String>, plan: TablePlan) -> u32 {
+        let shape = self.numbers.len() as u32 + 1;
+        self.numbers.insert((table_id, columns), shape);
+        self.plans.insert((table_id, shape), plan);
+        shape
+    }
+
+    /// The plan of a numbered shape.
+    pub(super) fn plan(&self, table_id: u32, shape: u32) -> &TablePlan {
+        &self.plans[&(table_id, shape)]
+    }
+
+    /// Forgets a table's shapes: its schema changed, and with it what its
+    /// rows' columns are checked against.
+    pub(super) fn forget(&mut self, table_id: u32) {
+        self.numbers.retain(|(table, _), _| *table != table_id);
+        self.plans.retain(|(table, _), _| *table != table_id);
+    }
+}
 
 /// The column names a row object (or the first row of a statement's
 /// array) carries, sorted; None when the text holds no object.

@@ -2,6 +2,9 @@
 //! target is, and the last error, read from the source database alone (so it
 //! works while the agent or the target is down).
 
+pub mod delay;
+pub mod watch;
+
 use pgferry_runtime::recovery::Recovery;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -146,10 +149,7 @@ pub async fn read(client: &Client) -> Result<Status> {
             "select coalesce(sum(coalesce(statement_rows, 1)), 0)::bigint,
                     coalesce(extract(epoch from now() - min(captured_at))::float8, 0),
                     case when exists (select from pg_extension where extname = $1)
-                         then 'compiled' else 'plpgsql' end,
-                    (select count(*) = 3 from pg_event_trigger
-                     where evtname in ('pgferry_watch_ddl', 'pgferry_note_rewrite', 'pgferry_watch_drop')
-                       and evtenabled = 'A')
+                         then 'compiled' else 'plpgsql' end
              from pgferry.queue",
             &[&crate::capture::EXTENSION],
         )
@@ -239,7 +239,7 @@ pub async fn read(client: &Client) -> Result<Status> {
         .collect();
     Ok(Status {
         capture: queue.get(2),
-        ddl_watch: queue.get(3),
+        ddl_watch: crate::capture::watches_ddl(client).await?,
         pending_changes: queue.get(0),
         oldest_pending_age_secs: queue.get(1),
         targets,
