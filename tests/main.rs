@@ -19,6 +19,7 @@ mod manage;
 mod order;
 mod outage;
 mod progress;
+mod queue;
 mod random_values;
 mod restore;
 mod seed;

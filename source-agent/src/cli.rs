@@ -107,8 +107,8 @@ pub enum Command {
         common: Common,
         /// The source sequence, SCHEMA.SEQUENCE.
         sequence: String,
-        /// The target (`add-target`'s name) it goes to; may be left out
-        /// while the source has one target.
+        /// The target (`add-target`'s name) it goes to (default: every
+        /// target).
         #[arg(long)]
         target: Option<String>,
         /// The target sequence, SCHEMA.SEQUENCE (default: the same name).

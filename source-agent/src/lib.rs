@@ -120,9 +120,12 @@ pub async fn execute(command: Command) -> Result<i32> {
                         row_filter,
                         create_target,
                     };
-                    let table_id = capture::add_table(&mut client, &spec).await?;
+                    let added = capture::add_table(&mut client, &spec).await?;
                     println!("added {table}: its rows are copied with the next batch");
-                    vec![table_id]
+                    for sequence in &added.sequences {
+                        println!("added sequence {sequence}: {table}'s default takes its values");
+                    }
+                    vec![added.table_id]
                 }
                 (None, None) => unreachable!("clap requires a table or --schema"),
             };
@@ -139,7 +142,7 @@ pub async fn execute(command: Command) -> Result<i32> {
             create_target,
         } => {
             let mut client = connect(&common).await?;
-            capture::add_sequence(
+            let targets = capture::add_sequence(
                 &mut client,
                 &sequence,
                 target_sequence.as_deref(),
@@ -147,7 +150,7 @@ pub async fn execute(command: Command) -> Result<i32> {
                 create_target,
             )
             .await?;
-            println!("added sequence {sequence}");
+            println!("added sequence {sequence} for {targets} target(s)");
         }
         Command::RemoveTable {
             common,

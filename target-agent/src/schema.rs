@@ -249,8 +249,25 @@ async fn create(client: &Client, table: &TableSchema) -> Result<()> {
 }
 
 /// The oid of a replicated sequence's target, created when the source asks
-/// and it is missing.
-pub async fn check_sequence(client: &Client, sequence: &SequenceSchema) -> Result<u32> {
+/// and it is missing. A sequence a column of `table` (planned, as the
+/// stream announced it) takes its default from on the source is kept as
+/// the sequence that column takes its default from on the target, when it
+/// has one; `None` when it has neither that nor the named sequence and may
+/// not create it (a target column that draws from no sequence has nothing
+/// to keep in step), or may not set it.
+pub async fn check_sequence(
+    client: &Client,
+    sequence: &SequenceSchema,
+    table: Option<&TablePlan>,
+) -> Result<Option<u32>> {
+    let own = match table {
+        Some(table) => client
+            .query_opt(COLUMN_SEQUENCE, &[&table.quoted, &sequence.column])
+            .await
+            .map_err(Error::db("looking up a column's sequence"))?
+            .map(|row| row.get::<_, u32>(0)),
+        None => None,
+    };
     let name = qualified(&sequence.target_schema, &sequence.target_name);
     let find = || async {
         client
@@ -263,7 +280,10 @@ pub async fn check_sequence(client: &Client, sequence: &SequenceSchema) -> Resul
             .map_err(Error::db("looking up a target sequence"))
             .map(|row| row.map(|r| r.get::<_, u32>(0)))
     };
-    let mut oid = find().await?;
+    let mut oid = match own {
+        Some(oid) => Some(oid),
+        None => find().await?,
+    };
     if oid.is_none() && sequence.create_if_missing {
         client
             .batch_execute(&format!(
@@ -277,11 +297,60 @@ pub async fn check_sequence(client: &Client, sequence: &SequenceSchema) -> Resul
             })?;
         oid = find().await?;
     }
-    oid.ok_or_else(|| Error::UnknownSequence {
-        sequence: format!("{}.{}", sequence.target_schema, sequence.target_name),
-        source_sequence: sequence.source_name.clone(),
-    })
+    match oid {
+        None if sequence.table_id != 0 => {
+            tracing::info!(
+                sequence = %sequence.source_name,
+                column = %sequence.column,
+                "the target column takes its default from no sequence: the source's sequence is not kept on this target"
+            );
+            Ok(None)
+        }
+        None => Err(Error::UnknownSequence {
+            sequence: format!("{}.{}", sequence.target_schema, sequence.target_name),
+            source_sequence: sequence.source_name.clone(),
+        }),
+        Some(oid) if sequence.table_id != 0 => {
+            // A table's sequence came with the table, unasked: one the
+            // applier may not set is passed over rather than stopping
+            // every table of the stream.
+            let settable: bool = client
+                .query_one("select has_sequence_privilege($1::oid, 'UPDATE')", &[&oid])
+                .await
+                .map_err(Error::db("looking up a target sequence"))?
+                .get(0);
+            if !settable {
+                tracing::warn!(
+                    sequence = %sequence.source_name,
+                    column = %sequence.column,
+                    "the applier may not set the target column's sequence: the source's sequence is not kept on this target"
+                );
+            }
+            Ok(settable.then_some(oid))
+        }
+        Some(oid) => Ok(Some(oid)),
+    }
 }
+
+/// The sequence column $2 of table $1 (quoted) takes its default from: a
+/// default calling nextval (serial), or the column's identity.
+const COLUMN_SEQUENCE: &str = "
+    with col as (select attrelid, attnum from pg_attribute
+                 where attrelid = to_regclass($1) and attname::text = $2 and not attisdropped)
+    select s.oid
+    from (select d.refobjid as seq
+          from col
+          join pg_attrdef ad on ad.adrelid = col.attrelid and ad.adnum = col.attnum
+          join pg_depend d on d.classid = 'pg_attrdef'::regclass and d.objid = ad.oid
+                          and d.refclassid = 'pg_class'::regclass
+          union all
+          select d.objid
+          from col
+          join pg_depend d on d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
+                          and d.refobjid = col.attrelid and d.refobjsubid = col.attnum
+                          and d.deptype = 'i') used
+    join pg_class s on s.oid = used.seq and s.relkind = 'S'
+    limit 1";
 
 /// What differs between the source's columns and the target's, one line per
 /// column; empty when they match.

@@ -1,8 +1,8 @@
 -- A table created (p_relid) in a schema some target follows (`add-table
 -- --schema S --follow`): registered for each such target, in the CREATE's
--- own transaction, as `add-table` would, under the same name there, and
--- copied with that target's next batch, so its rows (those of the
--- creating transaction too) arrive in stream order. A table pgferry could
+-- own transaction, as `add-table` would (its sequences with it), under the
+-- same name there, and copied with that target's next batch, so its rows
+-- (those of the creating transaction too) arrive in stream order. A table pgferry could
 -- not replicate (no key, unlogged, partitioned, a partition) or whose name
 -- matches the registration's --exclude is left out, with a notice.
 create or replace function pgferry.follow_table(p_relid oid) returns void
@@ -44,6 +44,7 @@ begin
             update pgferry.tables set capture_id = v_table_id where table_id = v_table_id;
         end if;
         perform pgferry.attach(v_capture_id);
+        perform pgferry.add_table_sequences(v_table_id);
         update pgferry.targets set tables_version = tables_version + 1 where target_id = v_follow.target_id;
     end loop;
 end

@@ -46,6 +46,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../sql/migrations/014_schema_changes.sql"),
     ),
     (15, include_str!("../../sql/migrations/015_known_ops.sql")),
+    (
+        16,
+        include_str!("../../sql/migrations/016_table_sequences.sql"),
+    ),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -79,6 +83,8 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/acknowledge.sql"),
         include_str!("../../sql/functions/record_schema_change.sql"),
         include_str!("../../sql/functions/record_schema_changes.sql"),
+        include_str!("../../sql/functions/column_sequences.sql"),
+        include_str!("../../sql/functions/add_table_sequences.sql"),
         include_str!("../../sql/functions/follow_table.sql"),
         include_str!("../../sql/functions/watch_ddl.sql"),
         include_str!("../../sql/functions/watch_drop.sql"),

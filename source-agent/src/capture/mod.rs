@@ -15,7 +15,7 @@ pub(crate) use install::{EXTENSION, MIGRATIONS};
 pub use install::{SCHEMA, choose, ensure_installed, install, watches_ddl};
 pub use schemas::{SchemaReport, add_schema, follow_schema};
 pub use sequences::add_sequence;
-pub use tables::{TableSpec, add_table, copy_again, remove_table, set_aside};
+pub use tables::{Added, TableSpec, add_table, copy_again, remove_table, set_aside};
 
 /// A table name split by PostgreSQL's own rules (quotes, case folding).
 #[derive(Debug, Clone, PartialEq, Eq)]

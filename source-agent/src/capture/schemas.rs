@@ -59,9 +59,10 @@ pub async fn add_schema(
                 create_target,
                 ..TableSpec::default()
             };
-            add_table(client, &spec)
-                .await
-                .map(|table_id| report.table_ids.push(table_id))
+            add_table(client, &spec).await.map(|added| {
+                report.table_ids.push(added.table_id);
+                report.added.extend(added.sequences);
+            })
         };
         match added {
             Ok(()) => report.added.push(name),

@@ -28,8 +28,9 @@ pub struct TableSpec {
 /// triggers, which take the changes once for all its targets, in one
 /// transaction. Refuses, changing nothing, a table that is missing, keyless
 /// or already replicated to that target, a column list without the key, or
-/// a bad filter. Returns the new table id.
-pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
+/// a bad filter. The sequences the columns it replicates take their
+/// defaults from go to the same target with it.
+pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
     ensure_installed(client).await?;
     let source = TableName::parse(client, &spec.table).await?;
     let target = match &spec.target {
@@ -163,10 +164,30 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<i32> {
                 },
             },
         )?;
+    let sequences: Vec<String> = tx
+        .query("select pgferry.add_table_sequences($1)", &[&table_id])
+        .await
+        .map_err(Error::db("add-table: registering its sequences"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     bump_version(&tx, target_id).await?;
     tx.commit().await.map_err(Error::db("add-table"))?;
-    tracing::info!(table = %source, target = %target, table_id, key = ?key, "table added; its copy goes with the next batch");
-    Ok(table_id)
+    tracing::info!(table = %source, target = %target, table_id, key = ?key, sequences = ?sequences, "table added; its copy goes with the next batch");
+    Ok(Added {
+        table_id,
+        sequences,
+    })
+}
+
+/// A table `add_table` registered.
+#[derive(Debug)]
+pub struct Added {
+    /// Its registration's id.
+    pub table_id: i32,
+    /// The sequences its columns take their defaults from, registered
+    /// with it (those the target did not have registered already).
+    pub sequences: Vec<String>,
 }
 
 /// Refuses a row filter that is not one boolean expression over the row
@@ -340,6 +361,14 @@ pub async fn remove_table(client: &mut Client, table: &str, to: Option<&str>) ->
         tx.execute("select pgferry.forget_removed($1)", &[&target_id])
             .await
             .map_err(Error::db("remove-table"))?;
+        // The sequences that came with the table leave with it.
+        tx.execute(
+            "delete from pgferry.sequences s using pgferry.tables t
+             where s.table_id = t.table_id and t.target_id = $1 and t.removed",
+            &[&target_id],
+        )
+        .await
+        .map_err(Error::db("remove-table: its sequences"))?;
         bump_version(&tx, target_id).await?;
     }
     tx.commit().await.map_err(Error::db("remove-table"))?;

@@ -42,6 +42,12 @@ pub const READ_BATCH: &str = "
     select seq, table_id, op::text, old_key::text, new_row::text, statement_rows
     from pgferry.batch_changes($1::bigint::int, $2::bigint)";
 
+/// The current value of each sequence replicated to target $1.
+pub const READ_SEQUENCES: &str = "
+    select s.seq_id, pg_sequence_last_value(c.oid)
+    from pgferry.sequences s join pg_class c on c.oid = s.relid
+    where s.target_id = $1";
+
 /// How much one message on the wire may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLimits {
@@ -77,8 +83,9 @@ pub struct Shipper {
     /// Whether a table announced on this stream had not finished its copy
     /// when the stream began; only then may a batch carry a copy for it.
     pub copies_possible: bool,
-    /// Whether any sequence is replicated (their values go with each batch).
-    pub has_sequences: bool,
+    /// [`READ_SEQUENCES`], prepared on `reader` when any sequence is
+    /// replicated (their values go with each batch).
+    pub read_sequences: Option<Statement>,
     /// Reads initial copies, each in its own REPEATABLE READ transaction.
     pub copier: Client,
     /// Message size limits.
@@ -259,10 +266,16 @@ impl Shipper {
             }
         }
         rows_sent += gathered.rows;
-        let sequences = if self.has_sequences {
-            sequence_values(&self.reader, self.target_id, &mut self.sequences_sent).await?
-        } else {
-            Vec::new()
+        let sequences = match &self.read_sequences {
+            Some(read) => {
+                let rows = self
+                    .reader
+                    .query(read, &[&self.target_id])
+                    .await
+                    .map_err(Error::db("reading sequences"))?;
+                changed_sequences(rows, &mut self.sequences_sent)
+            }
+            None => Vec::new(),
         };
         let chunk = wire::BatchChunk {
             batch_id,
@@ -385,22 +398,13 @@ pub(crate) async fn send_chunk(
     out.send(message).await.is_ok()
 }
 
-/// Current values of the replicated sequences that changed since last sent.
-/// Read at send time, so each is at least its value when the batch was cut.
-async fn sequence_values(
-    client: &Client,
-    target_id: i32,
+/// The replicated sequences' values that changed since last sent, of
+/// [`READ_SEQUENCES`]'s `rows`. Read at send time, so each is at least its
+/// value when the batch was cut.
+fn changed_sequences(
+    rows: Vec<tokio_postgres::Row>,
     sent: &mut HashMap<u32, i64>,
-) -> Result<Vec<wire::SequenceValue>> {
-    let rows = client
-        .query(
-            "select s.seq_id, pg_sequence_last_value(c.oid)
-             from pgferry.sequences s join pg_class c on c.oid = s.relid
-             where s.target_id = $1",
-            &[&target_id],
-        )
-        .await
-        .map_err(Error::db("reading sequences"))?;
+) -> Vec<wire::SequenceValue> {
     let mut values = Vec::new();
     for row in rows {
         let seq_id = row.get::<_, i32>(0) as u32;
@@ -411,7 +415,7 @@ async fn sequence_values(
             values.push(wire::SequenceValue { seq_id, last_value });
         }
     }
-    Ok(values)
+    values
 }
 
 /// How sending a batch ended.

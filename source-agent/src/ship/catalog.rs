@@ -123,9 +123,14 @@ pub async fn sequence_schemas(
 ) -> Result<Vec<wire::SequenceSchema>> {
     let rows = client
         .query(
-            "select seq_id, source_schema || '.' || source_name, target_schema, target_name,
-                    create_target
-             from pgferry.sequences where target_id = $1 order by seq_id",
+            "select s.seq_id, s.source_schema || '.' || s.source_name, s.target_schema,
+                    s.target_name, s.create_target, coalesce(s.table_id, 0),
+                    coalesce((select c.column_name
+                              from pgferry.tables t
+                              cross join lateral pgferry.column_sequences(t.relid) c
+                              where t.table_id = s.table_id and c.seq = s.relid
+                              order by c.column_name limit 1), '')
+             from pgferry.sequences s where s.target_id = $1 order by s.seq_id",
             &[&target_id],
         )
         .await
@@ -138,6 +143,8 @@ pub async fn sequence_schemas(
             target_schema: row.get(2),
             target_name: row.get(3),
             create_if_missing: row.get(4),
+            table_id: row.get::<_, i32>(5) as u32,
+            column: row.get(6),
         })
         .collect())
 }

@@ -183,6 +183,15 @@ async fn session(
         },
         acked_batch(&checks, target_id),
     )?;
+    let read_sequences = match sequences.is_empty() {
+        true => None,
+        false => Some(
+            reader
+                .prepare(batch::READ_SEQUENCES)
+                .await
+                .map_err(Error::db("preparing the sequences' read"))?,
+        ),
+    };
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -196,7 +205,7 @@ async fn session(
         read_batch,
         copy_jobs,
         copies_possible,
-        has_sequences: !sequences.is_empty(),
+        read_sequences,
         copier,
         limits: settings.limits,
         known_tables: tables

@@ -137,8 +137,13 @@ pub struct SequenceStatus {
     pub target: String,
     /// schema.sequence on the source.
     pub source: String,
-    /// schema.sequence on the target.
+    /// schema.sequence on the target (for a table's sequence, the target
+    /// keeps instead the one its table's column takes its default from,
+    /// if any).
     pub target_sequence: String,
+    /// The table whose column takes its default from it, when it came with
+    /// that table.
+    pub table: Option<String>,
 }
 
 /// Reads the status.
@@ -224,8 +229,11 @@ pub async fn read(client: &Client) -> Result<Status> {
     let sequences = client
         .query(
             "select g.name, s.source_schema || '.' || s.source_name,
-                    s.target_schema || '.' || s.target_name
-             from pgferry.sequences s join pgferry.targets g using (target_id) order by 2, 1",
+                    s.target_schema || '.' || s.target_name,
+                    t.source_schema || '.' || t.source_name
+             from pgferry.sequences s join pgferry.targets g using (target_id)
+             left join pgferry.tables t on t.table_id = s.table_id
+             order by 2, 1",
             &[],
         )
         .await
@@ -235,6 +243,7 @@ pub async fn read(client: &Client) -> Result<Status> {
             target: r.get(0),
             source: r.get(1),
             target_sequence: r.get(2),
+            table: r.get(3),
         })
         .collect();
     Ok(Status {
@@ -324,7 +333,11 @@ impl std::fmt::Display for Status {
                 writeln!(f)?;
             }
             for s in self.sequences.iter().filter(|s| s.target == t.name) {
-                writeln!(f, "  sequence {} -> {}", s.source, s.target_sequence)?;
+                write!(f, "  sequence {} -> {}", s.source, s.target_sequence)?;
+                match &s.table {
+                    Some(table) => writeln!(f, " ({table}'s default)")?,
+                    None => writeln!(f)?,
+                }
             }
         }
         Ok(())

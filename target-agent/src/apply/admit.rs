@@ -72,9 +72,10 @@ impl Applier {
         guard::track(&client, &hello.source_id, &guarded).await?;
         let mut sequences = HashMap::new();
         for sequence in &hello.sequences {
+            let table = plans.get(&sequence.table_id);
             sequences.insert(
                 sequence.seq_id,
-                schema::check_sequence(&client, sequence).await?,
+                schema::check_sequence(&client, sequence, table).await?,
             );
         }
         client

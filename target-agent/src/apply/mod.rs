@@ -237,12 +237,15 @@ async fn raise_sequence(
     batch_id: u64,
     value: wire::SequenceValue,
 ) -> Result<()> {
-    let oid = tables.sequence(value.seq_id).ok_or_else(|| {
+    let Some(oid) = tables.sequence(value.seq_id).ok_or_else(|| {
         Error::Protocol(format!(
             "batch {batch_id}: unknown sequence id {}",
             value.seq_id
         ))
-    })?;
+    })?
+    else {
+        return Ok(());
+    };
     client
         .execute(
             "select setval(c, $2) from (select $1::oid::regclass as c) s

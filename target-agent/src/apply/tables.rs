@@ -28,8 +28,9 @@ pub(super) struct Tables {
     pub(super) announced: HashMap<u32, (wire::TableSchema, Vec<String>)>,
     /// Other column lists rows carried since the stream began.
     shapes: Shapes,
-    /// Target sequences (regclass oids) by the source's sequence id.
-    sequences: HashMap<u32, u32>,
+    /// Target sequences (regclass oids) by the source's sequence id; none
+    /// for a table's sequence the target keeps no counterpart of.
+    sequences: HashMap<u32, Option<u32>>,
 }
 
 impl Tables {
@@ -39,7 +40,7 @@ impl Tables {
         merge: bool,
         plans: HashMap<u32, TablePlan>,
         forms: Vec<wire::TableSchema>,
-        sequences: HashMap<u32, u32>,
+        sequences: HashMap<u32, Option<u32>>,
     ) -> Tables {
         let mut tables = Tables {
             source_id,
@@ -81,8 +82,9 @@ impl Tables {
         &self.announced[&table_id].0.key_columns
     }
 
-    /// The target sequence of source sequence `seq_id`.
-    pub(super) fn sequence(&self, seq_id: u32) -> Option<u32> {
+    /// The target sequence of source sequence `seq_id`: `None` when the
+    /// stream did not announce it, `Some(None)` when the target keeps none.
+    pub(super) fn sequence(&self, seq_id: u32) -> Option<Option<u32>> {
         self.sequences.get(&seq_id).copied()
     }
 
