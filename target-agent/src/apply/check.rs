@@ -32,14 +32,7 @@ pub(super) async fn answer_checks(
     }
     let mut answers = Vec::with_capacity(checks.len());
     for check in checks {
-        let plan = tables
-            .plans
-            .get(&check.table_id)
-            .ok_or(Error::UnknownTableId {
-                batch_id,
-                seq: 0,
-                table_id: check.table_id,
-            })?;
+        let plan = tables.named(batch_id, check.table_id)?;
         let answer = match answer(client, plan, check).await {
             Ok(answer) => answer,
             Err(source) => {

@@ -67,14 +67,7 @@ impl Copier {
         batch_id: u64,
         copy: wire::CopyData,
     ) -> Result<()> {
-        let plan = tables
-            .plans
-            .get(&copy.table_id)
-            .ok_or(Error::UnknownTableId {
-                batch_id,
-                seq: 0,
-                table_id: copy.table_id,
-            })?;
+        let plan = tables.named(batch_id, copy.table_id)?;
         let name = plan.name.clone();
         let copy_error = |source| Error::Apply {
             batch_id,

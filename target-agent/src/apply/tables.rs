@@ -68,6 +68,16 @@ impl Tables {
         self.plans.contains_key(&table_id)
     }
 
+    /// The plan of table `table_id`, which a chunk of batch `batch_id`
+    /// names (a copy, a check): refused unless the stream announced it.
+    pub(super) fn named(&self, batch_id: u64, table_id: u32) -> Result<&TablePlan> {
+        self.plans.get(&table_id).ok_or(Error::UnknownTableId {
+            batch_id,
+            seq: 0,
+            table_id,
+        })
+    }
+
     /// The plan of a table's rows of shape `shape` (see
     /// [`super::step::Step::shape`]).
     pub(super) fn plan(&self, table_id: u32, shape: u32) -> &TablePlan {
