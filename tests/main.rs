@@ -16,6 +16,7 @@ mod hostile;
 mod install;
 mod kill;
 mod manage;
+mod modules;
 mod order;
 mod outage;
 mod progress;
