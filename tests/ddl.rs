@@ -185,7 +185,7 @@ async fn add_rename_retype_and_drop_columns_reach_the_target_at_their_place_unde
             format!("select row({columns})::text from digoal.picked_t order by id"),
         )
     };
-    let steps: [(&str, &str); 4] = [
+    let steps: [(&str, &str); 5] = [
         (
             "alter table digoal.items add column flag text not null default 'on';
              alter table digoal.picked add column flag text default 'on';
@@ -212,6 +212,11 @@ async fn add_rename_retype_and_drop_columns_reach_the_target_at_their_place_unde
              alter table digoal.picked drop column remark;",
             "id, n",
         ),
+        (
+            "alter table digoal.items add column twice bigint generated always as (n * 2) stored;
+             update digoal.items set n = n + 1 where id % 3 = 0;",
+            "id, n",
+        ),
     ];
     for (ddl, _) in &steps {
         r.src
@@ -224,7 +229,7 @@ async fn add_rename_retype_and_drop_columns_reach_the_target_at_their_place_unde
     for writer in writers {
         assert!(writer.stop().await > 0, "the writers wrote throughout");
     }
-    let (source, target) = picked(steps[3].1);
+    let (source, target) = picked(steps[4].1);
     wait_equal(&r, &[ITEMS, (&source, &target)]).await;
     // The target table of the column list took neither the new column nor
     // the source's column it does not replicate; the dropped ones are gone.
@@ -242,7 +247,18 @@ async fn add_rename_retype_and_drop_columns_reach_the_target_at_their_place_unde
          where attrelid = 'digoal.items'::regclass and attnum > 0 and not attisdropped",
     )
     .await;
-    assert_eq!(items_columns, ["id integer,n bigint,remark text,flag text"]);
+    assert_eq!(
+        items_columns,
+        ["id integer,n bigint,remark text,flag text,twice bigint"]
+    );
+    // Computed on the target too, not written by the applier.
+    let computed = texts(
+        &r.dst,
+        "select attgenerated::text from pg_attribute
+         where attrelid = 'digoal.items'::regclass and attname = 'twice'",
+    )
+    .await;
+    assert_eq!(computed, ["s"]);
     verify_equal(&mut r).await;
     r.source_agent().assert_running();
     r.target_agent().assert_running();

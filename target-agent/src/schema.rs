@@ -70,6 +70,8 @@ pub struct TargetColumn {
     pub not_null: bool,
     /// Its default's expression, if any.
     pub default: Option<String>,
+    /// Whether the target computes it (a generated column).
+    pub generated: bool,
 }
 
 /// The columns of target table `quoted` (quoted, qualified), by name.
@@ -77,7 +79,8 @@ pub async fn columns(client: &Client, quoted: &str) -> Result<HashMap<String, Ta
     let rows = client
         .query(
             "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    pg_get_expr(d.adbin, d.adrelid)
+                    case when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end,
+                    a.attgenerated <> ''
              from pg_attribute a
              left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
              where a.attrelid = $1::text::regclass and a.attnum > 0 and not a.attisdropped",
@@ -92,6 +95,7 @@ pub async fn columns(client: &Client, quoted: &str) -> Result<HashMap<String, Ta
                 sql_type: r.get(1),
                 not_null: r.get(2),
                 default: r.get(3),
+                generated: r.get(4),
             };
             (r.get(0), column)
         })

@@ -1,7 +1,7 @@
 -- A queued schema change (op 'S': the shapes before and after, and the
 -- command) as one registration takes it: the columns it replicates (all,
--- or those of its list, p_columns, under their name before or after the
--- change), none the source computes; the target table it writes (p_schema,
+-- those the source computes with them, or those of its list, p_columns,
+-- under their name before or after the change); the target table it writes (p_schema,
 -- p_table); and what its target does with it (p_mode: 'apply', 'pause'
 -- until an operator says it is done, or 'done': take the new shape
 -- without running the change).
@@ -12,12 +12,12 @@ language sql immutable as $$
     select json_build_object(
         'before', (select coalesce(json_agg(c order by (c ->> 'attnum')::int), '[]')
                    from json_array_elements(p_change -> 'before' -> 'columns') c
-                   where not (c ->> 'generated')::boolean
-                     and (p_columns is null or c ->> 'name' = any (p_columns))),
+                   where p_columns is null
+                      or (not (c ->> 'generated')::boolean and c ->> 'name' = any (p_columns))),
         'after', (select coalesce(json_agg(c order by (c ->> 'attnum')::int), '[]')
                   from json_array_elements(p_change -> 'after' -> 'columns') c
-                  where not (c ->> 'generated')::boolean
-                    and (p_columns is null or c ->> 'name' = any (p_columns))),
+                  where p_columns is null
+                     or (not (c ->> 'generated')::boolean and c ->> 'name' = any (p_columns))),
         'schema', p_schema,
         'table', p_table,
         'command', p_change ->> 'command',

@@ -44,6 +44,12 @@ pub(crate) struct ShapeColumn {
     sql_type: String,
     not_null: bool,
     default: Option<String>,
+    /// Whether the source computes it, and from what: the target computes
+    /// it too, and rows do not set it.
+    #[serde(default)]
+    generated: bool,
+    #[serde(default)]
+    generation: Option<String>,
 }
 
 /// What the target does with a schema change.
@@ -97,11 +103,13 @@ fn statements(
         let name = ident(&a.name);
         let Some(b) = before.iter().find(|b| b.attnum == a.attnum) else {
             if !current.contains_key(&a.name) {
-                let default = a
-                    .default
-                    .as_ref()
-                    .map(|d| format!(" default {d}"))
-                    .unwrap_or_default();
+                let default = match (&a.generation, &a.default) {
+                    (Some(expression), _) if a.generated => {
+                        format!(" generated always as ({expression}) stored")
+                    }
+                    (_, Some(default)) => format!(" default {default}"),
+                    _ => String::new(),
+                };
                 let not_null = if a.not_null { " not null" } else { "" };
                 additions.push(alter(format!(
                     "add column {name} {}{default}{not_null}",
@@ -122,10 +130,17 @@ fn statements(
             continue;
         };
         if b.sql_type != a.sql_type && !same_type(&a.sql_type, &column.sql_type) {
-            out.push(alter(format!(
-                "alter column {name} type {t} using {name}::{t}",
-                t = a.sql_type
-            )));
+            // A computed column is computed again; it takes no USING.
+            out.push(alter(match a.generated {
+                true => format!("alter column {name} type {}", a.sql_type),
+                false => format!(
+                    "alter column {name} type {t} using {name}::{t}",
+                    t = a.sql_type
+                ),
+            }));
+        }
+        if b.generated && !a.generated && column.generated {
+            out.push(alter(format!("alter column {name} drop expression")));
         }
         if b.not_null != a.not_null && column.not_null != a.not_null {
             let set = if a.not_null { "set" } else { "drop" };
@@ -231,9 +246,20 @@ impl Tables {
             .collect();
         table.target_schema = change.schema.clone();
         table.target_table = change.table.clone();
+        // Rows carry the columns the source computes; the target
+        // computes them itself.
+        for a in change.after.iter().filter(|a| a.generated) {
+            if !table.generated_columns.contains(&a.name) {
+                table.generated_columns.push(a.name.clone());
+            }
+        }
+        table
+            .generated_columns
+            .retain(|g| !change.after.iter().any(|a| a.name == *g && !a.generated));
         table.columns = change
             .after
             .iter()
+            .filter(|a| !a.generated)
             .map(|a| wire::Column {
                 name: a.name.clone(),
                 sql_type: a.sql_type.clone(),
@@ -387,6 +413,8 @@ mod tests {
             sql_type: sql_type.into(),
             not_null: false,
             default: None,
+            generated: false,
+            generation: None,
         }
     }
 
@@ -437,6 +465,38 @@ mod tests {
                 "alter table t alter column \"n\" type bigint using \"n\"::bigint",
                 "alter table t add column \"added\" text default 'x'::text not null",
             ]
+        );
+    }
+
+    #[test]
+    fn a_column_the_source_computes_is_computed_on_the_target() {
+        let computed = |attnum, name: &str, sql_type: &str| ShapeColumn {
+            generated: true,
+            generation: Some("(n * 2)".into()),
+            ..column(attnum, name, sql_type)
+        };
+        let before = vec![column(1, "id", "integer"), column(2, "n", "integer")];
+        let mut after = before.clone();
+        after.push(computed(3, "twice", "integer"));
+        let target = current(&[("id", "integer"), ("n", "integer")]);
+        assert_eq!(
+            statements("t", &before, &after, &target),
+            vec!["alter table t add column \"twice\" integer generated always as ((n * 2)) stored"]
+        );
+        // Retyped without USING; no longer computed: its expression dropped.
+        let mut retyped = after.clone();
+        retyped[2] = computed(3, "twice", "bigint");
+        let mut target = current(&[("id", "integer"), ("n", "integer"), ("twice", "integer")]);
+        target.get_mut("twice").unwrap().generated = true;
+        assert_eq!(
+            statements("t", &after, &retyped, &target),
+            vec!["alter table t alter column \"twice\" type bigint"]
+        );
+        let mut plain = after.clone();
+        plain[2] = column(3, "twice", "integer");
+        assert_eq!(
+            statements("t", &after, &plain, &target),
+            vec!["alter table t alter column \"twice\" drop expression"]
         );
     }
 
