@@ -19,6 +19,7 @@ mod manage;
 mod modules;
 mod order;
 mod outage;
+mod partitions;
 mod progress;
 mod queue;
 mod random_values;

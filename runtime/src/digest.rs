@@ -39,12 +39,14 @@ pub struct Column {
     pub text_form: bool,
 }
 
-/// A table's rows as the digest reads them: `relation` (quoted), its
+/// A table's rows as the digest reads them: `relation` (a FROM item), its
 /// compared `columns` and its `keys`, and the rows it keeps (`filter`, a
 /// predicate over alias `t`; the source's `--where`).
 #[derive(Debug, Clone)]
 pub struct Rows {
-    /// The quoted, qualified relation.
+    /// The quoted, qualified relation as a FROM item: `only` before an
+    /// ordinary table (an inheritance child's rows are not its own), none
+    /// before a partitioned one (whose rows are its partitions').
     pub relation: String,
     /// The compared columns, in the source's order.
     pub columns: Vec<Column>,
@@ -155,7 +157,7 @@ impl Rows {
     fn range(&self, after: &str, upto: &str) -> String {
         let key = self.key_row();
         format!(
-            "from only {} as t
+            "from {} as t
              where coalesce(({}), false)
                and ({after}::text is null or {key} > {})
                and ({upto}::text is null or {key} <= {})",
@@ -194,7 +196,7 @@ impl Rows {
     /// range of that many rows; none when fewer are left.
     pub fn boundary_sql(&self) -> String {
         format!(
-            "select {} from only {} as t
+            "select {} from {} as t
              where coalesce(({}), false) and ($1::text is null or {} > {})
              order by {} offset $2::bigint - 1 limit 1",
             self.key_json(),
@@ -212,7 +214,7 @@ impl Rows {
         let (read, typed) = self.key_record();
         let columns = each(&self.columns, |_, name| format!("t.{name}"));
         format!(
-            "copy (select {columns} from only {} as t
+            "copy (select {columns} from {} as t
                    where coalesce(({}), false)
                      and {} in (select {read} from json_to_recordset({}::json) as r({typed})))
              to stdout",

@@ -177,6 +177,7 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
                                     where tgrelid = $1 and not tgisinternal
                                       and tgname <> $3),
                     exists (select from pg_constraint where confrelid = $1 and contype = 'f'),
+                    (select relkind = 'p' from pg_class where oid = $1),
                     case when row_security_active($1::regclass)
                          then coalesce((select string_agg(quote_ident(polname), ', ' order by polname)
                                         from pg_policy where polrelid = $1), 'none: every row hidden')
@@ -185,8 +186,9 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
         )
         .await
         .map_err(Error::db("reading the target table's key and constraints"))?;
-    let (has_key, unbound, referenced): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    if let Some(policies) = row.get::<_, Option<String>>(3) {
+    let (has_key, unbound, referenced, partitioned): (bool, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if let Some(policies) = row.get::<_, Option<String>>(4) {
         return Err(Error::RowSecurity {
             table: name,
             policies,
@@ -199,11 +201,11 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
             columns: table.key_columns.join(", "),
         });
     }
-    let plan = plan(name, table, &text_form, merge);
+    let plan = plan(name, table, &text_form, merge, partitioned);
     Ok(TablePlan {
         compact_key: unbound.then(|| table.key_columns.clone()),
         clear: if referenced {
-            format!("delete from only {}", plan.quoted)
+            format!("delete from {}", plan.digest.relation)
         } else {
             plan.truncate.clone()
         },
@@ -401,8 +403,17 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
 /// Apply). Columns in `text_form` arrive as their text form (see
 /// `pgferry.text_form`) and are read back through their type's input
 /// function, as COPY reads them.
-fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: bool) -> TablePlan {
+fn plan(
+    name: String,
+    table: &TableSchema,
+    text_form: &BTreeSet<String>,
+    merge: bool,
+    partitioned: bool,
+) -> TablePlan {
     let quoted = qualified(&table.target_schema, &table.target_table);
+    // An ordinary table's rows without its inheritance children's (not its
+    // rows); a partitioned table's rows are its partitions'.
+    let only = if partitioned { "" } else { "only " };
     let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
     let keys: Vec<String> = table.key_columns.iter().map(|k| ident(k)).collect();
     let list = columns.join(", ");
@@ -493,7 +504,7 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
             format!("update set {set}")
         };
         format!(
-            "merge into only {quoted} as t
+            "merge into {only}{quoted} as t
              using ({last_rows}) as n
              on {on}
              when matched then {matched}
@@ -513,29 +524,45 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
             key_list = keys.join(", "),
         )
     };
-    let matches = keys
-        .iter()
-        .map(|k| format!("s.{k} = r.{k}"))
-        .collect::<Vec<_>>()
-        .join(" and ");
+    // Row `alias` has the key of row r.
+    let matches = |alias: &str| {
+        keys.iter()
+            .map(|k| format!("{alias}.{k} = r.{k}"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
     // Each key is looked up on its own, by an index condition, and its row
     // deleted by ctid, whatever the table's statistics say: a table vacuumed
     // while empty keeps reltuples = 0, and after a batch filled it a join was
     // planned as a full scan per statement, for minutes on a large batch.
     // The applier session plans no sequential scans.
-    let delete = format!(
-        "delete from only {quoted} as t
-         where t.ctid = any(array(
-             select (select s.ctid from only {quoted} as s where {matches})
-             from (select {read_keys} from json_to_recordset($1::text::json) as r({typed_keys})) as r))",
+    let keys_read = format!(
+        "select {read_keys} from json_to_recordset($1::text::json) as r({typed_keys})",
         read_keys = read("r", &keys),
         typed_keys = typed(&keys),
     );
+    let delete = if partitioned {
+        // A ctid names a row only within its partition: each key is
+        // joined to its row instead, through the partitions' key index
+        // (the applier plans nested loops only).
+        format!(
+            "delete from {quoted} as t using ({keys_read}) as r where {}",
+            matches("t")
+        )
+    } else {
+        format!(
+            "delete from only {quoted} as t
+             where t.ctid = any(array(
+                 select (select s.ctid from only {quoted} as s where {})
+                 from ({keys_read}) as r))",
+            matches("s")
+        )
+    };
     // CASCADE: the source emptied the table, so no target row may still
     // reference it; a source's TRUNCATE ... CASCADE emptied the tables that
     // reference it there too, replicated or not (docs/reference.md,
     // "Foreign keys on the target").
-    let truncate = format!("truncate only {quoted} cascade");
+    let truncate = format!("truncate {only}{quoted} cascade");
     let copy_in = format!("copy {quoted} ({list}) from stdin");
     let compared = |names: &[String]| -> Vec<digest::Column> {
         names
@@ -550,7 +577,7 @@ fn plan(name: String, table: &TableSchema, text_form: &BTreeSet<String>, merge: 
     };
     let all: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
     let digest = digest::Rows {
-        relation: quoted.clone(),
+        relation: format!("{only}{quoted}"),
         columns: compared(&all),
         keys: compared(&table.key_columns),
         filter: None,
@@ -627,7 +654,7 @@ mod tests {
         let mut t = table();
         t.target_table = "\"; drop table x; --".into();
         for merge in [false, true] {
-            let plan = plan("x".into(), &t, &BTreeSet::new(), merge);
+            let plan = plan("x".into(), &t, &BTreeSet::new(), merge, false);
             for sql in [
                 &plan.upsert,
                 &plan.insert,

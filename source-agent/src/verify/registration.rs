@@ -86,7 +86,10 @@ pub async fn list(
                 state: row.get(6),
                 set_aside: row.get(7),
                 rows: Rows {
-                    relation: row.get::<_, Option<String>>(5).unwrap_or_default(),
+                    relation: format!(
+                        "only {}",
+                        row.get::<_, Option<String>>(5).unwrap_or_default()
+                    ),
                     columns,
                     keys,
                     filter: row.get(8),

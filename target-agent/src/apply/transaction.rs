@@ -384,11 +384,15 @@ impl Transaction {
             .chain(&run.also)
             .map(|table_id| tables.plan(*table_id, 0))
             .collect();
-        let quoted: Vec<&str> = plans.iter().map(|plan| plan.quoted.as_str()).collect();
+        // Each as its FROM item: `only` before an ordinary table.
+        let relations: Vec<&str> = plans
+            .iter()
+            .map(|plan| plan.digest.relation.as_str())
+            .collect();
         let names: Vec<&str> = plans.iter().map(|plan| plan.name.as_str()).collect();
         self.settled(batch_id)
             .await?
-            .batch_execute(&format!("truncate only {} cascade", quoted.join(", ")))
+            .batch_execute(&format!("truncate {} cascade", relations.join(", ")))
             .await
             .map_err(|source| Error::Apply {
                 batch_id,
