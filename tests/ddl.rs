@@ -707,6 +707,70 @@ async fn dropping_a_column_a_where_names_stops_that_table_naming_it_and_the_othe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_where_stops_its_table_for_its_own_columns_by_number_and_a_rename_goes_through() {
+    let mut r = items_and_picked().await;
+    r.create_table(
+        "digoal.filtered",
+        "digoal.filtered",
+        "(id int primary key, a int, \"a+b\" int, note text)",
+    )
+    .await;
+    let db = r.source_db.clone();
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "digoal.filtered",
+        "--where",
+        "\"a+b\" > 5",
+    ])
+    .await;
+    r.src
+        .batch_execute(
+            "insert into digoal.filtered select g, g, g, 'x' from generate_series(1, 10) g",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    let filtered = (
+        "select row(id, \"a+b\", note)::text from digoal.filtered where \"a+b\" > 5 order by id",
+        "select row(id, \"a+b\", note)::text from digoal.filtered order by id",
+    );
+    wait_equal(&r, &[ITEMS, filtered]).await;
+    // Column a's name is in the filter's text, but not among its columns.
+    r.src
+        .batch_execute(
+            "alter table digoal.filtered drop column a;
+             insert into digoal.filtered values (11, 11, 'after the drop');",
+        )
+        .await
+        .unwrap();
+    wait_equal(&r, &[ITEMS, filtered]).await;
+    // Renaming the filter's own column: the ALTER goes through, and the
+    // table stops, naming it, while the others go on.
+    r.src
+        .batch_execute(
+            "alter table digoal.filtered rename column \"a+b\" to total;
+             insert into digoal.filtered values (12, 12, 'after the rename');
+             insert into digoal.items (id, n) values (12000, 1);",
+        )
+        .await
+        .unwrap();
+    let table = support::wait_until("the filtered table shows diverged", SYNC, || async {
+        let status = r.status().await;
+        status["tables"]
+            .as_array()?
+            .iter()
+            .find(|t| t["source"] == "digoal.filtered" && t["state"] == "diverged")
+            .cloned()
+    })
+    .await;
+    let reason = table["diverged"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("--where names column a+b"), "{table}");
+    wait_equal(&r, &[ITEMS]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_in_a_followed_schema_is_added_and_copied_in_stream_order() {
     let mut r = Replication::new().await;
     r.src

@@ -13,10 +13,11 @@
 --   a new column a volatile default, or a column another type through
 --   USING, values no target would reproduce: the table is copied again to
 --   each target, in stream order after the change;
--- - a registration whose --where names a column the change dropped or
---   retyped is stopped: marked diverged, naming the column, and set aside
---   (its filter no longer says what it said; the other registrations and
---   tables go on);
+-- - a registration whose --where names a column the change dropped,
+--   renamed or retyped is stopped: marked diverged, naming the column, and
+--   set aside (its filter no longer says what it said, or names a column
+--   that is gone, which would fail the DDL itself when the capture is made
+--   again; the other registrations and tables go on);
 -- - its capture triggers are made again for its new columns (attach, which
 --   records the new shape).
 create or replace function pgferry.record_schema_change(
@@ -83,18 +84,19 @@ begin
     if v_before is not null then
         update pgferry.tables t
            set diverged_at = now(),
-               diverged_reason = format('its --where names column %s, which a schema change dropped or retyped: '
+               diverged_reason = format('its --where names column %s, which a schema change dropped, renamed or retyped: '
                                         'take it out (remove-table) and add it again with a filter the table now allows',
                                         c.name),
                set_aside_batch = g.acked_batch
           from pgferry.targets g,
-               (select b ->> 'name' as name
+               (select b ->> 'name' as name, (b ->> 'attnum')::int2 as attnum
                 from jsonb_array_elements(v_before -> 'columns') b
                 left join jsonb_array_elements(v_after -> 'columns') a on a ->> 'attnum' = b ->> 'attnum'
-                where a is null or a ->> 'type' <> b ->> 'type') c
+                where a is null or a ->> 'type' <> b ->> 'type' or a ->> 'name' <> b ->> 'name') c
          where t.capture_id = p_capture_id and not t.removed and t.row_filter is not null
            and t.diverged_at is null and g.target_id = t.target_id
-           and t.row_filter ~* ('\m' || c.name || '\M');
+           and case when t.filter_columns is null then t.row_filter ~* ('\m' || c.name || '\M')
+                    else c.attnum = any (t.filter_columns) end;
     end if;
     perform pgferry.attach(p_capture_id);
 end

@@ -50,6 +50,10 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         16,
         include_str!("../../sql/migrations/016_table_sequences.sql"),
     ),
+    (
+        17,
+        include_str!("../../sql/migrations/017_filter_columns.sql"),
+    ),
 ];
 
 /// The source schema: the migrations, every function's one live body

@@ -88,9 +88,10 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
     }
     .ok_or_else(|| Error::NoKey(source.to_string()))?;
     let columns = check_columns(&tx, relid, &source, &key, &spec.columns).await?;
-    if let Some(filter) = &spec.row_filter {
-        check_filter(&mut tx, relid, &source, filter).await?;
-    }
+    let filter_columns = match &spec.row_filter {
+        Some(filter) => Some(check_filter(&mut tx, relid, &source, filter).await?),
+        None => None,
+    };
     let known: Option<bool> = tx
         .query_opt(
             "select removed or diverged_at is not null from pgferry.tables
@@ -107,14 +108,15 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
         .query_one(
             "insert into pgferry.tables (relid, source_schema, source_name, target_schema, target_name,
                                          key_columns, columns, row_filter, create_target, state,
-                                         target_id, capture_id)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending', $10, coalesce($11, 0))
+                                         target_id, capture_id, filter_columns)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'copy_pending', $10, coalesce($11, 0), $12)
              on conflict (relid, target_id) do update
                set removed = false, removed_batch = null, diverged_at = null,
                    diverged_reason = null, set_aside_batch = null,
                    target_schema = excluded.target_schema,
                    target_name = excluded.target_name, key_columns = excluded.key_columns,
                    columns = excluded.columns, row_filter = excluded.row_filter,
+                   filter_columns = excluded.filter_columns,
                    create_target = excluded.create_target, state = 'copy_pending',
                    copy_batch = null, copy_snapshot = null, copied_at = null
              returning table_id, capture_id",
@@ -130,6 +132,7 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
                 &spec.create_target,
                 &target_id,
                 &captured.as_ref().map(|(capture_id, _)| *capture_id),
+                &filter_columns,
             ],
         )
         .await
@@ -204,7 +207,7 @@ async fn check_filter(
     relid: u32,
     source: &TableName,
     filter: &str,
-) -> Result<()> {
+) -> Result<Vec<i16>> {
     let refuse = |reason: String| Error::BadFilter {
         table: source.to_string(),
         reason,
@@ -250,8 +253,29 @@ async fn check_filter(
             .await
             .map_err(server_says)?;
     }
-    // Dropped: rolled back.
-    Ok(())
+    // The columns it names, by number, as the server resolved them: a view
+    // of the filter depends on each (a schema change compares numbers,
+    // where a name's text could be part of another).
+    check
+        .batch_execute(&format!(
+            "create temp view pgferry_filter_probe as select ({filter}) as f from only {rel}"
+        ))
+        .await
+        .map_err(server_says)?;
+    let named: Vec<i16> = check
+        .query_one(
+            "select coalesce(array_agg(distinct d.refobjsubid::int2), '{}')
+             from pg_rewrite w
+             join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = w.oid
+             where w.ev_class = 'pg_temp.pgferry_filter_probe'::regclass
+               and d.refobjid = $1 and d.refobjsubid > 0",
+            &[&relid],
+        )
+        .await
+        .map_err(Error::db("add-table: the columns a row filter names"))?
+        .get(0);
+    // The publication and the view: rolled back.
+    Ok(named)
 }
 
 /// Checks a `--columns` list: every column exists and the key is in it.
