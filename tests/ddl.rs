@@ -659,6 +659,25 @@ async fn a_dropped_table_ships_its_last_changes_then_its_registration_ends_and_t
     wait_equal(&r, &[ITEMS]).await;
 }
 
+/// Waits until `status` shows source table `source` diverged; returns its
+/// entry and the reason.
+async fn diverged(r: &Replication, source: &str) -> (serde_json::Value, String) {
+    let table = support::wait_until(&format!("{source} shows diverged"), SYNC, || async {
+        let status = r.status().await;
+        status["tables"]
+            .as_array()?
+            .iter()
+            .find(|t| t["source"] == source && t["state"] == "diverged")
+            .cloned()
+    })
+    .await;
+    let reason = table["diverged"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (table, reason)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_column_a_where_names_stops_that_table_naming_it_and_the_others_go_on() {
     let mut r = items_and_picked().await;
@@ -692,16 +711,7 @@ async fn dropping_a_column_a_where_names_stops_that_table_naming_it_and_the_othe
         )
         .await
         .unwrap();
-    let table = support::wait_until("the filtered table shows diverged", SYNC, || async {
-        let status = r.status().await;
-        status["tables"]
-            .as_array()?
-            .iter()
-            .find(|t| t["source"] == "digoal.filtered" && t["state"] == "diverged")
-            .cloned()
-    })
-    .await;
-    let reason = table["diverged"]["reason"].as_str().unwrap_or_default();
+    let (table, reason) = diverged(&r, "digoal.filtered").await;
     assert!(reason.contains("--where names column n"), "{table}");
     wait_equal(&r, &[ITEMS]).await;
 }
@@ -756,16 +766,7 @@ async fn a_where_stops_its_table_for_its_own_columns_by_number_and_a_rename_goes
         )
         .await
         .unwrap();
-    let table = support::wait_until("the filtered table shows diverged", SYNC, || async {
-        let status = r.status().await;
-        status["tables"]
-            .as_array()?
-            .iter()
-            .find(|t| t["source"] == "digoal.filtered" && t["state"] == "diverged")
-            .cloned()
-    })
-    .await;
-    let reason = table["diverged"]["reason"].as_str().unwrap_or_default();
+    let (table, reason) = diverged(&r, "digoal.filtered").await;
     assert!(reason.contains("--where names column a+b"), "{table}");
     wait_equal(&r, &[ITEMS]).await;
 }
