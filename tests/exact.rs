@@ -749,3 +749,44 @@ async fn a_table_set_aside_leaves_the_stream_at_once_and_shows_diverged() {
     assert_eq!(picky["state"], "diverged", "{status}");
     assert_eq!(picky["diverged"]["reason"], "set aside by an operator");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_equal_by_eq_but_not_by_text_arrives_as_written() {
+    let mut r = Replication::new().await;
+    let extension = "create extension if not exists citext";
+    r.src.batch_execute(extension).await.unwrap();
+    r.dst.batch_execute(extension).await.unwrap();
+    r.create_table(
+        "digoal.eq",
+        "digoal.eq",
+        "(id int primary key, n numeric, c citext, j jsonb, t text)",
+    )
+    .await;
+    source_agent(&["add-table", "--source-db", &r.source_db, "digoal.eq"]).await;
+    r.src
+        .batch_execute(
+            "insert into digoal.eq values (1, 1.0, 'Abc', '{\"a\": 1}', 'x'), (2, 2, 'b', '[]', 'y')",
+        )
+        .await
+        .unwrap();
+    r.start_agents().await;
+    let all = ("digoal.eq", "digoal.eq", "id, n, c, j, t", "true");
+    wait_rows_equal(&r, &[all]).await;
+    // Each new value is = to the old one, and reads otherwise: the target
+    // must take it, alone in its statement and beside another change.
+    r.src
+        .batch_execute(
+            "update digoal.eq set n = 1.00 where id = 1;
+             update digoal.eq set c = 'ABC' where id in (1, 2);
+             update digoal.eq set n = 2.000 where id = 2;
+             begin;
+             update digoal.eq set c = 'abc' where id = 1;
+             update digoal.eq set t = t || '!' where id = 2;
+             commit;",
+        )
+        .await
+        .unwrap();
+    wait_rows_equal(&r, &[all]).await;
+    let target = texts(&r.dst, "select row(n, c)::text from digoal.eq order by id").await;
+    assert_eq!(target, ["(1.00,abc)", "(2.000,ABC)"]);
+}
