@@ -659,6 +659,33 @@ async fn a_dropped_table_ships_its_last_changes_then_its_registration_ends_and_t
     wait_equal(&r, &[ITEMS]).await;
 }
 
+/// [`items_and_picked`] with table digoal.filtered (`definition`) added
+/// with `--where filter`, holding the rows `columns` (over `g`) makes for
+/// g in 1..=10, the agents started.
+async fn filtered_beside_items(definition: &str, filter: &str, columns: &str) -> Replication {
+    let mut r = items_and_picked().await;
+    r.create_table("digoal.filtered", "digoal.filtered", definition)
+        .await;
+    let db = r.source_db.clone();
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "digoal.filtered",
+        "--where",
+        filter,
+    ])
+    .await;
+    r.src
+        .batch_execute(&format!(
+            "insert into digoal.filtered select {columns} from generate_series(1, 10) g"
+        ))
+        .await
+        .unwrap();
+    r.start_agents().await;
+    r
+}
+
 /// Waits until `status` shows source table `source` diverged; returns its
 /// entry and the reason.
 async fn diverged(r: &Replication, source: &str) -> (serde_json::Value, String) {
@@ -680,28 +707,12 @@ async fn diverged(r: &Replication, source: &str) -> (serde_json::Value, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_column_a_where_names_stops_that_table_naming_it_and_the_others_go_on() {
-    let mut r = items_and_picked().await;
-    r.create_table(
-        "digoal.filtered",
-        "digoal.filtered",
+    let r = filtered_beside_items(
         "(id int primary key, n int, note text)",
+        "n > 5",
+        "g, g, 'x'",
     )
     .await;
-    let db = r.source_db.clone();
-    source_agent(&[
-        "add-table",
-        "--source-db",
-        &db,
-        "digoal.filtered",
-        "--where",
-        "n > 5",
-    ])
-    .await;
-    r.src
-        .batch_execute("insert into digoal.filtered select g, g, 'x' from generate_series(1, 10) g")
-        .await
-        .unwrap();
-    r.start_agents().await;
     wait_equal(&r, &[ITEMS]).await;
     r.src
         .batch_execute(
@@ -718,30 +729,12 @@ async fn dropping_a_column_a_where_names_stops_that_table_naming_it_and_the_othe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_where_stops_its_table_for_its_own_columns_by_number_and_a_rename_goes_through() {
-    let mut r = items_and_picked().await;
-    r.create_table(
-        "digoal.filtered",
-        "digoal.filtered",
+    let r = filtered_beside_items(
         "(id int primary key, a int, \"a+b\" int, note text)",
+        "\"a+b\" > 5",
+        "g, g, g, 'x'",
     )
     .await;
-    let db = r.source_db.clone();
-    source_agent(&[
-        "add-table",
-        "--source-db",
-        &db,
-        "digoal.filtered",
-        "--where",
-        "\"a+b\" > 5",
-    ])
-    .await;
-    r.src
-        .batch_execute(
-            "insert into digoal.filtered select g, g, g, 'x' from generate_series(1, 10) g",
-        )
-        .await
-        .unwrap();
-    r.start_agents().await;
     let filtered = (
         "select row(id, \"a+b\", note)::text from digoal.filtered where \"a+b\" > 5 order by id",
         "select row(id, \"a+b\", note)::text from digoal.filtered order by id",
