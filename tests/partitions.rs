@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use support::Replication;
 use support::run_command;
-use support::setup::{checksum, source_agent};
+use support::setup::{Writer, checksum, source_agent};
 
 const SYNC: Duration = Duration::from_secs(60);
 const ORDERS: (&str, &str) = ("digoal.orders", "digoal.orders_p");
@@ -96,4 +96,205 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
         .unwrap();
     r.wait_tables_in_sync(&[ORDERS], SYNC).await;
     assert_eq!(checksum(&r.dst, ORDERS.1).await.0, 2);
+}
+
+const EVENTS: (&str, &str) = ("digoal.events", "digoal.events_copy");
+
+/// Source and target rows as text, in one order.
+async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    client
+        .query(&format!("select t::text from {table} t order by 1"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Waits until the queue is drained and both sides hold the same rows as
+/// text, then `verify` must find no difference.
+async fn equal_and_verified(r: &mut Replication, step: &str) {
+    r.wait_tables_in_sync(&[EVENTS], SYNC).await;
+    let (source, target) = (rows(&r.src, EVENTS.0).await, rows(&r.dst, EVENTS.1).await);
+    if source != target {
+        let first = source.iter().zip(&target).find(|(a, b)| a != b);
+        panic!(
+            "{step}: source {} rows, target {}; first difference {first:?}",
+            source.len(),
+            target.len()
+        );
+    }
+    let out = run_command(
+        "source-agent",
+        &["verify", "--source-db", &r.source_db, "--timeout", "60s"],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{step}: verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writers through the root and straight into a leaf, a few hundred
+/// transactions a second, until stopped.
+fn writers(r: &Replication) -> Vec<Writer> {
+    vec![
+        Writer::start_with(r.source_db.clone(), |round| {
+            let id = 100_000 + round;
+            format!(
+                "insert into digoal.events values ({id}, {day}, 'root ' || {round});
+                 update digoal.events set v = v || '+' where id = {id} - 3;
+                 delete from digoal.events where id = {id} - 40;
+                 select pg_sleep(0.002);",
+                day = round % 200
+            )
+        }),
+        Writer::start_with(r.source_db.clone(), |round| {
+            let id = 200_000 + round;
+            format!(
+                "insert into digoal.events_a values ({id}, {day}, 'leaf ' || {round});
+                 update digoal.events_a set v = v || '*' where id = {id} - 2;
+                 delete from digoal.events_a where id = {id} - 30;
+                 select pg_sleep(0.002);",
+                day = round % 100
+            )
+        }),
+    ]
+}
+
+async fn stop(writers: Vec<Writer>) {
+    for writer in writers {
+        writer.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_source_table_replicates_every_partition_through_moves_attach_detach_truncate_and_kills()
+ {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create table digoal.events (id int, day int, v text, primary key (id, day))
+                 partition by range (day);
+             create table digoal.events_a partition of digoal.events for values from (0) to (100);
+             create table digoal.events_b partition of digoal.events for values from (100) to (200)
+                 partition by range (day);
+             create table digoal.events_b1 partition of digoal.events_b for values from (100) to (150);
+             create table digoal.events_b2 partition of digoal.events_b for values from (150) to (200);
+             insert into digoal.events select g, g % 200, 'first ' || g from generate_series(1, 2000) g;",
+        )
+        .await
+        .unwrap();
+    r.dst
+        .batch_execute(
+            "create table digoal.events_copy (id int, day int, v text, primary key (id, day));
+             alter table digoal.events_copy owner to applier;",
+        )
+        .await
+        .unwrap();
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &r.source_db,
+        EVENTS.0,
+        "--as",
+        EVENTS.1,
+    ])
+    .await;
+    r.start_agents().await;
+    let w = writers(&r);
+    equal_after_writers(&mut r, w, "the initial copy under writers").await;
+
+    // 500 rows one UPDATE moves to the other partitions (their key
+    // changes), the target agent killed before they arrive.
+    let w = writers(&r);
+    let moved = r
+        .src
+        .execute(
+            "update digoal.events set day = day + 100 where id <= 2000 and day < 100 and id % 2 = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 500);
+    r.kill9_and_restart_target_agent().await;
+    equal_after_writers(&mut r, w, "500 rows moved between partitions").await;
+
+    // A partition created with rows in the same transaction, and a table
+    // of 1,000 rows attached, the source agent killed in between.
+    let w = writers(&r);
+    r.src
+        .batch_execute(
+            "begin;
+             create table digoal.events_c partition of digoal.events for values from (200) to (300);
+             insert into digoal.events select g, 200 + g % 100, 'created ' || g from generate_series(3001, 3300) g;
+             commit;
+             create table digoal.events_d (id int, day int, v text, primary key (id, day));
+             insert into digoal.events_d select g, 300 + g % 100, 'attached ' || g from generate_series(4001, 5000) g;",
+        )
+        .await
+        .unwrap();
+    r.kill9_and_restart_source_agent().await;
+    r.src
+        .batch_execute(
+            "alter table digoal.events attach partition digoal.events_d for values from (300) to (400);
+             update digoal.events_d set v = v || ' then updated' where id % 10 = 0;",
+        )
+        .await
+        .unwrap();
+    equal_after_writers(&mut r, w, "a partition created with rows, a table attached").await;
+
+    // Detached, a partition's rows leave the target with it, and what is
+    // written to it afterwards is not replicated; one leaf of the second
+    // level emptied alone; a partition dropped with its rows.
+    let w = writers(&r);
+    r.src
+        .batch_execute(
+            "alter table digoal.events detach partition digoal.events_c;
+             insert into digoal.events_c values (9999, 250, 'after the detach');
+             truncate digoal.events_b1;
+             insert into digoal.events values (6001, 120, 'after the truncate');",
+        )
+        .await
+        .unwrap();
+    r.kill9_and_restart_target_agent().await;
+    equal_after_writers(&mut r, w, "a partition detached, a leaf truncated").await;
+    r.src
+        .batch_execute("drop table digoal.events_d")
+        .await
+        .unwrap();
+    equal_and_verified(&mut r, "a partition dropped").await;
+    assert_eq!(
+        r.dst
+            .query_one(
+                "select count(*) from digoal.events_copy where day >= 200",
+                &[]
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "the detached and dropped partitions' rows left the target"
+    );
+
+    // The whole table emptied, then written again.
+    r.src
+        .batch_execute(
+            "truncate digoal.events;
+             insert into digoal.events values (1, 1, 'after the whole truncate'), (2, 160, 'too');",
+        )
+        .await
+        .unwrap();
+    equal_and_verified(&mut r, "the table truncated").await;
+    assert_eq!(checksum(&r.dst, EVENTS.1).await.0, 2);
+}
+
+/// Stops the writers, then [`equal_and_verified`].
+async fn equal_after_writers(r: &mut Replication, writers: Vec<Writer>, step: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(writers).await;
+    equal_and_verified(r, step).await;
 }

@@ -57,9 +57,9 @@ pub enum Error {
         /// The newest batch's snapshot.
         newest: String,
     },
-    /// A partitioned table or a partition.
+    /// A partitioned table where no DDL watch follows its partitions.
     #[error(
-        "table {0} is partitioned or a partition: writes straight to a partition, and rows an UPDATE moves between partitions, would escape its capture; not supported yet"
+        "table {0} is partitioned and this database has no DDL watch: partitions created, attached, detached or dropped would go unseen; install pgferry as a superuser (source-agent install), which creates the watch"
     )]
     Partitioned(String),
     /// A table with inheritance children: a statement on it reaches their

@@ -36,6 +36,8 @@ declare
     v_statements boolean;
     v_encode text;
     v_trigger name;
+    v_partitioned boolean;
+    v_row_trigger text := 'pgferry_capture_row';
     v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
     v_rows text := case when v_compiled then 'pgferry.compiled_capture_rows' else 'pgferry.capture_rows' end;
     v_deletes text := case when v_compiled then 'pgferry.compiled_capture_deletes' else 'pgferry.capture_deletes' end;
@@ -51,8 +53,16 @@ begin
     v_keys := (select key_columns from pgferry.tables
                where capture_id = p_capture_id and not removed order by table_id limit 1);
     if v_relid is null then
+        delete from pgferry.partitions where capture_id = p_capture_id;
         perform set_config('pgferry.attaching', 'off', true);
         return;
+    end if;
+    v_partitioned := (select relkind = 'p' from pg_class where oid = v_relid);
+    if v_partitioned then
+        -- Inherited by every partition, at any depth, now and later, under
+        -- one name: one of its own (a partition may be captured as a table
+        -- of its own too).
+        v_row_trigger := 'pgferry_partitioned_row_' || p_capture_id;
     end if;
     if not exists (select from pgferry.tables
                    where capture_id = p_capture_id and not removed and columns is null) then
@@ -102,9 +112,12 @@ begin
                           and (v_columns is null or a.attname::text = any (v_columns || v_keys))));
     -- Statement triggers unless a registration filters rows, a key column
     -- needs its text form (the generic delete capture renders keys with
-    -- row_to_json), or the table is an inheritance child (a statement on
-    -- its parent changes its rows firing only its row triggers).
-    v_statements := not v_filtered and not v_exact_keys
+    -- row_to_json), the table is an inheritance child or a partition (a
+    -- statement on its parent changes its rows firing only its row
+    -- triggers), or it is partitioned: a statement naming a partition fires
+    -- only that partition's statement triggers, and a row an UPDATE moves
+    -- to another partition fires a row DELETE and a row INSERT, no UPDATE.
+    v_statements := not v_filtered and not v_exact_keys and not v_partitioned
                     and not exists (select from pg_inherits where inhrelid = v_relid);
     if v_exact and v_statements then
         -- Statements' rows in their text forms (capture_rows.sql), which
@@ -119,8 +132,10 @@ begin
             where capture_id = p_capture_id and not removed and row_filter is not null
               and set_aside_batch is null
         loop
+            -- A partitioned table's rows come in each partition's own row
+            -- type: the same column names, not always at the same places.
             execute format('create function pgferry.row_filter_%s(r %s) returns boolean language sql stable as %L',
-                           v_filter.table_id, v_rel,
+                           v_filter.table_id, case when v_partitioned then 'anyelement' else v_rel end,
                            format('select coalesce((select (%s) from (select ($1).*) as f), false)',
                                   v_filter.row_filter));
         end loop;
@@ -154,6 +169,33 @@ begin
                                              format(v_hits, 'old')) else 'null' end,
             case when v_filtered then format('case when tg_op = ''DELETE'' then ''{}'' else %s end',
                                              format(v_hits, 'new')) else 'null' end);
+        if v_partitioned then
+            -- The rows of one partition (p_rel) entering the table as
+            -- inserts or leaving it as deletes, when it is attached,
+            -- detached or emptied alone (follow_partitions.sql,
+            -- truncate_begins.sql): captured as the row trigger would.
+            -- One statement over the partition, planned for its own row
+            -- type (partitions may order their columns differently).
+            execute format($f$
+                create function pgferry.capture_rows_of_%s(p_rel regclass, p_op text) returns void
+                language plpgsql security definer set search_path = pg_catalog, pg_temp as $body$
+                begin
+                    execute %L || p_rel::text || ' r' using p_op;
+                end
+                $body$
+                $f$,
+                p_capture_id,
+                format('select pgferry.capture_row(%s, $1, %L::text[], %L::text[], %L,
+                            case when $1 = ''DELETE'' then %s end,
+                            case when $1 = ''INSERT'' then %s end,
+                            %s, %s) from ',
+                       p_capture_id, v_keys, v_columns, v_everyone,
+                       format(v_encode, 'r'), format(v_encode, 'r'),
+                       case when v_filtered then format('case when $1 = ''INSERT'' then ''{}'' else %s end',
+                                                        format(v_hits, 'r')) else 'null' end,
+                       case when v_filtered then format('case when $1 = ''DELETE'' then ''{}'' else %s end',
+                                                        format(v_hits, 'r')) else 'null' end));
+        end if;
     end if;
     if v_statements then
         execute format('create trigger pgferry_capture_insert after insert on %s
@@ -193,9 +235,9 @@ begin
                        case when v_exact then format('pgferry.capture_filtered_%s()', p_capture_id)
                             else format('pgferry.capture(%L, %L, %s)', p_capture_id, '', v_args) end);
     else
-        execute format('create trigger pgferry_capture_row after insert or update or delete on %s
+        execute format('create trigger %I after insert or update or delete on %s
                         for each row execute function pgferry.capture_filtered_%s()',
-                       v_rel, p_capture_id);
+                       v_row_trigger, v_rel, p_capture_id);
     end if;
     execute format('create trigger pgferry_capture_truncate after truncate on %s
                     for each statement execute function pgferry.capture(%L, %L, %L)', v_rel, p_capture_id, '', 0);
@@ -204,6 +246,22 @@ begin
     loop
         execute format('alter table %s enable always trigger %I', v_rel, v_trigger);
     end loop;
+    if v_partitioned then
+        -- Its partitions inherit the row trigger enabled ALWAYS.
+        execute format('alter table %s enable always trigger %I', v_rel, v_row_trigger);
+        perform pgferry.partition_triggers(p_capture_id, v_relid);
+        -- The partitions as they are now: the DDL watch has already
+        -- followed the tree to here (follow_partitions.sql).
+        delete from pgferry.partitions k
+        where k.capture_id = p_capture_id
+          and k.relid not in (select relid from pg_partition_tree(v_relid));
+        insert into pgferry.partitions (relid, capture_id)
+        select p.relid, p_capture_id from pg_partition_tree(v_relid) p
+        where p.relid <> v_relid
+        on conflict do nothing;
+        perform pgferry.partition_triggers(p_capture_id, p.relid)
+        from pg_partition_tree(v_relid) p where p.relid <> v_relid;
+    end if;
     -- The shape the DDL watch compares the table's next ALTER with.
     update pgferry.tables set shape = pgferry.table_shape(v_relid)
     where capture_id = p_capture_id and not removed;

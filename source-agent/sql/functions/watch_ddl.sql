@@ -5,7 +5,9 @@
 -- for each replicated table an ALTER touched, disabling its capture
 -- triggers is refused (writes made while they are off would never
 -- replicate, with nothing to show it), and the change is recorded
--- (record_schema_change.sql). attach's own ALTERs pass.
+-- (record_schema_change.sql); first, the capture of a replicated
+-- partitioned table follows its partitions (follow_partitions.sql) when
+-- the command touched the table or one of them. attach's own ALTERs pass.
 create or replace function pgferry.watch_ddl() returns event_trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -24,13 +26,25 @@ begin
         perform pgferry.follow_table(v_table.relid);
     end loop;
     for v_table in
+        select distinct t.capture_id
+        from pg_event_trigger_ddl_commands() c
+        cross join lateral (select c.objid as relid
+                            union select a.relid from pg_partition_ancestors(c.objid) a) touched
+        join pgferry.tables t on t.relid = touched.relid and not t.removed
+        join pg_class k on k.oid = t.relid and k.relkind = 'p'
+        where c.classid = 'pg_class'::regclass
+    loop
+        perform pgferry.follow_partitions(v_table.capture_id);
+    end loop;
+    for v_table in
         select distinct t.capture_id, c.objid as relid
         from pg_event_trigger_ddl_commands() c
         join pgferry.tables t on t.relid = c.objid and not t.removed
         where c.classid = 'pg_class'::regclass
     loop
         if exists (select from pg_trigger
-                   where tgrelid = v_table.relid and tgname like 'pgferry\_capture%' and tgenabled = 'D') then
+                   where tgrelid = v_table.relid and tgenabled = 'D'
+                     and (tgname like 'pgferry\_capture%' or tgname like 'pgferry\_partitioned%')) then
             raise exception 'table % is replicated by pgferry: its capture triggers cannot be disabled', v_table.relid::regclass
                 using errcode = 'object_in_use',
                       detail = 'Writes made while they are disabled would never reach the targets.',

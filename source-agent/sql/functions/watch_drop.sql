@@ -4,8 +4,14 @@
 -- before the drop (and in its transaction) still ship in order, and once
 -- the target has acknowledged them all the registration goes
 -- (forget_removed.sql), the target keeping its table, its guard lifted.
+-- A partition of a replicated partitioned table dropped took its rows
+-- with it, no row trigger firing and nothing left to read them from: the
+-- table is copied again to its targets, in stream order (detaching the
+-- partition first sends its rows' deletes alone: follow_partitions.sql).
 create or replace function pgferry.watch_drop() returns event_trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_again bigint;
 begin
     with dropped as (
         update pgferry.tables t
@@ -17,5 +23,26 @@ begin
     )
     update pgferry.targets set tables_version = tables_version + 1
     where target_id in (select target_id from dropped);
+    with gone as (
+        delete from pgferry.partitions k
+         using pg_event_trigger_dropped_objects() o
+         where o.classid = 'pg_class'::regclass and o.objsubid = 0
+           and o.object_type = 'table' and o.objid = k.relid
+        returning k.capture_id
+    ), again as (
+        update pgferry.tables
+           set diverged_at = null, diverged_reason = null, set_aside_batch = null,
+               state = 'copy_pending', copy_batch = null, copy_snapshot = null, copied_at = null
+         where capture_id in (select capture_id from gone) and not removed
+        returning target_id, relid
+    ), bumped as (
+        update pgferry.targets set tables_version = tables_version + 1
+        where target_id in (select target_id from again)
+        returning 1
+    )
+    select count(*) from bumped into v_again;
+    if v_again > 0 then
+        raise notice 'pgferry: a partition of a replicated table was dropped with its rows: the table is copied again to its targets';
+    end if;
 end
 $$;

@@ -54,6 +54,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         17,
         include_str!("../../sql/migrations/017_filter_columns.sql"),
     ),
+    (18, include_str!("../../sql/migrations/018_partitions.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -71,6 +72,10 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/capture_rows.sql"),
         include_str!("../../sql/functions/capture_deletes.sql"),
         include_str!("../../sql/functions/capture_row.sql"),
+        include_str!("../../sql/functions/partition_triggers.sql"),
+        include_str!("../../sql/functions/truncate_begins.sql"),
+        include_str!("../../sql/functions/truncate_ends.sql"),
+        include_str!("../../sql/functions/follow_partitions.sql"),
         include_str!("../../sql/functions/xid8_after.sql"),
         include_str!("../../sql/functions/committed_ranges.sql"),
         include_str!("../../sql/functions/project.sql"),
@@ -197,7 +202,7 @@ pub async fn ensure_installed(client: &Client) -> Result<()> {
 
 /// Whether the DDL watch runs: its three event triggers, which only an
 /// install by a superuser creates, are there and enabled.
-pub async fn watches_ddl(client: &Client) -> Result<bool> {
+pub async fn watches_ddl(client: &impl tokio_postgres::GenericClient) -> Result<bool> {
     let row = client
         .query_one(
             "select count(*) = 3 from pg_event_trigger

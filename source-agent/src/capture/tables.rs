@@ -45,9 +45,9 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
     }
     let row = tx
         .query_one(
-            "select relpersistence = 'u', relkind = 'p' or relispartition,
+            "select relpersistence = 'u', relkind = 'p',
                     (select string_agg(inhrelid::regclass::text, ', ' order by inhrelid::regclass::text)
-                     from pg_inherits where inhparent = $1)
+                     from pg_inherits where inhparent = $1 and relkind <> 'p')
              from pg_class where oid = $1",
             &[&relid],
         )
@@ -56,9 +56,10 @@ pub async fn add_table(client: &mut Client, spec: &TableSpec) -> Result<Added> {
     if row.get(0) {
         return Err(Error::Unlogged(source.to_string()));
     }
-    // Statement triggers fire only for the table a statement names, and a
-    // row an UPDATE moves to another partition fires no UPDATE trigger.
-    if row.get(1) {
+    // A partitioned table's partitions come and go by DDL: created,
+    // attached with rows, detached, dropped. Only the DDL watch sees them
+    // in the DDL's own transaction.
+    if row.get(1) && !super::watches_ddl(&tx).await? {
         return Err(Error::Partitioned(source.to_string()));
     }
     if let Some(children) = row.get::<_, Option<String>>(2) {
@@ -248,7 +249,7 @@ async fn check_filter(
         check
             .batch_execute(&format!(
                 "create publication pgferry_filter_check for table only {rel} where ({filter}) \
-                 with (publish = 'insert')"
+                 with (publish = 'insert', publish_via_partition_root)"
             ))
             .await
             .map_err(server_says)?;

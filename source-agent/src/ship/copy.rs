@@ -71,11 +71,13 @@ impl Shipper {
         let shape = tx
             .query_one(
                 "select c.names, c.types, c.not_null, c.attnums,
-                        format('copy (select %s from only %s where coalesce((%s), false)) to stdout',
+                        format('copy (select %s from %s%s where coalesce((%s), false)) to stdout',
                                (select string_agg(quote_ident(n), ', ' order by o)
                                 from unnest(c.names) with ordinality u(n, o)),
+                               case when k.relkind = 'p' then '' else 'only ' end,
                                t.relid::regclass, coalesce(t.row_filter, 'true'))
                  from pgferry.tables t
+                 join pg_class k on k.oid = t.relid
                  cross join lateral pgferry.replicated_column_lists(t.relid, t.columns) c
                  where t.table_id = $1",
                 &[&job.table_id.sql()],

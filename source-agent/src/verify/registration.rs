@@ -43,7 +43,8 @@ pub async fn list(
         .query(
             "select t.table_id, t.target_id, g.name, t.source_schema || '.' || t.source_name,
                     t.target_schema || '.' || t.target_name,
-                    (select format('%I.%I', n.nspname, c.relname)
+                    (select case when c.relkind = 'p' then '' else 'only ' end
+                            || format('%I.%I', n.nspname, c.relname)
                      from pg_class c join pg_namespace n on n.oid = c.relnamespace
                      where c.oid = t.relid),
                     t.state, t.set_aside_batch is not null, t.row_filter, t.key_columns,
@@ -86,10 +87,7 @@ pub async fn list(
                 state: row.get(6),
                 set_aside: row.get(7),
                 rows: Rows {
-                    relation: format!(
-                        "only {}",
-                        row.get::<_, Option<String>>(5).unwrap_or_default()
-                    ),
+                    relation: row.get::<_, Option<String>>(5).unwrap_or_default(),
                     columns,
                     keys,
                     filter: row.get(8),
