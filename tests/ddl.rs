@@ -804,7 +804,7 @@ async fn a_table_created_in_a_followed_schema_is_added_and_copied_in_stream_orde
     wait_equal(&r, &[orders]).await;
     // Created with rows in its own transaction, written right after, and
     // one left out (no key) and one excluded by name: the first arrives
-    // whole, the others are not replicated.
+    // whole, the others are not replicated; and a partitioned table.
     r.src
         .batch_execute(
             "begin;
@@ -815,7 +815,14 @@ async fn a_table_created_in_a_followed_schema_is_added_and_copied_in_stream_orde
              insert into shop.items (id, name) values (101, 'after');
              create table shop.nokey (v int);
              create table shop.tmp_scratch (id int primary key);
-             insert into shop.orders values (2, 3);",
+             insert into shop.orders values (2, 3);
+             begin;
+             create table shop.visits (id int, day int, primary key (id, day)) partition by range (day);
+             create table shop.visits_1 partition of shop.visits for values from (0) to (10);
+             create table shop.visits_2 partition of shop.visits for values from (10) to (20);
+             insert into shop.visits select g, g % 20 from generate_series(1, 50) g;
+             commit;
+             update shop.visits set day = 19 - day where id % 3 = 0;",
         )
         .await
         .unwrap();
@@ -823,13 +830,19 @@ async fn a_table_created_in_a_followed_schema_is_added_and_copied_in_stream_orde
         "select t::text from shop.items t order by id",
         "select t::text from shop.items t order by id",
     );
-    wait_equal(&r, &[orders, items]).await;
+    // A partitioned table created with its partitions and rows: by its
+    // root alone.
+    let visits = (
+        "select t::text from shop.visits t order by id",
+        "select t::text from shop.visits t order by id",
+    );
+    wait_equal(&r, &[orders, items, visits]).await;
     let replicated = texts(
         &r.src,
         "select string_agg(source_name, ',' order by source_name) from pgferry.tables",
     )
     .await;
-    assert_eq!(replicated, ["items,loc_test,orders"]);
+    assert_eq!(replicated, ["items,loc_test,orders,visits"]);
     verify_equal(&mut r).await;
 }
 

@@ -114,6 +114,10 @@ async fn schema_add_takes_keyed_tables_and_sequences_and_reports_the_rest() {
              create table shop.items (id bigserial primary key, name text not null);
              create table shop.log (line text);
              create table shop.tmp_scratch (id int primary key);
+             create table shop.events (id int, day int, primary key (id, day)) partition by range (day);
+             create table shop.events_1 partition of shop.events for values from (0) to (10);
+             create table shop.events_2 partition of shop.events for values from (10) to (20);
+             insert into shop.events select g, g % 20 from generate_series(1, 40) g;
              insert into shop.items (name) select 'item ' || g from generate_series(1, 50) g;",
         )
         .await
@@ -136,6 +140,9 @@ async fn schema_add_takes_keyed_tables_and_sequences_and_reports_the_rest() {
     .await;
     println!("{report}");
     assert!(report.contains("added shop.items"), "{report}");
+    // A partitioned table once, by its root; its partitions are its rows.
+    assert!(report.contains("added shop.events\n"), "{report}");
+    assert!(!report.contains("shop.events_"), "{report}");
     assert!(report.contains("added shop.items_id_seq"), "{report}");
     assert!(
         report.contains("skipped shop.log: table shop.log has no primary key"),
@@ -170,6 +177,17 @@ async fn schema_add_takes_keyed_tables_and_sequences_and_reports_the_rest() {
             .ok()?
             .get(0);
         (source == target && seq >= Some(75)).then_some(())
+    })
+    .await;
+    wait_until("shop.events arrives", SYNC, || async {
+        let target = r
+            .dst
+            .query_one("select to_regclass('shop.events') is not null", &[])
+            .await
+            .ok()?
+            .get::<_, bool>(0);
+        (target && checksum(&r.src, "shop.events").await == checksum(&r.dst, "shop.events").await)
+            .then_some(())
     })
     .await;
 }

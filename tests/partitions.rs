@@ -1,11 +1,15 @@
-//! Partitioned tables: a target table partitioned where the source's is
-//! not takes every change, and `verify` reads it whole.
+//! Partitioned tables: a partitioned source table replicates every
+//! partition's rows through moves, partitions created, attached, detached,
+//! dropped and emptied, and kills; with `--where` and `--columns`, to a
+//! target table partitioned otherwise, beside a partition replicated on its
+//! own; and a target table partitioned where the source's is not takes
+//! every change. `verify` reads them whole.
 
 use std::time::Duration;
 
 use support::Replication;
-use support::run_command;
 use support::setup::{Writer, checksum, source_agent};
+use support::{run_command, wait_until};
 
 const SYNC: Duration = Duration::from_secs(60);
 const ORDERS: (&str, &str) = ("digoal.orders", "digoal.orders_p");
@@ -280,11 +284,23 @@ async fn a_partitioned_source_table_replicates_every_partition_through_moves_att
         "the detached and dropped partitions' rows left the target"
     );
 
+    // A column added through the root reaches every partition and the
+    // target.
+    r.src
+        .batch_execute(
+            "alter table digoal.events add column tag text default 'new';
+             update digoal.events set tag = 'tagged ' || id where id % 9 = 0;
+             insert into digoal.events_a values (7001, 5, 'leaf after the alter', 'leaf tag');",
+        )
+        .await
+        .unwrap();
+    equal_and_verified(&mut r, "a column added to the table").await;
+
     // The whole table emptied, then written again.
     r.src
         .batch_execute(
             "truncate digoal.events;
-             insert into digoal.events values (1, 1, 'after the whole truncate'), (2, 160, 'too');",
+             insert into digoal.events values (1, 1, 'after the whole truncate', null), (2, 160, 'too', 't');",
         )
         .await
         .unwrap();
@@ -297,4 +313,108 @@ async fn equal_after_writers(r: &mut Replication, writers: Vec<Writer>, step: &s
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop(writers).await;
     equal_and_verified(r, step).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_root_takes_where_and_columns_to_a_table_partitioned_otherwise_and_a_partition_goes_on_its_own()
+ {
+    let mut r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create table digoal.sales (id int, region text, amount int, note text,
+                                        primary key (id, region)) partition by list (region);
+             create table digoal.sales_eu partition of digoal.sales for values in ('eu');
+             create table digoal.sales_us partition of digoal.sales for values in ('us');
+             create table digoal.sales_rest partition of digoal.sales default;
+             insert into digoal.sales
+             select g, (array['eu', 'us', 'ap'])[g % 3 + 1], g % 100, 'note ' || g
+             from generate_series(1, 600) g;",
+        )
+        .await
+        .unwrap();
+    // The root's big sales, three columns of them, go to a table
+    // partitioned by id; the European partition goes whole to a plain
+    // table of its own.
+    r.dst
+        .batch_execute(
+            "create table digoal.big_sales (id int, region text, amount int, primary key (id, region))
+                 partition by range (id);
+             create table digoal.big_sales_low partition of digoal.big_sales for values from (0) to (400);
+             create table digoal.big_sales_high partition of digoal.big_sales for values from (400) to (100000);
+             alter table digoal.big_sales owner to applier;
+             alter table digoal.big_sales_low owner to applier;
+             alter table digoal.big_sales_high owner to applier;
+             create table digoal.sales_eu (id int, region text, amount int, note text, primary key (id, region));
+             alter table digoal.sales_eu owner to applier;",
+        )
+        .await
+        .unwrap();
+    let db = r.source_db.clone();
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        &db,
+        "digoal.sales",
+        "--as",
+        "digoal.big_sales",
+        "--columns",
+        "id,region,amount",
+        "--where",
+        "amount > 50",
+    ])
+    .await;
+    source_agent(&["add-table", "--source-db", &db, "digoal.sales_eu"]).await;
+    r.start_agents().await;
+    // Rows moving between partitions and across the filter, through the
+    // root and straight into a partition, and one partition emptied.
+    let big = (
+        "select id, region, amount from digoal.sales where amount > 50",
+        "digoal.big_sales",
+    );
+    let steps = [
+        "update digoal.sales set region = 'us' where region = 'eu' and id % 4 = 0",
+        "update digoal.sales set amount = amount + 30 where id % 5 = 0",
+        "update digoal.sales_us set amount = 99 where id % 7 = 0",
+        "insert into digoal.sales_eu select g, 'eu', g % 100, 'late ' || g from generate_series(601, 700) g",
+        "update digoal.sales set note = note || ' changed' where region = 'eu'",
+        "delete from digoal.sales_rest where id % 3 = 0",
+        "truncate digoal.sales_us",
+        "insert into digoal.sales values (1000, 'us', 90, 'after the truncate'), (1001, 'us', 10, 'filtered out')",
+    ];
+    for step in steps {
+        r.src.batch_execute(step).await.unwrap();
+        wait_until(step, SYNC, || async {
+            let whole = (
+                rows(&r.src, "digoal.sales_eu").await,
+                rows(&r.dst, "digoal.sales_eu").await,
+            );
+            let filtered = (
+                rows(&r.src, &format!("({})", big.0)).await,
+                rows(&r.dst, big.1).await,
+            );
+            (whole.0 == whole.1 && filtered.0 == filtered.1).then_some(())
+        })
+        .await;
+    }
+    let out = run_command(
+        "source-agent",
+        &["verify", "--source-db", &r.source_db, "--timeout", "60s"],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for partition in ["big_sales_low", "big_sales_high"] {
+        let held: i64 = r
+            .dst
+            .query_one(&format!("select count(*) from digoal.{partition}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(held > 0, "{partition} holds rows");
+    }
 }

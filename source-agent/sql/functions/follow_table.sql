@@ -2,9 +2,11 @@
 -- --schema S --follow`): registered for each such target, in the CREATE's
 -- own transaction, as `add-table` would (its sequences with it), under the
 -- same name there, and copied with that target's next batch, so its rows
--- (those of the creating transaction too) arrive in stream order. A table pgferry could
--- not replicate (no key, unlogged, partitioned, a partition) or whose name
--- matches the registration's --exclude is left out, with a notice.
+-- (those of the creating transaction too) arrive in stream order. A
+-- partitioned table is registered by its root; a partition is left out
+-- quietly (its rows are its root's: follow_partitions.sql). A table
+-- pgferry could not replicate (no key, unlogged) or whose name matches the
+-- registration's --exclude is left out, with a notice.
 create or replace function pgferry.follow_table(p_relid oid) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -26,8 +28,11 @@ begin
         if exists (select from unnest(v_follow.exclude) p where v_class.name like p) then
             continue;
         end if;
+        if v_class.relispartition then
+            return;
+        end if;
         v_key := pgferry.table_key(p_relid);
-        if v_class.relkind <> 'r' or v_class.relpersistence <> 'p' or v_class.relispartition or v_key is null then
+        if v_class.relkind not in ('r', 'p') or v_class.relpersistence <> 'p' or v_key is null then
             raise notice 'pgferry: new table %.% is not replicated: %', v_class.schema, v_class.name,
                 case when v_key is null then 'it has no primary key or unique NOT NULL index'
                      else 'only ordinary logged tables are' end;
