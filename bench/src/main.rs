@@ -40,11 +40,23 @@ const TABLES: &str = "
     create table single_rep (id int primary key, v int not null);
     create table single_plain (id int primary key, v int not null);
     create sequence single_rep_insert; create sequence single_rep_delete;
-    create sequence single_plain_insert; create sequence single_plain_delete;";
+    create sequence single_plain_insert; create sequence single_plain_delete;
+    create table p_rep (id int primary key, v int not null, info text) partition by hash (id);
+    create table p_plain (id int primary key, v int not null, info text) partition by hash (id);
+    do $$
+    begin
+        for i in 0..7 loop
+            execute format('create table p_rep_%s partition of p_rep for values with (modulus 8, remainder %s)', i, i);
+            execute format('create table p_plain_%s partition of p_plain for values with (modulus 8, remainder %s)', i, i);
+        end loop;
+    end
+    $$;";
 
 const PRELOAD: &str = "
     insert into t_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
-    insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;";
+    insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;
+    insert into p_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
+    insert into p_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;";
 
 /// Which replication system a measurement is of.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -301,7 +313,7 @@ fn statements_shown() -> bool {
 }
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
-/// lists some (overhead, single, catch_up, lag, lag_far, bulk, backlog,
+/// lists some (overhead, partitioned, single, catch_up, lag, lag_far, bulk, backlog,
 /// distance, recovery, fan_out, verify, ddl). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
@@ -357,10 +369,21 @@ async fn main() {
         if selected("overhead") {
             eprintln!("{name}: capture overhead (3 rounds of 5 s slices)...");
             bench.statements(system, None).await;
-            (rep, plain, overhead) = bench.overhead(system);
+            (rep, plain, overhead) = bench.overhead(system, "t_rep", "t_plain");
             bench.statements(system, Some("overhead")).await;
             bench
                 .record_queue(system, &mut queue, "after_overhead")
+                .await;
+        }
+        let (mut part_rep, mut part_plain, mut part_overhead) = (nan, nan, nan);
+        // Slony-I replicates no partitioned table.
+        if selected("partitioned") && system != System::Slony {
+            eprintln!(
+                "{name}: capture overhead on a table of 8 partitions (3 rounds of 5 s slices)..."
+            );
+            (part_rep, part_plain, part_overhead) = bench.overhead(system, "p_rep", "p_plain");
+            bench
+                .wait_equal(system, "p_rep", Duration::from_secs(300))
                 .await;
         }
         let (mut single_rep, mut single_plain) = (nan, nan);
@@ -404,6 +427,8 @@ async fn main() {
             name.into(),
             json!({
                 "overhead_pct": overhead, "tps_replicated": rep, "tps_plain": plain,
+                "partitioned": {"overhead_pct": part_overhead, "tps_replicated": part_rep,
+                                "tps_plain": part_plain},
                 "single_s": {"replicated": single_rep, "plain": single_plain,
                              "ratio": single_rep / single_plain},
                 "catch_up_rows_per_s": catch_up,

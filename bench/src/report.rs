@@ -19,6 +19,11 @@ pub(crate) fn print_table(r: &Value) {
             1,
         ),
         (
+            "capture overhead on a table of 8 partitions, %",
+            "/partitioned/overhead_pct",
+            1,
+        ),
+        (
             "200k single-statement changes, writers' s, replicated table",
             "/single_s/replicated",
             1,

@@ -71,7 +71,14 @@ impl Bench {
             .batch_execute(
                 "alter table t_rep owner to applier; alter table hb owner to applier;
                  alter table bulk owner to applier; alter table drain owner to applier;
-                 alter table single_rep owner to applier;",
+                 alter table single_rep owner to applier; alter table p_rep owner to applier;
+                 do $$
+                 begin
+                     for i in 0..7 loop
+                         execute format('alter table p_rep_%s owner to applier', i);
+                     end loop;
+                 end
+                 $$;",
             )
             .await
             .expect("owners");
@@ -130,6 +137,7 @@ impl Bench {
             "public.bulk",
             "public.drain",
             "public.single_rep",
+            "public.p_rep",
         ] {
             let out = run_command(
                 "source-agent",
@@ -149,7 +157,10 @@ impl Bench {
     /// decodes all of the cluster's WAL, pgferry's writes too).
     pub(crate) async fn set_up_native(&mut self) {
         self.native_src
-            .batch_execute("create publication p for table t_rep, hb, bulk, drain, single_rep")
+            .batch_execute(
+                "create publication p for table t_rep, hb, bulk, drain, single_rep, p_rep
+                 with (publish_via_partition_root)",
+            )
             .await
             .expect("publication");
         let conninfo = self.source.conninfo("native", "postgres", "");

@@ -13,6 +13,18 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_again bigint;
 begin
+    -- The targets' rows first, as an acknowledgement takes them (its
+    -- transaction updates a target, then that target's tables): taken in
+    -- the other order, an acknowledgement and a DROP deadlock.
+    perform from pgferry.targets g
+    where g.target_id in (select t.target_id
+                          from pgferry.tables t, pg_event_trigger_dropped_objects() o
+                          where o.classid = 'pg_class'::regclass and o.objsubid = 0
+                            and (o.objid = t.relid
+                                 or t.capture_id in (select k.capture_id from pgferry.partitions k
+                                                     where k.relid = o.objid)))
+    order by g.target_id
+    for no key update;
     with dropped as (
         update pgferry.tables t
            set removed = true, removed_batch = null
