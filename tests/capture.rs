@@ -10,11 +10,13 @@ const TABLES: &str = r#"
     create table pairs (a int, b text, n text, r numeric, at timestamptz, doc jsonb, raw bytea,
                         primary key (a, b));
     create table solo (id int primary key, v text);
+    create table flat (id int, k text, n int, t text, f float8, primary key (id, k));
 "#;
 
 /// Every path of both captures: single- and multi-row statements, several
-/// arrays for one statement, a key change, quotes and backslashes, NULLs,
-/// a transaction that inserts and deletes, a TRUNCATE.
+/// arrays for one statement, a key change, updates of some columns (of
+/// different ones in different rows, to NULL, of none), quotes and
+/// backslashes, NULLs, a transaction that inserts and deletes, a TRUNCATE.
 const WORKLOAD: &str = r#"
     insert into pairs values (1, 'x', 'it''s', 1.5, '2026-01-01 00:00+00', '{"k": [1, 2]}', '\x0102');
     insert into pairs select g, 'y\z', null, g / 3.0, null, null, null from generate_series(2, 4) g;
@@ -23,6 +25,15 @@ const WORKLOAD: &str = r#"
     update pairs set r = r + 1 where a > 1;
     update pairs set b = 'moved' where a = 2;
     update solo set v = 'v' where id <= 2;
+    update solo set v = v where id = 5;
+    update pairs set n = case when a = 2 then 'n2' else n end, r = case when a = 4 then 0 else r end where a > 1;
+    update pairs set doc = null, raw = '\x03' where a = 1;
+    insert into flat select g, 'k' || g, g, repeat('t', 3000), g / 4.0 from generate_series(1, 5) g;
+    update flat set n = n + 1 where id = 1;
+    update flat set t = null, f = -0.0 where id = 2;
+    update flat set n = case when id = 3 then 0 else n end, f = case when id = 4 then 1.5 else f end where id > 2;
+    update flat set n = n where id = 1;
+    update flat set k = 'moved' where id = 5;
     delete from pairs where a = 3;
     delete from pairs where a in (1, 4);
     delete from solo where id > 100;
@@ -51,7 +62,7 @@ async fn compiled_triggers(client: &Client) -> i64 {
     client
         .query_one(
             "select count(*) from pg_trigger t join pg_proc p on p.oid = t.tgfoid
-             where p.proname in ('compiled_capture_rows', 'compiled_capture_deletes')",
+             where p.proname in ('compiled_capture_rows', 'compiled_capture_updates', 'compiled_capture_deletes')",
             &[],
         )
         .await
@@ -79,7 +90,7 @@ async fn compiled_and_plpgsql_capture_queue_the_same_changes() {
         assert!(out.contains(said), "{out}");
         let client = cluster.connect(db).await;
         client.batch_execute(TABLES).await.unwrap();
-        for table in ["public.pairs", "public.solo"] {
+        for table in ["public.pairs", "public.solo", "public.flat"] {
             source_agent(&["add-table", "--source-db", &conninfo, table]).await;
         }
         assert_eq!(compiled_triggers(&client).await > 0, db == "compiled");
@@ -98,6 +109,34 @@ async fn compiled_and_plpgsql_capture_queue_the_same_changes() {
                 > 2,
         "multi-row statements queued as several arrays: {:?}",
         queues[0]
+    );
+    // An update queues its rows' keys and the columns it changed.
+    let updates: Vec<(&str, Option<i32>)> = queues[0]
+        .iter()
+        .filter(|row| row.1 == "U")
+        .map(|row| (row.3.as_deref().unwrap_or_default(), row.4))
+        .collect();
+    for expected in [
+        (r#"{"a": "1", "b": "x", "n": "changed"}"#, None),
+        (r#"{"a": "1", "b": "x", "doc": null, "raw": "\\x03"}"#, None),
+        (r#"{"k": "k1", "n": 2, "id": 1}"#, None),
+        (r#"{"f": 0, "k": "k2", "t": null, "id": 2}"#, None),
+        (
+            r#"[{"f": 0.75, "k": "k3", "n": 0, "id": 3}, {"f": 1.5, "k": "k4", "n": 4, "id": 4}, {"f": 1.25, "k": "k5", "n": 5, "id": 5}]"#,
+            Some(3),
+        ),
+    ] {
+        assert!(
+            updates.contains(&expected),
+            "{expected:?} among {updates:#?}"
+        );
+    }
+    // A key changed: the whole row.
+    assert!(
+        updates
+            .iter()
+            .any(|(row, _)| row.contains(r#""k": "moved""#) && row.contains(r#""t": "ttt"#)),
+        "{updates:#?}"
     );
     assert_eq!(queues[0], queues[1]);
 

@@ -32,5 +32,5 @@ target=${CARGO_TARGET_DIR:-../../target/capture-extension}
 PGRX_PG_CONFIG_PATH="$pg_config" CARGO_TARGET_DIR="$target" \
     cargo build --release --locked --no-default-features --features "pg$major"
 install -m 755 "$target/release/libpgferry_capture.so" "$("$pg_config" --pkglibdir)/pgferry_capture.so"
-install -m 644 pgferry_capture.control pgferry_capture--1.sql "$("$pg_config" --sharedir)/extension/"
+install -m 644 pgferry_capture.control pgferry_capture--*.sql "$("$pg_config" --sharedir)/extension/"
 echo "pgferry_capture installed for PostgreSQL $major ($("$pg_config" --pkglibdir))"

@@ -41,6 +41,9 @@ declare
     v_compiled boolean := to_regprocedure('pgferry.compiled_capture_rows()') is not null;
     v_rows text := case when v_compiled then 'pgferry.compiled_capture_rows' else 'pgferry.capture_rows' end;
     v_deletes text := case when v_compiled then 'pgferry.compiled_capture_deletes' else 'pgferry.capture_deletes' end;
+    v_updates text := case when to_regprocedure('pgferry.compiled_capture_updates()') is not null
+                           then 'pgferry.compiled_capture_updates' else 'pgferry.capture_updates' end;
+    v_key_args text;
 begin
     -- The DDL watch lets this function's own ALTERs pass (watch_ddl.sql).
     perform set_config('pgferry.attaching', 'on', true);
@@ -124,6 +127,8 @@ begin
         -- the encoder already cuts down to the captured columns.
         v_rows := format('pgferry.capture_rows_%s', p_capture_id);
         perform pgferry.define_capture_rows(v_rows, format(v_encode, 'n'));
+        v_updates := format('pgferry.capture_updates_%s', p_capture_id);
+        perform pgferry.define_capture_updates(v_updates, format(v_encode, 'n'));
         v_columns := null;
     end if;
     if not v_statements or v_exact then
@@ -205,23 +210,27 @@ begin
                                    then format('%s(%L, %L)', v_rows, p_capture_id, 'I')
                                    else format('pgferry.capture(%L, %L, %s)', p_capture_id, '', v_args)
                               end);
+        -- The capture id, then the key columns.
+        v_key_args := format('%L', p_capture_id)
+                      || (select string_agg(format(', %L', k), '' order by n)
+                          from unnest(v_keys) with ordinality u(k, n));
         -- A delete carries the key alone, whatever the columns replicated.
         execute format('create trigger pgferry_capture_delete after delete on %s
                         referencing old table as pgferry_old for each statement
                         execute function %s(%s)',
-                       v_rel, v_deletes, format('%L', p_capture_id)
-                              || (select string_agg(format(', %L', k), '' order by n)
-                                  from unnest(v_keys) with ordinality u(k, n)));
+                       v_rel, v_deletes, v_key_args);
         v_same_key := (select string_agg(format('old.%1$I is not distinct from new.%1$I', k), ' and ')
                        from unnest(v_keys) k);
         if v_columns is null then
-            -- Every new row, once per statement; the row trigger below has
+            -- Every updated row's key and changed columns, once per
+            -- statement (capture_updates.sql); the row trigger below has
             -- already deleted the old keys of rows whose key changed (row
-            -- triggers fire before statement triggers).
+            -- triggers fire before statement triggers), and a statement
+            -- that changed a key ships whole rows.
             execute format('create trigger pgferry_capture_update after update on %s
-                            referencing new table as pgferry_new for each statement
-                            execute function %s(%L, %L)',
-                           v_rel, v_rows, p_capture_id, 'U');
+                            referencing old table as pgferry_old new table as pgferry_new
+                            for each statement execute function %s(%s)',
+                           v_rel, v_updates, v_key_args);
         else
             -- Most updates keep the key: the server tells those apart by
             -- the WHEN clause, without calling a function.

@@ -1,7 +1,8 @@
 -- The capture function of what capture_rows and capture_deletes do not
 -- take: called per statement for TRUNCATE and for INSERT into a table with a
 -- column list (reading the transition table; far cheaper for multi-row
--- statements), per row for the UPDATEs of such a table, for an UPDATE that
+-- statements), per row for the UPDATEs of such a table (its key and the
+-- columns the UPDATE changed), for an UPDATE that
 -- changes the key and for every change of a table with a row filter.
 -- Arguments: table id, mode, key count, keys..., replicated columns...
 create or replace function pgferry.capture() returns trigger
@@ -65,7 +66,15 @@ begin
         -- The target drops the row under the old key first.
         insert into pgferry.queue (table_id, op, old_key, new_row) values (tg_argv[0]::int, 'U', v_old_key, v_new);
     else
-        insert into pgferry.queue (table_id, op, new_row) values (tg_argv[0]::int, 'U', v_new);
+        -- The key and the columns the update changed, compared by their
+        -- JSON text (1.0 and 1.00 differ); nothing when none changed.
+        v_new := (select json_object_agg(k.c, v_new -> k.c order by k.p)
+                  from json_object_keys(v_new) with ordinality k(c, p)
+                  where k.c = any (tg_argv[3:2 + v_nkeys])
+                     or (v_new -> k.c)::text is distinct from (v_old -> k.c)::text);
+        if (select count(*) from json_object_keys(v_new)) > v_nkeys then
+            insert into pgferry.queue (table_id, op, new_row) values (tg_argv[0]::int, 'U', v_new);
+        end if;
     end if;
     return null;
 end

@@ -5,7 +5,11 @@
 -- the new row match: queues the new row's captured columns, the old key
 -- for a delete or a key change, and the two lists. A change no
 -- registration takes (every one filters and neither row matches) is not
--- queued.
+-- queued. An update that keeps the key queues the key and the columns it
+-- changed (their text forms compared: 1.0 and 1.00 differ), or nothing
+-- when none changed, unless a registration's filter matches the new row
+-- and not the old: that registration takes it as an insert of the whole
+-- row (route.sql).
 create or replace function pgferry.capture_row(
     p_capture int, p_op text, p_keys text[], p_columns text[], p_everyone boolean,
     p_old json, p_new json, p_old_hits int[], p_new_hits int[]) returns void
@@ -28,6 +32,15 @@ begin
         -- an equal value of another text (1.0 -> 1.00) moves the row.
         v_key_changed := p_new is not null
             and exists (select from unnest(p_keys) k where (p_new ->> k) is distinct from (p_old ->> k));
+    end if;
+    if p_op = 'UPDATE' and not v_key_changed
+       and not exists (select from unnest(p_new_hits) h where not h = any (p_old_hits)) then
+        v_new := (select json_object_agg(k.c, v_new -> k.c order by k.p)
+                  from json_object_keys(v_new) with ordinality k(c, p)
+                  where k.c = any (p_keys) or (v_new ->> k.c) is distinct from (p_old ->> k.c));
+        if (select count(*) from json_object_keys(v_new)) = cardinality(p_keys) then
+            return;
+        end if;
     end if;
     insert into pgferry.queue (table_id, op, old_key, new_row, old_hits, new_hits)
     values (p_capture,

@@ -26,7 +26,7 @@ begin
         select p.oid::regprocedure from pg_proc p
         where p.pronamespace = 'pgferry'::regnamespace
           and (p.proname in ('capture_filtered_' || p_capture_id, 'capture_rows_' || p_capture_id,
-                             'capture_rows_of_' || p_capture_id)
+                             'capture_updates_' || p_capture_id, 'capture_rows_of_' || p_capture_id)
                or p.proname in (select 'row_filter_' || table_id from pgferry.tables
                                 where capture_id = p_capture_id))
     loop

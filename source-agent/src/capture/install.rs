@@ -70,6 +70,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/attach.sql"),
         include_str!("../../sql/functions/capture.sql"),
         include_str!("../../sql/functions/capture_rows.sql"),
+        include_str!("../../sql/functions/capture_updates.sql"),
         include_str!("../../sql/functions/capture_deletes.sql"),
         include_str!("../../sql/functions/capture_row.sql"),
         include_str!("../../sql/functions/partition_triggers.sql"),
@@ -173,7 +174,24 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
             }
         }
     };
-    if wanted != installed {
+    // An extension of an older version (built before this binary): its
+    // new functions, and every table's triggers made again to call them.
+    let older: bool = tx
+        .query_one(
+            "select coalesce((select extversion from pg_extension where extname = $1)
+                             <> (select default_version from pg_available_extensions where name = $1),
+                             false)",
+            &[&EXTENSION],
+        )
+        .await
+        .map_err(Error::db("looking for the compiled capture"))?
+        .get(0);
+    if wanted && installed && older {
+        tx.batch_execute(&format!("alter extension {EXTENSION} update"))
+            .await
+            .map_err(Error::db("updating the compiled capture"))?;
+    }
+    if wanted != installed || (wanted && older) {
         if !wanted {
             // Cascade: the triggers that call its functions, made again below.
             tx.batch_execute(&format!("drop extension {EXTENSION} cascade"))
