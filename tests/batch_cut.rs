@@ -144,10 +144,14 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
             (Some(tx), 0 | 1) => {
                 next_id += 1;
                 client
-                    .execute("insert into t values ($1, $2)", &[&next_id, &tx.label])
+                    .execute(
+                        "insert into t values ($1, -$2::bigint)",
+                        &[&next_id, &tx.label],
+                    )
                     .await
                     .unwrap();
-                // Rewrite the same row: the last value must win on the target.
+                // Rewrite the same row (an update that changes nothing ships
+                // nothing): the last value must win on the target.
                 client
                     .execute(
                         "update t set label = $2 where id = $1",
@@ -188,7 +192,7 @@ async fn check_seed(cluster: &PgCluster, db: &str, cutter: &Client, seed: u64) {
         let rows = cutter
             .query(
                 &format!(
-                    "select c.seq, (r->>'label')::bigint from pgferry.batch_changes((select min(target_id) from pgferry.targets), $1) c, {}",
+                    "select c.seq, abs((r->>'label')::bigint) from pgferry.batch_changes((select min(target_id) from pgferry.targets), $1) c, {}",
                     support::queued_rows("c")
                 ),
                 &[&batch],

@@ -41,6 +41,8 @@ const TABLES: &str = "
     create table single_plain (id int primary key, v int not null);
     create sequence single_rep_insert; create sequence single_rep_delete;
     create sequence single_plain_insert; create sequence single_plain_delete;
+    create table big_rep (id int primary key, n int not null, body text);
+    create table big_plain (id int primary key, n int not null, body text);
     create table p_rep (id int primary key, v int not null, info text) partition by hash (id);
     create table p_plain (id int primary key, v int not null, info text) partition by hash (id);
     do $$
@@ -56,6 +58,8 @@ const PRELOAD: &str = "
     insert into t_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
     insert into t_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;
     insert into p_rep select g, 0, md5(g::text) from generate_series(1, 100000) g;
+    insert into big_rep select 1, 0, string_agg(md5(g::text), '') from generate_series(1, 163840) g;
+    insert into big_plain select 1, 0, string_agg(md5(g::text), '') from generate_series(1, 163840) g;
     insert into p_plain select g, 0, md5(g::text) from generate_series(1, 100000) g;";
 
 /// Which replication system a measurement is of.
@@ -313,7 +317,7 @@ fn statements_shown() -> bool {
 }
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
-/// lists some (overhead, partitioned, single, catch_up, lag, lag_far, bulk, backlog,
+/// lists some (overhead, partitioned, single, large, catch_up, lag, lag_far, bulk, backlog,
 /// distance, recovery, fan_out, verify, ddl). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
@@ -396,6 +400,17 @@ async fn main() {
                 .wait_equal(system, "single_rep", Duration::from_secs(300))
                 .await;
         }
+        let mut large = None;
+        // Slony-I is given only the tables of the measures it takes part in.
+        if selected("large") && system != System::Slony {
+            eprintln!("{name}: 1,000 updates of a small column beside a 5 MB value...");
+            large = Some(bench.large(system).await);
+        }
+        let large = large.unwrap_or(Large {
+            seconds: (nan, nan),
+            wal_per_update: (nan, nan),
+            queue_per_update: nan,
+        });
         let mut catch_up = nan;
         if selected("catch_up") {
             eprintln!("{name}: catch-up of {CATCH_UP_CHANGES} changes...");
@@ -431,6 +446,11 @@ async fn main() {
                                 "tps_plain": part_plain},
                 "single_s": {"replicated": single_rep, "plain": single_plain,
                              "ratio": single_rep / single_plain},
+                "large": {"replicated_s": large.seconds.0, "plain_s": large.seconds.1,
+                          "ratio": large.seconds.0 / large.seconds.1,
+                          "wal_bytes_per_update": large.wal_per_update.0,
+                          "plain_wal_bytes_per_update": large.wal_per_update.1,
+                          "queue_bytes_per_update": large.queue_per_update},
                 "catch_up_rows_per_s": catch_up,
                 "lag_ms": {"p50": p50, "p99": p99, "max": max},
                 "lag_far_ms": {"p50": far_p50, "p99": far_p99, "max": far_max},

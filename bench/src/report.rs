@@ -39,6 +39,26 @@ pub(crate) fn print_table(r: &Value) {
             2,
         ),
         (
+            "1,000 updates beside a 5 MB value, writers' s, replicated table",
+            "/large/replicated_s",
+            2,
+        ),
+        (
+            "1,000 updates beside a 5 MB value, replicated / plain",
+            "/large/ratio",
+            2,
+        ),
+        (
+            "1,000 updates beside a 5 MB value, WAL bytes per update (plain: see json)",
+            "/large/wal_bytes_per_update",
+            0,
+        ),
+        (
+            "1,000 updates beside a 5 MB value, queue bytes per update",
+            "/large/queue_bytes_per_update",
+            0,
+        ),
+        (
             "catch-up of 200k changes, rows/s",
             "/catch_up_rows_per_s",
             0,

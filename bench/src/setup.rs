@@ -72,6 +72,7 @@ impl Bench {
                 "alter table t_rep owner to applier; alter table hb owner to applier;
                  alter table bulk owner to applier; alter table drain owner to applier;
                  alter table single_rep owner to applier; alter table p_rep owner to applier;
+                 alter table big_rep owner to applier;
                  do $$
                  begin
                      for i in 0..7 loop
@@ -138,6 +139,7 @@ impl Bench {
             "public.drain",
             "public.single_rep",
             "public.p_rep",
+            "public.big_rep",
         ] {
             let out = run_command(
                 "source-agent",
@@ -158,7 +160,7 @@ impl Bench {
     pub(crate) async fn set_up_native(&mut self) {
         self.native_src
             .batch_execute(
-                "create publication p for table t_rep, hb, bulk, drain, single_rep, p_rep
+                "create publication p for table t_rep, hb, bulk, drain, single_rep, p_rep, big_rep
                  with (publish_via_partition_root)",
             )
             .await

@@ -117,6 +117,24 @@ pub async fn column_types(client: &Client, quoted: &str) -> Result<HashMap<Strin
 /// unique index on the key, and builds its plan (with MERGE when `merge`:
 /// the server is PostgreSQL 15 or newer).
 pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<TablePlan> {
+    checked(client, table, merge, true).await
+}
+
+/// [`check`] for rows that carry only some of the table's columns (see
+/// `apply::shape`): a target column they lack may be NOT NULL without a
+/// default, since an update of the columns they carry (the source ships
+/// the columns an UPDATE changed) leaves it as it is. An insert of such a
+/// row fails, naming the column.
+pub async fn check_shape(client: &Client, table: &TableSchema, merge: bool) -> Result<TablePlan> {
+    checked(client, table, merge, false).await
+}
+
+async fn checked(
+    client: &Client,
+    table: &TableSchema,
+    merge: bool,
+    whole_rows: bool,
+) -> Result<TablePlan> {
     let name = format!("{}.{}", table.target_schema, table.target_table);
     let mut relid = table_oid(client, table).await?;
     if relid.is_none() && table.create_if_missing {
@@ -147,7 +165,7 @@ pub async fn check(client: &Client, table: &TableSchema, merge: bool) -> Result<
         .into_iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
-    let mismatch = column_mismatch(table, &target);
+    let mismatch = column_mismatch(table, &target, whole_rows);
     if !mismatch.is_empty() {
         return Err(Error::ColumnMismatch {
             table: name,
@@ -359,8 +377,13 @@ const COLUMN_SEQUENCE: &str = "
     limit 1";
 
 /// What differs between the source's columns and the target's, one line per
-/// column; empty when they match.
-fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)>) -> Vec<String> {
+/// column; empty when they match. A target column that is NOT NULL without
+/// a default matters only to rows that are inserted whole (`whole_rows`).
+fn column_mismatch(
+    table: &TableSchema,
+    target: &BTreeMap<String, (String, bool)>,
+    whole_rows: bool,
+) -> Vec<String> {
     let source: BTreeSet<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
     let mut problems = Vec::new();
     let missing: Vec<&str> = table
@@ -387,7 +410,7 @@ fn column_mismatch(table: &TableSchema, target: &BTreeMap<String, (String, bool)
     }
     let required: Vec<&str> = target
         .iter()
-        .filter(|(name, (_, required))| *required && !source.contains(name.as_str()))
+        .filter(|(name, (_, required))| whole_rows && *required && !source.contains(name.as_str()))
         .map(|(name, _)| name.as_str())
         .collect();
     if !required.is_empty() {
@@ -640,7 +663,7 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            column_mismatch(&table(), &target),
+            column_mismatch(&table(), &target, true),
             vec![
                 "columns missing on the target: info".to_string(),
                 "column id is integer on the source but bigint on the target".to_string(),

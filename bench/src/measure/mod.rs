@@ -7,6 +7,7 @@ mod ddl;
 mod distance;
 mod fan_out;
 mod lag;
+mod large;
 mod overhead;
 mod queue;
 mod recovery;
@@ -15,4 +16,5 @@ mod verify;
 
 pub(crate) use backlog::*;
 pub(crate) use catch_up::*;
+pub(crate) use large::*;
 pub(crate) use queue::*;

@@ -9,8 +9,8 @@
 //! the last. Kept changes keep their order, so a key the window fails to
 //! recognise (the same value spelled two ways) just goes uncompacted. An
 //! update that carries only some columns (the source ships the columns an
-//! UPDATE changed) overwrites only a change of the same columns or fewer:
-//! an earlier change it does not cover stays, applied before it.
+//! UPDATE changed) lands in an earlier change of the row that carries those
+//! columns; else both stay, applied in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -90,18 +90,32 @@ impl Compactor {
             let hash = self.hasher.hash_one((step.table_id, &key));
             if let Some(&earlier) = self.latest.get(&hash) {
                 let held = &mut self.held[(earlier - self.front) as usize];
-                // Another key with the same hash just goes uncompacted, and
-                // so does a change of columns the later one does not carry.
+                // Another key with the same hash just goes uncompacted.
                 let same = held.step.as_ref().is_some_and(|s| {
-                    s.table_id == step.table_id
-                        && covers(&step, s)
-                        && key_of(&s.rows, columns).as_ref() == Some(&key)
+                    s.table_id == step.table_id && key_of(&s.rows, columns).as_ref() == Some(&key)
                 });
-                if same {
-                    let overwritten = held.step.take().expect("checked above");
-                    self.bytes -= overwritten.rows.len();
-                    self.dropped += overwritten.count as usize;
-                    first_insert = held.first_insert;
+                match held.step.as_mut() {
+                    Some(older) if same && covers(&step, older) => {
+                        let overwritten = held.step.take().expect("checked above");
+                        self.bytes -= overwritten.rows.len();
+                        self.dropped += overwritten.count as usize;
+                        first_insert = held.first_insert;
+                    }
+                    // An update of some of the columns the earlier row
+                    // carries lands in it, which stays where it was.
+                    Some(older)
+                        if same
+                            && step.kind == RunKind::Upsert
+                            && older.kind != RunKind::Delete =>
+                    {
+                        if let Some(merged) = overlay(&older.rows, &step.rows) {
+                            self.bytes = self.bytes - older.rows.len() + merged.len();
+                            older.rows = merged;
+                            self.dropped += step.count as usize;
+                            return;
+                        }
+                    }
+                    _ => {}
                 }
             }
             self.latest.insert(hash, position);
@@ -190,6 +204,53 @@ impl Compactor {
 /// they stay, which costs a statement, never a value.
 fn covers(later: &Step, earlier: &Step) -> bool {
     later.kind == RunKind::Delete || later.shape == 0 || later.shape == earlier.shape
+}
+
+/// Row object `earlier` with the values of row object `later`, which
+/// carries some of its columns (an update of those); None when `later`
+/// carries a column `earlier` lacks, or either is not one object.
+fn overlay(earlier: &str, later: &str) -> Option<String> {
+    let fields = |row: &str| -> Option<Vec<(String, Box<RawValue>)>> {
+        let mut de = serde_json::Deserializer::from_str(row);
+        let fields = de.deserialize_map(Fields).ok()?;
+        de.end().ok()?;
+        Some(fields)
+    };
+    let mut merged = fields(earlier)?;
+    for (name, value) in fields(later)? {
+        merged.iter_mut().find(|(n, _)| *n == name)?.1 = value;
+    }
+    let mut out = String::with_capacity(earlier.len() + later.len());
+    out.push('{');
+    for (i, (name, value)) in merged.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(name).ok()?);
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// A row object's columns and their JSON texts, in its order.
+struct Fields;
+
+impl<'de> Visitor<'de> for Fields {
+    type Value = Vec<(String, Box<RawValue>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object of a row")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            fields.push((name, map.next_value()?));
+        }
+        Ok(fields)
+    }
 }
 
 /// The key of a row (or key) object: its key columns' JSON values, in
@@ -390,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_of_some_columns_drops_only_changes_it_covers() {
+    fn an_update_of_some_columns_lands_in_the_earlier_row_or_stays_apart() {
         let steps = [
             step(RunKind::Insert, 1, 0),
             partial(1, 1, 1),
@@ -400,12 +461,17 @@ mod tests {
         ];
         let net = compacted(&steps, usize::MAX);
         let rows: Vec<_> = net.iter().map(|s| (s.kind, s.rows.as_str())).collect();
+        assert_eq!(rows, vec![(RunKind::Insert, "{\"id\":1,\"v\":4,\"w\":4}")]);
+        // An update of a column the earlier row does not carry stays apart.
+        let steps = [partial(2, 1, 0), partial(2, 2, 1), partial(2, 1, 2)];
+        let net = compacted(&steps, usize::MAX);
+        let rows: Vec<_> = net.iter().map(|s| (s.kind, s.rows.as_str())).collect();
         assert_eq!(
             rows,
             vec![
-                (RunKind::Insert, "{\"id\":1,\"v\":0,\"w\":0}"),
-                (RunKind::Upsert, "{\"id\":1,\"v\":1}"),
-                (RunKind::Upsert, "{\"id\":1,\"v\":4,\"w\":4}")
+                (RunKind::Upsert, "{\"id\":2,\"v\":0}"),
+                (RunKind::Upsert, "{\"id\":2,\"w\":1}"),
+                (RunKind::Upsert, "{\"id\":2,\"v\":2}")
             ]
         );
     }

@@ -176,12 +176,12 @@ impl Tables {
                     })
             })
             .collect();
-        let plan = schema::check(client, &shaped, self.merge).await?;
+        let plan = schema::check_shape(client, &shaped, self.merge).await?;
         tracing::info!(
             table = %plan.name,
             batch_id,
             columns = %columns.join(", "),
-            "rows carry other columns than announced (the source table changed)"
+            "rows carry other columns than announced (an update of some, or the source table changed)"
         );
         Ok(self.shapes.add(table_id, columns, plan))
     }
