@@ -40,15 +40,7 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
         )
         .await
         .unwrap();
-    source_agent(&[
-        "add-table",
-        "--source-db",
-        &r.source_db,
-        ORDERS.0,
-        "--as",
-        ORDERS.1,
-    ])
-    .await;
+    add_as(&r.source_db, ORDERS).await;
     r.start_agents().await;
     r.wait_tables_in_sync(&[ORDERS], SYNC).await;
     // Updates in place, rows moving to another of the target's partitions
@@ -67,18 +59,7 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
         .await
         .unwrap();
     r.wait_tables_in_sync(&[ORDERS], SYNC).await;
-    let out = run_command(
-        "source-agent",
-        &["verify", "--source-db", &r.source_db, "--timeout", "60s"],
-    )
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_finds_nothing(&r.source_db, "verify").await;
     for partition in ["orders_p_eu", "orders_p_us", "orders_p_rest"] {
         let rows: i64 = r
             .dst
@@ -104,6 +85,35 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
 
 const EVENTS: (&str, &str) = ("digoal.events", "digoal.events_copy");
 
+/// `add-table SOURCE --as TARGET` for a (source, target) pair.
+async fn add_as(source_db: &str, (source, target): (&str, &str)) {
+    source_agent(&[
+        "add-table",
+        "--source-db",
+        source_db,
+        source,
+        "--as",
+        target,
+    ])
+    .await;
+}
+
+/// `verify` of every table finds no difference, after `step`.
+async fn verify_finds_nothing(source_db: &str, step: &str) {
+    let out = run_command(
+        "source-agent",
+        &["verify", "--source-db", source_db, "--timeout", "60s"],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{step}: verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Source and target rows as text, in one order.
 async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<String> {
     client
@@ -128,18 +138,7 @@ async fn equal_and_verified(r: &mut Replication, step: &str) {
             target.len()
         );
     }
-    let out = run_command(
-        "source-agent",
-        &["verify", "--source-db", &r.source_db, "--timeout", "60s"],
-    )
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{step}: verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_finds_nothing(&r.source_db, step).await;
 }
 
 /// Writers through the root and straight into a leaf, a few hundred
@@ -199,15 +198,7 @@ async fn a_partitioned_source_table_replicates_every_partition_through_moves_att
         )
         .await
         .unwrap();
-    source_agent(&[
-        "add-table",
-        "--source-db",
-        &r.source_db,
-        EVENTS.0,
-        "--as",
-        EVENTS.1,
-    ])
-    .await;
+    add_as(&r.source_db, EVENTS).await;
     r.start_agents().await;
     let w = writers(&r);
     equal_after_writers(&mut r, w, "the initial copy under writers").await;
@@ -396,18 +387,7 @@ async fn a_partitioned_root_takes_where_and_columns_to_a_table_partitioned_other
         })
         .await;
     }
-    let out = run_command(
-        "source-agent",
-        &["verify", "--source-db", &r.source_db, "--timeout", "60s"],
-    )
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_finds_nothing(&r.source_db, "verify").await;
     for partition in ["big_sales_low", "big_sales_high"] {
         let held: i64 = r
             .dst
