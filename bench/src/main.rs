@@ -403,7 +403,7 @@ async fn main() {
         let mut large = None;
         // Slony-I is given only the tables of the measures it takes part in.
         if selected("large") && system != System::Slony {
-            eprintln!("{name}: 1,000 updates of a small column beside a 5 MB value...");
+            eprintln!("{name}: 3 rounds of 1,000 updates of a small column beside a 5 MB value...");
             large = Some(bench.large(system).await);
         }
         let large = large.unwrap_or(Large {

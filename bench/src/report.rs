@@ -39,12 +39,12 @@ pub(crate) fn print_table(r: &Value) {
             2,
         ),
         (
-            "1,000 updates beside a 5 MB value, writers' s, replicated table",
+            "3 x 1,000 updates beside a 5 MB value, writers' s, replicated table",
             "/large/replicated_s",
             2,
         ),
         (
-            "1,000 updates beside a 5 MB value, replicated / plain",
+            "3 x 1,000 updates beside a 5 MB value, replicated / plain",
             "/large/ratio",
             2,
         ),
