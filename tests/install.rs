@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgferry_runtime::install::{InstallError, Schema, install, is_current};
+use pgferry_runtime::install::{InstallError, Schema, Side, install, is_current};
 use support::setup::{APPLIER, SEED_TABLE, expect_success, source_agent};
 use support::{Agent, PgCluster, Replication, run_command};
 
@@ -12,9 +12,10 @@ use support::{Agent, PgCluster, Replication, run_command};
 /// inline), which installations in the field may still have.
 const SOURCE_V1: &str = include_str!("fixtures/source_schema_v1.sql");
 
-/// A schema of migrations alone.
+/// A source schema of migrations alone.
 fn migrations<'a>(migrations: &'a [(i32, &'a str)]) -> Schema<'a> {
     Schema {
+        side: Side::Source,
         migrations,
         functions: &[],
         after_change: "",
@@ -41,7 +42,7 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         "a second install is a no-op"
     );
     assert!(matches!(
-        is_current(&client, v2).await,
+        is_current(&client, &migrations(v2)).await,
         Err(InstallError::Outdated { found: 1, known: 2 })
     ));
     assert_eq!(
@@ -49,7 +50,7 @@ async fn a_later_install_upgrades_in_place_and_an_older_one_refuses() {
         (1, 2),
         "v2 runs only its new script"
     );
-    assert!(is_current(&client, v2).await.unwrap());
+    assert!(is_current(&client, &migrations(v2)).await.unwrap());
     let row = client
         .query_one("select x, y from pgferry.kept", &[])
         .await
@@ -284,4 +285,69 @@ async fn an_upgrade_from_the_first_schema_with_changes_queued_ends_like_a_fresh_
         progress >= newest_batch,
         "the batches cut before the upgrade were applied"
     );
+}
+
+/// The newest migration of an agent's schema (its scripts are numbered
+/// from 1, one file each).
+fn newest_migration(agent: &str) -> i32 {
+    std::fs::read_dir(format!(
+        "{}/../{agent}/sql/migrations",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the migrations")
+    .count() as i32
+}
+
+/// Each side's recorded version, by side.
+async fn versions(client: &tokio_postgres::Client) -> Vec<(String, i32)> {
+    client
+        .query(
+            "select side, version from pgferry.schema_version order by side",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_install_side_by_side_in_one_database_each_with_its_own_version() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let client = cluster.connect("postgres").await;
+    let db = cluster.conninfo("postgres", "postgres", "");
+    let install_side = |agent: &'static str, flag: &'static str| {
+        let db = db.clone();
+        async move {
+            expect_success(
+                &format!("{agent} install"),
+                &run_command(agent, &["install", flag, &db]).await,
+            );
+        }
+    };
+    // A target installed by a binary from before the sides could share a
+    // database: its version says nobody's.
+    install_side("target-agent", "--target-db").await;
+    client
+        .batch_execute("alter table pgferry.schema_version drop column side")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        install_side("source-agent", "--source-db").await;
+        install_side("target-agent", "--target-db").await;
+    }
+    let both = vec![
+        ("source".to_string(), newest_migration("source-agent")),
+        ("target".to_string(), newest_migration("target-agent")),
+    ];
+    assert_eq!(versions(&client).await, both);
+    // Each side's agent takes the database as installed for it.
+    client
+        .batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    source_agent(&["add-table", "--source-db", &db, "public.t"]).await;
+    let status = source_agent(&["status", "--source-db", &db]).await;
+    assert!(status.contains("public.t"), "{status}");
 }

@@ -21,7 +21,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub async fn follow_database(
     reporter: HealthReporter,
     config: Config,
-    migrations: &'static [(i32, &'static str)],
+    schema: &'static crate::install::Schema<'static>,
     cancel: CancellationToken,
 ) {
     let mut client = None;
@@ -31,7 +31,7 @@ pub async fn follow_database(
             client = crate::db::connect(&config).await.ok();
         }
         let now = match &client {
-            Some(c) => match crate::install::is_current(c, migrations).await {
+            Some(c) => match crate::install::is_current(c, schema).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("pgferry is not installed: run `install`".to_owned()),
                 Err(crate::install::InstallError::Db(_)) => {

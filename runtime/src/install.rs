@@ -5,7 +5,9 @@
 //! `install` creates or replaces them all after the migrations; a function
 //! whose arguments or result type change needs a migration that drops the
 //! old one first. So an install upgrades in place, and a second run changes
-//! nothing.
+//! nothing. The two sides' objects have different names, so one database
+//! may hold both (the two datacenters' roles swap): each side records its
+//! own version.
 
 use tokio_postgres::Client;
 
@@ -35,8 +37,38 @@ pub enum InstallError {
     },
 }
 
+/// Which agent's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source agent's: capture, queue, batches.
+    Source,
+    /// The target agent's: progress, guard.
+    Target,
+}
+
+impl Side {
+    /// The side's name in `pgferry.schema_version`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// Gives a version recorded before the sides could share a database (no
+/// `side` column) to the side whose tables are there: the source's queue
+/// or the target's progress.
+const SIDES_APART: &str = "
+    alter table pgferry.schema_version add column if not exists side text;
+    update pgferry.schema_version
+       set side = case when to_regclass('pgferry.queue') is not null then 'source' else 'target' end
+     where side is null;";
+
 /// One side's schema.
 pub struct Schema<'a> {
+    /// Whose it is.
+    pub side: Side,
     /// Migrations (version, SQL) in order.
     pub migrations: &'a [(i32, &'a str)],
     /// Every function's `create or replace`, in an order in which each finds
@@ -62,10 +94,12 @@ pub async fn install(client: &mut Client, schema: &Schema<'_>) -> Result<(i32, i
          lock table pgferry.schema_version in exclusive mode;",
     )
     .await?;
+    tx.batch_execute(SIDES_APART).await?;
+    let side = schema.side.name();
     let before: i32 = tx
         .query_one(
-            "select coalesce(max(version), 0) from pgferry.schema_version",
-            &[],
+            "select coalesce(max(version), 0) from pgferry.schema_version where side = $1",
+            &[&side],
         )
         .await?
         .get(0);
@@ -88,33 +122,58 @@ pub async fn install(client: &mut Client, schema: &Schema<'_>) -> Result<(i32, i
     if before != newest || digest_before != digest_after {
         tx.batch_execute(schema.after_change).await?;
     }
-    tx.execute("delete from pgferry.schema_version", &[])
-        .await?;
-    tx.execute("insert into pgferry.schema_version values ($1)", &[&newest])
-        .await?;
+    tx.execute(
+        "delete from pgferry.schema_version where side = $1",
+        &[&side],
+    )
+    .await?;
+    tx.execute(
+        "insert into pgferry.schema_version (version, side) values ($1, $2)",
+        &[&newest, &side],
+    )
+    .await?;
     tx.commit().await?;
     Ok((before, newest))
 }
 
-/// Whether `install` has run in this database: false when it never has; an
-/// error when it ran with older or newer scripts than `migrations`.
-pub async fn is_current(client: &Client, migrations: &[(i32, &str)]) -> Result<bool, InstallError> {
-    let installed: bool = client
-        .query_one(
-            "select to_regclass('pgferry.schema_version') is not null",
-            &[],
-        )
-        .await?
-        .get(0);
-    let found: Option<i32> = if installed {
-        client
-            .query_one("select max(version) from pgferry.schema_version", &[])
-            .await?
-            .get(0)
-    } else {
-        None
+/// Whether `install` of `schema` has run in this database: false when it
+/// never has; an error when it ran with older or newer scripts.
+pub async fn is_current(client: &Client, schema: &Schema<'_>) -> Result<bool, InstallError> {
+    // Whether there is a version, and whether it says whose.
+    let (installed, sided): (bool, bool) = {
+        let row = client
+            .query_one(
+                "select to_regclass('pgferry.schema_version') is not null,
+                        exists (select from pg_attribute
+                                where attrelid = to_regclass('pgferry.schema_version')
+                                  and attname = 'side' and not attisdropped)",
+                &[],
+            )
+            .await?;
+        (row.get(0), row.get(1))
     };
-    let known = migrations.last().map_or(0, |m| m.0);
+    let side = schema.side.name();
+    let found: Option<i32> = match (installed, sided) {
+        (false, _) => None,
+        (true, true) => client
+            .query_one(
+                "select max(version) from pgferry.schema_version where side = $1",
+                &[&side],
+            )
+            .await?
+            .get(0),
+        // Recorded before the sides could share a database: the side whose
+        // tables are there.
+        (true, false) => client
+            .query_one(
+                "select max(version) from pgferry.schema_version
+                 where (to_regclass('pgferry.queue') is not null) = ($1 = 'source')",
+                &[&side],
+            )
+            .await?
+            .get(0),
+    };
+    let known = schema.migrations.last().map_or(0, |m| m.0);
     match found {
         None => Ok(false),
         Some(found) if found < known => Err(InstallError::Outdated { found, known }),

@@ -339,7 +339,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tasks.spawn(health::follow_database(
             reporter,
             db_config.clone(),
-            capture::MIGRATIONS,
+            &capture::SCHEMA,
             cancel.child_token(),
         ));
     }

@@ -43,6 +43,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
 /// The target schema: the migrations, the guard function and the text-form
 /// rule both sides share.
 pub const SCHEMA: pgferry_runtime::install::Schema = pgferry_runtime::install::Schema {
+    side: pgferry_runtime::install::Side::Target,
     migrations: MIGRATIONS,
     functions: &[
         include_str!("../sql/functions/guard.sql"),
@@ -128,7 +129,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tasks.spawn(health::follow_database(
         reporter,
         db_config.clone(),
-        MIGRATIONS,
+        &SCHEMA,
         cancel.child_token(),
     ));
     if let Some(addr) = args.health_listen {

@@ -60,6 +60,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
 /// The source schema: the migrations, every function's one live body
 /// (each after those it calls from plain SQL), and the triggers re-made.
 pub const SCHEMA: Schema = Schema {
+    side: pgferry_runtime::install::Side::Source,
     migrations: MIGRATIONS,
     functions: &[
         pgferry_runtime::TEXT_FORM_SQL,
@@ -211,7 +212,7 @@ pub async fn choose(client: &mut Client, choice: CaptureChoice) -> Result<bool> 
 /// Fails with [`Error::NotInstalled`] unless `install` has run, and with
 /// an install error unless it ran this binary's scripts.
 pub async fn ensure_installed(client: &Client) -> Result<()> {
-    if pgferry_runtime::install::is_current(client, MIGRATIONS).await? {
+    if pgferry_runtime::install::is_current(client, &SCHEMA).await? {
         Ok(())
     } else {
         Err(Error::NotInstalled)

@@ -11,7 +11,7 @@ mod tables;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
-pub(crate) use install::{EXTENSION, MIGRATIONS};
+pub(crate) use install::EXTENSION;
 pub use install::{SCHEMA, choose, ensure_installed, install, watches_ddl};
 pub use schemas::{SchemaReport, add_schema, follow_schema};
 pub use sequences::add_sequence;

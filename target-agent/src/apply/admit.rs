@@ -29,7 +29,7 @@ impl Applier {
         retries: Arc<Retries>,
         compact_window: usize,
     ) -> Result<Applier> {
-        if !pgferry_runtime::install::is_current(&client, crate::MIGRATIONS).await? {
+        if !pgferry_runtime::install::is_current(&client, &crate::SCHEMA).await? {
             return Err(Error::NotInstalled);
         }
         let applier: String = client
