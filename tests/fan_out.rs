@@ -382,6 +382,15 @@ async fn three_targets_each_get_their_own_rows_and_columns_through_outages_and_k
     wait_equal(&src, &sites, &["eu", "rep"]).await;
     acknowledged(&db, &["eu", "rep"]).await;
     assert!(queued(&src).await > 0, "the queue keeps what us needs");
+    // The listener once refused here under the full suite, the agent still
+    // shipping: should it happen again, its log says why.
+    if std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+        panic!(
+            "the source agent serves no metrics (exited: {}); its log:\n{}",
+            agent.exited(),
+            agent.log()
+        );
+    }
     let delay_of_us =
         || async { of_target(&metrics(metrics_port).await, "pgferry_delay_seconds", "us") };
     wait_until("us shows its delay while down", SYNC, || async {
