@@ -154,3 +154,44 @@ async fn compiled_and_plpgsql_capture_queue_the_same_changes() {
         .unwrap();
     assert_eq!(queue(&client).await.len(), queued + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_updates_an_extension_of_an_older_version_and_its_triggers_use_the_new_functions() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let client = cluster.connect("postgres").await;
+    let conninfo = cluster.conninfo("postgres", "postgres", "");
+    source_agent(&["install", "--source-db", &conninfo, "--capture", "plpgsql"]).await;
+    // As an earlier pgferry left it: the extension's first version, whose
+    // update capture was the whole-row one.
+    client
+        .batch_execute(
+            "create extension pgferry_capture version '1' schema pgferry;
+             create table t (id int primary key, v text);",
+        )
+        .await
+        .unwrap();
+    source_agent(&["add-table", "--source-db", &conninfo, "public.t"]).await;
+    let update_capture = || async {
+        client
+            .query_one(
+                "select (select extversion from pg_extension where extname = 'pgferry_capture'),
+                        p.proname::text
+                 from pg_trigger g join pg_proc p on p.oid = g.tgfoid
+                 where g.tgrelid = 't'::regclass and g.tgname = 'pgferry_capture_update'",
+                &[],
+            )
+            .await
+            .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+            .unwrap()
+    };
+    assert_eq!(
+        update_capture().await,
+        ("1".to_string(), "capture_updates".to_string())
+    );
+    let out = source_agent(&["install", "--source-db", &conninfo]).await;
+    assert!(out.contains("capture: compiled"), "{out}");
+    assert_eq!(
+        update_capture().await,
+        ("2".to_string(), "compiled_capture_updates".to_string())
+    );
+}
