@@ -398,3 +398,30 @@ async fn a_partitioned_root_takes_where_and_columns_to_a_table_partitioned_other
         assert!(held > 0, "{partition} holds rows");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_capture_triggers_cannot_be_disabled() {
+    let r = Replication::new().await;
+    r.src
+        .batch_execute(
+            "create table digoal.visits (id int, day int, primary key (id, day)) partition by range (day);
+             create table digoal.visits_1 partition of digoal.visits for values from (0) to (10);",
+        )
+        .await
+        .unwrap();
+    source_agent(&["add-table", "--source-db", &r.source_db, "digoal.visits"]).await;
+    for statement in [
+        "alter table digoal.visits_1 disable trigger all",
+        "alter table digoal.visits disable trigger user",
+    ] {
+        let err = r.src.batch_execute(statement).await.unwrap_err();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("digoal.visits") && message.contains("cannot be disabled"),
+            "{statement}: {err}"
+        );
+    }
+}
