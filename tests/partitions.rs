@@ -32,14 +32,11 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
                  partition by list (region);
              create table digoal.orders_p_eu partition of digoal.orders_p for values in ('eu');
              create table digoal.orders_p_us partition of digoal.orders_p for values in ('us');
-             create table digoal.orders_p_rest partition of digoal.orders_p default;
-             alter table digoal.orders_p owner to applier;
-             alter table digoal.orders_p_eu owner to applier;
-             alter table digoal.orders_p_us owner to applier;
-             alter table digoal.orders_p_rest owner to applier;",
+             create table digoal.orders_p_rest partition of digoal.orders_p default;",
         )
         .await
         .unwrap();
+    owned_by_applier(&r.dst, "digoal.orders_p").await;
     add_as(&r.source_db, ORDERS).await;
     r.start_agents().await;
     r.wait_tables_in_sync(&[ORDERS], SYNC).await;
@@ -84,6 +81,22 @@ async fn a_partitioned_target_table_takes_every_change_of_a_plain_source_table()
 }
 
 const EVENTS: (&str, &str) = ("digoal.events", "digoal.events_copy");
+
+/// Target table `table` and its partitions, if any, owned by the applier.
+async fn owned_by_applier(dst: &tokio_postgres::Client, table: &str) {
+    dst.batch_execute(&format!(
+        "do $$
+         declare r regclass;
+         begin
+             for r in select relid from pg_partition_tree('{table}') union select '{table}'::regclass loop
+                 execute format('alter table %s owner to applier', r);
+             end loop;
+         end
+         $$"
+    ))
+    .await
+    .unwrap();
+}
 
 /// `add-table SOURCE --as TARGET` for a (source, target) pair.
 async fn add_as(source_db: &str, (source, target): (&str, &str)) {
@@ -332,14 +345,12 @@ async fn a_partitioned_root_takes_where_and_columns_to_a_table_partitioned_other
                  partition by range (id);
              create table digoal.big_sales_low partition of digoal.big_sales for values from (0) to (400);
              create table digoal.big_sales_high partition of digoal.big_sales for values from (400) to (100000);
-             alter table digoal.big_sales owner to applier;
-             alter table digoal.big_sales_low owner to applier;
-             alter table digoal.big_sales_high owner to applier;
-             create table digoal.sales_eu (id int, region text, amount int, note text, primary key (id, region));
-             alter table digoal.sales_eu owner to applier;",
+             create table digoal.sales_eu (id int, region text, amount int, note text, primary key (id, region));",
         )
         .await
         .unwrap();
+    owned_by_applier(&r.dst, "digoal.big_sales").await;
+    owned_by_applier(&r.dst, "digoal.sales_eu").await;
     let db = r.source_db.clone();
     source_agent(&[
         "add-table",
