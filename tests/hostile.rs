@@ -240,6 +240,7 @@ fn hello(plan: &Plan, version: u32, columns_right: bool) -> wire::SourceMessage 
             source_id: plan.source_id.clone(),
             tables: vec![table(columns_right)],
             sequences: Vec::new(),
+            epoch: 1,
         })),
     }
 }

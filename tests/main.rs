@@ -25,6 +25,7 @@ mod queue;
 mod random_values;
 mod restore;
 mod seed;
+mod switchover;
 mod targets;
 mod trust;
 mod verify;

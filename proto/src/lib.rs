@@ -14,7 +14,7 @@ pub mod wire {
 
 /// The protocol version this build speaks. A target refuses a source that
 /// speaks another one, before anything is applied.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// The largest row text a change may carry, in pieces (`Change.continued`):
 /// PostgreSQL's own limit on one value, so every row the source can queue

@@ -228,6 +228,28 @@ pub enum Command {
         /// The target's name.
         name: String,
     },
+    /// Make a target the source of its tables, and this database its
+    /// target, with nothing lost and nothing copied: fences the tables
+    /// here (every write refused), has the running agent ship a final
+    /// batch, and waits until the target has taken over with it. The
+    /// target must take whole tables, be streamed to, and have pgferry's
+    /// source schema installed (`source-agent install` there).
+    Switchover {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The target that becomes the source.
+        #[arg(long)]
+        target: String,
+        /// Where this database's target agent will listen, for the new
+        /// source to stream to: http://HOST:PORT or https://HOST:PORT.
+        #[arg(long)]
+        reverse_address: String,
+        /// How long the fence may wait for the transactions writing the
+        /// tables; after that it is lifted and nothing has changed.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+    },
     /// Show tables, pending changes, progress and the last error.
     Status {
         /// Source database and config file.

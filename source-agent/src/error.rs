@@ -211,6 +211,47 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The target recorded a higher epoch for this source: it took the
+    /// source role in a switchover (or this database was restored from
+    /// before one), and it refuses this source for good.
+    #[error(
+        "target refuses this source: it is at epoch {theirs} and this source at epoch {ours}; the target took over from this database in a switchover (or this database was restored from before one): make this database its target (docs/reference.md, \"Switchover\")"
+    )]
+    EpochBehind {
+        /// This source's epoch.
+        ours: u64,
+        /// The epoch the target recorded for it.
+        theirs: u64,
+    },
+    /// `switchover` cannot start: nothing was changed.
+    #[error("switchover to target {target} refused, nothing changed: {reason}")]
+    SwitchoverRefused {
+        /// The target's name.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// `switchover` waited longer than `--timeout` for the transactions
+    /// writing the target's tables; the fence was lifted.
+    #[error(
+        "switchover to target {target}: transactions writing its tables did not finish within {} (setting `timeout`); the fence is lifted and the tables are writable again",
+        humantime::format_duration(*.waited)
+    )]
+    FenceTimeout {
+        /// The target's name.
+        target: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// Every target of `run` was switched over: this database is no
+    /// longer their source.
+    #[error(
+        "every target of this source was switched over ({targets}): this database is now their target, and this agent has nothing to cut; run `target-agent run` here and `source-agent run` on the new source"
+    )]
+    SwitchedOver {
+        /// The targets, with their epochs.
+        targets: String,
+    },
     /// A local I/O failure (listening socket, signals).
     #[error("{context}: {source}")]
     Io {
@@ -246,9 +287,10 @@ impl Error {
             }
             Error::Transport(_) | Error::TargetClosed | Error::Protocol(_) => Recovery::Retry,
             Error::Target(status) => target_recovery(status.code()),
-            Error::NotInstalled | Error::Diverged { .. } | Error::RowTooLarge { .. } => {
-                Recovery::Operator
-            }
+            Error::NotInstalled
+            | Error::Diverged { .. }
+            | Error::RowTooLarge { .. }
+            | Error::EpochBehind { .. } => Recovery::Operator,
             Error::Config(_)
             | Error::Conninfo(_)
             | Error::Install(_)
@@ -277,6 +319,9 @@ impl Error {
             | Error::AlreadyRunning { .. }
             | Error::NoAnswer { .. }
             | Error::CheckFailed { .. }
+            | Error::SwitchoverRefused { .. }
+            | Error::FenceTimeout { .. }
+            | Error::SwitchedOver { .. }
             | Error::Io { .. } => Recovery::Stop,
         }
     }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod settings;
 pub mod ship;
 pub mod status;
+pub mod switchover;
 pub mod targets;
 pub mod verify;
 
@@ -219,6 +220,32 @@ pub async fn execute(command: Command) -> Result<i32> {
             let target_id = targets::resolve(&client, target.as_deref()).await?;
             let table = capture::ddl::done(&client, target_id, id).await?;
             println!("schema change {id} of {table}: the target takes its new shape as it is");
+        }
+        Command::Switchover {
+            common,
+            target,
+            reverse_address,
+            timeout,
+        } => {
+            tonic::transport::Endpoint::from_shared(reverse_address.clone())
+                .map_err(|_| Error::BadTarget(reverse_address.clone()))?;
+            let mut client = connect(&common).await?;
+            let options = switchover::Options {
+                target: target.clone(),
+                reverse_address: reverse_address.clone(),
+                timeout,
+            };
+            let done = switchover::run(&mut client, &options).await?;
+            println!(
+                "switchover done: target {target} is the source of its tables at epoch {}, from final batch {} (fence {} ms, whole switchover {} ms)",
+                done.epoch,
+                done.final_batch,
+                done.fenced_in.as_millis(),
+                done.took.as_millis()
+            );
+            println!(
+                "next: on {target}'s host run `source-agent run` (it streams to this database at {reverse_address}); here run `target-agent run` listening there (the tables stay fenced until it guards them)"
+            );
         }
         Command::RemoveTarget { common, name } => {
             let mut client = connect(&common).await?;

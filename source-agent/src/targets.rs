@@ -134,12 +134,16 @@ pub async fn remove(client: &mut Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every recorded target, in the order they were added.
+/// Every recorded target, in the order they were added, but those a
+/// switchover made this database's source (see `crate::switchover`).
 pub async fn list(client: &impl GenericClient) -> Result<Vec<Recorded>> {
     let rows = client
         .query(
             "select target_id, name, address, tls_ca, tls_cert, tls_key, auth_token_file
-             from pgferry.targets order by target_id",
+             from pgferry.targets t
+             where not exists (select from pgferry.switchovers s
+                               where s.target_id = t.target_id and s.done_at is not null)
+             order by target_id",
             &[],
         )
         .await
@@ -195,6 +199,9 @@ pub async fn for_run(
     flags: Option<&Dial>,
 ) -> Result<Vec<(Recorded, Dial)>> {
     let recorded = list(client).await?;
+    if recorded.is_empty() {
+        crate::switchover::refuse_switched(client).await?;
+    }
     if let Some(flags) = flags {
         return match <[Recorded; 1]>::try_from(recorded) {
             Ok([only]) => Ok(vec![(only, flags.clone())]),

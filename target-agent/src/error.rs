@@ -111,6 +111,33 @@ pub enum Error {
         /// The table's policies.
         policies: String,
     },
+    /// A source below the epoch recorded for it: this database took over
+    /// from it in a switchover (or it was restored from before one).
+    #[error(
+        "source {source_id} is at epoch {source_epoch}, and this target recorded epoch {recorded} for it: this database took the source role from it in a switchover at batch {last_batch} (or the source was restored from before one); refusing it for good: make that database this one's target"
+    )]
+    EpochBehind {
+        /// The source.
+        source_id: String,
+        /// Its epoch.
+        source_epoch: u64,
+        /// The epoch recorded here.
+        recorded: u64,
+        /// The last batch applied from it.
+        last_batch: u64,
+        /// That batch's cut.
+        last_cut: String,
+    },
+    /// A batch after a switchover's final batch on the same stream.
+    #[error(
+        "source {source_id}: batch {batch_id} after the switchover's final batch; this database is the source now"
+    )]
+    AfterSwitchover {
+        /// The source.
+        source_id: String,
+        /// The batch received.
+        batch_id: u64,
+    },
     /// A batch out of sequence.
     #[error("source {source_id}: got batch {got}, expected batch {expected}")]
     OutOfSequence {
@@ -273,7 +300,9 @@ impl From<Error> for Status {
             | Error::NoUniqueKey { .. }
             | Error::RowSecurity { .. }
             | Error::SchemaChange { .. }
-            | Error::SchemaPaused { .. } => Code::FailedPrecondition,
+            | Error::SchemaPaused { .. }
+            | Error::EpochBehind { .. }
+            | Error::AfterSwitchover { .. } => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::ConstraintRetry { .. } => Code::Aborted,
             Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,

@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 /// The guard trigger's name on every replicated target table.
 pub const TRIGGER: &str = "pgferry_guard";
 
+/// The trigger a switchover fences a source's tables with (the source
+/// schema's `fence.sql`); the guard replaces it once this database is the
+/// tables' target.
+const FENCE: &str = "pgferry_fence";
+
 /// A target table the guard stands on.
 #[derive(Debug, Clone, Copy)]
 pub struct Guarded<'a> {
@@ -32,8 +37,10 @@ pub async fn ensure(client: &Client, table: Guarded<'_>, applier: &str) -> Resul
             "select exists (
                select from pg_trigger
                where tgrelid = $1::text::regclass and tgname = $2 and tgenabled = 'A'
-                 and tgargs = convert_to($3, 'UTF8') || '\\x00'::bytea)",
-            &[&table.quoted, &TRIGGER, &applier],
+                 and tgargs = convert_to($3, 'UTF8') || '\\x00'::bytea)
+             and not exists (
+               select from pg_trigger where tgrelid = $1::text::regclass and tgname = $4)",
+            &[&table.quoted, &TRIGGER, &applier, &FENCE],
         )
         .await
         .map_err(Error::db("checking the guard"))?
@@ -42,13 +49,17 @@ pub async fn ensure(client: &Client, table: Guarded<'_>, applier: &str) -> Resul
         let t = table.quoted;
         let trigger = ident(TRIGGER);
         // One simple-query string runs as one transaction: all or nothing.
+        // A switchover's fence (this database was the tables' source) has
+        // kept every writer out until now; the guard takes its place.
         client
             .batch_execute(&format!(
                 "drop trigger if exists {trigger} on {t};
+                 drop trigger if exists {fence} on {t};
                  create trigger {trigger} before insert or update or delete or truncate on {t}
                    for each statement execute function pgferry.guard({role});
                  alter table {t} enable always trigger {trigger};",
                 role = literal(applier),
+                fence = ident(FENCE),
             ))
             .await
             .map_err(Error::db(
@@ -155,6 +166,43 @@ pub async fn track(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -> 
             source_id,
             "guard lifted: the source no longer replicates it"
         );
+    }
+    Ok(())
+}
+
+/// Lifts the guard from `tables`, which `source_id` no longer replicates:
+/// this database took the source role for them (a switchover). Refused if
+/// another source replicates one of them too: it would write beside the
+/// new source's writers.
+pub async fn release(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -> Result<()> {
+    for table in tables {
+        let others: Option<String> = client
+            .query_one(
+                "with gone as (
+                   delete from pgferry.guarded
+                   where source_id = $1 and table_schema = $2 and table_name = $3
+                 )
+                 select string_agg(source_id, ', ') from pgferry.guarded
+                 where source_id <> $1 and table_schema = $2 and table_name = $3",
+                &[&source_id, &table.schema, &table.table],
+            )
+            .await
+            .map_err(Error::db("lifting the guard"))?
+            .get(0);
+        if let Some(others) = others {
+            return Err(Error::Protocol(format!(
+                "table {} is replicated here from sources {others} too: it cannot become writable in a switchover from {source_id}",
+                table.name
+            )));
+        }
+        client
+            .batch_execute(&format!(
+                "drop trigger if exists {} on {}",
+                ident(TRIGGER),
+                table.quoted
+            ))
+            .await
+            .map_err(Error::db("lifting the guard"))?;
     }
     Ok(())
 }

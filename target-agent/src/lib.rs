@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../sql/migrations/003_batch_cuts.sql")),
     (4, include_str!("../sql/migrations/004_applied_view.sql")),
     (5, include_str!("../sql/migrations/005_text_form.sql")),
+    (6, include_str!("../sql/migrations/006_epochs.sql")),
 ];
 
 /// The target schema: the migrations, the guard function and the text-form

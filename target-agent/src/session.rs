@@ -46,16 +46,23 @@ pub async fn open(
     let client = db::connect(&shared.db_config)
         .await
         .map_err(Error::Connect)?;
-    let applier = Applier::start(
+    let applier = match Applier::start(
         client,
         &hello,
         Arc::clone(&shared.retries),
         shared.compact_window,
     )
     .await
-    .inspect_err(|err| {
-        tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
-    })?;
+    {
+        Ok(applier) => applier,
+        Err(err) => {
+            tracing::warn!(source_id = %hello.source_id, error = %err, "refused a source");
+            if let Error::EpochBehind { .. } = err {
+                return refuse_superseded(shared, &hello.source_id, err).await;
+            }
+            return Err(err);
+        }
+    };
     let flusher = durable::Flusher::connect(&shared.db_config, &hello.source_id).await?;
     // The source deletes what Ready reports applied: the progress just
     // read may be an asynchronous commit still on its way to disk.
@@ -72,6 +79,8 @@ pub async fn open(
         kind: Some(wire::target_message::Kind::Ready(wire::Ready {
             last_applied_batch: applier.last_applied(),
             last_applied_cut: applier.last_cut().to_owned(),
+            epoch: applier.epoch(),
+            can_take_over: applier.can_take_over(),
         })),
     };
     out.send(Ok(ready)).await.ok();
@@ -87,6 +96,42 @@ pub async fn open(
         (shared.cancel.clone(), shared.batch_idle_timeout),
         hello.source_id,
     ));
+    Ok(out_rx)
+}
+
+/// Refuses a source below the epoch recorded for it with `err`, after a
+/// Ready that tells it where it ends: the last batch applied from it, on
+/// disk, which is its switchover's final batch if this database took over
+/// from it (it acknowledges that batch then, and its switchover is done).
+async fn refuse_superseded(
+    shared: &Sessions,
+    source_id: &str,
+    err: Error,
+) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
+    let Error::EpochBehind {
+        recorded,
+        last_batch,
+        last_cut,
+        ..
+    } = &err
+    else {
+        return Err(err);
+    };
+    durable::Flusher::connect(&shared.db_config, source_id)
+        .await?
+        .flush()
+        .await?;
+    let (out, out_rx) = mpsc::channel(2);
+    let ready = wire::TargetMessage {
+        kind: Some(wire::target_message::Kind::Ready(wire::Ready {
+            last_applied_batch: *last_batch,
+            last_applied_cut: last_cut.clone(),
+            epoch: *recorded,
+            can_take_over: false,
+        })),
+    };
+    out.send(Ok(ready)).await.ok();
+    out.send(Err(err.into())).await.ok();
     Ok(out_rx)
 }
 

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cluster;
+pub mod pair;
 pub mod proxy;
 pub mod setup;
 

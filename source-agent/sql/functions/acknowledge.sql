@@ -40,6 +40,10 @@ begin
         if exists (select from pgferry.tables where target_id = v_target and removed) then
             perform pgferry.forget_removed(v_target);
         end if;
+        if exists (select from pgferry.switchovers
+                   where target_id = v_target and final_batch <= v_batch and done_at is null) then
+            perform pgferry.switched_over(v_target);
+        end if;
     end loop;
     return pgferry.trim_queue(v_before);
 end

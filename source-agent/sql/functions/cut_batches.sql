@@ -7,7 +7,8 @@
 -- for target p_targets[i] while p_max_unapplied of its cut batches wait
 -- beyond p_applied[i], the last it reported applied (or its acked batch).
 -- Returns each target's newest batch, and the one cut (null if none): a
--- batch `verify` or `repair` cut (cut_check) is announced that way.
+-- batch `verify` or `repair` cut (cut_check) is announced that way. A
+-- target being switched over gets its final batch, then no more.
 -- An idle pipeline cuts at once (low lag); a busy one lets the next batch
 -- grow instead of paying a target transaction and an ack for every tick.
 create or replace function pgferry.cut_batches(p_targets int[], p_applied bigint[], p_max_unapplied bigint)
@@ -18,6 +19,8 @@ declare
     v_snap pg_snapshot;
     v_prev pgferry.batch;
     v_id bigint;
+    v_switchover pgferry.switchovers;
+    v_final boolean;
 begin
     -- One cutter of a target at a time, so its snapshots grow with its
     -- batch ids; taken in target order, so that two cutters never wait for
@@ -38,16 +41,23 @@ begin
         cut_target := v_target;
         cut_batch := null;
         newest := v_prev.batch_id;
-        if v_prev.batch_id - greatest(p_applied[i], (select acked_batch from pgferry.targets
-                                                         where target_id = v_target))
+        select * into v_switchover from pgferry.switchovers where target_id = v_target;
+        if v_switchover.final_batch is not null
+           or v_prev.batch_id - greatest(p_applied[i], (select acked_batch from pgferry.targets
+                                                           where target_id = v_target))
                >= p_max_unapplied then
             return next;
             continue;
         end if;
+        -- The first snapshot that sees the fence cuts the switchover's
+        -- final batch, changes or none: every write to the target's tables
+        -- committed before the fence (fence.sql), and none after.
+        v_final := v_switchover.fence_xid is not null
+                   and pg_visible_in_snapshot(v_switchover.fence_xid, v_snap);
         v_id := null;
         insert into pgferry.batch (target_id, batch_id, snapshot)
         select v_target, v_prev.batch_id + 1, v_snap
-        where exists (
+        where v_final or exists (
                 select from pgferry.committed_ranges(v_snap, v_prev.snapshot) r
                 where exists (select from pgferry.queue q
                               where q.txid >= r.lo and q.txid < r.hi
@@ -56,6 +66,9 @@ begin
            or exists (select from pgferry.tables
                       where target_id = v_target and state = 'copy_pending' and not removed)
         returning batch_id into v_id;
+        if v_id is not null and v_final then
+            update pgferry.switchovers set final_batch = v_id where target_id = v_target;
+        end if;
         if v_id is not null then
             update pgferry.tables set state = 'copying', copy_batch = v_id
             where target_id = v_target and state = 'copy_pending' and not removed;

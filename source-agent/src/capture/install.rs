@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../sql/migrations/017_filter_columns.sql"),
     ),
     (18, include_str!("../../sql/migrations/018_partitions.sql")),
+    (19, include_str!("../../sql/migrations/019_switchover.sql")),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -91,12 +92,16 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/queue_floor.sql"),
         include_str!("../../sql/functions/trim_queue.sql"),
         include_str!("../../sql/functions/forget_removed.sql"),
+        include_str!("../../sql/functions/switched_over.sql"),
         include_str!("../../sql/functions/acknowledge.sql"),
         include_str!("../../sql/functions/record_schema_change.sql"),
         include_str!("../../sql/functions/record_schema_changes.sql"),
         include_str!("../../sql/functions/column_sequences.sql"),
         include_str!("../../sql/functions/add_table_sequences.sql"),
         include_str!("../../sql/functions/follow_table.sql"),
+        include_str!("../../sql/functions/fenced.sql"),
+        include_str!("../../sql/functions/fence.sql"),
+        include_str!("../../sql/functions/take_over.sql"),
         include_str!("../../sql/functions/watch_ddl.sql"),
         include_str!("../../sql/functions/watch_drop.sql"),
         include_str!("../../sql/functions/note_rewrite.sql"),

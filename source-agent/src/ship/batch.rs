@@ -16,11 +16,13 @@ use super::copy::{CopyJob, copy_data, send_copy};
 use crate::cut::cut_sql;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
+use crate::switchover;
 use crate::verify::Checks;
 
 /// Whether a batch and its predecessor are still kept, the batch's cut
 /// (see `cut::cut_sql`), the initial copies it carries (see
-/// [`Shipper::send`]) and its checks and repairs (see `verify::Checks`).
+/// [`Shipper::send`]), its checks and repairs (see `verify::Checks`) and
+/// the switchover it closes, if it is one's final batch.
 pub const COPY_JOBS: &str = concat!(
     "
     with kept as (select count(*) = 2 as ok,
@@ -29,9 +31,13 @@ pub const COPY_JOBS: &str = concat!(
     ") filter (where batch_id = $1::bigint) as cut,
                          max(checks::text) filter (where batch_id = $1::bigint) as checks
                   from pgferry.batch
-                  where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint))
-    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name, kept.checks
+                  where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint)),
+         fence as (select epoch, reverse_address from pgferry.switchovers
+                   where target_id = $2 and final_batch = $1::bigint)
+    select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name, kept.checks,
+           fence.epoch, fence.reverse_address
     from kept
+    left join fence on true
     left join pgferry.tables t
       on t.target_id = $2 and t.copy_batch = $1 and t.state = 'copying' and not t.removed
     order by t.table_id"
@@ -112,17 +118,16 @@ impl Shipper {
                 self.reader
                     .query_raw(&self.read_batch, self.batch_params(batch_id))
             );
-            let Header { cut, jobs, checks } = checked?;
-            let cut = cut.ok_or_else(|| not_kept(batch_id))?;
-            if !jobs.is_empty() {
+            let header = checked?;
+            if !header.jobs.is_empty() {
                 // A table added after this stream began: announce it first.
                 return Ok(SendOutcome::TablesChanged);
             }
             let rows = rows.map_err(Error::db("reading a batch"))?;
-            return self.send_changes(batch_id, (cut, checks), rows).await;
+            return self.send_changes(batch_id, header, rows).await;
         }
-        let Header { cut, jobs, checks } = self.copy_jobs(batch_id).await?;
-        let cut = cut.ok_or_else(|| not_kept(batch_id))?;
+        let mut header = self.copy_jobs(batch_id).await?;
+        let jobs = std::mem::take(&mut header.jobs);
         for job in jobs {
             if !self.known_tables.contains_key(&job.table_id) {
                 return Ok(SendOutcome::TablesChanged);
@@ -136,7 +141,7 @@ impl Shipper {
             .query_raw(&self.read_batch, self.batch_params(batch_id))
             .await
             .map_err(Error::db("reading a batch"))?;
-        self.send_changes(batch_id, (cut, checks), rows).await
+        self.send_changes(batch_id, header, rows).await
     }
 
     /// [`READ_BATCH`]'s parameters.
@@ -155,7 +160,14 @@ impl Shipper {
         let cut = rows
             .first()
             .filter(|row| row.get(0))
-            .and_then(|row| row.get(1));
+            .and_then(|row| row.get(1))
+            .ok_or_else(|| not_kept(batch_id))?;
+        let fence = rows.first().and_then(|row| {
+            Some(switchover::Fence {
+                epoch: row.get::<_, Option<i64>>(5)? as u64,
+                reverse_address: row.get(6),
+            })
+        });
         let checks = match rows.first().and_then(|row| row.get::<_, Option<&str>>(4)) {
             Some(text) => serde_json::from_str(text).map_err(|err| {
                 Error::Protocol(format!("batch {batch_id}: unreadable checks: {err}"))
@@ -171,19 +183,26 @@ impl Shipper {
                 })
             })
             .collect();
-        Ok(Header { cut, jobs, checks })
+        Ok(Header {
+            cut,
+            jobs,
+            checks,
+            fence,
+        })
     }
 }
 
 /// What [`COPY_JOBS`] tells of a batch.
 struct Header {
-    /// Its cut (see `cut::cut_sql`) if it and its predecessor are still
+    /// Its cut (see `cut::cut_sql`); it and its predecessor are still
     /// kept (a batch without its cuts would read as empty).
-    cut: Option<String>,
+    cut: String,
     /// The initial copies it carries.
     jobs: Vec<CopyJob>,
     /// Its checks and repairs.
     checks: Checks,
+    /// The switchover whose final batch it is.
+    fence: Option<switchover::Fence>,
 }
 
 impl Shipper {
@@ -194,7 +213,9 @@ impl Shipper {
     async fn send_changes(
         &mut self,
         batch_id: u64,
-        (cut, checks): (String, Checks),
+        Header {
+            cut, checks, fence, ..
+        }: Header,
         rows: RowStream,
     ) -> Result<SendOutcome> {
         let limits = self.limits;
@@ -277,10 +298,15 @@ impl Shipper {
             }
             None => Vec::new(),
         };
+        let switchover = match fence {
+            Some(fence) => Some(fence.message(&self.reader, self.target_id).await?),
+            None => None,
+        };
         let chunk = wire::BatchChunk {
             batch_id,
             changes: gathered.changes,
             last: true,
+            switchover,
             sequences,
             cut,
             checks: checks

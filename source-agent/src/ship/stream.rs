@@ -154,7 +154,7 @@ async fn session(
     let (reader, copier, checks) = tokio::try_join!(connect(), connect(), connect())?;
     // One round trip: tokio-postgres pipelines requests polled together.
     let target_id = settings.target.id;
-    let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked) = tokio::try_join!(
+    let (version, tables, sequences, read_batch, copy_jobs, copies_possible, acked, epoch) = tokio::try_join!(
         catalog::tables_version(&reader, target_id),
         catalog::table_schemas(&reader, target_id),
         catalog::sequence_schemas(&reader, target_id),
@@ -182,6 +182,7 @@ async fn session(
             Ok(row.get::<_, bool>(0))
         },
         acked_batch(&checks, target_id),
+        crate::switchover::epoch(&checks),
     )?;
     let read_sequences = match sequences.is_empty() {
         true => None,
@@ -226,6 +227,7 @@ async fn session(
         source_id: settings.source_id.clone(),
         tables,
         sequences,
+        epoch,
     };
     shipper
         .out
@@ -258,8 +260,8 @@ async fn session(
         cancel,
     );
     tokio::pin!(send);
-    let ready = ready(&mut client, request, &checks, target_id);
-    let (mut inbound, last_applied) = if speculate {
+    let ready = ready(&mut client, request, &checks, target_id, epoch);
+    let (inbound, last_applied) = if speculate {
         tokio::select! {
             biased;
             ready = ready => ready?,
@@ -268,6 +270,25 @@ async fn session(
         }
     } else {
         ready.await?
+    };
+    let mut inbound = match inbound {
+        Some(inbound) => inbound,
+        None => {
+            // The target took the source role at our final batch: it is
+            // done here (acknowledging it ends the switchover).
+            tracing::info!(
+                final_batch = last_applied,
+                "the target took over in a switchover; this stream is done"
+            );
+            let _ = acks
+                .send(ack::Ack {
+                    target: settings.target.clone(),
+                    batch_id: last_applied,
+                    fresh: true,
+                })
+                .await;
+            return Ok(());
+        }
     };
     tracing::info!(last_applied, "stream ready");
     // Its checks are done; acknowledgements go through the agent's one
@@ -305,13 +326,16 @@ async fn session(
 
 /// Opens the stream and waits for the target's Ready; returns the stream
 /// and the last batch the target applied, checked against the batches
-/// kept here.
+/// kept here. No stream when the target took over at that batch, this
+/// source's switchover's final one (see [`crate::switchover`]); a target
+/// at a higher epoch otherwise refuses this source for good.
 async fn ready(
     client: &mut ReplicationClient<tonic::transport::Channel>,
     request: tonic::Request<ReceiverStream<wire::SourceMessage>>,
     db: &Client,
     target_id: i32,
-) -> Result<(tonic::Streaming<wire::TargetMessage>, u64)> {
+    epoch: u64,
+) -> Result<(Option<tonic::Streaming<wire::TargetMessage>>, u64)> {
     let mut inbound = client
         .replicate(request)
         .await
@@ -324,6 +348,17 @@ async fn ready(
         other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
     };
     let last_applied = ready.last_applied_batch;
+    // First: a source the target took over from has nothing to send,
+    // whatever it kept.
+    if ready.epoch > epoch {
+        if crate::switchover::final_batch(db, target_id, ready.epoch).await? == Some(last_applied) {
+            return Ok((None, last_applied));
+        }
+        return Err(Error::EpochBehind {
+            ours: epoch,
+            theirs: ready.epoch,
+        });
+    }
     let (oldest, newest) = cut::kept_range(db, target_id).await?;
     if last_applied > newest {
         return Err(Error::Diverged {
@@ -351,7 +386,13 @@ async fn ready(
             ),
         });
     }
-    Ok((inbound, last_applied))
+    db.execute(
+        "update pgferry.targets set can_take_over = $2 where target_id = $1 and can_take_over <> $2",
+        &[&target_id, &ready.can_take_over],
+    )
+    .await
+    .map_err(Error::db("recording what the target can do"))?;
+    Ok((Some(inbound), last_applied))
 }
 
 /// The last batch target `target_id` acknowledged as on disk.

@@ -32,6 +32,28 @@ impl Applier {
         if !pgferry_runtime::install::is_current(&client, &crate::SCHEMA).await? {
             return Err(Error::NotInstalled);
         }
+        // Before anything is guarded: a source this database took over
+        // from must not get its tables guarded again.
+        let epoch = hello.epoch.max(1);
+        let recorded = client
+            .query_opt(
+                "select epoch, last_batch, coalesce(last_cut, '') from pgferry.progress
+                 where source_id = $1",
+                &[&hello.source_id],
+            )
+            .await
+            .map_err(Error::db("reading progress"))?;
+        if let Some(row) = recorded
+            && (row.get::<_, i64>(0) as u64) > epoch
+        {
+            return Err(Error::EpochBehind {
+                source_id: hello.source_id.clone(),
+                source_epoch: epoch,
+                recorded: row.get::<_, i64>(0) as u64,
+                last_batch: row.get::<_, i64>(1) as u64,
+                last_cut: row.get(2),
+            });
+        }
         let applier: String = client
             .query_one("select session_user::text", &[])
             .await
@@ -78,13 +100,21 @@ impl Applier {
                 schema::check_sequence(&client, sequence, table).await?,
             );
         }
-        client
+        // A higher epoch is a new source's stream after a take-over
+        // there: it starts at its batch 0, from what this database holds.
+        let restarted = client
             .execute(
-                "insert into pgferry.progress (source_id) values ($1) on conflict do nothing",
-                &[&hello.source_id],
+                "insert into pgferry.progress (source_id, epoch) values ($1, $2)
+                 on conflict (source_id) do update
+                   set last_batch = 0, last_cut = null, applied_at = null, epoch = excluded.epoch
+                   where progress.epoch < excluded.epoch",
+                &[&hello.source_id, &(epoch as i64)],
             )
             .await
             .map_err(Error::db("registering the source"))?;
+        if restarted > 0 {
+            tracing::info!(source_id = %hello.source_id, epoch, "a new source, or one at a new epoch: its stream starts at batch 0");
+        }
         let progress = client
             .query_one(
                 "select last_batch, coalesce(last_cut, '') from pgferry.progress
@@ -94,6 +124,7 @@ impl Applier {
             .await
             .map_err(Error::db("reading progress"))?;
         let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
+        let can_take_over = super::take_over::possible(&client).await?;
         let source_id = hello.source_id.clone();
         Ok(Applier {
             txn: Transaction::new(client, source_id.clone(), retries, compact_window),
@@ -102,6 +133,9 @@ impl Applier {
             joiner: Default::default(),
             last_applied: last as u64,
             last_cut,
+            epoch,
+            can_take_over,
+            switched: false,
         })
     }
 }

@@ -31,6 +31,7 @@ mod retry;
 pub mod shape;
 pub mod step;
 mod tables;
+mod take_over;
 mod transaction;
 
 /// A batch committed.
@@ -56,6 +57,13 @@ pub struct Applier {
     last_applied: u64,
     /// Its cut, as the source sent it (`BatchChunk.cut`; empty if unknown).
     last_cut: String,
+    /// The epoch recorded for the source, with its batches.
+    epoch: u64,
+    /// Whether this database can take the source role (a switchover).
+    can_take_over: bool,
+    /// The source's switchover's final batch was applied: this database
+    /// took the source role, and the stream has nothing more to apply.
+    switched: bool,
 }
 
 impl Applier {
@@ -67,6 +75,16 @@ impl Applier {
     /// The cut of the last batch committed (empty if unknown).
     pub fn last_cut(&self) -> &str {
         &self.last_cut
+    }
+
+    /// The epoch recorded for the source.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether this database can take the source role (a switchover).
+    pub fn can_take_over(&self) -> bool {
+        self.can_take_over
     }
 
     /// The batch whose transaction is open, if any.
@@ -94,6 +112,12 @@ impl Applier {
 
     async fn apply_chunk_inner(&mut self, chunk: wire::BatchChunk) -> Result<Option<Committed>> {
         let batch_id = chunk.batch_id;
+        if self.switched {
+            return Err(Error::AfterSwitchover {
+                source_id: self.tables.source_id.clone(),
+                batch_id,
+            });
+        }
         frame::check_chunk(self.txn.open_batch(), self.copy.copying(), &chunk)?;
         if self.txn.open_batch().is_none() {
             self.txn.begin(batch_id).await?;
@@ -123,9 +147,18 @@ impl Applier {
         let checked =
             check::answer_checks(client, &self.tables, batch_id, &chunk.checks, repair_errors)
                 .await?;
-        let closed = self.txn.commit(batch_id, &chunk.cut).await?;
+        let epoch = match &chunk.switchover {
+            Some(switchover) => {
+                take_over::take_over(client, &self.tables, batch_id, switchover).await?;
+                switchover.epoch.max(self.epoch)
+            }
+            None => self.epoch,
+        };
+        let closed = self.txn.commit(batch_id, &chunk.cut, epoch).await?;
         self.last_applied = batch_id;
         self.last_cut = chunk.cut;
+        self.switched = epoch > self.epoch;
+        self.epoch = epoch;
         metrics::batch_applied(
             batch_id,
             closed.took,

@@ -196,12 +196,13 @@ impl Transaction {
             .retain(|(table, _, _), _| *table != table_id);
     }
 
-    /// Records the batch as the source's last, with its cut, and commits,
+    /// Records the batch as the source's last, with its cut and the
+    /// source's epoch (a switchover's final batch raises it), and commits,
     /// in one round trip (this runs for every batch).
-    pub(super) async fn commit(&mut self, batch_id: u64, cut: &str) -> Result<Closed> {
+    pub(super) async fn commit(&mut self, batch_id: u64, cut: &str, epoch: u64) -> Result<Closed> {
         let sql = format!(
             "update pgferry.progress
-                set last_batch = {batch_id}, applied_at = now(), last_cut = {}
+                set last_batch = {batch_id}, applied_at = now(), last_cut = {}, epoch = {epoch}
               where source_id = {};
              commit",
             literal(cut),

@@ -1,0 +1,273 @@
+//! Switchover: the target takes the source role with nothing lost and
+//! nothing copied while an application writes; the old source is fenced,
+//! and a copy of it from before the switchover is refused by its epoch;
+//! the roles go back and forth; a target that takes part of a table is
+//! refused.
+
+use std::time::Duration;
+
+use support::pair::{App, Pair, has_every_write};
+use support::run_command;
+
+const SYNC: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_fences_the_old_side()
+{
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    let app = App::start(
+        [
+            pair.sides[0].source_db.clone(),
+            pair.sides[1].source_db.clone(),
+        ],
+        0,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = pair.hand_over(0).await;
+    assert!(out.contains("switchover done"), "{out}");
+    // The old source refuses every write: fenced, naming the switchover,
+    // until its target agent guards the tables for the new source.
+    let refused = pair.sides[0]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (-1, 0)")
+        .await
+        .expect_err("a write to the old source");
+    let message = refused.as_db_error().expect("a database error").message();
+    assert!(
+        message.contains("is fenced: pgferry switched it over to target \"b\" (epoch 2)")
+            || message.contains("is replicated by pgferry"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let written = app.stop().await;
+    assert!(written.refused > 0, "{written:?}");
+    for side in [0, 1] {
+        assert!(
+            written.committed.iter().any(|(_, s)| *s == side),
+            "no write committed on side {side}: {written:?}"
+        );
+    }
+    println!(
+        "{} writes, {} refused, writes unavailable for at most {} ms",
+        written.committed.len(),
+        written.refused,
+        written.longest_gap.as_millis()
+    );
+    // Every write the application saw committed is on both sides, and
+    // the sides hold the same rows.
+    for side in &pair.sides {
+        has_every_write(side, &written).await;
+    }
+    pair.wait_equal(SYNC).await;
+    pair.verify_from(1).await;
+    // The old source's agent started again cuts nothing: its database is
+    // a target now.
+    let out = run_command(
+        "source-agent",
+        &[
+            "run",
+            "--source-db",
+            &pair.sides[0].source_db,
+            "--source-id",
+            "a",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("every target of this source was switched over (b at epoch 2)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_old_source_from_before_the_switchover_is_refused_by_its_epoch_and_changes_nothing()
+ {
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    pair.sides[0]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (1, 0)")
+        .await
+        .unwrap();
+    pair.wait_equal(SYNC).await;
+    // A file-level copy of `a` as it is before the switchover.
+    pair.sides[0].stop_source_agent().await;
+    pair.sides[0].cluster.stop_server();
+    pair.sides[0].cluster.back_up();
+    pair.sides[0].cluster.start_server();
+    pair.sides[0].db = pair.sides[0].cluster.connect("app").await;
+    pair.sides[0].start_source_agent().await;
+    pair.hand_over(0).await;
+    pair.sides[1]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (2, 1)")
+        .await
+        .unwrap();
+    pair.wait_equal(SYNC).await;
+    let before = pair.sides[1].rows().await;
+    // `a` comes back from the copy: a source at epoch 1 with batches the
+    // new source `b` applied, and writable. Its agent streams to `b`'s
+    // target agent, which refuses it for good.
+    pair.sides[0].target_agent = None;
+    pair.sides[0].cluster.stop_server();
+    pair.sides[0].cluster.restore();
+    pair.sides[0].cluster.start_server();
+    pair.sides[0].db = pair.sides[0].cluster.connect("app").await;
+    pair.sides[0]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (3, 0)")
+        .await
+        .unwrap();
+    pair.sides[0].start_source_agent().await;
+    let status = support::wait_until(
+        "the stale source's status shows the refusal",
+        SYNC,
+        || async {
+            let out = run_command(
+                "source-agent",
+                &["status", "--json", "--source-db", &pair.sides[0].source_db],
+            )
+            .await;
+            let status = String::from_utf8_lossy(&out.stdout).into_owned();
+            status.contains("at epoch 2").then_some(status)
+        },
+    )
+    .await;
+    assert!(status.contains("this source at epoch 1"), "{status}");
+    let log = pair.sides[0].source_agent.as_ref().unwrap().log();
+    assert!(
+        log.contains("at epoch 2 and this source at epoch 1"),
+        "{log}"
+    );
+    // `b` changed nothing, and is still writable.
+    assert_eq!(pair.sides[1].rows().await, before);
+    pair.sides[1]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (4, 1)")
+        .await
+        .expect("the new source stays writable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    let app = App::start(
+        [
+            pair.sides[0].source_db.clone(),
+            pair.sides[1].source_db.clone(),
+        ],
+        0,
+    );
+    for (round, from) in [0, 1, 0].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let out = pair.hand_over(from).await;
+        assert!(
+            out.contains(&format!("at epoch {}", round + 2)),
+            "round {round}: {out}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let written = app.stop().await;
+    println!(
+        "{} writes, {} refused, writes unavailable for at most {} ms",
+        written.committed.len(),
+        written.refused,
+        written.longest_gap.as_millis()
+    );
+    for side in &pair.sides {
+        has_every_write(side, &written).await;
+    }
+    pair.wait_equal(SYNC).await;
+    pair.verify_from(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_to_a_target_that_takes_part_of_a_table_is_refused_and_the_source_stays_writable()
+ {
+    let mut pair = Pair::new().await;
+    let a = &pair.sides[0];
+    a.db.batch_execute("create table app.part (id int primary key, v text, hidden text)")
+        .await
+        .unwrap();
+    pair.sides[1]
+        .db
+        .batch_execute(
+            "create table app.part (id int primary key, v text); alter table app.part owner to applier",
+        )
+        .await
+        .unwrap();
+    support::setup::source_agent(&[
+        "add-table",
+        "app.part",
+        "--target",
+        "b",
+        "--columns",
+        "id,v",
+        "--source-db",
+        &a.source_db,
+    ])
+    .await;
+    // Refused before anything else: no agent runs yet either.
+    let switchover = |pair: &Pair| {
+        let (source_db, url) = (pair.sides[0].source_db.clone(), pair.sides[0].url());
+        async move {
+            run_command(
+                "source-agent",
+                &[
+                    "switchover",
+                    "--source-db",
+                    &source_db,
+                    "--target",
+                    "b",
+                    "--reverse-address",
+                    &url,
+                ],
+            )
+            .await
+        }
+    };
+    let out = switchover(&pair).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("it takes app.part with --columns or --where"),
+        "{stderr}"
+    );
+    // Without it, the agents not running are what stands in the way.
+    support::setup::source_agent(&[
+        "remove-table",
+        "app.part",
+        "--target",
+        "b",
+        "--source-db",
+        &pair.sides[0].source_db,
+    ])
+    .await;
+    let out = switchover(&pair).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no source-agent run streams to it"),
+        "{stderr}"
+    );
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    // Nothing was fenced: the source takes writes, which replicate.
+    pair.sides[0]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (1, 0)")
+        .await
+        .expect("the source stays writable");
+    pair.wait_equal(SYNC).await;
+}
