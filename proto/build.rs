@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["pgferry.proto"], ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("pgferry_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Only a switchover's final batch carries one: boxed, so that every
+    // other chunk does not carry its room.
+    tonic_prost_build::configure()
+        .boxed(".pgferry.v1.BatchChunk.switchover")
+        .compile_fds(fds)?;
     Ok(())
 }

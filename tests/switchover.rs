@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use proptest::prelude::Rng;
 use support::pair::{App, Pair, has_every_write};
 use support::run_command;
 
@@ -270,4 +271,120 @@ async fn a_switchover_to_a_target_that_takes_part_of_a_table_is_refused_and_the_
         .await
         .expect("the source stays writable");
     pair.wait_equal(SYNC).await;
+}
+
+/// What a round of the kill test kills, while its switchover runs.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    OldSourcesAgent,
+    NewSourcesTargetAgent,
+    OldSourcesDatabase,
+    NewSourcesDatabase,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_with_nothing_lost()
+{
+    let (seed, mut rng) = support::seeded();
+    println!("PGFERRY_SEED={seed}");
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    let app = App::start(
+        [
+            pair.sides[0].source_db.clone(),
+            pair.sides[1].source_db.clone(),
+        ],
+        0,
+    );
+    let victims = [
+        Victim::OldSourcesAgent,
+        Victim::NewSourcesTargetAgent,
+        Victim::OldSourcesDatabase,
+        Victim::NewSourcesDatabase,
+    ];
+    for (round, victim) in victims.into_iter().enumerate() {
+        let from = round % 2;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pair.wait_copied(from).await;
+        let (old, new) = (&pair.sides[from], &pair.sides[1 - from]);
+        let args: Vec<String> = [
+            "switchover",
+            "--source-db",
+            &old.source_db,
+            "--target",
+            new.name,
+            "--reverse-address",
+            &old.url(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut switchover = support::Agent::spawn("source-agent", &args);
+        let pause = rng.next_u64() % 150;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        println!("round {round}: kill -9 of {victim:?} after {pause} ms");
+        let [a, b] = &mut pair.sides;
+        let (old, new) = if from == 0 { (a, b) } else { (b, a) };
+        match victim {
+            Victim::OldSourcesAgent => {
+                let agent = old.source_agent.as_mut().expect("old source's agent");
+                agent.kill9().await;
+                agent.restart();
+            }
+            Victim::NewSourcesTargetAgent => {
+                let agent = new
+                    .target_agent
+                    .as_mut()
+                    .expect("new source's target agent");
+                agent.kill9().await;
+                agent.restart();
+            }
+            Victim::OldSourcesDatabase => old.restart_database_after_kill9().await,
+            Victim::NewSourcesDatabase => new.restart_database_after_kill9().await,
+        }
+        // The command ends once the switchover is done; one whose session
+        // the kill took is run again and waits for the switchover under way.
+        let deadline = tokio::time::Instant::now() + SYNC;
+        let status = loop {
+            if let Some(status) = switchover.exit_status() {
+                break status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the switchover did not end:\n{}",
+                switchover.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !status.success() {
+            println!(
+                "round {round}: the switchover command stopped:\n{}",
+                switchover.log()
+            );
+            pair.switchover(from).await;
+        }
+        pair.hand_over(from).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = app.stop().await;
+    println!(
+        "{} writes, {} refused, writes unavailable for at most {} ms",
+        written.committed.len(),
+        written.refused,
+        written.longest_gap.as_millis()
+    );
+    // One side took the writes at a time: they moved side at most once a
+    // switchover.
+    let moves = written
+        .committed
+        .windows(2)
+        .filter(|w| w[0].1 != w[1].1)
+        .count();
+    assert!(moves <= victims.len(), "writes moved side {moves} times");
+    for side in &pair.sides {
+        has_every_write(side, &written).await;
+    }
+    pair.wait_equal(SYNC).await;
+    pair.verify_from(0).await;
 }

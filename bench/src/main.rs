@@ -318,7 +318,7 @@ fn statements_shown() -> bool {
 
 /// Whether measurement `name` runs: all of them, unless `PGFERRY_BENCH_ONLY`
 /// lists some (overhead, partitioned, single, large, catch_up, lag, lag_far, bulk, backlog,
-/// distance, recovery, fan_out, verify, ddl). The
+/// distance, recovery, fan_out, verify, ddl, switchover). The
 /// five-minute `soak` runs only when listed there.
 fn selected(name: &str) -> bool {
     std::env::var("PGFERRY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
@@ -544,6 +544,17 @@ async fn main() {
                 "three_targets_catch_up_rows_per_s": fan.catch_up,
                 "source_agent_cpu_s": {"one_target": fan.agent_cpu.0, "three_targets": fan.agent_cpu.1},
                 "target_side_cpu_s": {"one_target": fan.target_cpu.0, "three_targets": fan.target_cpu.1},
+            }),
+        );
+    }
+    if selected("switchover") {
+        eprintln!("pgferry: three switchovers at 500 TPS...");
+        let runs = switchover().await;
+        results.insert(
+            "pgferry_switchover".into(),
+            json!({
+                "unavailable_ms": runs.iter().map(|r| r.unavailable_ms).collect::<Vec<_>>(),
+                "took_ms": runs.iter().map(|r| r.took_ms).collect::<Vec<_>>(),
             }),
         );
     }

@@ -137,6 +137,24 @@ pub(crate) fn print_table(r: &Value) {
         );
         println!();
     }
+    let s = &r["pgferry_switchover"];
+    if s.is_object() {
+        let list = |key: &str| -> String {
+            s[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| format!("{:.0}", f(t)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "pgferry: three switchovers at 500 TPS (a to b, back, again): writes unavailable {} ms; whole switchover {} ms",
+            list("unavailable_ms"),
+            list("took_ms")
+        );
+        println!();
+    }
     let v = &r["pgferry_verify"];
     if v.is_object() {
         println!();

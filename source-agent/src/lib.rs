@@ -225,6 +225,10 @@ pub async fn execute(command: Command) -> Result<i32> {
             common,
             target,
             reverse_address,
+            reverse_tls_ca,
+            reverse_tls_cert,
+            reverse_tls_key,
+            reverse_auth_token_file,
             timeout,
         } => {
             tonic::transport::Endpoint::from_shared(reverse_address.clone())
@@ -234,6 +238,12 @@ pub async fn execute(command: Command) -> Result<i32> {
                 target: target.clone(),
                 reverse_address: reverse_address.clone(),
                 timeout,
+                reverse_files: [
+                    reverse_tls_ca,
+                    reverse_tls_cert,
+                    reverse_tls_key,
+                    reverse_auth_token_file,
+                ],
             };
             let done = switchover::run(&mut client, &options).await?;
             println!(

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use pgferry_proto::wire;
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
 
@@ -26,6 +26,9 @@ pub struct Options {
     pub reverse_address: String,
     /// How long to wait for the transactions writing the tables (`--timeout`).
     pub timeout: Duration,
+    /// The TLS CA, certificate, key and token file the new source's agent
+    /// reaches this database's target agent with: paths on its host.
+    pub reverse_files: [Option<String>; 4],
 }
 
 /// A switchover done.
@@ -48,6 +51,9 @@ pub struct Fence {
     pub epoch: u64,
     /// Where this database will listen as the new source's target.
     pub reverse_address: String,
+    /// The TLS CA, certificate, key and token file the new source's agent
+    /// presents there (paths on its host; null for none).
+    pub files: Vec<Option<String>>,
 }
 
 impl Fence {
@@ -63,9 +69,14 @@ impl Fence {
             )
             .await
             .map_err(Error::db("reading the switched tables"))?;
+        let file = |i: usize| self.files.get(i).cloned().flatten().unwrap_or_default();
         Ok(wire::Switchover {
             epoch: self.epoch,
             reverse_address: self.reverse_address.clone(),
+            tls_ca: file(0),
+            tls_cert: file(1),
+            tls_key: file(2),
+            auth_token_file: file(3),
             tables: rows
                 .iter()
                 .map(|row| wire::SwitchedTable {
@@ -87,7 +98,17 @@ impl Fence {
 pub async fn run(client: &mut Client, options: &Options) -> Result<Done> {
     crate::capture::ensure_installed(client).await?;
     let started = Instant::now();
-    let target_id = crate::targets::resolve(&*client, Some(&options.target)).await?;
+    // Not `targets::resolve`: a target switched over to is still found,
+    // so that a run again after an interruption reports it done.
+    let target_id: i32 = client
+        .query_opt(
+            "select target_id from pgferry.targets where name = $1",
+            &[&options.target],
+        )
+        .await
+        .map_err(Error::db("reading the targets"))?
+        .ok_or_else(|| Error::UnknownTarget(options.target.clone()))?
+        .get(0);
     let under_way: Option<i64> = client
         .query_opt(
             "select epoch from pgferry.switchovers where target_id = $1",
@@ -142,7 +163,10 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
                      where t.target_id <> $1 and not t.removed
                        and t.relid in (select relid from pgferry.tables where target_id = $1)),
                     exists (select from pgferry.tables where target_id = $1 and not removed),
-                    g.can_take_over, g.last_error
+                    g.can_take_over,
+                    case when g.ready_at is null then 'it has not connected since this version'
+                         when g.last_error_at > g.ready_at then 'it failed since it was last ready: ' || g.last_error
+                    end
              from pgferry.targets g where g.target_id = $1",
             &[&target_id],
         )
@@ -182,8 +206,8 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
             "no source-agent run streams to it; start it, the final batch goes through it".into(),
         ));
     }
-    if let Some(error) = row.get::<_, Option<String>>(5) {
-        return Err(refuse(format!("its stream is failing: {error}")));
+    if let Some(why) = row.get::<_, Option<String>>(5) {
+        return Err(refuse(format!("its stream is not connected: {why}")));
     }
     if !row.get::<_, bool>(4) {
         return Err(refuse(
@@ -218,8 +242,13 @@ async fn fence(client: &mut Client, target_id: i32, options: &Options) -> Result
             ))
             .await?;
             tx.execute(
-                "select pgferry.fence($1, $2, $3)",
-                &[&target_id, &epoch, &options.reverse_address],
+                "select pgferry.fence($1, $2, $3, $4)",
+                &[
+                    &target_id,
+                    &epoch,
+                    &options.reverse_address,
+                    &options.reverse_files.as_slice(),
+                ],
             )
             .await?;
             tx.commit().await
@@ -272,24 +301,6 @@ async fn wait_final(client: &Client, target_id: i32) -> Result<u64> {
             tracing::warn!(error, "the target's stream is failing; still waiting");
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Refuses `run` on a database every target of which was switched over.
-pub async fn refuse_switched(client: &impl GenericClient) -> Result<()> {
-    let switched: Option<String> = client
-        .query_one(
-            "select string_agg(g.name || ' at epoch ' || s.epoch, ', ' order by g.name)
-             from pgferry.switchovers s join pgferry.targets g using (target_id)
-             where s.done_at is not null",
-            &[],
-        )
-        .await
-        .map_err(Error::db("reading the switchovers"))?
-        .get(0);
-    match switched {
-        Some(targets) => Err(Error::SwitchedOver { targets }),
-        None => Ok(()),
     }
 }
 

@@ -200,7 +200,7 @@ pub async fn for_run(
 ) -> Result<Vec<(Recorded, Dial)>> {
     let recorded = list(client).await?;
     if recorded.is_empty() {
-        crate::switchover::refuse_switched(client).await?;
+        refuse_switched(client).await?;
     }
     if let Some(flags) = flags {
         return match <[Recorded; 1]>::try_from(recorded) {
@@ -237,6 +237,24 @@ pub async fn for_run(
             .into()),
         })
         .collect()
+}
+
+/// Refuses `run` on a database every target of which was switched over.
+async fn refuse_switched(client: &impl GenericClient) -> Result<()> {
+    let switched: Option<String> = client
+        .query_one(
+            "select string_agg(g.name || ' at epoch ' || s.epoch, ', ' order by g.name)
+             from pgferry.switchovers s join pgferry.targets g using (target_id)
+             where s.done_at is not null",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the switchovers"))?
+        .get(0);
+    match switched {
+        Some(targets) => Err(Error::SwitchedOver { targets }),
+        None => Ok(()),
+    }
 }
 
 fn names(recorded: &[Recorded]) -> String {

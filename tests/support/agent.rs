@@ -98,6 +98,11 @@ impl Agent {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// How the process exited, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Panics with the log if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -95,6 +95,13 @@ impl Side {
         }
     }
 
+    /// kill -9 of its server, started again at once; a new session.
+    pub async fn restart_database_after_kill9(&mut self) {
+        self.cluster.kill9();
+        self.cluster.start_server();
+        self.db = self.cluster.connect("app").await;
+    }
+
     /// Each table's rows as text, in key order.
     pub async fn rows(&self) -> Vec<String> {
         let mut all = Vec::new();
@@ -123,9 +130,20 @@ impl Pair {
     /// Both clusters, schemas and tables; `a` streams every table to `b`
     /// (recorded as target `b`), with 10 accounts to copy.
     pub async fn new() -> Pair {
-        let (one, two) = tokio::task::spawn_blocking(|| (PgCluster::start(), PgCluster::start()))
-            .await
-            .expect("clusters start");
+        Pair::with_settings("").await
+    }
+
+    /// [`Pair::new`] on clusters with `settings` (postgresql.conf lines).
+    pub async fn with_settings(settings: &str) -> Pair {
+        let settings = settings.to_owned();
+        let (one, two) = tokio::task::spawn_blocking(move || {
+            (
+                PgCluster::start_with(&settings),
+                PgCluster::start_with(&settings),
+            )
+        })
+        .await
+        .expect("clusters start");
         let a = side("a", one).await;
         let b = side("b", two).await;
         a.db.batch_execute(
@@ -176,8 +194,40 @@ impl Pair {
     /// `source-agent switchover` from side `from` to the other side, which
     /// must succeed; its output.
     pub async fn switchover(&self, from: usize) -> String {
+        self.wait_copied(from).await;
         let (old, new) = (&self.sides[from], &self.sides[1 - from]);
-        // As a DBA would: not while a copy is under way (it is refused).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run_command(
+                "source-agent",
+                &[
+                    "switchover",
+                    "--source-db",
+                    &old.source_db,
+                    "--target",
+                    new.name,
+                    "--reverse-address",
+                    &old.url(),
+                ],
+            )
+            .await;
+            // As a DBA would: again once the agent is back and connected
+            // (after a crash it backs off a while).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let wait = stderr.contains("no source-agent run streams to it")
+                || stderr.contains("its stream is not connected");
+            if out.status.success() || !wait || Instant::now() > deadline {
+                return expect_success("switchover", &out);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits, as a DBA would before a switchover (one is refused while a
+    /// copy is under way), until side `from` has copied every table to the
+    /// other.
+    pub async fn wait_copied(&self, from: usize) {
+        let (old, new) = (&self.sides[from], &self.sides[1 - from]);
         wait_until("every table is copied", Duration::from_secs(60), || async {
             let copying: i64 = old
                 .db
@@ -192,20 +242,6 @@ impl Pair {
             (copying == 0).then_some(())
         })
         .await;
-        let out = run_command(
-            "source-agent",
-            &[
-                "switchover",
-                "--source-db",
-                &old.source_db,
-                "--target",
-                new.name,
-                "--reverse-address",
-                &old.url(),
-            ],
-        )
-        .await;
-        expect_success("switchover", &out)
     }
 
     /// The whole hand-over from side `from`: the switchover, then the old
@@ -308,8 +344,15 @@ pub struct Written {
 }
 
 impl App {
-    /// Starts writing through side `first` of the CONNINFOs.
+    /// Starts writing through side `first` of the CONNINFOs, as fast as
+    /// it can.
     pub fn start(conninfos: [String; 2], first: usize) -> App {
+        App::start_paced(conninfos, first, Duration::ZERO)
+    }
+
+    /// Starts writing through side `first` of the CONNINFOs, a transaction
+    /// every `every` at most.
+    pub fn start_paced(conninfos: [String; 2], first: usize, every: Duration) -> App {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
@@ -318,8 +361,11 @@ impl App {
             let mut clients: [Option<Client>; 2] = [None, None];
             let mut id = 0i64;
             let mut refused_since: Option<Instant> = None;
+            let mut next = tokio::time::Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 id += 1;
+                next += every;
+                tokio::time::sleep_until(next).await;
                 loop {
                     if flag.load(Ordering::Relaxed) {
                         break;

@@ -12,9 +12,11 @@ mod overhead;
 mod queue;
 mod recovery;
 mod single;
+mod switchover;
 mod verify;
 
 pub(crate) use backlog::*;
 pub(crate) use catch_up::*;
 pub(crate) use large::*;
 pub(crate) use queue::*;
+pub(crate) use switchover::*;

@@ -12,8 +12,8 @@
 -- schema; so it checks that its caller is the applier the target agent
 -- guards each table for, on behalf of that source (pgferry.guarded, which
 -- only the target agent's role writes).
-create or replace function pgferry.take_over(p_source_id text, p_address text, p_epoch bigint,
-                                             p_tables jsonb)
+create or replace function pgferry.take_over(p_source_id text, p_address text, p_files text[],
+                                             p_epoch bigint, p_tables jsonb)
 returns int
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -48,8 +48,7 @@ begin
         returning target_id into v_target;
     end if;
     if v_target is null then
-        insert into pgferry.targets (name, address) values (p_source_id, p_address)
-        returning target_id into v_target;
+        insert into pgferry.targets (name) values (p_source_id) returning target_id into v_target;
     else
         -- Whatever it had (an earlier stream to it) goes: the new stream
         -- starts afresh.
@@ -63,11 +62,12 @@ begin
         delete from pgferry.sequences where target_id = v_target;
         delete from pgferry.batch where target_id = v_target;
         delete from pgferry.switchovers where target_id = v_target;
-        update pgferry.targets
-        set address = p_address, acked_batch = 0, acked_at = null, last_error = null,
-            last_error_at = null
-        where target_id = v_target;
     end if;
+    update pgferry.targets
+    set address = p_address, tls_ca = p_files[1], tls_cert = p_files[2], tls_key = p_files[3],
+        auth_token_file = p_files[4], acked_batch = 0, acked_at = null, last_error = null,
+        last_error_at = null
+    where target_id = v_target;
     insert into pgferry.batch (target_id, batch_id, snapshot)
     values (v_target, 0, pg_current_snapshot());
     for v_table in select * from jsonb_array_elements(p_tables) loop

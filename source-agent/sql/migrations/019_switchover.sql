@@ -18,14 +18,22 @@ insert into pgferry.epoch default values;
 create table pgferry.switchovers (
     target_id       int primary key references pgferry.targets on delete cascade,
     epoch           bigint not null,
-    -- The reverse target's address, for the take-over.
+    -- The reverse target's address and the files the new source's agent
+    -- reaches it with (paths on its host), for the take-over.
     reverse_address text not null,
+    tls_ca          text,
+    tls_cert        text,
+    tls_key         text,
+    auth_token_file text,
     fence_xid       xid8 not null default pg_current_xact_id(),
     fenced_at       timestamptz not null default now(),
     final_batch     bigint,
     done_at         timestamptz
 );
 
--- What the target's last Ready said: whether its database has pgferry's
--- source schema, so that it can take the source role.
-alter table pgferry.targets add column can_take_over boolean not null default false;
+-- When the target's stream last became ready, and whether its database
+-- has pgferry's source schema, so that it can take the source role (what
+-- that Ready said).
+alter table pgferry.targets
+    add column ready_at      timestamptz,
+    add column can_take_over boolean not null default false;

@@ -32,10 +32,12 @@ pub const COPY_JOBS: &str = concat!(
                          max(checks::text) filter (where batch_id = $1::bigint) as checks
                   from pgferry.batch
                   where target_id = $2 and batch_id in ($1::bigint - 1, $1::bigint)),
-         fence as (select epoch, reverse_address from pgferry.switchovers
+         fence as (select epoch, reverse_address,
+                          array[tls_ca, tls_cert, tls_key, auth_token_file] as files
+                   from pgferry.switchovers
                    where target_id = $2 and final_batch = $1::bigint)
     select kept.ok, kept.cut, t.table_id, t.source_schema || '.' || t.source_name, kept.checks,
-           fence.epoch, fence.reverse_address
+           fence.epoch, fence.reverse_address, fence.files
     from kept
     left join fence on true
     left join pgferry.tables t
@@ -166,6 +168,7 @@ impl Shipper {
             Some(switchover::Fence {
                 epoch: row.get::<_, Option<i64>>(5)? as u64,
                 reverse_address: row.get(6),
+                files: row.get(7),
             })
         });
         let checks = match rows.first().and_then(|row| row.get::<_, Option<&str>>(4)) {
@@ -299,7 +302,7 @@ impl Shipper {
             None => Vec::new(),
         };
         let switchover = match fence {
-            Some(fence) => Some(fence.message(&self.reader, self.target_id).await?),
+            Some(fence) => Some(Box::new(fence.message(&self.reader, self.target_id).await?)),
             None => None,
         };
         let chunk = wire::BatchChunk {

@@ -387,7 +387,7 @@ async fn ready(
         });
     }
     db.execute(
-        "update pgferry.targets set can_take_over = $2 where target_id = $1 and can_take_over <> $2",
+        "update pgferry.targets set ready_at = now(), can_take_over = $2 where target_id = $1",
         &[&target_id, &ready.can_take_over],
     )
     .await

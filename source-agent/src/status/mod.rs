@@ -57,6 +57,9 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     /// When that error happened.
     pub last_error_at: Option<String>,
+    /// Its switchover (`source-agent switchover`): the new epoch, when the
+    /// tables were fenced and how far it got.
+    pub switchover: Option<String>,
 }
 
 /// One table's registration for one target.
@@ -163,8 +166,16 @@ pub async fn read(client: &Client) -> Result<Status> {
     let targets = client
         .query(
             "select target, address, pending_changes, oldest_pending_age_secs, newest_batch,
-                    acked_batch, acked_at::text, delay_secs, last_error, last_error_at::text
-             from pgferry.status order by target",
+                    acked_batch, acked_at::text, delay_secs, last_error, last_error_at::text,
+                    (select format('to epoch %s, fenced at %s: %s', w.epoch, w.fenced_at,
+                                   case when w.done_at is not null
+                                        then format('done at %s, final batch %s', w.done_at, w.final_batch)
+                                        when w.final_batch is not null
+                                        then format('final batch %s on its way', w.final_batch)
+                                        else 'final batch not cut yet' end)
+                     from pgferry.switchovers w join pgferry.targets g using (target_id)
+                     where g.name = s.target)
+             from pgferry.status s order by target",
             &[],
         )
         .await
@@ -181,6 +192,7 @@ pub async fn read(client: &Client) -> Result<Status> {
             delay_secs: r.get(7),
             last_error: r.get(8),
             last_error_at: r.get(9),
+            switchover: r.get(10),
         })
         .collect();
     let tables = client
@@ -295,6 +307,9 @@ impl std::fmt::Display for Status {
                     t.last_error_at.as_deref().unwrap_or("")
                 )?,
                 None => writeln!(f, "  last error: none")?,
+            }
+            if let Some(switchover) = &t.switchover {
+                writeln!(f, "  switchover {switchover}")?;
             }
             for table in self.tables.iter().filter(|table| table.target == t.name) {
                 write!(

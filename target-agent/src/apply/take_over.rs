@@ -18,7 +18,7 @@ use crate::guard;
 pub(super) async fn possible(client: &Client) -> Result<bool> {
     Ok(client
         .query_one(
-            "select to_regprocedure('pgferry.take_over(text, text, bigint, jsonb)') is not null",
+            "select to_regprocedure('pgferry.take_over(text, text, text[], bigint, jsonb)') is not null",
             &[],
         )
         .await
@@ -52,12 +52,22 @@ pub(super) async fn take_over(
         guarded.push(plan.guarded());
     }
     let switched = serde_json::Value::Array(switched).to_string();
+    let files: Vec<Option<&str>> = [
+        &switchover.tls_ca,
+        &switchover.tls_cert,
+        &switchover.tls_key,
+        &switchover.auth_token_file,
+    ]
+    .into_iter()
+    .map(|file| Some(file.as_str()).filter(|file| !file.is_empty()))
+    .collect();
     client
         .execute(
-            "select pgferry.take_over($1, $2, $3, $4::text::jsonb)",
+            "select pgferry.take_over($1, $2, $3, $4, $5::text::jsonb)",
             &[
                 &tables.source_id,
                 &switchover.reverse_address,
+                &files,
                 &(switchover.epoch as i64),
                 &switched,
             ],
