@@ -241,6 +241,7 @@ fn hello(plan: &Plan, version: u32, columns_right: bool) -> wire::SourceMessage 
             tables: vec![table(columns_right)],
             sequences: Vec::new(),
             epoch: 1,
+            inquiry: false,
         })),
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use proptest::prelude::Rng;
-use support::pair::{App, Pair, has_every_write};
+use support::pair::{App, Pair, Written, has_every_write};
 use support::run_command;
 
 const SYNC: Duration = Duration::from_secs(60);
@@ -387,4 +387,136 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
     }
     pair.wait_equal(SYNC).await;
     pair.verify_from(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_promote_the_target_then_rejoin_the_old_source_with_its_lost_transactions_in_a_file()
+ {
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    let app = App::start(
+        [
+            pair.sides[0].source_db.clone(),
+            pair.sides[1].source_db.clone(),
+        ],
+        0,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // `a` is lost under load; `b` takes over at the last batch it applied.
+    pair.sides[0].cluster.kill9();
+    let out = support::setup::expect_success(
+        "promote",
+        &run_command(
+            "target-agent",
+            &[
+                "promote",
+                "--target-db",
+                &pair.sides[1].target_db,
+                "--source-id",
+                "a",
+                "--reverse-address",
+                &pair.sides[0].url(),
+            ],
+        )
+        .await,
+    );
+    assert!(out.contains("at epoch 2"), "{out}");
+    let from_a = ledger_ids(&pair.sides[1].db, 0).await;
+    pair.sides[1].start_source_agent().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // `a` comes back (its source agent still running, refused by `b`'s
+    // epoch) with the transactions `b` never got.
+    pair.sides[0].cluster.start_server();
+    pair.sides[0].db = pair.sides[0].cluster.connect("app").await;
+    let on_a = ledger_ids(&pair.sides[0].db, 0).await;
+    let lost: std::collections::BTreeSet<i64> = on_a.difference(&from_a).copied().collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = support::setup::expect_success(
+        "rejoin",
+        &run_command(
+            "source-agent",
+            &[
+                "rejoin",
+                "--source-db",
+                &pair.sides[0].source_db,
+                "--target",
+                "b",
+                "--source-id",
+                "a",
+                "--lost-file",
+                file.path().to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    println!("{out}");
+    // The file holds exactly those transactions, one per line, each with
+    // its ledger row, event and balance move.
+    let text = std::fs::read_to_string(file.path()).unwrap();
+    let mut in_file = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let transaction: serde_json::Value = serde_json::from_str(line).unwrap();
+        let changes = transaction["changes"].as_array().unwrap();
+        let ledger: Vec<i64> = changes
+            .iter()
+            .filter(|c| c["table"] == "app.ledger" && c["op"] == "insert")
+            // A table with a json column travels in text forms: "id": "7".
+            .map(|c| match &c["row"]["id"] {
+                serde_json::Value::String(id) => id.parse().unwrap(),
+                id => id.as_i64().unwrap(),
+            })
+            .collect();
+        assert_eq!(ledger.len(), 1, "{line}");
+        assert_eq!(changes.len(), 3, "{line}");
+        in_file.insert(ledger[0]);
+    }
+    assert_eq!(
+        in_file, lost,
+        "the file's transactions against those b lacked"
+    );
+    println!("{} transactions lost with a, all in the file", lost.len());
+    // `a` becomes `b`'s target; a repair makes it exact.
+    pair.sides[0].stop_source_agent().await;
+    pair.sides[0].start_target_agent().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = app.stop().await;
+    assert!(
+        written.committed.iter().any(|(_, side)| *side == 1),
+        "{written:?}"
+    );
+    has_every_write(
+        &pair.sides[0],
+        &Written {
+            committed: written
+                .committed
+                .iter()
+                .filter(|(_, side)| *side == 1)
+                .copied()
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    support::setup::source_agent(&[
+        "repair",
+        "--source-db",
+        &pair.sides[1].source_db,
+        "--target",
+        "a",
+    ])
+    .await;
+    pair.wait_equal(SYNC).await;
+    pair.verify_from(1).await;
+}
+
+/// The ledger ids written on side `side` that `db` holds.
+async fn ledger_ids(db: &tokio_postgres::Client, side: i32) -> std::collections::BTreeSet<i64> {
+    db.query("select id from app.ledger where side = $1", &[&side])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }

@@ -266,6 +266,27 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
         timeout: std::time::Duration,
     },
+    /// After a failover (`target-agent promote` on a target): make this
+    /// database that target's target. Fences the tables it took over,
+    /// writes the transactions committed here that it never applied to
+    /// --lost-file (JSON lines, one transaction each, in commit order), and
+    /// ends their capture here; `repair` from the new source then makes
+    /// this database exact.
+    Rejoin {
+        /// Source database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The promoted target (asked, at its recorded address, which of
+        /// this database's batches it applied last).
+        #[arg(long)]
+        target: String,
+        /// This source's id there (`run --source-id`).
+        #[arg(long, env = "PGFERRY_SOURCE_ID")]
+        source_id: String,
+        /// Where the transactions it never applied go.
+        #[arg(long)]
+        lost_file: std::path::PathBuf,
+    },
     /// Show tables, pending changes, progress and the last error.
     Status {
         /// Source database and config file.

@@ -231,6 +231,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `rejoin` cannot be done: nothing was changed.
+    #[error("rejoin of target {target} refused, nothing changed: {reason}")]
+    RejoinRefused {
+        /// The target's name.
+        target: String,
+        /// Why.
+        reason: String,
+    },
     /// `switchover` waited longer than `--timeout` for the transactions
     /// writing the target's tables; the fence was lifted.
     #[error(
@@ -320,6 +328,7 @@ impl Error {
             | Error::NoAnswer { .. }
             | Error::CheckFailed { .. }
             | Error::SwitchoverRefused { .. }
+            | Error::RejoinRefused { .. }
             | Error::FenceTimeout { .. }
             | Error::SwitchedOver { .. }
             | Error::Io { .. } => Recovery::Stop,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fan_out;
 pub mod ids;
 pub mod metrics;
+pub mod rejoin;
 pub mod settings;
 pub mod ship;
 pub mod status;
@@ -255,6 +256,31 @@ pub async fn execute(command: Command) -> Result<i32> {
             );
             println!(
                 "next: on {target}'s host run `source-agent run` (it streams to this database at {reverse_address}); here run `target-agent run` listening there (the tables stay fenced until it guards them)"
+            );
+        }
+        Command::Rejoin {
+            common,
+            target,
+            source_id,
+            lost_file,
+        } => {
+            let mut client = connect(&common).await?;
+            let options = rejoin::Options {
+                target: target.clone(),
+                source_id,
+                lost_file: lost_file.clone(),
+            };
+            let rejoined = rejoin::run(&mut client, &options).await?;
+            println!(
+                "rejoined: target {target} was promoted at epoch {} after applying batch {}; {} transactions ({} changes) this database committed after it went to {}",
+                rejoined.epoch,
+                rejoined.applied,
+                rejoined.transactions,
+                rejoined.changes,
+                lost_file.display()
+            );
+            println!(
+                "next: here run `target-agent run` (the tables stay fenced until it guards them), on {target}'s host `source-agent run`, then `source-agent repair --target` this database from there"
             );
         }
         Command::RemoveTarget { common, name } => {

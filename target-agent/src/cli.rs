@@ -52,6 +52,36 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Make this database the source of a lost source's tables (failover),
+    /// as of the last batch applied from it, at a new epoch that refuses the
+    /// old source from then on; a target for the old source is recorded at
+    /// --reverse-address, for `source-agent rejoin` there.
+    Promote {
+        /// Target database and config file.
+        #[command(flatten)]
+        common: Common,
+        /// The source taken over from (may be left out while one replicates
+        /// here).
+        #[arg(long)]
+        source_id: Option<String>,
+        /// Where the old source's target agent will listen once it rejoins:
+        /// http://HOST:PORT or https://HOST:PORT.
+        #[arg(long)]
+        reverse_address: String,
+        /// PEM CA this host's source agent trusts that target agent's
+        /// certificate by.
+        #[arg(long)]
+        reverse_tls_ca: Option<String>,
+        /// PEM client certificate this host's source agent presents there.
+        #[arg(long, requires = "reverse_tls_key")]
+        reverse_tls_cert: Option<String>,
+        /// Its private key.
+        #[arg(long, requires = "reverse_tls_cert")]
+        reverse_tls_key: Option<String>,
+        /// The token file this host's source agent presents there.
+        #[arg(long)]
+        reverse_auth_token_file: Option<String>,
+    },
     /// Serve source agents until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
 }

@@ -138,6 +138,15 @@ pub enum Error {
         /// The batch received.
         batch_id: u64,
     },
+    /// A take-over (switchover, promote) where pgferry's source schema is
+    /// missing.
+    #[error(
+        "this database has no pgferry source schema (or an older one) to take the source role with: run `source-agent install` on it"
+    )]
+    NoSourceSchema,
+    /// `promote` cannot be done: nothing was changed.
+    #[error("promote refused, nothing changed: {0}")]
+    Promote(String),
     /// A batch out of sequence.
     #[error("source {source_id}: got batch {got}, expected batch {expected}")]
     OutOfSequence {
@@ -302,7 +311,9 @@ impl From<Error> for Status {
             | Error::SchemaChange { .. }
             | Error::SchemaPaused { .. }
             | Error::EpochBehind { .. }
-            | Error::AfterSwitchover { .. } => Code::FailedPrecondition,
+            | Error::AfterSwitchover { .. }
+            | Error::NoSourceSchema
+            | Error::Promote(_) => Code::FailedPrecondition,
             Error::OutOfSequence { .. } | Error::ConstraintRetry { .. } => Code::Aborted,
             Error::BatchIdle { .. } => Code::DeadlineExceeded,
             Error::Unauthenticated => Code::Unauthenticated,

@@ -174,7 +174,11 @@ pub async fn track(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -> 
 /// this database took the source role for them (a switchover). Refused if
 /// another source replicates one of them too: it would write beside the
 /// new source's writers.
-pub async fn release(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -> Result<()> {
+pub async fn release(
+    client: &impl tokio_postgres::GenericClient,
+    source_id: &str,
+    tables: &[Guarded<'_>],
+) -> Result<()> {
     for table in tables {
         let others: Option<String> = client
             .query_one(
@@ -204,5 +208,50 @@ pub async fn release(client: &Client, source_id: &str, tables: &[Guarded<'_>]) -
             .await
             .map_err(Error::db("lifting the guard"))?;
     }
+    Ok(())
+}
+
+/// A table a source replicates here, with its schema, name and key there.
+pub struct SourceName<'a> {
+    /// The table here.
+    pub guarded: Guarded<'a>,
+    /// Its schema on the source.
+    pub schema: &'a str,
+    /// Its name on the source.
+    pub table: &'a str,
+    /// Its key.
+    pub key_columns: &'a [String],
+}
+
+/// Records with each table `source_id` replicates here its name and key on
+/// that source (what a promotion replicates it back under), when it changed.
+pub async fn name_sources(
+    client: &Client,
+    source_id: &str,
+    tables: &[SourceName<'_>],
+) -> Result<()> {
+    let column = |f: fn(&SourceName<'_>) -> String| tables.iter().map(f).collect::<Vec<String>>();
+    let (schemas, names) = (
+        column(|t| t.guarded.schema.to_owned()),
+        column(|t| t.guarded.table.to_owned()),
+    );
+    let (source_schemas, source_tables) = (
+        column(|t| t.schema.to_owned()),
+        column(|t| t.table.to_owned()),
+    );
+    let keys = column(|t| serde_json::json!(t.key_columns).to_string());
+    client
+        .execute(
+            "update pgferry.guarded g
+                set source_schema = u.ss, source_table = u.st,
+                    key_columns = array(select json_array_elements_text(u.k::json))
+               from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) u(s, t, ss, st, k)
+              where g.source_id = $1 and g.table_schema = u.s and g.table_name = u.t
+                and (g.source_schema, g.source_table, g.key_columns)
+                    is distinct from (u.ss, u.st, array(select json_array_elements_text(u.k::json)))",
+            &[&source_id, &schemas, &names, &source_schemas, &source_tables, &keys],
+        )
+        .await
+        .map_err(Error::db("recording the tables' names on the source"))?;
     Ok(())
 }

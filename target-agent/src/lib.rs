@@ -10,9 +10,11 @@ pub mod error;
 pub mod frame;
 pub mod guard;
 pub mod metrics;
+pub mod promote;
 pub mod schema;
 pub mod server;
 pub mod session;
+pub mod take_over;
 pub mod tls;
 
 use pgferry_proto::SERVICE_NAME;
@@ -65,6 +67,43 @@ pub async fn execute(command: Command) -> Result<()> {
             } else {
                 println!("pgferry target schema installed: version {before} -> {after}");
             }
+            Ok(())
+        }
+        Command::Promote {
+            common,
+            source_id,
+            reverse_address,
+            reverse_tls_ca,
+            reverse_tls_cert,
+            reverse_tls_key,
+            reverse_auth_token_file,
+        } => {
+            let config = database(&common)?;
+            let mut client = db::connect(&config).await.map_err(Error::Connect)?;
+            let file = |f: &Option<String>| f.clone().unwrap_or_default();
+            let files = [
+                file(&reverse_tls_ca),
+                file(&reverse_tls_cert),
+                file(&reverse_tls_key),
+                file(&reverse_auth_token_file),
+            ];
+            let reverse = take_over::Reverse {
+                address: &reverse_address,
+                files: [&files[0], &files[1], &files[2], &files[3]],
+            };
+            let promoted = promote::promote(&mut client, source_id.as_deref(), &reverse).await?;
+            println!(
+                "promoted: this database is the source of {} tables of {} at epoch {}, as of batch {} (cut {})",
+                promoted.tables,
+                promoted.source_id,
+                promoted.epoch,
+                promoted.last_batch,
+                promoted.last_cut
+            );
+            println!(
+                "next: run `source-agent run` here (it streams to target {} at {reverse_address} once that database rejoins: `source-agent rejoin` there)",
+                promoted.source_id
+            );
             Ok(())
         }
         Command::Run(args) => run(*args).await,

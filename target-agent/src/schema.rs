@@ -630,6 +630,8 @@ mod tests {
         TableSchema {
             table_id: 1,
             source_name: "digoal.loc_test".into(),
+            source_schema: "digoal".into(),
+            source_table: "loc_test".into(),
             target_schema: "digoal".into(),
             target_table: "rmt_test".into(),
             columns: vec![

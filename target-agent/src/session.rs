@@ -43,6 +43,9 @@ pub async fn open(
     inbound: Streaming<wire::SourceMessage>,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
+    if hello.inquiry {
+        return answer_inquiry(shared, &hello.source_id).await;
+    }
     let client = db::connect(&shared.db_config)
         .await
         .map_err(Error::Connect)?;
@@ -96,6 +99,55 @@ pub async fn open(
         (shared.cancel.clone(), shared.batch_idle_timeout),
         hello.source_id,
     ));
+    Ok(out_rx)
+}
+
+/// Answers a source that only asks where this target stands for it (see
+/// `Hello.inquiry`): a Ready with the epoch, last batch and cut recorded,
+/// made durable first, and the end of the stream. Nothing is admitted.
+async fn answer_inquiry(
+    shared: &Sessions,
+    source_id: &str,
+) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
+    let client = db::connect(&shared.db_config)
+        .await
+        .map_err(Error::Connect)?;
+    if !pgferry_runtime::install::is_current(&client, &crate::SCHEMA).await? {
+        return Err(Error::NotInstalled);
+    }
+    let recorded = client
+        .query_opt(
+            "select epoch, last_batch, coalesce(last_cut, '') from pgferry.progress
+             where source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::db("reading progress"))?;
+    durable::Flusher::connect(&shared.db_config, source_id)
+        .await?
+        .flush()
+        .await?;
+    let ready = match recorded {
+        Some(row) => wire::Ready {
+            epoch: row.get::<_, i64>(0) as u64,
+            last_applied_batch: row.get::<_, i64>(1) as u64,
+            last_applied_cut: row.get(2),
+            can_take_over: false,
+        },
+        None => wire::Ready::default(),
+    };
+    tracing::info!(
+        source_id,
+        epoch = ready.epoch,
+        last_applied = ready.last_applied_batch,
+        "answered where this target stands"
+    );
+    let (out, out_rx) = mpsc::channel(1);
+    out.send(Ok(wire::TargetMessage {
+        kind: Some(wire::target_message::Kind::Ready(ready)),
+    }))
+    .await
+    .ok();
     Ok(out_rx)
 }
 

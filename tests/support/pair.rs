@@ -326,7 +326,8 @@ async fn side(name: &'static str, cluster: PgCluster) -> Side {
 /// An application writing through whichever side accepts: each
 /// transaction inserts a ledger row of a new id, a row of `app.events`
 /// (its id from the sequence) and moves an account's balance. Refused by a
-/// fence or a guard, it tries the other side with the same id.
+/// fence or a guard, or unable to connect, it tries the other side with the
+/// same id.
 pub struct App {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Written>,
@@ -374,6 +375,9 @@ impl App {
                         clients[side] = super::setup::session_or_pause(&conninfos[side]).await;
                     }
                     let Some(client) = &clients[side] else {
+                        // Down: the other side may have taken over.
+                        refused_since.get_or_insert_with(Instant::now);
+                        side = 1 - side;
                         continue;
                     };
                     let sql = format!(

@@ -89,6 +89,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/shape_columns.sql"),
         include_str!("../../sql/functions/earlier_forms.sql"),
         include_str!("../../sql/functions/batch_changes.sql"),
+        include_str!("../../sql/functions/lost_changes.sql"),
         include_str!("../../sql/functions/queue_floor.sql"),
         include_str!("../../sql/functions/trim_queue.sql"),
         include_str!("../../sql/functions/forget_removed.sql"),

@@ -31,7 +31,8 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                     c.names, c.types, c.not_null, c.attnums,
                     array(select a.attname::text from pg_attribute a
                           where a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
-                            and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns)))
+                            and a.attgenerated <> '' and (t.columns is null or a.attname = any (t.columns))),
+                    t.source_schema, t.source_name
              from pgferry.tables t
              -- A table set aside, or dropped with changes still to ship, is
              -- announced as recorded: one altered without the DDL watch
@@ -89,6 +90,8 @@ pub async fn table_schemas(client: &Client, target_id: i32) -> Result<Vec<wire::
                 generated_columns: row.get(11),
                 copy_pending: row.get(6),
                 columns: columns(&row, 7),
+                source_schema: row.get(12),
+                source_table: row.get(13),
             }
         })
         .collect())

@@ -228,6 +228,7 @@ async fn session(
         tables,
         sequences,
         epoch,
+        inquiry: false,
     };
     shipper
         .out

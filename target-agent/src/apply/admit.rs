@@ -92,6 +92,17 @@ impl Applier {
         }
         let guarded: Vec<_> = plans.values().map(TablePlan::guarded).collect();
         guard::track(&client, &hello.source_id, &guarded).await?;
+        let named: Vec<_> = hello
+            .tables
+            .iter()
+            .map(|table| guard::SourceName {
+                guarded: plans[&table.table_id].guarded(),
+                schema: &table.source_schema,
+                table: &table.source_table,
+                key_columns: &table.key_columns,
+            })
+            .collect();
+        guard::name_sources(&client, &hello.source_id, &named).await?;
         let mut sequences = HashMap::new();
         for sequence in &hello.sequences {
             let table = plans.get(&sequence.table_id);
@@ -124,10 +135,10 @@ impl Applier {
             .await
             .map_err(Error::db("reading progress"))?;
         let (last, last_cut): (i64, String) = (progress.get(0), progress.get(1));
-        let can_take_over = super::take_over::possible(&client).await?;
+        let can_take_over = crate::take_over::possible(&client).await?;
         let source_id = hello.source_id.clone();
         Ok(Applier {
-            txn: Transaction::new(client, source_id.clone(), retries, compact_window),
+            txn: Transaction::new(client, (source_id.clone(), epoch), retries, compact_window),
             tables: Tables::new(source_id, merge, plans, forms, sequences),
             copy: Copier::default(),
             joiner: Default::default(),

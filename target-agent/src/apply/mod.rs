@@ -31,7 +31,6 @@ mod retry;
 pub mod shape;
 pub mod step;
 mod tables;
-mod take_over;
 mod transaction;
 
 /// A batch committed.
@@ -149,7 +148,7 @@ impl Applier {
                 .await?;
         let epoch = match &chunk.switchover {
             Some(switchover) => {
-                take_over::take_over(client, &self.tables, batch_id, switchover).await?;
+                take_over(client, &self.tables, batch_id, switchover).await?;
                 switchover.epoch.max(self.epoch)
             }
             None => self.epoch,
@@ -159,6 +158,7 @@ impl Applier {
         self.last_cut = chunk.cut;
         self.switched = epoch > self.epoch;
         self.epoch = epoch;
+        self.txn.epoch = epoch;
         metrics::batch_applied(
             batch_id,
             closed.took,
@@ -288,4 +288,43 @@ async fn raise_sequence(
         .await
         .map_err(Error::db("raising a sequence"))?;
     Ok(())
+}
+
+/// The take-over a switchover's final batch `batch_id` asks for, in its
+/// transaction on `client`, of the tables the switchover names.
+async fn take_over(
+    client: &tokio_postgres::Client,
+    tables: &Tables,
+    batch_id: u64,
+    switchover: &wire::Switchover,
+) -> Result<()> {
+    let taken = switchover
+        .tables
+        .iter()
+        .map(|table| {
+            Ok(crate::take_over::Taken {
+                guarded: tables.named(batch_id, table.table_id)?.guarded(),
+                key_columns: tables.key_columns(table.table_id),
+                source_schema: &table.source_schema,
+                source_table: &table.source_table,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let reverse = crate::take_over::Reverse {
+        address: &switchover.reverse_address,
+        files: [
+            &switchover.tls_ca,
+            &switchover.tls_cert,
+            &switchover.tls_key,
+            &switchover.auth_token_file,
+        ],
+    };
+    crate::take_over::take_over(
+        client,
+        &tables.source_id,
+        &reverse,
+        switchover.epoch,
+        &taken,
+    )
+    .await
 }

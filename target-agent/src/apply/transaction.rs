@@ -64,6 +64,9 @@ pub(super) struct Transaction {
     client: Arc<Client>,
     /// The source whose progress the transaction moves.
     source_id: String,
+    /// Its epoch as this stream knows it: a batch finding another one
+    /// recorded (this database was promoted meanwhile) is refused.
+    pub(super) epoch: u64,
     open: Option<Open>,
     /// The open batch's progress check, sent with its first statements and
     /// read before any other answer.
@@ -88,13 +91,14 @@ impl Transaction {
     /// of `compact_window` bytes (see [`Compactor`]).
     pub(super) fn new(
         client: Client,
-        source_id: String,
+        (source_id, epoch): (String, u64),
         retries: Arc<Retries>,
         compact_window: usize,
     ) -> Transaction {
         Transaction {
             client: Arc::new(client),
             source_id,
+            epoch,
             open: None,
             begin_check: None,
             in_flight: VecDeque::new(),
@@ -139,7 +143,7 @@ impl Transaction {
         }
         let client = Arc::clone(&self.client);
         let sql = format!(
-            "begin; select last_batch from pgferry.progress where source_id = {} for update",
+            "begin; select last_batch, epoch from pgferry.progress where source_id = {} for update",
             literal(&self.source_id)
         );
         let mut check: InFlight<Vec<SimpleQueryMessage>> =
@@ -242,15 +246,26 @@ impl Transaction {
     async fn wait_oldest(&mut self, batch_id: u64) -> Result<bool> {
         if let Some(check) = self.begin_check.take() {
             let messages = check.await.map_err(Error::db("starting a batch"))?;
-            let last: u64 = messages
+            let (last, epoch): (u64, u64) = messages
                 .iter()
                 .find_map(|message| match message {
-                    SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                    SimpleQueryMessage::Row(row) => {
+                        Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
+                    }
                     _ => None,
                 })
                 .ok_or_else(|| {
                     Error::Protocol(format!("no progress row for source {}", self.source_id))
                 })?;
+            if epoch != self.epoch {
+                return Err(Error::EpochBehind {
+                    source_id: self.source_id.clone(),
+                    source_epoch: self.epoch,
+                    recorded: epoch,
+                    last_batch: last,
+                    last_cut: String::new(),
+                });
+            }
             let expected = last + 1;
             if batch_id != expected {
                 return Err(Error::OutOfSequence {
