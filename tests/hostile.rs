@@ -253,6 +253,7 @@ fn chunk(batch_id: u64, changes: Vec<wire::Change>, last: bool) -> wire::SourceM
             changes,
             last,
             cut: if last { "cut".into() } else { String::new() },
+            epoch: 1,
             ..Default::default()
         })),
     }

@@ -520,3 +520,96 @@ async fn ledger_ids(db: &tokio_postgres::Client, side: i32) -> std::collections:
         .map(|row| row.get(0))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_target_of_the_switched_tables_follows_the_new_source_through_the_old_one() {
+    let mut pair = Pair::new().await;
+    // Target `c` takes two of the tables from `a`, the ledger by a filter.
+    let c = tokio::task::spawn_blocking(support::PgCluster::start)
+        .await
+        .unwrap();
+    c.connect("postgres")
+        .await
+        .batch_execute("create database app")
+        .await
+        .unwrap();
+    let c_db = c.connect("app").await;
+    c_db.batch_execute(&format!(
+        "create role applier login password 'applier-pw';
+         grant create on database app to applier;
+         create schema app authorization applier;
+         {}
+         alter table app.accounts owner to applier; alter table app.ledger owner to applier;",
+        support::pair::TABLES
+    ))
+    .await
+    .unwrap();
+    let c_target_db = c.conninfo("app", "applier", "applier-pw");
+    support::setup::expect_success(
+        "target install",
+        &run_command("target-agent", &["install", "--target-db", &c_target_db]).await,
+    );
+    let (_c_agent, c_url) = support::setup::serving_target_agent(&c_target_db).await;
+    let a_db = pair.sides[0].source_db.clone();
+    for args in [
+        vec!["add-target", "c", "--address", &c_url],
+        vec!["add-table", "app.accounts", "--target", "c"],
+        vec![
+            "add-table",
+            "app.ledger",
+            "--target",
+            "c",
+            "--where",
+            "id % 2 = 0",
+        ],
+    ] {
+        support::setup::source_agent(&[args, vec!["--source-db", &a_db]].concat()).await;
+    }
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    let app = App::start(
+        [
+            pair.sides[0].source_db.clone(),
+            pair.sides[1].source_db.clone(),
+        ],
+        0,
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // `a`'s agent keeps running: it still streams to `c`.
+    pair.switchover(0).await;
+    pair.sides[0].start_target_agent().await;
+    pair.sides[1].start_source_agent().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let written = app.stop().await;
+    assert!(
+        written.committed.iter().any(|(_, side)| *side == 1),
+        "{written:?}"
+    );
+    for side in &pair.sides {
+        has_every_write(side, &written).await;
+    }
+    pair.wait_equal(SYNC).await;
+    // `c` has `b`'s rows, through `a`: accounts whole, the even ledger ids.
+    let b = &pair.sides[1].db;
+    let c_db = &c_db;
+    let accounts = "select coalesce(string_agg(t::text, ',' order by id), '') from app.accounts t";
+    let even = "select coalesce(string_agg(t::text, ',' order by id), '') from app.ledger t where id % 2 = 0";
+    support::wait_until("c has b's rows", SYNC, || async {
+        let same = text_of(c_db, accounts).await == text_of(b, accounts).await
+            && text_of(c_db, even).await == text_of(b, even).await;
+        same.then_some(())
+    })
+    .await;
+    let out = run_command(
+        "source-agent",
+        &["verify", "--source-db", &a_db, "--target", "c"],
+    )
+    .await;
+    support::setup::expect_success("verify a to c", &out);
+}
+
+/// The one text value `sql` selects on `db`.
+async fn text_of(db: &tokio_postgres::Client, sql: &str) -> String {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}

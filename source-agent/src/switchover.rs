@@ -91,8 +91,10 @@ impl Fence {
 
 /// Fences target `options.target`'s tables and waits until the target has
 /// taken the source role (its final batch on disk). Refuses, changing
-/// nothing, a target that takes part of a table, shares one with another
-/// target, is not streamed to, or whose database cannot take over. Run
+/// nothing, a target that takes part of a table, is not streamed to, or
+/// whose database cannot take over. Other targets of the same tables
+/// follow the new source through this database: its capture of them stays
+/// for them, and takes the new source's stream as it is applied here. Run
 /// again after an interruption, it goes on waiting for the switchover
 /// under way.
 pub async fn run(client: &mut Client, options: &Options) -> Result<Done> {
@@ -157,11 +159,6 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
                     (select string_agg(t.source_schema || '.' || t.source_name, ', ' order by t.table_id)
                      from pgferry.tables t
                      where t.target_id = $1 and not t.removed and t.state <> 'replicating'),
-                    (select string_agg(t.source_schema || '.' || t.source_name || ' (target ' || g.name || ')',
-                                       ', ' order by t.table_id)
-                     from pgferry.tables t join pgferry.targets g on g.target_id = t.target_id
-                     where t.target_id <> $1 and not t.removed
-                       and t.relid in (select relid from pgferry.tables where target_id = $1)),
                     exists (select from pgferry.tables where target_id = $1 and not removed),
                     g.can_take_over,
                     case when g.ready_at is null then 'it has not connected since this version'
@@ -177,12 +174,7 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
             "it takes {partial} with --columns or --where; only a target that takes whole tables can become their source"
         )));
     }
-    if let Some(shared) = row.get::<_, Option<String>>(2) {
-        return Err(refuse(format!(
-            "{shared} also go to another target, which would stop receiving them; remove them from that target first (remove-table)"
-        )));
-    }
-    if !row.get::<_, bool>(3) {
+    if !row.get::<_, bool>(2) {
         return Err(refuse("it has no tables".into()));
     }
     // The agent's cutter holds this lock while it streams to the target.
@@ -206,10 +198,10 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
             "no source-agent run streams to it; start it, the final batch goes through it".into(),
         ));
     }
-    if let Some(why) = row.get::<_, Option<String>>(5) {
+    if let Some(why) = row.get::<_, Option<String>>(4) {
         return Err(refuse(format!("its stream is not connected: {why}")));
     }
-    if !row.get::<_, bool>(4) {
+    if !row.get::<_, bool>(3) {
         return Err(refuse(
             "its database has no pgferry source schema, or its agent has not connected since (run `source-agent install` on it)".into(),
         ));

@@ -104,6 +104,8 @@ pub struct Shipper {
     pub sequences_sent: HashMap<u32, i64>,
     /// The stream to the target.
     pub out: mpsc::Sender<wire::SourceMessage>,
+    /// This source's epoch, which each batch's closing chunk carries.
+    pub epoch: u64,
 }
 
 impl Shipper {
@@ -310,6 +312,7 @@ impl Shipper {
             changes: gathered.changes,
             last: true,
             switchover,
+            epoch: self.epoch,
             sequences,
             cut,
             checks: checks

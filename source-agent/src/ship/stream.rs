@@ -221,6 +221,7 @@ async fn session(
             .collect(),
         sequences_sent: HashMap::new(),
         out,
+        epoch,
     };
     let hello = wire::Hello {
         protocol_version: PROTOCOL_VERSION,

@@ -138,6 +138,12 @@ impl Applier {
         if !chunk.last {
             return Ok(None);
         }
+        if chunk.epoch != self.epoch {
+            return Err(Error::Protocol(format!(
+                "batch {batch_id} carries epoch {}, and the stream's is {}",
+                chunk.epoch, self.epoch
+            )));
+        }
         let client = self.txn.settled(batch_id).await?;
         for value in chunk.sequences {
             raise_sequence(client, &self.tables, batch_id, value).await?;
