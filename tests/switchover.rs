@@ -42,6 +42,22 @@ async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_f
             || message.contains("is replicated by pgferry"),
         "{message}"
     );
+    // The final batch carried the sequences: the new source's events
+    // sequence is at least where the old source's stopped.
+    let last_value = |side: usize| {
+        let db = &pair.sides[side].db;
+        async move {
+            db.query_one("select last_value from app.events_id_seq", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (old, new) = (last_value(0).await, last_value(1).await);
+    assert!(
+        new >= old,
+        "the new source's sequence at {new}, the old one's at {old}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let written = app.stop().await;
     assert!(written.refused > 0, "{written:?}");
@@ -80,7 +96,8 @@ async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_f
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("every target of this source was switched over (b at epoch 2)"),
+        stderr
+            .contains("every target of this source (at epoch 1) was switched over (b at epoch 2)"),
         "{stderr}"
     );
 }
@@ -612,4 +629,58 @@ async fn another_target_of_the_switched_tables_follows_the_new_source_through_th
 /// The one text value `sql` selects on `db`.
 async fn text_of(db: &tokio_postgres::Client, sql: &str) -> String {
     db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_that_waits_past_its_timeout_is_lifted_and_the_source_stays_writable() {
+    let mut pair = Pair::new().await;
+    pair.sides[1].start_target_agent().await;
+    pair.sides[0].start_source_agent().await;
+    pair.wait_equal(SYNC).await;
+    pair.wait_copied(0).await;
+    // A transaction that wrote the ledger and does not end.
+    let blocker = pair.sides[0].cluster.connect("app").await;
+    blocker
+        .batch_execute("begin; insert into app.ledger (id, side) values (1, 0)")
+        .await
+        .unwrap();
+    let out = run_command(
+        "source-agent",
+        &[
+            "switchover",
+            "--source-db",
+            &pair.sides[0].source_db,
+            "--target",
+            "b",
+            "--reverse-address",
+            &pair.sides[0].url(),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("did not finish within 1s (setting `timeout`); the fence is lifted"),
+        "{stderr}"
+    );
+    blocker.batch_execute("commit").await.unwrap();
+    // Nothing was fenced: the source takes writes, which replicate.
+    pair.sides[0]
+        .db
+        .batch_execute("insert into app.ledger (id, side) values (2, 0)")
+        .await
+        .expect("the source stays writable");
+    pair.wait_equal(SYNC).await;
+    let fences: i64 = pair.sides[0]
+        .db
+        .query_one(
+            "select count(*) from pg_trigger where tgname = 'pgferry_fence'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fences, 0);
 }

@@ -254,10 +254,12 @@ pub enum Error {
     /// Every target of `run` was switched over: this database is no
     /// longer their source.
     #[error(
-        "every target of this source was switched over ({targets}): this database is now their target, and this agent has nothing to cut; run `target-agent run` here and `source-agent run` on the new source"
+        "every target of this source (at epoch {ours}) was switched over ({targets}): this database is now their target, and this agent has nothing to cut; run `target-agent run` here and `source-agent run` on the new source"
     )]
     SwitchedOver {
-        /// The targets, with their epochs.
+        /// This database's epoch.
+        ours: i64,
+        /// The targets, with the switchovers' epochs.
         targets: String,
     },
     /// A local I/O failure (listening socket, signals).

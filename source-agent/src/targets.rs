@@ -241,18 +241,21 @@ pub async fn for_run(
 
 /// Refuses `run` on a database every target of which was switched over.
 async fn refuse_switched(client: &impl GenericClient) -> Result<()> {
-    let switched: Option<String> = client
+    let switched = client
         .query_one(
-            "select string_agg(g.name || ' at epoch ' || s.epoch, ', ' order by g.name)
+            "select string_agg(g.name || ' at epoch ' || s.epoch, ', ' order by g.name),
+                    (select epoch from pgferry.epoch)
              from pgferry.switchovers s join pgferry.targets g using (target_id)
              where s.done_at is not null",
             &[],
         )
         .await
-        .map_err(Error::db("reading the switchovers"))?
-        .get(0);
-    match switched {
-        Some(targets) => Err(Error::SwitchedOver { targets }),
+        .map_err(Error::db("reading the switchovers"))?;
+    match switched.get::<_, Option<String>>(0) {
+        Some(targets) => Err(Error::SwitchedOver {
+            ours: switched.get(1),
+            targets,
+        }),
         None => Ok(()),
     }
 }

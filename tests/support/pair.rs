@@ -348,19 +348,25 @@ impl App {
     /// Starts writing through side `first` of the CONNINFOs, as fast as
     /// it can.
     pub fn start(conninfos: [String; 2], first: usize) -> App {
-        App::start_paced(conninfos, first, Duration::ZERO)
+        App::start_paced(conninfos, first, Duration::ZERO, 0)
     }
 
     /// Starts writing through side `first` of the CONNINFOs, a transaction
-    /// every `every` at most.
-    pub fn start_paced(conninfos: [String; 2], first: usize, every: Duration) -> App {
+    /// every `every` at most, its ledger ids after `ids_after` (an earlier
+    /// application's ids stay theirs).
+    pub fn start_paced(
+        conninfos: [String; 2],
+        first: usize,
+        every: Duration,
+        ids_after: i64,
+    ) -> App {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let mut written = Written::default();
             let mut side = first;
             let mut clients: [Option<Client>; 2] = [None, None];
-            let mut id = 0i64;
+            let mut id = ids_after;
             let mut refused_since: Option<Instant> = None;
             let mut next = tokio::time::Instant::now();
             while !flag.load(Ordering::Relaxed) {

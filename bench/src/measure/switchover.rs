@@ -29,7 +29,7 @@ pub(crate) async fn switchover() -> Vec<Switched> {
     pair.sides[0].start_source_agent().await;
     pair.wait_equal(Duration::from_secs(120)).await;
     let mut runs = Vec::new();
-    for from in [0, 1, 0] {
+    for (round, from) in [0, 1, 0].into_iter().enumerate() {
         let app = App::start_paced(
             [
                 pair.sides[0].source_db.clone(),
@@ -37,11 +37,16 @@ pub(crate) async fn switchover() -> Vec<Switched> {
             ],
             from,
             EVERY,
+            round as i64 * 1_000_000,
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let out = pair.hand_over(from).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let written = app.stop().await;
+        assert!(
+            written.committed.iter().any(|(_, side)| *side != from),
+            "round {round}: no write went to the new source"
+        );
         let took_ms = out
             .split("whole switchover ")
             .nth(1)
