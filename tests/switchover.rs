@@ -68,10 +68,11 @@ async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_f
         );
     }
     println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms",
+        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
         written.committed.len(),
         written.refused,
-        written.longest_gap.as_millis()
+        written.longest_gap.as_millis(),
+        written.longest_write.as_millis()
     );
     // Every write the application saw committed is on both sides, and
     // the sides hold the same rows.
@@ -197,10 +198,11 @@ async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let written = app.stop().await;
     println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms",
+        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
         written.committed.len(),
         written.refused,
-        written.longest_gap.as_millis()
+        written.longest_gap.as_millis(),
+        written.longest_write.as_millis()
     );
     for side in &pair.sides {
         has_every_write(side, &written).await;
@@ -386,10 +388,11 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = app.stop().await;
     println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms",
+        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
         written.committed.len(),
         written.refused,
-        written.longest_gap.as_millis()
+        written.longest_gap.as_millis(),
+        written.longest_write.as_millis()
     );
     // One side took the writes at a time: they moved side at most once a
     // switchover.

@@ -554,6 +554,7 @@ async fn main() {
             "pgferry_switchover".into(),
             json!({
                 "unavailable_ms": runs.iter().map(|r| r.unavailable_ms).collect::<Vec<_>>(),
+                "longest_write_ms": runs.iter().map(|r| r.longest_write_ms).collect::<Vec<_>>(),
                 "took_ms": runs.iter().map(|r| r.took_ms).collect::<Vec<_>>(),
             }),
         );

@@ -214,13 +214,23 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
     Ok(())
 }
 
-/// The fence: in one transaction, waiting at most `options.timeout` for
-/// the transactions writing the tables (a deadlock with one of them is
-/// tried again); returns the new epoch. Timed out, nothing was fenced.
+/// How long one attempt at the fence waits for a table's lock. Writers
+/// that come meanwhile queue behind the fence, and one that holds another
+/// of the tables and waits for ours is a deadlock PostgreSQL finds only
+/// after `deadlock_timeout` (1 s): past this, the attempt gives way and
+/// starts again.
+const FENCE_ATTEMPT: Duration = Duration::from_millis(50);
+
+/// The fence: in one transaction, retried until every table's lock is
+/// taken (each attempt waits at most [`FENCE_ATTEMPT`] for the transactions
+/// writing the tables) or `options.timeout` has passed; returns the new
+/// epoch. Timed out, nothing was fenced.
 async fn fence(client: &mut Client, target_id: i32, options: &Options) -> Result<u64> {
     let deadline = Instant::now() + options.timeout;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(FENCE_ATTEMPT);
         let tx = client.transaction().await.map_err(Error::db("fencing"))?;
         let epoch: i64 = tx
             .query_one("select epoch + 1 from pgferry.epoch", &[])
@@ -248,20 +258,17 @@ async fn fence(client: &mut Client, target_id: i32, options: &Options) -> Result
         .await;
         match fenced {
             Ok(()) => return Ok(epoch as u64),
-            Err(err) if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                return Err(Error::FenceTimeout {
-                    target: options.target.clone(),
-                    waited: options.timeout,
-                });
-            }
-            Err(err) if err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {
-                tracing::info!("the fence met a writer in a deadlock; fencing again");
+            Err(err)
+                if err.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    || err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
                 if Instant::now() >= deadline {
                     return Err(Error::FenceTimeout {
                         target: options.target.clone(),
                         waited: options.timeout,
                     });
                 }
+                tracing::debug!("a writer held a table past the attempt; fencing again");
             }
             Err(err) => return Err(Error::db("fencing the tables")(err)),
         }

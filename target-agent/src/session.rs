@@ -123,10 +123,6 @@ async fn answer_inquiry(
         )
         .await
         .map_err(Error::db("reading progress"))?;
-    durable::Flusher::connect(&shared.db_config, source_id)
-        .await?
-        .flush()
-        .await?;
     let ready = match recorded {
         Some(row) => wire::Ready {
             epoch: row.get::<_, i64>(0) as u64,
@@ -142,12 +138,31 @@ async fn answer_inquiry(
         last_applied = ready.last_applied_batch,
         "answered where this target stands"
     );
-    let (out, out_rx) = mpsc::channel(1);
+    answer_and_end(shared, source_id, ready, None).await
+}
+
+/// Sends `ready`, once the progress it reports is on disk (the source
+/// deletes what Ready reports applied), then `end` if any, and ends the
+/// stream.
+async fn answer_and_end(
+    shared: &Sessions,
+    source_id: &str,
+    ready: wire::Ready,
+    end: Option<Error>,
+) -> Result<mpsc::Receiver<Result<wire::TargetMessage, Status>>> {
+    durable::Flusher::connect(&shared.db_config, source_id)
+        .await?
+        .flush()
+        .await?;
+    let (out, out_rx) = mpsc::channel(2);
     out.send(Ok(wire::TargetMessage {
         kind: Some(wire::target_message::Kind::Ready(ready)),
     }))
     .await
     .ok();
+    if let Some(end) = end {
+        out.send(Err(end.into())).await.ok();
+    }
     Ok(out_rx)
 }
 
@@ -169,22 +184,13 @@ async fn refuse_superseded(
     else {
         return Err(err);
     };
-    durable::Flusher::connect(&shared.db_config, source_id)
-        .await?
-        .flush()
-        .await?;
-    let (out, out_rx) = mpsc::channel(2);
-    let ready = wire::TargetMessage {
-        kind: Some(wire::target_message::Kind::Ready(wire::Ready {
-            last_applied_batch: *last_batch,
-            last_applied_cut: last_cut.clone(),
-            epoch: *recorded,
-            can_take_over: false,
-        })),
+    let ready = wire::Ready {
+        last_applied_batch: *last_batch,
+        last_applied_cut: last_cut.clone(),
+        epoch: *recorded,
+        can_take_over: false,
     };
-    out.send(Ok(ready)).await.ok();
-    out.send(Err(err.into())).await.ok();
-    Ok(out_rx)
+    answer_and_end(shared, source_id, ready, Some(err)).await
 }
 
 /// Applies chunks until the source closes the stream, an error, or shutdown,

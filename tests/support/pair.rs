@@ -342,6 +342,9 @@ pub struct Written {
     pub refused: u64,
     /// The longest time from a refused write to the next accepted one.
     pub longest_gap: Duration,
+    /// The longest a single write took to be accepted or refused (a write
+    /// may wait for a lock rather than be refused).
+    pub longest_write: Duration,
 }
 
 impl App {
@@ -394,7 +397,10 @@ impl App {
                          update app.accounts set balance = balance + {id} where id = {id} % 10;
                          commit;"
                     );
-                    match client.batch_execute(&sql).await {
+                    let started = Instant::now();
+                    let result = client.batch_execute(&sql).await;
+                    written.longest_write = written.longest_write.max(started.elapsed());
+                    match result {
                         Ok(()) => {
                             written.committed.push((id, side));
                             if let Some(since) = refused_since.take() {

@@ -13,6 +13,8 @@ pub(crate) struct Switched {
     /// From the first write refused to the next write accepted, on either
     /// side, in ms.
     pub(crate) unavailable_ms: f64,
+    /// The longest one write waited (for the fence's locks), in ms.
+    pub(crate) longest_write_ms: f64,
     /// The command's whole switchover (fence to final batch on the new
     /// source's disk), in ms, as it reports it.
     pub(crate) took_ms: f64,
@@ -55,6 +57,7 @@ pub(crate) async fn switchover() -> Vec<Switched> {
             .unwrap_or(f64::NAN);
         runs.push(Switched {
             unavailable_ms: written.longest_gap.as_secs_f64() * 1000.0,
+            longest_write_ms: written.longest_write.as_secs_f64() * 1000.0,
             took_ms,
         });
         pair.wait_equal(Duration::from_secs(120)).await;
