@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use proptest::prelude::Rng;
-use support::pair::{App, Pair, Written, has_every_write};
+use support::pair::{Pair, Written, has_every_write};
 use support::run_command;
 
 const SYNC: Duration = Duration::from_secs(60);
@@ -15,17 +15,8 @@ const SYNC: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_fences_the_old_side()
 {
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
-    let app = App::start(
-        [
-            pair.sides[0].source_db.clone(),
-            pair.sides[1].source_db.clone(),
-        ],
-        0,
-    );
+    let mut pair = Pair::replicating().await;
+    let app = pair.app();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let out = pair.hand_over(0).await;
     assert!(out.contains("switchover done"), "{out}");
@@ -67,20 +58,10 @@ async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_f
             "no write committed on side {side}: {written:?}"
         );
     }
-    println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
-        written.committed.len(),
-        written.refused,
-        written.longest_gap.as_millis(),
-        written.longest_write.as_millis()
-    );
+    println!("{written}");
     // Every write the application saw committed is on both sides, and
     // the sides hold the same rows.
-    for side in &pair.sides {
-        has_every_write(side, &written).await;
-    }
-    pair.wait_equal(SYNC).await;
-    pair.verify_from(1).await;
+    pair.settle(&written, 1).await;
     // The old source's agent started again cuts nothing: its database is
     // a target now.
     let out = run_command(
@@ -106,10 +87,7 @@ async fn a_switchover_under_writes_moves_the_source_role_with_nothing_lost_and_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_the_old_source_from_before_the_switchover_is_refused_by_its_epoch_and_changes_nothing()
  {
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
+    let mut pair = Pair::replicating().await;
     pair.sides[0]
         .db
         .batch_execute("insert into app.ledger (id, side) values (1, 0)")
@@ -176,17 +154,8 @@ async fn a_copy_of_the_old_source_from_before_the_switchover_is_refused_by_its_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
-    let app = App::start(
-        [
-            pair.sides[0].source_db.clone(),
-            pair.sides[1].source_db.clone(),
-        ],
-        0,
-    );
+    let mut pair = Pair::replicating().await;
+    let app = pair.app();
     for (round, from) in [0, 1, 0].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let out = pair.hand_over(from).await;
@@ -197,18 +166,8 @@ async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     let written = app.stop().await;
-    println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
-        written.committed.len(),
-        written.refused,
-        written.longest_gap.as_millis(),
-        written.longest_write.as_millis()
-    );
-    for side in &pair.sides {
-        has_every_write(side, &written).await;
-    }
-    pair.wait_equal(SYNC).await;
-    pair.verify_from(1).await;
+    println!("{written}");
+    pair.settle(&written, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,25 +197,9 @@ async fn a_switchover_to_a_target_that_takes_part_of_a_table_is_refused_and_the_
     ])
     .await;
     // Refused before anything else: no agent runs yet either.
-    let switchover = |pair: &Pair| {
-        let (source_db, url) = (pair.sides[0].source_db.clone(), pair.sides[0].url());
-        async move {
-            run_command(
-                "source-agent",
-                &[
-                    "switchover",
-                    "--source-db",
-                    &source_db,
-                    "--target",
-                    "b",
-                    "--reverse-address",
-                    &url,
-                ],
-            )
-            .await
-        }
-    };
-    let out = switchover(&pair).await;
+    let args = pair.switchover_args(0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_command("source-agent", &args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -273,7 +216,7 @@ async fn a_switchover_to_a_target_that_takes_part_of_a_table_is_refused_and_the_
         &pair.sides[0].source_db,
     ])
     .await;
-    let out = switchover(&pair).await;
+    let out = run_command("source-agent", &args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -306,17 +249,8 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
 {
     let (seed, mut rng) = support::seeded();
     println!("PGFERRY_SEED={seed}");
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
-    let app = App::start(
-        [
-            pair.sides[0].source_db.clone(),
-            pair.sides[1].source_db.clone(),
-        ],
-        0,
-    );
+    let mut pair = Pair::replicating().await;
+    let app = pair.app();
     let victims = [
         Victim::OldSourcesAgent,
         Victim::NewSourcesTargetAgent,
@@ -327,19 +261,7 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
         let from = round % 2;
         tokio::time::sleep(Duration::from_millis(500)).await;
         pair.wait_copied(from).await;
-        let (old, new) = (&pair.sides[from], &pair.sides[1 - from]);
-        let args: Vec<String> = [
-            "switchover",
-            "--source-db",
-            &old.source_db,
-            "--target",
-            new.name,
-            "--reverse-address",
-            &old.url(),
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut switchover = support::Agent::spawn("source-agent", &args);
+        let mut switchover = support::Agent::spawn("source-agent", &pair.switchover_args(from));
         let pause = rng.next_u64() % 150;
         tokio::time::sleep(Duration::from_millis(pause)).await;
         println!("round {round}: kill -9 of {victim:?} after {pause} ms");
@@ -387,13 +309,7 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = app.stop().await;
-    println!(
-        "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
-        written.committed.len(),
-        written.refused,
-        written.longest_gap.as_millis(),
-        written.longest_write.as_millis()
-    );
+    println!("{written}");
     // One side took the writes at a time: they moved side at most once a
     // switchover.
     let moves = written
@@ -402,27 +318,14 @@ async fn kill_nine_of_either_agent_or_database_during_a_switchover_completes_it_
         .filter(|w| w[0].1 != w[1].1)
         .count();
     assert!(moves <= victims.len(), "writes moved side {moves} times");
-    for side in &pair.sides {
-        has_every_write(side, &written).await;
-    }
-    pair.wait_equal(SYNC).await;
-    pair.verify_from(0).await;
+    pair.settle(&written, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_promote_the_target_then_rejoin_the_old_source_with_its_lost_transactions_in_a_file()
  {
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
-    let app = App::start(
-        [
-            pair.sides[0].source_db.clone(),
-            pair.sides[1].source_db.clone(),
-        ],
-        0,
-    );
+    let mut pair = Pair::replicating().await;
+    let app = pair.app();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // `a` is lost under load; `b` takes over at the last batch it applied.
     pair.sides[0].cluster.kill9();
@@ -588,13 +491,7 @@ async fn another_target_of_the_switched_tables_follows_the_new_source_through_th
     pair.sides[1].start_target_agent().await;
     pair.sides[0].start_source_agent().await;
     pair.wait_equal(SYNC).await;
-    let app = App::start(
-        [
-            pair.sides[0].source_db.clone(),
-            pair.sides[1].source_db.clone(),
-        ],
-        0,
-    );
+    let app = pair.app();
     tokio::time::sleep(Duration::from_millis(700)).await;
     // `a`'s agent keeps running: it still streams to `c`.
     pair.switchover(0).await;
@@ -636,10 +533,7 @@ async fn text_of(db: &tokio_postgres::Client, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_that_waits_past_its_timeout_is_lifted_and_the_source_stays_writable() {
-    let mut pair = Pair::new().await;
-    pair.sides[1].start_target_agent().await;
-    pair.sides[0].start_source_agent().await;
-    pair.wait_equal(SYNC).await;
+    let pair = Pair::replicating().await;
     pair.wait_copied(0).await;
     // A transaction that wrote the ledger and does not end.
     let blocker = pair.sides[0].cluster.connect("app").await;
@@ -647,21 +541,13 @@ async fn a_fence_that_waits_past_its_timeout_is_lifted_and_the_source_stays_writ
         .batch_execute("begin; insert into app.ledger (id, side) values (1, 0)")
         .await
         .unwrap();
-    let out = run_command(
-        "source-agent",
-        &[
-            "switchover",
-            "--source-db",
-            &pair.sides[0].source_db,
-            "--target",
-            "b",
-            "--reverse-address",
-            &pair.sides[0].url(),
-            "--timeout",
-            "1s",
-        ],
-    )
-    .await;
+    let args = [
+        pair.switchover_args(0),
+        vec!["--timeout".into(), "1s".into()],
+    ]
+    .concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_command("source-agent", &args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -1,6 +1,7 @@
 //! What both agents run on besides the wire contract: layered
 //! configuration, database sessions, schema installation, health
-//! reporting, metrics, shutdown signals and log set-up.
+//! reporting, metrics, shutdown signals, log set-up, and the reverse link
+//! flags of a switchover or promotion.
 
 pub mod config;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod install;
 pub mod metrics;
 pub mod recovery;
+pub mod reverse;
 pub mod shutdown;
 pub mod sql;
 pub mod telemetry;

@@ -241,26 +241,10 @@ pub enum Command {
         /// The target that becomes the source.
         #[arg(long)]
         target: String,
-        /// Where this database's target agent will listen, for the new
-        /// source to stream to: http://HOST:PORT or https://HOST:PORT.
-        #[arg(long)]
-        reverse_address: String,
-        /// PEM CA the new source's agent trusts this database's target
-        /// agent's certificate by: a path on the new source's host (as
-        /// add-target's --tls-ca there).
-        #[arg(long)]
-        reverse_tls_ca: Option<String>,
-        /// PEM client certificate the new source's agent presents there (a
-        /// path on its host).
-        #[arg(long, requires = "reverse_tls_key")]
-        reverse_tls_cert: Option<String>,
-        /// Its private key (a path on the new source's host).
-        #[arg(long, requires = "reverse_tls_cert")]
-        reverse_tls_key: Option<String>,
-        /// The token file the new source's agent presents there (a path on
-        /// its host).
-        #[arg(long)]
-        reverse_auth_token_file: Option<String>,
+        /// Where this database's target agent will listen, and what the
+        /// new source's agent reaches it with.
+        #[command(flatten)]
+        reverse: pgferry_runtime::reverse::ReverseLink,
         /// How long the fence may wait for the transactions writing the
         /// tables; after that it is lifted and nothing has changed.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]

@@ -225,13 +225,10 @@ pub async fn execute(command: Command) -> Result<i32> {
         Command::Switchover {
             common,
             target,
-            reverse_address,
-            reverse_tls_ca,
-            reverse_tls_cert,
-            reverse_tls_key,
-            reverse_auth_token_file,
+            reverse,
             timeout,
         } => {
+            let reverse_address = reverse.reverse_address.clone();
             tonic::transport::Endpoint::from_shared(reverse_address.clone())
                 .map_err(|_| Error::BadTarget(reverse_address.clone()))?;
             let mut client = connect(&common).await?;
@@ -239,12 +236,7 @@ pub async fn execute(command: Command) -> Result<i32> {
                 target: target.clone(),
                 reverse_address: reverse_address.clone(),
                 timeout,
-                reverse_files: [
-                    reverse_tls_ca,
-                    reverse_tls_cert,
-                    reverse_tls_key,
-                    reverse_auth_token_file,
-                ],
+                reverse_files: reverse.files(),
             };
             let done = switchover::run(&mut client, &options).await?;
             println!(

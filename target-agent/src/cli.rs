@@ -64,23 +64,10 @@ pub enum Command {
         /// here).
         #[arg(long)]
         source_id: Option<String>,
-        /// Where the old source's target agent will listen once it rejoins:
-        /// http://HOST:PORT or https://HOST:PORT.
-        #[arg(long)]
-        reverse_address: String,
-        /// PEM CA this host's source agent trusts that target agent's
-        /// certificate by.
-        #[arg(long)]
-        reverse_tls_ca: Option<String>,
-        /// PEM client certificate this host's source agent presents there.
-        #[arg(long, requires = "reverse_tls_key")]
-        reverse_tls_cert: Option<String>,
-        /// Its private key.
-        #[arg(long, requires = "reverse_tls_cert")]
-        reverse_tls_key: Option<String>,
-        /// The token file this host's source agent presents there.
-        #[arg(long)]
-        reverse_auth_token_file: Option<String>,
+        /// Where the old source's target agent will listen once it
+        /// rejoins, and what this host's source agent reaches it with.
+        #[command(flatten)]
+        reverse: pgferry_runtime::reverse::ReverseLink,
     },
     /// Serve source agents until SIGTERM or SIGINT.
     Run(Box<RunArgs>),

@@ -72,23 +72,14 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Promote {
             common,
             source_id,
-            reverse_address,
-            reverse_tls_ca,
-            reverse_tls_cert,
-            reverse_tls_key,
-            reverse_auth_token_file,
+            reverse,
         } => {
             let config = database(&common)?;
             let mut client = db::connect(&config).await.map_err(Error::Connect)?;
-            let file = |f: &Option<String>| f.clone().unwrap_or_default();
-            let files = [
-                file(&reverse_tls_ca),
-                file(&reverse_tls_cert),
-                file(&reverse_tls_key),
-                file(&reverse_auth_token_file),
-            ];
+            let files = reverse.files().map(Option::unwrap_or_default);
+            let reverse_address = &reverse.reverse_address;
             let reverse = take_over::Reverse {
-                address: &reverse_address,
+                address: reverse_address,
                 files: [&files[0], &files[1], &files[2], &files[3]],
             };
             let promoted = promote::promote(&mut client, source_id.as_deref(), &reverse).await?;

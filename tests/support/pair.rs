@@ -166,6 +166,41 @@ impl Pair {
         Pair { sides: [a, b] }
     }
 
+    /// [`Pair::new`] with `b`'s target agent and `a`'s source agent
+    /// running, every table copied.
+    pub async fn replicating() -> Pair {
+        let mut pair = Pair::new().await;
+        pair.sides[1].start_target_agent().await;
+        pair.sides[0].start_source_agent().await;
+        pair.wait_equal(Duration::from_secs(60)).await;
+        pair
+    }
+
+    /// An application writing as fast as it can, through `a` first.
+    pub fn app(&self) -> App {
+        let conninfos = [
+            self.sides[0].source_db.clone(),
+            self.sides[1].source_db.clone(),
+        ];
+        App::start(conninfos, 0)
+    }
+
+    /// `source-agent switchover`'s arguments from side `from` to the other.
+    pub fn switchover_args(&self, from: usize) -> Vec<String> {
+        let (old, new) = (&self.sides[from], &self.sides[1 - from]);
+        [
+            "switchover",
+            "--source-db",
+            &old.source_db,
+            "--target",
+            new.name,
+            "--reverse-address",
+            &old.url(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// Waits until both sides hold the same rows of every table.
     pub async fn wait_equal(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -195,22 +230,11 @@ impl Pair {
     /// must succeed; its output.
     pub async fn switchover(&self, from: usize) -> String {
         self.wait_copied(from).await;
-        let (old, new) = (&self.sides[from], &self.sides[1 - from]);
+        let args = self.switchover_args(from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = run_command(
-                "source-agent",
-                &[
-                    "switchover",
-                    "--source-db",
-                    &old.source_db,
-                    "--target",
-                    new.name,
-                    "--reverse-address",
-                    &old.url(),
-                ],
-            )
-            .await;
+            let out = run_command("source-agent", &args).await;
             // As a DBA would: again once the agent is back and connected
             // (after a crash it backs off a while).
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -259,6 +283,16 @@ impl Pair {
             new.start_source_agent().await;
         }
         out
+    }
+
+    /// Every write of `written` on both sides, the same rows on both, and
+    /// `verify` from side `source` finding nothing.
+    pub async fn settle(&self, written: &Written, source: usize) {
+        for side in &self.sides {
+            has_every_write(side, written).await;
+        }
+        self.wait_equal(Duration::from_secs(60)).await;
+        self.verify_from(source).await;
     }
 
     /// `source-agent verify` from side `source` to the other, which must
@@ -345,6 +379,19 @@ pub struct Written {
     /// The longest a single write took to be accepted or refused (a write
     /// may wait for a lock rather than be refused).
     pub longest_write: Duration,
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} writes, {} refused, writes unavailable for at most {} ms, the longest write {} ms",
+            self.committed.len(),
+            self.refused,
+            self.longest_gap.as_millis(),
+            self.longest_write.as_millis()
+        )
+    }
 }
 
 impl App {

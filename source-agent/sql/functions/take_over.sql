@@ -52,14 +52,7 @@ begin
     else
         -- Whatever it had (an earlier stream to it) goes: the new stream
         -- starts afresh.
-        for v_capture in
-            select distinct capture_id from pgferry.tables where target_id = v_target
-        loop
-            perform pgferry.detach(v_capture);
-            delete from pgferry.tables where target_id = v_target and capture_id = v_capture;
-            perform pgferry.attach(v_capture);
-        end loop;
-        delete from pgferry.sequences where target_id = v_target;
+        perform pgferry.forget_tables(v_target);
         delete from pgferry.batch where target_id = v_target;
         delete from pgferry.switchovers where target_id = v_target;
     end if;

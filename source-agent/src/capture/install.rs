@@ -93,6 +93,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/queue_floor.sql"),
         include_str!("../../sql/functions/trim_queue.sql"),
         include_str!("../../sql/functions/forget_removed.sql"),
+        include_str!("../../sql/functions/forget_tables.sql"),
         include_str!("../../sql/functions/switched_over.sql"),
         include_str!("../../sql/functions/acknowledge.sql"),
         include_str!("../../sql/functions/record_schema_change.sql"),
