@@ -153,7 +153,7 @@ async fn a_copy_of_the_old_source_from_before_the_switchover_is_refused_by_its_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
+async fn the_source_role_goes_back_and_forth_three_times_under_writes_and_schema_changes() {
     let mut pair = Pair::replicating().await;
     let app = pair.app();
     for (round, from) in [0, 1, 0].into_iter().enumerate() {
@@ -163,6 +163,15 @@ async fn the_source_role_goes_back_and_forth_three_times_under_writes() {
             out.contains(&format!("at epoch {}", round + 2)),
             "round {round}: {out}"
         );
+        // An ordinary ALTER TABLE on the new source, mid-stream, reaches
+        // the old one.
+        pair.sides[1 - from]
+            .db
+            .batch_execute(&format!(
+                "alter table app.ledger add column note_{round} text default 'added in round {round}'"
+            ))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     let written = app.stop().await;
