@@ -391,6 +391,7 @@ async fn main() {
                 .await;
         }
         let (mut single_rep, mut single_plain) = (nan, nan);
+        let mut single_alone = (nan, nan);
         if selected("single") {
             eprintln!("{name}: 200k single-statement autocommit changes...");
             bench.statements(system, None).await;
@@ -399,6 +400,17 @@ async fn main() {
             bench
                 .wait_equal(system, "single_rep", Duration::from_secs(300))
                 .await;
+            // The split issue 30 asks for: what the capture alone costs
+            // (agents stopped, the queue only growing), in the same run.
+            if system == System::Pgferry {
+                eprintln!("{name}: the same with the agents stopped (capture alone)...");
+                bench.stop_consumer(system).await;
+                single_alone = bench.single_statements(system);
+                bench.start_consumer(system).await;
+                bench
+                    .wait_equal(system, "single_rep", Duration::from_secs(300))
+                    .await;
+            }
         }
         let mut large = None;
         // Slony-I is given only the tables of the measures it takes part in.
@@ -445,7 +457,10 @@ async fn main() {
                 "partitioned": {"overhead_pct": part_overhead, "tps_replicated": part_rep,
                                 "tps_plain": part_plain},
                 "single_s": {"replicated": single_rep, "plain": single_plain,
-                             "ratio": single_rep / single_plain},
+                             "ratio": single_rep / single_plain,
+                             "capture_alone": {"replicated": single_alone.0, "plain": single_alone.1,
+                                               "ratio": single_alone.0 / single_alone.1},
+                             "agents_add": single_rep / single_plain - single_alone.0 / single_alone.1},
                 "large": {"replicated_s": large.seconds.0, "plain_s": large.seconds.1,
                           "ratio": large.seconds.0 / large.seconds.1,
                           "wal_bytes_per_update": large.wal_per_update.0,

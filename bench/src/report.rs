@@ -39,6 +39,16 @@ pub(crate) fn print_table(r: &Value) {
             2,
         ),
         (
+            "the same, agents stopped (capture alone), replicated / plain",
+            "/single_s/capture_alone/ratio",
+            2,
+        ),
+        (
+            "the agents' share: replicated / plain, minus the capture alone's",
+            "/single_s/agents_add",
+            2,
+        ),
+        (
             "3 x 1,000 updates beside a 5 MB value, writers' s, replicated table",
             "/large/replicated_s",
             2,
