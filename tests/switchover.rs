@@ -582,3 +582,57 @@ async fn a_fence_that_waits_past_its_timeout_is_lifted_and_the_source_stays_writ
         .get(0);
     assert_eq!(fences, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_of_the_old_source_agent_between_the_take_over_and_its_acknowledgement_completes_the_switchover()
+ {
+    let mut pair = Pair::replicating().await;
+    let app = pair.app();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Acknowledgements on `a` wait behind this lock: `b` will apply the
+    // final batch, and `a` will not have recorded it.
+    let holder = pair.sides[0].cluster.connect("app").await;
+    holder
+        .batch_execute("begin; select * from pgferry.targets for no key update")
+        .await
+        .unwrap();
+    let mut switchover = support::Agent::spawn("source-agent", &pair.switchover_args(0));
+    support::wait_until("b took over", SYNC, || async {
+        let epoch: i64 = pair.sides[1]
+            .db
+            .query_one(
+                "select epoch from pgferry.progress where source_id = 'a'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (epoch == 2).then_some(())
+    })
+    .await;
+    let old_agent = pair.sides[0].source_agent.as_mut().unwrap();
+    old_agent.kill9().await;
+    holder.batch_execute("rollback").await.unwrap();
+    // Started again, the agent hears from `b` that its final batch is
+    // applied there (and nothing more from it is taken) and acknowledges it.
+    old_agent.restart();
+    let status = loop {
+        if let Some(status) = switchover.exit_status() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{}", switchover.log());
+    let log = pair.sides[0].source_agent.as_ref().unwrap().log();
+    assert!(
+        log.contains("the target took over in a switchover; this stream is done"),
+        "{log}"
+    );
+    pair.sides[0].stop_source_agent().await;
+    pair.sides[0].start_target_agent().await;
+    pair.sides[1].start_source_agent().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = app.stop().await;
+    println!("{written}");
+    pair.settle(&written, 1).await;
+}
