@@ -278,6 +278,7 @@ async fn fence(client: &mut Client, target_id: i32, options: &Options) -> Result
 /// Waits until the target has its final batch on disk; returns the batch.
 async fn wait_final(client: &Client, target_id: i32) -> Result<u64> {
     let mut announced = false;
+    let mut last_error = None;
     loop {
         let row = client
             .query_one(
@@ -296,9 +297,11 @@ async fn wait_final(client: &Client, target_id: i32) -> Result<u64> {
             announced = true;
             println!("final batch {batch} cut; waiting until the target has it on disk");
         }
-        if let Some(error) = row.get::<_, Option<String>>(2) {
+        let error: Option<String> = row.get(2);
+        if error.is_some() && error != last_error {
             tracing::warn!(error, "the target's stream is failing; still waiting");
         }
+        last_error = error;
         tokio::time::sleep(POLL).await;
     }
 }
