@@ -103,3 +103,15 @@ fn client_identity(cert: &std::path::Path, key: &std::path::Path) -> Result<Iden
     let identity = pgferry_runtime::config::read_identity(("tls-cert", cert), ("tls-key", key))?;
     Ok(Identity::from_pem(identity.cert_pem, identity.key_pem))
 }
+
+/// Presents `token` (the target's, from its file) on `request` as a bearer
+/// token.
+pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<()> {
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::BadToken)?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(())
+}

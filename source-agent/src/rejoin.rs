@@ -113,12 +113,7 @@ async fn inquire(dial: &Dial, source_id: &str, epoch: u64) -> Result<wire::Ready
         })),
     };
     let mut request = tonic::Request::new(tokio_stream::iter([hello]));
-    if let Some(token) = dial.token()? {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::BadToken)?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    crate::channel::authorize(&mut request, dial.token()?.as_deref())?;
     let answer = async {
         let mut inbound = client
             .replicate(request)

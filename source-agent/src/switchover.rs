@@ -177,23 +177,7 @@ async fn check(client: &Client, target_id: i32, options: &Options) -> Result<()>
     if !row.get::<_, bool>(2) {
         return Err(refuse("it has no tables".into()));
     }
-    // The agent's cutter holds this lock while it streams to the target.
-    let free: bool = client
-        .query_one(
-            "select pg_try_advisory_lock(hashtext('pgferry.source-agent'), $1)",
-            &[&target_id],
-        )
-        .await
-        .map_err(Error::db("checking the source agent"))?
-        .get(0);
-    if free {
-        client
-            .execute(
-                "select pg_advisory_unlock(hashtext('pgferry.source-agent'), $1)",
-                &[&target_id],
-            )
-            .await
-            .map_err(Error::db("checking the source agent"))?;
+    if !crate::cut::cutter::streamed_to(client, target_id).await? {
         return Err(refuse(
             "no source-agent run streams to it; start it, the final batch goes through it".into(),
         ));

@@ -115,23 +115,9 @@ async fn answer_inquiry(
     if !pgferry_runtime::install::is_current(&client, &crate::SCHEMA).await? {
         return Err(Error::NotInstalled);
     }
-    let recorded = client
-        .query_opt(
-            "select epoch, last_batch, coalesce(last_cut, '') from pgferry.progress
-             where source_id = $1",
-            &[&source_id],
-        )
-        .await
-        .map_err(Error::db("reading progress"))?;
-    let ready = match recorded {
-        Some(row) => wire::Ready {
-            epoch: row.get::<_, i64>(0) as u64,
-            last_applied_batch: row.get::<_, i64>(1) as u64,
-            last_applied_cut: row.get(2),
-            can_take_over: false,
-        },
-        None => wire::Ready::default(),
-    };
+    let ready = crate::apply::recorded(&client, source_id)
+        .await?
+        .unwrap_or_default();
     tracing::info!(
         source_id,
         epoch = ready.epoch,

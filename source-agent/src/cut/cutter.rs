@@ -282,16 +282,36 @@ fn join(targets: &mut Vec<Cutting>, joining: Joining, pace: Pace) {
     });
 }
 
+/// The target's source-agent lock, which the cutter's session holds while
+/// the agent streams to it: one `run` per target and source database.
+const TAKE_LOCK: &str = "select pg_try_advisory_lock(hashtext('pgferry.source-agent'), $1)";
+/// Its release.
+const RELEASE_LOCK: &str = "select pg_advisory_unlock(hashtext('pgferry.source-agent'), $1)";
+
+/// Whether a `source-agent run` streams to target `target_id` (some
+/// session holds its lock), asked from a session of another command.
+pub async fn streamed_to(client: &Client, target_id: i32) -> Result<bool> {
+    let free: bool = client
+        .query_one(TAKE_LOCK, &[&target_id])
+        .await
+        .map_err(Error::db("checking the source-agent lock"))?
+        .get(0);
+    if free {
+        client
+            .execute(RELEASE_LOCK, &[&target_id])
+            .await
+            .map_err(Error::db("checking the source-agent lock"))?;
+    }
+    Ok(!free)
+}
+
 /// Lets the targets whose pipeline stopped go, with their locks.
 async fn release_gone(client: &Client, targets: &mut Vec<Cutting>) -> Result<()> {
     while let Some(i) = targets.iter().position(Cutting::gone) {
         let target = targets.swap_remove(i);
         if target.locked {
             client
-                .execute(
-                    "select pg_advisory_unlock(hashtext('pgferry.source-agent'), $1)",
-                    &[&target.target.id],
-                )
+                .execute(RELEASE_LOCK, &[&target.target.id])
                 .await
                 .map_err(Error::db("releasing the source-agent lock"))?;
         }
@@ -306,10 +326,7 @@ async fn lock_and_announce(client: &Client, targets: &mut [Cutting]) -> Result<(
     for target in targets.iter_mut() {
         if !target.locked {
             target.locked = client
-                .query_one(
-                    "select pg_try_advisory_lock(hashtext('pgferry.source-agent'), $1)",
-                    &[&target.target.id],
-                )
+                .query_one(TAKE_LOCK, &[&target.target.id])
                 .await
                 .map_err(Error::db("taking the source-agent lock"))?
                 .get(0);

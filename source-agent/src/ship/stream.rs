@@ -239,12 +239,7 @@ async fn session(
         .await
         .map_err(|_| Error::Protocol("stream closed before hello".into()))?;
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
-    if let Some(token) = &settings.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::BadToken)?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    crate::channel::authorize(&mut request, settings.token.as_deref())?;
     // Batches go out right after the hello, from the one after the last
     // acked (the target has that much on disk), without waiting a round
     // trip for Ready; the target skips those it had applied. Not while an

@@ -35,23 +35,15 @@ impl Applier {
         // Before anything is guarded: a source this database took over
         // from must not get its tables guarded again.
         let epoch = hello.epoch.max(1);
-        let recorded = client
-            .query_opt(
-                "select epoch, last_batch, coalesce(last_cut, '') from pgferry.progress
-                 where source_id = $1",
-                &[&hello.source_id],
-            )
-            .await
-            .map_err(Error::db("reading progress"))?;
-        if let Some(row) = recorded
-            && (row.get::<_, i64>(0) as u64) > epoch
+        if let Some(recorded) = recorded(&client, &hello.source_id).await?
+            && recorded.epoch > epoch
         {
             return Err(Error::EpochBehind {
                 source_id: hello.source_id.clone(),
                 source_epoch: epoch,
-                recorded: row.get::<_, i64>(0) as u64,
-                last_batch: row.get::<_, i64>(1) as u64,
-                last_cut: row.get(2),
+                recorded: recorded.epoch,
+                last_batch: recorded.last_applied_batch,
+                last_cut: recorded.last_applied_cut,
             });
         }
         let applier: String = client
@@ -149,6 +141,25 @@ impl Applier {
             switched: false,
         })
     }
+}
+
+/// What this target records for `source_id` (its epoch, last batch and
+/// that batch's cut), as a Ready says it; `None` for a source never seen.
+pub async fn recorded(client: &Client, source_id: &str) -> Result<Option<wire::Ready>> {
+    Ok(client
+        .query_opt(
+            "select epoch, last_batch, coalesce(last_cut, '') from pgferry.progress
+             where source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::db("reading progress"))?
+        .map(|row| wire::Ready {
+            epoch: row.get::<_, i64>(0) as u64,
+            last_applied_batch: row.get::<_, i64>(1) as u64,
+            last_applied_cut: row.get(2),
+            can_take_over: false,
+        }))
 }
 
 /// The form of `table` its target table has, and its plan: the announced

@@ -16,6 +16,7 @@ use pgferry_proto::wire;
 
 use crate::error::{Error, Result};
 use crate::{frame, metrics};
+pub use admit::recorded;
 use copy::Copier;
 pub use retry::{Retries, Retry};
 use tables::Tables;
