@@ -56,10 +56,13 @@ async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String
     .await
 }
 
-/// Whether the source's queue is empty: every change acknowledged.
+/// Whether every queued change is acknowledged.
 pub(crate) async fn queue_drained(r: &Replication) -> bool {
     r.src
-        .query_one("select not exists (select from pgferry.queue)", &[])
+        .query_one(
+            "select not exists (select from pgferry.queue_pending())",
+            &[],
+        )
         .await
         .unwrap()
         .get(0)
