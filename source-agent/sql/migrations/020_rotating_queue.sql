@@ -29,15 +29,18 @@ insert into pgferry.queue_rotation default values;
 do $$
 declare
     v_parts int := (select parts from pgferry.queue_rotation);
+    v_seq regclass := pg_get_serial_sequence('pgferry.queue', 'seq');
     v_child text;
 begin
     for i in 0 .. v_parts - 1 loop
         v_child := 'queue_' || i;
         execute format('create table pgferry.%I () inherits (pgferry.queue)', v_child);
         -- Identity is not inherited: the children draw capture order from
-        -- the parent's sequence.
-        execute format('alter table pgferry.%I alter column seq set default
-                            nextval(pg_get_serial_sequence(''pgferry.queue'', ''seq''))', v_child);
+        -- the parent's sequence, named by oid (looking it up by the table's
+        -- name at every insert cost a single-row statement's capture a
+        -- catalog search).
+        execute format('alter table pgferry.%I alter column seq set default nextval(%L::regclass)',
+                       v_child, v_seq::oid);
         execute format('create index on pgferry.%I (txid)', v_child);
         execute format('create index on pgferry.%I (table_id, seq) where op = ''S''', v_child);
         -- See version 2: no vacuum truncation under the writers.
