@@ -56,13 +56,10 @@ async fn rows_as_text(client: &Client, table: &str, columns: &str) -> Vec<String
     .await
 }
 
-/// Whether every queued change is acknowledged.
+/// Whether the source's queue is empty: every change acknowledged.
 pub(crate) async fn queue_drained(r: &Replication) -> bool {
     r.src
-        .query_one(
-            "select not exists (select from pgferry.queue_pending())",
-            &[],
-        )
+        .query_one("select not exists (select from pgferry.queue)", &[])
         .await
         .unwrap()
         .get(0)

@@ -187,9 +187,9 @@ async fn status(db: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Rows in the source's queue some target still needs.
+/// Rows in the source's queue.
 async fn queued(src: &Client) -> i64 {
-    src.query_one("select count(*) from pgferry.queue_pending()", &[])
+    src.query_one("select count(*) from pgferry.queue", &[])
         .await
         .unwrap()
         .get(0)

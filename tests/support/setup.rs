@@ -302,7 +302,7 @@ impl Replication {
                 let settled: bool = self
                     .src
                     .query_one(
-                        "select not exists (select from pgferry.queue_pending())
+                        "select not exists (select from pgferry.queue)
                             and not exists (select from pgferry.tables
                                             where state <> 'replicating' and not removed)",
                         &[],

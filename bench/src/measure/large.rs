@@ -50,7 +50,7 @@ impl Bench {
             let bytes: i64 = self
                 .ferry_src
                 .query_one(
-                    "select coalesce(sum(pg_column_size(q.*)), 0)::bigint from pgferry.queue_pending() q",
+                    "select coalesce(sum(pg_column_size(q.*)), 0)::bigint from pgferry.queue q",
                     &[],
                 )
                 .await

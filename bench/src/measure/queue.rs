@@ -23,17 +23,15 @@ impl Bench {
     }
 
     /// The queue on pgferry's source once a measure's changes are all
-    /// acknowledged, plus the agent's upkeep interval: its size on disk,
-    /// rotating tables included, the rows still on disk (acknowledged ones
-    /// wait in a rotating table for its TRUNCATE) and the dead rows left.
-    /// DELETE and vacuum keep the space for reuse, so the size is the
-    /// high-water mark so far.
+    /// acknowledged (and deleted), plus the agent's vacuum interval: its
+    /// size on disk and the dead rows left. DELETE and vacuum keep the
+    /// space for reuse, so the size is the high-water mark so far.
     pub(crate) async fn queue_state(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left: i64 = self
                 .ferry_src
-                .query_one("select count(*) from pgferry.queue_pending()", &[])
+                .query_one("select count(*) from pgferry.queue", &[])
                 .await
                 .expect("queue rows")
                 .get(0);
@@ -52,14 +50,10 @@ impl Bench {
         let row = self
             .ferry_src
             .query_one(
-                "with tables as (select 'pgferry.queue'::regclass c
-                                 union all
-                                 select inhrelid from pg_inherits
-                                 where inhparent = 'pgferry.queue'::regclass)
-                 select (select sum(pg_total_relation_size(c)) from tables) / 1048576.0::float8,
+                "select pg_total_relation_size('pgferry.queue') / 1048576.0::float8,
                         (select count(*) from pgferry.queue),
-                        coalesce((select sum(n_dead_tup)::bigint from pg_stat_user_tables
-                                  where relid in (select c from tables)), 0)",
+                        coalesce((select n_dead_tup from pg_stat_user_tables
+                                  where relid = 'pgferry.queue'::regclass), 0)",
                 &[],
             )
             .await

@@ -18,7 +18,7 @@
 //! without being read, and is neither read nor queued. (The PL/pgSQL twin
 //! compares the values' JSON text, reading every value.)
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char};
 
@@ -37,10 +37,9 @@ enum Capture {
 }
 
 /// A plan's key: its trigger's oid, whether it queues one row (given as
-/// parameters) or every row of the transition table, for an update the
-/// numbers of the columns it queues (empty: the whole row), and the queue
-/// table it inserts into ([`queue_table`]).
-type PlanKey = (u32, bool, Vec<usize>, Option<u64>);
+/// parameters) or every row of the transition table, and for an update
+/// the numbers of the columns it queues (empty: the whole row).
+type PlanKey = (u32, bool, Vec<usize>);
 
 thread_local! {
     /// Plans by [`PlanKey`], each prepared on first use: one over the
@@ -48,77 +47,6 @@ thread_local! {
     /// triggers have new oids; plans of dropped triggers stay until the
     /// session ends.
     static PLANS: RefCell<HashMap<PlanKey, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
-
-    /// The queue's rotation (shift, parts; migration 20), read once per
-    /// session: `Some(None)` where the schema has no rotating children.
-    static ROTATION: Cell<Option<Option<(u32, u64)>>> = const { Cell::new(None) };
-}
-
-/// The rotating child of pgferry.queue this transaction's rows go to, by
-/// its transaction id's range (`txid >> shift`, modulo `parts`), or `None`
-/// for pgferry.queue itself (a schema from before migration 20). Wherever
-/// a row lands, reads find it by its transaction id; the child only
-/// decides when it can leave by TRUNCATE (pgferry.rotate_queue).
-///
-/// # Safety
-/// Inside an SPI connection, in a transaction with an id (a trigger's).
-unsafe fn queue_table() -> Option<u64> {
-    let rotation = match ROTATION.with(Cell::get) {
-        Some(rotation) => rotation,
-        None => {
-            let rotation = unsafe { read_rotation() };
-            ROTATION.with(|r| r.set(Some(rotation)));
-            rotation
-        }
-    };
-    let (shift, parts) = rotation?;
-    let txid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
-    Some((txid >> shift) % parts)
-}
-
-/// Reads pgferry.queue_rotation, if there is one.
-///
-/// # Safety
-/// Inside an SPI connection.
-unsafe fn read_rotation() -> Option<(u32, u64)> {
-    // Asked first: a query naming a missing table fails the writer's
-    // transaction, and an older schema has neither.
-    let exists = c"select where pg_catalog.to_regclass('pgferry.queue_rotation') is not null
-                   and pg_catalog.to_regclass('pgferry.queue_0') is not null";
-    let sql = c"select shift, parts from pgferry.queue_rotation";
-    unsafe {
-        if pg_sys::SPI_execute(exists.as_ptr(), true, 1) != pg_sys::SPI_OK_SELECT as i32
-            || pg_sys::SPI_processed != 1
-        {
-            return None;
-        }
-        if pg_sys::SPI_execute(sql.as_ptr(), true, 1) != pg_sys::SPI_OK_SELECT as i32
-            || pg_sys::SPI_processed != 1
-        {
-            return None;
-        }
-        let table = &*pg_sys::SPI_tuptable;
-        let row = *table.vals;
-        let mut null = false;
-        let shift = pg_sys::SPI_getbinval(row, table.tupdesc, 1, &mut null);
-        if null {
-            return None;
-        }
-        let parts = pg_sys::SPI_getbinval(row, table.tupdesc, 2, &mut null);
-        if null {
-            return None;
-        }
-        let (shift, parts) = (shift.value() as i32, parts.value() as i32);
-        (parts > 0 && shift >= 0).then_some((shift as u32, parts as u64))
-    }
-}
-
-/// The queue table's name for [`queue_table`]'s answer.
-fn queue_name(part: Option<u64>) -> String {
-    match part {
-        Some(part) => format!("pgferry.queue_{part}"),
-        None => "pgferry.queue".to_owned(),
-    }
 }
 
 /// The most columns an update's row is queued by: `json_build_object`
@@ -232,9 +160,7 @@ unsafe fn plan(
     table_name: &str,
     one_row: Option<pg_sys::Oid>,
 ) -> pg_sys::SPIPlanPtr {
-    let part = unsafe { queue_table() };
-    let queue = queue_name(part);
-    let key = (trigger.tgoid.to_u32(), one_row.is_some(), Vec::new(), part);
+    let key = (trigger.tgoid.to_u32(), one_row.is_some(), Vec::new());
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).copied()) {
         return plan;
     }
@@ -260,11 +186,10 @@ unsafe fn plan(
             };
             match one_row {
                 Some(_) => format!(
-                    "insert into {queue} (table_id, op, new_row)
+                    "insert into pgferry.queue (table_id, op, new_row)
                      values ({table_id}, '{op}', pg_catalog.row_to_json($1))"
                 ),
                 None => arrays(
-                    &queue,
                     table_id,
                     op,
                     "new_row",
@@ -286,11 +211,11 @@ unsafe fn plan(
             };
             match one_row {
                 Some(_) => format!(
-                    "insert into {queue} (table_id, op, old_key)
+                    "insert into pgferry.queue (table_id, op, old_key)
                      values ({table_id}, 'D', {})",
                     key("($1)")
                 ),
-                None => arrays(&queue, table_id, "D", "old_key", &key("n"), &transition),
+                None => arrays(table_id, "D", "old_key", &key("n"), &transition),
             }
         }
     };
@@ -416,8 +341,7 @@ unsafe fn capture_updates(data: &pg_sys::TriggerData) {
                 pg_sys::SPI_execute_plan(plan, row.as_mut_ptr(), std::ptr::null(), false, 0)
             } else {
                 pg_sys::slot_getsomeattrs_int(new_slot, attributes.len() as i32);
-                let part = queue_table();
-                let key = (trigger.tgoid.to_u32(), true, columns.clone(), part);
+                let key = (trigger.tgoid.to_u32(), true, columns.clone());
                 let plan = match PLANS.with(|plans| plans.borrow().get(&key).copied()) {
                     Some(plan) => plan,
                     None => {
@@ -427,9 +351,8 @@ unsafe fn capture_updates(data: &pg_sys::TriggerData) {
                             .map(|(n, &i)| format!("{}, ${}", name(i), n + 1))
                             .collect();
                         let sql = format!(
-                            "insert into {} (table_id, op, new_row)
+                            "insert into pgferry.queue (table_id, op, new_row)
                              values ({table_id}, 'U', pg_catalog.json_build_object({}))",
-                            queue_name(part),
                             fields.join(", ")
                         );
                         let mut types: Vec<pg_sys::Oid> =
@@ -457,8 +380,7 @@ unsafe fn capture_updates(data: &pg_sys::TriggerData) {
             if pg_sys::SPI_register_trigger_data(data) != pg_sys::SPI_OK_TD_REGISTER as i32 {
                 error!("pgferry capture: SPI_register_trigger_data failed");
             }
-            let part = queue_table();
-            let key = (trigger.tgoid.to_u32(), false, columns.clone(), part);
+            let key = (trigger.tgoid.to_u32(), false, columns.clone());
             let plan = match PLANS.with(|plans| plans.borrow().get(&key).copied()) {
                 Some(plan) => plan,
                 None => {
@@ -477,14 +399,7 @@ unsafe fn capture_updates(data: &pg_sys::TriggerData) {
                     };
                     let transition = quote_identifier(cstr(trigger.tgnewtable));
                     let plan = keep(
-                        &arrays(
-                            &queue_name(part),
-                            table_id,
-                            "U",
-                            "new_row",
-                            &row,
-                            &transition,
-                        ),
+                        &arrays(table_id, "U", "new_row", &row, &transition),
                         &mut [],
                     );
                     PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
@@ -502,16 +417,9 @@ unsafe fn capture_updates(data: &pg_sys::TriggerData) {
 
 /// The query that queues a statement's rows as JSON arrays of about 64 KiB
 /// each (see pgferry.capture_rows).
-fn arrays(
-    queue: &str,
-    table_id: i32,
-    op: &str,
-    column: &str,
-    row: &str,
-    transition: &str,
-) -> String {
+fn arrays(table_id: i32, op: &str, column: &str, row: &str, transition: &str) -> String {
     format!(
-        "insert into {queue} (table_id, op, {column}, statement_rows)
+        "insert into pgferry.queue (table_id, op, {column}, statement_rows)
          select {table_id}, '{op}', pg_catalog.json_agg(r), pg_catalog.count(*)
          from (select r, pg_catalog.int8div(pg_catalog.sum(pg_catalog.int4pl(pg_catalog.pg_column_size(r), 64))
                                                 over (rows unbounded preceding), 65536) as part

@@ -4,11 +4,6 @@
 -- the start). Only the slowest target's acknowledgement moves the floor;
 -- the others delete nothing. With no target left, the whole queue. Returns
 -- how many queue rows went.
---
--- The rotating children (migration 20) are emptied by rotate_queue, not
--- here, while the floor keeps up; a floor so far behind that the writers
--- come round to the children it has not released (queue_floor_behind)
--- deletes from them too, or they would grow for as long as it lags.
 create or replace function pgferry.trim_queue(p_before pg_snapshot) returns bigint
 language plpgsql as $$
 declare
@@ -19,12 +14,8 @@ begin
         delete from pgferry.queue;
     elsif p_before is not null and v_floor::text = p_before::text then
         return 0;
-    elsif pgferry.queue_floor_behind(v_floor) then
-        delete from pgferry.queue q
-        using pgferry.committed_ranges(v_floor, p_before) r
-        where q.txid >= r.lo and q.txid < r.hi;
     else
-        delete from only pgferry.queue q
+        delete from pgferry.queue q
         using pgferry.committed_ranges(v_floor, p_before) r
         where q.txid >= r.lo and q.txid < r.hi;
     end if;

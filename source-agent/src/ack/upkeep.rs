@@ -1,9 +1,7 @@
-//! Queue upkeep, on a session of its own: empties the rotating queue
-//! tables every target is done with (TRUNCATE, `pgferry.rotate_queue`);
-//! vacuums the queue tables acknowledgements deleted from once enough dead
-//! rows pile up, paced so it never competes with the writers' commits; and
-//! gives the disk back once a burst (of large values, or of a long outage)
-//! has drained.
+//! Queue upkeep: acknowledgements delete whole batches; this vacuums the
+//! queue on a session of its own once enough dead rows pile up, paced so it
+//! never competes with the writers' commits, and gives the disk back once a
+//! burst (of large values, or of a long outage) has drained.
 
 use std::time::{Duration, Instant};
 
@@ -60,15 +58,6 @@ pub async fn vacuum_loop(
             }
         }
         let Some(c) = &client else { continue };
-        match rotate(c).await {
-            Ok(0) => {}
-            Ok(emptied) => tracing::debug!(emptied, "emptied rotating queue tables"),
-            Err(err) => {
-                tracing::debug!(error = %err, "queue rotation failed");
-                client = None;
-                continue;
-            }
-        }
         match vacuum_if_needed(c, &mut horizon).await {
             Ok(Some(dead)) => tracing::debug!(dead, "vacuumed the queue"),
             Ok(None) => {}
@@ -101,17 +90,6 @@ pub async fn vacuum_loop(
     }
 }
 
-/// Empties the rotating queue tables whose rows every target has: a
-/// TRUNCATE each, no dead rows left behind; the ones the writers fill now
-/// only once they take more than [`COMPACT_ABOVE_BYTES`]. Returns how many.
-async fn rotate(client: &Client) -> Result<i32> {
-    client
-        .query_one("select pgferry.rotate_queue($1)", &[&COMPACT_ABOVE_BYTES])
-        .await
-        .map_err(Error::db("emptying rotating queue tables"))
-        .map(|row| row.get(0))
-}
-
 /// Rewrites the queue (VACUUM FULL) when it is large on disk and its live
 /// rows few and small: after a burst has drained, its files stay as large
 /// as the burst made them (a vacuum only frees space inside them), most of
@@ -128,7 +106,7 @@ async fn compact_if_bloated(client: &Client) -> Result<Option<(i64, i64)>> {
         .query_one(
             "select count(*), coalesce(sum(coalesce(pg_column_size(new_row), 0)
                                            + coalesce(pg_column_size(old_key), 0) + 64), 0)::bigint
-             from (select new_row, old_key from only pgferry.queue limit $1) q",
+             from (select new_row, old_key from pgferry.queue limit $1) q",
             &[&(COMPACT_LIVE_ROWS + 1)],
         )
         .await
@@ -148,9 +126,7 @@ async fn compact_if_bloated(client: &Client) -> Result<Option<(i64, i64)>> {
     Ok(Some((before, queue_bytes(client).await?)))
 }
 
-/// Vacuums the queue tables of which enough is dead (the rotating ones
-/// only when a lagging floor made acknowledgements delete from them),
-/// unless the oldest
+/// Vacuums the queue when enough of it is dead, unless the oldest
 /// transaction any other session still sees (`horizon`) is the one that
 /// held the last vacuum back: rows deleted since then cannot go either, and
 /// during a long transaction (a million-row UPDATE) a vacuum every check
@@ -158,18 +134,9 @@ async fn compact_if_bloated(client: &Client) -> Result<Option<(i64, i64)>> {
 async fn vacuum_if_needed(client: &Client, horizon: &mut Option<String>) -> Result<Option<i64>> {
     let row = client
         .query_one(
-            "select coalesce((select sum(n_dead_tup)::bigint from pg_stat_user_tables
-                              where relid in (select 'pgferry.queue'::regclass
-                                              union all
-                                              select inhrelid from pg_inherits
-                                              where inhparent = 'pgferry.queue'::regclass)
+            "select coalesce((select n_dead_tup from pg_stat_user_tables
+                              where relid = 'pgferry.queue'::regclass
                                 and n_dead_tup >= $1 and n_dead_tup >= n_live_tup), 0),
-                    (select string_agg(relid::regclass::text, ', ') from pg_stat_user_tables
-                     where relid in (select 'pgferry.queue'::regclass
-                                     union all
-                                     select inhrelid from pg_inherits
-                                     where inhparent = 'pgferry.queue'::regclass)
-                       and n_dead_tup >= $1 and n_dead_tup >= n_live_tup),
                     (select x::text
                      from (select backend_xmin from pg_stat_activity where pid <> pg_backend_pid()
                            union all
@@ -180,25 +147,19 @@ async fn vacuum_if_needed(client: &Client, horizon: &mut Option<String>) -> Resu
         )
         .await
         .map_err(Error::db("reading queue statistics"))?;
-    let (dead, tables, oldest): (i64, Option<String>, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
-    let Some(tables) = tables else {
-        return Ok(None);
-    };
+    let (dead, oldest): (i64, Option<String>) = (row.get(0), row.get(1));
     if dead == 0 || (oldest.is_some() && oldest == *horizon) {
         return Ok(None);
     }
     client
-        .batch_execute(&format!("vacuum {tables}"))
+        .batch_execute("vacuum pgferry.queue")
         .await
         .map_err(Error::db("vacuuming the queue"))?;
     *horizon = oldest;
     Ok(Some(dead))
 }
 
-/// The size on disk of the queue table the PL/pgSQL capture fills (the
-/// rotating ones give theirs back whole when emptied): table, TOAST and
-/// indexes.
+/// The queue's size on disk: table, TOAST and indexes.
 async fn queue_bytes(client: &Client) -> Result<i64> {
     client
         .query_one("select pg_total_relation_size('pgferry.queue')", &[])

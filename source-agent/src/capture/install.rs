@@ -56,10 +56,6 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (18, include_str!("../../sql/migrations/018_partitions.sql")),
     (19, include_str!("../../sql/migrations/019_switchover.sql")),
-    (
-        20,
-        include_str!("../../sql/migrations/020_rotating_queue.sql"),
-    ),
 ];
 
 /// The source schema: the migrations, every function's one live body
@@ -95,10 +91,7 @@ pub const SCHEMA: Schema = Schema {
         include_str!("../../sql/functions/batch_changes.sql"),
         include_str!("../../sql/functions/lost_changes.sql"),
         include_str!("../../sql/functions/queue_floor.sql"),
-        include_str!("../../sql/functions/queue_pending.sql"),
-        include_str!("../../sql/functions/queue_floor_behind.sql"),
         include_str!("../../sql/functions/trim_queue.sql"),
-        include_str!("../../sql/functions/rotate_queue.sql"),
         include_str!("../../sql/functions/forget_removed.sql"),
         include_str!("../../sql/functions/forget_tables.sql"),
         include_str!("../../sql/functions/switched_over.sql"),

@@ -158,7 +158,7 @@ pub async fn read(client: &Client) -> Result<Status> {
                     coalesce(extract(epoch from now() - min(captured_at))::float8, 0),
                     case when exists (select from pg_extension where extname = $1)
                          then 'compiled' else 'plpgsql' end
-             from pgferry.queue_pending()",
+             from pgferry.queue",
             &[&crate::capture::EXTENSION],
         )
         .await
