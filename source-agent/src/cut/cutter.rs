@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::cut;
-use crate::cut::alarm::Alarm;
 use crate::cut::links::CutterEnds;
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, ChangeCount, TargetId};
@@ -148,13 +147,8 @@ pub async fn cut_loop(
 ) -> Result<()> {
     let mut backoff = Backoff::new(pace.max_backoff);
     let mut targets = Vec::new();
-    let mut alarm = Alarm::new().map_err(|source| Error::Io {
-        context: "making the cutter's alarm",
-        source,
-    })?;
     loop {
-        let session = cut_session(&config, pace, &mut joins, &mut targets, &mut alarm, &cancel);
-        let Err(err) = session.await else {
+        let Err(err) = cut_session(&config, pace, &mut joins, &mut targets, &cancel).await else {
             return Ok(());
         };
         if !backoff.pause("batch cutter", err, &cancel).await? {
@@ -168,7 +162,6 @@ async fn cut_session(
     pace: Pace,
     joins: &mut mpsc::Receiver<Joining>,
     targets: &mut Vec<Cutting>,
-    alarm: &mut Alarm,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let client = pgferry_runtime::db::connect(config)
@@ -211,7 +204,7 @@ async fn cut_session(
                 None => return Ok(()),
             },
             () = applied_moves(targets) => {}
-            () = alarm.sleep_until(wake) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
         let soon = now + pace.together();

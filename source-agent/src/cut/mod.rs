@@ -1,8 +1,7 @@
 //! Cutting batches by snapshots (docs/architecture.md, "Batches"): the cut itself, and
-//! what the stream reads of a cut. The cutter's loop is `cutter`, its
-//! precise wait `alarm`; what it and the streams tell each other, `links`.
+//! what the stream reads of a cut. The cutter's loop is `cutter`; what it
+//! and the streams tell each other, `links`.
 
-pub mod alarm;
 pub mod cutter;
 pub mod links;
 
