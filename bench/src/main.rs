@@ -392,10 +392,13 @@ async fn main() {
         }
         let (mut single_rep, mut single_plain) = (nan, nan);
         let mut single_alone = (nan, nan);
+        let mut single_cpu = nan;
         if selected("single") {
             eprintln!("{name}: 200k single-statement autocommit changes...");
             bench.statements(system, None).await;
+            let cpu_before = bench.agents_source_cpu(system).await;
             (single_rep, single_plain) = bench.single_statements(system);
+            single_cpu = bench.agents_source_cpu(system).await - cpu_before;
             bench.statements(system, Some("single")).await;
             bench
                 .wait_equal(system, "single_rep", Duration::from_secs(300))
@@ -460,7 +463,8 @@ async fn main() {
                              "ratio": single_rep / single_plain,
                              "capture_alone": {"replicated": single_alone.0, "plain": single_alone.1,
                                                "ratio": single_alone.0 / single_alone.1},
-                             "agents_add": single_rep / single_plain - single_alone.0 / single_alone.1},
+                             "agents_add": single_rep / single_plain - single_alone.0 / single_alone.1,
+                             "agents_cpu_s": single_cpu},
                 "large": {"replicated_s": large.seconds.0, "plain_s": large.seconds.1,
                           "ratio": large.seconds.0 / large.seconds.1,
                           "wal_bytes_per_update": large.wal_per_update.0,
@@ -600,4 +604,29 @@ async fn main() {
     keep_server_logs(&bench);
     drop(bench.source);
     drop(bench.target);
+}
+
+/// Process `pid`'s user and system CPU seconds so far (/proc), with its
+/// ended children's when `children`; 0 for a process gone meanwhile.
+pub(crate) fn cpu_seconds(pid: &str, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields 14 to 17 (utime, stime, cutime, cstime), counted after the
+    // command's ")".
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|n| n.parse().expect("ticks"))
+        .collect();
+    let ticks = if children {
+        fields.iter().sum::<f64>()
+    } else {
+        fields[0] + fields[1]
+    };
+    ticks / 100.0
 }

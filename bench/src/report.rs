@@ -49,6 +49,11 @@ pub(crate) fn print_table(r: &Value) {
             2,
         ),
         (
+            "the same: CPU s of the source agent and its sessions on the source",
+            "/single_s/agents_cpu_s",
+            1,
+        ),
+        (
             "3 x 1,000 updates beside a 5 MB value, writers' s, replicated table",
             "/large/replicated_s",
             2,

@@ -277,28 +277,3 @@ async fn wait_table_equal(src: &Client, dst: &Client, table: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// Process `pid`'s user and system CPU seconds so far (/proc), with its
-/// ended children's when `children`; 0 for a process gone meanwhile.
-fn cpu_seconds(pid: &str, children: bool) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields 14 to 17 (utime, stime, cutime, cstime), counted after the
-    // command's ")".
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .expect("stat")
-        .1
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|n| n.parse().expect("ticks"))
-        .collect();
-    let ticks = if children {
-        fields.iter().sum::<f64>()
-    } else {
-        fields[0] + fields[1]
-    };
-    ticks / 100.0
-}

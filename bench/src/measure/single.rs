@@ -48,4 +48,34 @@ impl Bench {
         }
         (rep, plain)
     }
+
+    /// The CPU seconds so far of what pgferry's agents cost the source's
+    /// host: the source agent and its sessions on the source server
+    /// (`application_name` pgferry...), alive now. NaN for the other
+    /// systems.
+    pub(crate) async fn agents_source_cpu(&self, system: System) -> f64 {
+        if system != System::Pgferry {
+            return f64::NAN;
+        }
+        let sessions: Vec<i32> = self
+            .ferry_src
+            .query(
+                "select pid from pg_stat_activity where application_name like 'pgferry%'",
+                &[],
+            )
+            .await
+            .expect("the agents' sessions")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let agent = self
+            .source_agent
+            .as_ref()
+            .map_or(0.0, |agent| cpu_seconds(&agent.pid().to_string(), false));
+        agent
+            + sessions
+                .iter()
+                .map(|pid| cpu_seconds(&pid.to_string(), false))
+                .sum::<f64>()
+    }
 }
